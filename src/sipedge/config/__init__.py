@@ -1,0 +1,124 @@
+"""Configuration: one frozen :class:`Config` built once from TOML (``load_config``).
+
+Each section lives in its own module; all share the mechanism in ``_schema``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ._schema import build, one_of, option, render
+from .media import MediaConfig
+from .sip import AuthConfig, LimitsConfig, RegistrarConfig, RoutingConfig, SipConfig, TimersConfig
+from .turn import TurnConfig
+
+__all__ = [
+    "AuthConfig",
+    "Config",
+    "GeneralConfig",
+    "LimitsConfig",
+    "MediaConfig",
+    "RegistrarConfig",
+    "RoutingConfig",
+    "SipConfig",
+    "TimersConfig",
+    "TlsConfig",
+    "TurnConfig",
+    "default_toml",
+    "load_config",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class GeneralConfig:
+    """Process-wide settings."""
+
+    data_dir: str = option("./sipedge-data", "directory for the database, certificates and state")
+    log_level: str = option("info", "log level", one_of("debug", "info", "warning", "error"))
+    log_format: str = option("text", "log line format", one_of("text", "json"))
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    """Where subscribers and locations are kept."""
+
+    url: str = option("", "sqlite file path (empty = <data_dir>/sipedge.db)")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """Certificate for TLS/WSS (generated self-signed on first start when empty)."""
+
+    cert: str = option("", "PEM certificate chain (empty = <data_dir>/tls/cert.pem, generated)")
+    key: str = option("", "PEM private key (empty = <data_dir>/tls/key.pem, generated)")
+    verify_peer: bool = option(False, "require and verify client certificates")
+    ca: str = option("", "CA bundle used to verify peers (with verify_peer)")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """sipedge configuration."""
+
+    general: GeneralConfig = GeneralConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    tls: TlsConfig = TlsConfig()
+    sip: SipConfig = SipConfig()
+    auth: AuthConfig = AuthConfig()
+    registrar: RegistrarConfig = RegistrarConfig()
+    routing: RoutingConfig = RoutingConfig()
+    turn: TurnConfig = TurnConfig()
+    media: MediaConfig = MediaConfig()
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.database.url) if self.database.url else Path(self.general.data_dir) / "sipedge.db"
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    """Build a Config from parsed TOML; raises ConfigError naming key, value, expectation."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(Config)
+    known = {f.name for f in dataclasses.fields(Config)}
+    kwargs: dict[str, Any] = {}
+    for section, table in data.items():
+        if section not in known:
+            raise ConfigError(
+                f"[{section}]: unknown section; known sections are " + ", ".join(sorted(known))
+            )
+        kwargs[section] = build(hints[section], table, section)
+    return Config(**kwargs)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read a TOML file (or return the embedded defaults when ``path`` is None)."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}; run `sipedge init {p}` to create one") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    return parse_config(data)
+
+
+def default_toml() -> str:
+    """The commented TOML that ``sipedge init`` writes: every option at its default."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(Config)
+    out = ["# sipedge configuration. Every option is shown at its default.", ""]
+    for f in dataclasses.fields(Config):
+        out.extend(render(hints[f.name], f.name))
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,98 @@
+"""Config sections of the SIP roles: listeners, limits, timers, auth, registrar, routing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._schema import non_negative, one_of, option, positive
+
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+
+
+def _listeners(v: Any) -> str | None:
+    for item in v:
+        proto, _, rest = item.partition(":")
+        host, _, port = rest.rpartition(":")
+        if proto not in TRANSPORTS or not host or not port.isdigit():
+            return (
+                "a list like [\"udp:127.0.0.1:5060\", \"tls:[::1]:5061\"] "
+                f"(transport one of {', '.join(TRANSPORTS)}); {item!r} is not"
+            )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class TimersConfig:
+    """SIP transaction timers (RFC 3261 §17), in seconds."""
+
+    t1: float = option(0.5, "T1: RTT estimate; Timer A/E start here, B/F/H/J are 64*T1", positive)
+    t2: float = option(4.0, "T2: maximum retransmit interval for non-INVITE requests", positive)
+    t4: float = option(5.0, "T4: maximum time a message stays in the network", positive)
+    timer_c: float = option(180.0, "Timer C: proxy INVITE transaction timeout (408/CANCEL)", positive)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Hard limits; each has a reject path (413/513, 503, close)."""
+
+    max_message_size: int = option(65535, "largest SIP message accepted, bytes (513 above)", positive)
+    max_connections: int = option(4096, "most concurrent TCP/TLS/WS connections", positive)
+    idle_timeout: float = option(
+        600.0, "close a stream connection idle this many seconds (0 = never)", non_negative
+    )
+    max_transactions: int = option(100000, "most live transactions (503 above)", positive)
+
+
+@dataclass(frozen=True, slots=True)
+class SipConfig:
+    """SIP listeners and identity."""
+
+    listen: list[str] = option(
+        ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "tls:127.0.0.1:5061"],
+        "listeners as transport:host:port (udp, tcp, tls; ws/wss in the web server)",
+        _listeners,
+    )
+    domains: list[str] = option(
+        [], "domains this server is responsible for (empty = any domain, plus own addresses)"
+    )
+    advertise: str = option(
+        "", "public address to put in Via/Record-Route instead of the listen address"
+    )
+    server_header: str = option("sipedge", "Server/User-Agent header value (empty = none)")
+    timers: TimersConfig = TimersConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Digest authentication (RFC 7616/8760)."""
+
+    realm: str = option("", "digest realm (empty = the request's domain)")
+    register: bool = option(True, "challenge REGISTER (401)")
+    invite: bool = option(True, "challenge INVITE and other requests from local users (407)")
+    algorithms: list[str] = option(
+        ["SHA-256", "MD5"], "algorithms offered, in order", lambda v: None if set(v) <= {"MD5", "SHA-256"} and v else "a non-empty list of \"MD5\", \"SHA-256\""
+    )
+    nonce_lifetime: float = option(300.0, "seconds a nonce is valid before stale=true", positive)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarConfig:
+    """Registrar (RFC 3261 §10)."""
+
+    min_expires: int = option(60, "smallest Expires accepted (423 Interval Too Brief below)", positive)
+    max_expires: int = option(3600, "largest Expires granted (larger values are lowered)", positive)
+    default_expires: int = option(3600, "Expires used when the request gives none", positive)
+    max_contacts: int = option(10, "most contacts per address-of-record (403 above)", positive)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """The routing module: plain Python (docs/routing.md)."""
+
+    module: str = option(
+        "sipedge.proxy.default_routing", "importable module or path to a .py file with route()"
+    )
+    record_route: bool = option(True, "stay in the path of dialogs (Record-Route)")
+    forking: str = option("parallel", "fork to all contacts at once, or by q-value", one_of("parallel", "serial"))
