@@ -19,7 +19,7 @@ INVITE = (
     b"Contact: <sip:alice@pc33.atlanta.com>\r\n"
     b"Subject: folded\r\n  line\r\n"
     b"Content-Type: application/sdp\r\n"
-    b"Content-Length: 4\r\n\r\nv=0\r\n"
+    b"Content-Length: 5\r\n\r\nv=0\r\n"
 )
 
 
@@ -37,7 +37,7 @@ def test_typed_access() -> None:
     assert (r.cseq.number, r.cseq.method) == (314159, "INVITE")
     assert r.max_forwards == 70
     assert r.get("subject") == "folded line"
-    assert r.body == b"v=0\r"[:4]
+    assert r.body == b"v=0\r\n"
 
 
 def test_mutation_and_serialize_round_trip() -> None:
@@ -69,7 +69,7 @@ def test_make_response_copies_dialog_headers() -> None:
     ("data", "hint"),
     [
         (INVITE.replace(b"CSeq: 314159 INVITE", b"CSeq: 314159 BYE"), (400, "CSeq method mismatch")),
-        (INVITE.replace(b"Content-Length: 4", b"Content-Length: 40"), (400, "Content-Length mismatch")),
+        (INVITE.replace(b"Content-Length: 5", b"Content-Length: 40"), (400, "Content-Length mismatch")),
         (INVITE.replace(b"SIP/2.0\r\nVia", b"SIP/7.0\r\nVia"), (505, "Version Not Supported")),
         (INVITE.replace(b"i: a84b", b"X: a84b"), (400, "Missing Call-ID header")),
     ],
