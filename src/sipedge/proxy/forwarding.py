@@ -1,0 +1,176 @@
+"""Pure request-forwarding steps of RFC 3261 §16: Max-Forwards, loops, Route processing,
+Record-Route, branch ids and next-hop selection. No state, no I/O: each takes a message
+and returns or edits it, so routing modules and tests can call them alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from .._common.addr import strip_brackets
+from ..errors import ParseError
+from ..sip.flow import Target
+from ..sip.headers import NameAddr, Via
+from ..sip.message import Request
+from ..sip.uri import SipUri
+from .identity import DEFAULT_PORTS, Identity, Listener
+
+MAGIC = "z9hG4bK"
+
+
+def loop_hash(req: Request, previous_branch: str) -> str:
+    """The part of our branch id that lets us spot a loop (RFC 3261 §16.6 step 8)."""
+    try:
+        from_tag = req.from_.tag or ""
+        to_tag = req.to.tag or ""
+        cseq = str(req.cseq.number)
+    except ParseError:
+        from_tag = to_tag = cseq = ""
+    material = "\x00".join(
+        (req.uri, from_tag, to_tag, req.get("call-id") or "", cseq, previous_branch)
+    )
+    return MAGIC + "sE" + hashlib.blake2b(material.encode("utf-8", "surrogateescape"), digest_size=10).hexdigest()
+
+
+def branch_id(req: Request, index: int) -> str:
+    """Branch for the ``index``-th forked copy of ``req`` (same input, same branch: so a
+    CANCEL gets the INVITE's branch and retransmissions match)."""
+    vias = req.get_all("via")
+    prev = ""
+    if vias:
+        try:
+            prev = Via.parse(vias[0]).branch or vias[0]
+        except ParseError:
+            prev = vias[0]
+    return f"{loop_hash(req, prev)}.{index}"
+
+
+def is_loop(req: Request, identity: Identity) -> bool:
+    """True when one of our own Vias carries the branch this request would get again
+    (a loop, RFC 3261 §16.3 step 4), as opposed to a legitimate spiral."""
+    vias = req.vias
+    for i, via in enumerate(vias[:-1]):
+        branch = via.branch or ""
+        if not branch.startswith(MAGIC + "sE"):
+            continue
+        if not identity.is_me(via.host, via.port, via.transport.lower()):
+            continue
+        prev = vias[i + 1].branch or ""
+        if branch.split(".", 1)[0] == loop_hash(req, prev):
+            return True
+    return False
+
+
+def decrement_max_forwards(req: Request) -> int:
+    """Lower Max-Forwards by one (adding 70 when absent); returns the new value."""
+    mf = req.max_forwards
+    value = 69 if mf is None else max(mf - 1, 0)
+    req.set("max-forwards", str(value))
+    return value
+
+
+def record_route(req: Request, inbound: Listener, outbound: Listener) -> None:
+    """Insert our Record-Route; two of them (``r2=on``) when the request changes transport
+    or interface, so each side of the dialog reaches us the way it can."""
+    if (inbound.transport, inbound.public_host, inbound.public_port) == (
+        outbound.transport,
+        outbound.public_host,
+        outbound.public_port,
+    ):
+        req.add("record-route", f"<{inbound.uri(lr=None)}>", first=True)
+        return
+    req.add("record-route", f"<{inbound.uri(r2='on', lr=None)}>", first=True)
+    req.add("record-route", f"<{outbound.uri(r2='on', lr=None)}>", first=True)
+
+
+def loose_route(req: Request, identity: Identity) -> bool:
+    """Route-set processing of RFC 3261 §16.4 with strict-router compatibility.
+
+    Pops the Route entries that name us (both of a double Record-Route). When the
+    Request-URI names us and Routes exist, the previous hop was a strict router: the last
+    Route becomes the Request-URI. Returns True when the request carried Route headers
+    (it is being routed by its route set), like Kamailio's ``loose_route()``.
+    """
+    routes = req.name_addrs("route")
+    if not routes:
+        return False
+    ruri = req.ruri
+    if isinstance(ruri, SipUri) and identity.uri_is_me(ruri) and ruri.user is None:
+        last = routes[-1]
+        req.set_uri(last.uri)
+        _set_routes(req, routes[:-1])
+        routes = routes[:-1]
+    popped = 0
+    while routes and popped < 2:
+        top = routes[0].uri
+        if isinstance(top, SipUri) and identity.uri_is_me(top):
+            routes = routes[1:]
+            popped += 1
+            if top.params.get("r2") != "on":
+                break
+        else:
+            break
+    if popped:
+        _set_routes(req, routes)
+    return True
+
+
+def _set_routes(req: Request, routes: list[NameAddr]) -> None:
+    req.remove("route")
+    for r in routes:
+        req.add("route", str(r))
+
+
+def uri_target(uri: SipUri) -> Target:
+    """Where a SIP URI leads (RFC 3263 without DNS: transport param, sips -> TLS, default
+    ports); host names are resolved by the adapter."""
+    transport = uri.transport
+    if uri.scheme == "sips" and transport in ("udp", "tcp"):
+        transport = "tls"
+    port = uri.port or DEFAULT_PORTS.get(transport, 5060)
+    return Target(transport, strip_brackets(uri.host), port)
+
+
+def next_hop(req: Request) -> SipUri:
+    """The URI the request is sent towards: the top Route, else the Request-URI."""
+    routes = req.get_all("route")
+    if routes:
+        return NameAddr.parse(routes[0], "Route").sip_uri
+    ruri = req.ruri
+    if not isinstance(ruri, SipUri):
+        raise ParseError(f"cannot route to {ruri}", (416, "Unsupported URI Scheme"))
+    return ruri
+
+
+def add_via(req: Request, listener: Listener, branch: str) -> None:
+    params = f";branch={branch}"
+    if listener.transport == "udp":
+        params += ";rport"
+    req.add("via", f"SIP/2.0/{listener.transport.upper()} {listener.via_sent_by()}{params}", first=True)
+
+
+def stamp_received(req: Request, src_host: str, src_port: int) -> None:
+    """RFC 3261 §18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via."""
+    via = req.top_via
+    params = dict(via.params)
+    changed = False
+    if strip_brackets(via.host).lower() != strip_brackets(src_host).lower():
+        params["received"] = src_host
+        changed = True
+    if "rport" in via.params:
+        params["rport"] = str(src_port)
+        params["received"] = src_host
+        changed = True
+    if changed:
+        req.replace_first("via", str(Via(via.transport, via.host, via.port, params, via.protocol)))
+
+
+def response_target(via: Via) -> Target:
+    """Where a response goes statelessly (RFC 3261 §18.2.2 with RFC 3581 rport)."""
+    host = via.params.get("received") or via.host
+    rport = via.params.get("rport")
+    if rport and rport.isdigit():
+        port = int(rport)
+    else:
+        port = via.port or DEFAULT_PORTS.get(via.transport.lower(), 5060)
+    return Target(via.transport.lower(), strip_brackets(host), port)

@@ -1,0 +1,109 @@
+"""Who we are: our listeners (with advertised addresses) and the domains we serve.
+
+The proxy asks this to recognise its own Route/Record-Route entries and Request-URIs,
+to pick the listener a branch leaves from, and to build Via and Record-Route values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .._common.addr import host_for_uri, is_ipv6, strip_brackets
+from ..sip.flow import Flow, Target
+from ..sip.uri import SipUri
+
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "ws": 80, "tls": 5061, "wss": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One bound socket: transport, bound host/port, and what we advertise for it."""
+
+    transport: str
+    host: str
+    port: int
+    advertise_host: str = ""
+    advertise_port: int = 0
+
+    @property
+    def public_host(self) -> str:
+        return self.advertise_host or self.host
+
+    @property
+    def public_port(self) -> int:
+        return self.advertise_port or self.port
+
+    @property
+    def ipv6(self) -> bool:
+        return is_ipv6(self.host)
+
+    @property
+    def name(self) -> str:
+        return f"{self.transport}:{host_for_uri(self.host)}:{self.port}"
+
+    def via_sent_by(self) -> str:
+        return f"{host_for_uri(self.public_host)}:{self.public_port}"
+
+    def uri(self, **params: str | None) -> SipUri:
+        """A SIP URI pointing at this listener (for Record-Route and Path)."""
+        p: dict[str, str | None] = {}
+        if self.transport != "udp":
+            p["transport"] = self.transport
+        p.update(params)
+        return SipUri("sip", None, host_for_uri(self.public_host).lower(), self.public_port, None, p)
+
+
+class Identity:
+    """Our addresses and domains."""
+
+    def __init__(self, listeners: list[Listener], domains: list[str] | None = None) -> None:
+        if not listeners:
+            raise ValueError("at least one listener is needed")
+        self.listeners = listeners
+        self.domains = {d.lower() for d in (domains or [])}
+        self._addresses: set[tuple[str, int]] = set()
+        for li in listeners:
+            for h in {li.host, li.public_host}:
+                for p in {li.port, li.public_port}:
+                    self._addresses.add((strip_brackets(h).lower(), p))
+
+    def is_me(self, host: str, port: int | None, transport: str = "udp") -> bool:
+        """Does ``host:port`` name one of our listeners? (port defaults per transport)"""
+        h = strip_brackets(host).lower()
+        p = port if port is not None else DEFAULT_PORTS.get(transport, 5060)
+        if (h, p) in self._addresses:
+            return True
+        # a domain we serve without an explicit port also names us
+        return port is None and h in self.domains
+
+    def uri_is_me(self, uri: SipUri) -> bool:
+        return self.is_me(uri.host, uri.port, uri.transport)
+
+    def is_local_domain(self, host: str) -> bool:
+        """True when ``host`` is a domain we are responsible for (RFC 3261 §16.4)."""
+        h = strip_brackets(host).lower()
+        if not self.domains:
+            return True
+        return h in self.domains or any(h == a for a, _ in self._addresses)
+
+    def listener_for_flow(self, flow: Flow) -> Listener:
+        for li in self.listeners:
+            if li.transport == flow.transport and (li.host, li.port) == flow.local:
+                return li
+        return self.listener_for(flow.transport, is_ipv6(flow.remote[0]))
+
+    def listener_for(self, transport: str, ipv6: bool = False) -> Listener:
+        """The listener a message for ``transport`` leaves from (same family preferred)."""
+        same = [li for li in self.listeners if li.transport == transport]
+        for li in same:
+            if li.ipv6 == ipv6:
+                return li
+        if same:
+            return same[0]
+        for li in self.listeners:
+            if li.ipv6 == ipv6:
+                return li
+        return self.listeners[0]
+
+    def listener_for_target(self, target: Target) -> Listener:
+        return self.listener_for(target.transport, is_ipv6(target.host))

@@ -1,0 +1,114 @@
+"""Run a real ``sipedge serve`` process on free loopback ports for a test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .ports import free_port
+
+SIPEDGE = str(Path(sys.executable).parent / "sipedge")
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    config: Path
+    data_dir: Path
+    host: str
+    udp: int
+    tcp: int
+    tls: int
+    log: Path
+
+    def add_user(self, user: str, password: str) -> None:
+        cli(["user", "add", f"{user}@{self.host}", "--password", password, "--config", str(self.config)])
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def cli(args: list[str], check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SIPEDGE, *args], capture_output=True, text=True, check=check, timeout=30, input=input_text
+    )
+
+
+def write_config(tmp: Path, host: str = "127.0.0.1", extra: str = "") -> tuple[Path, int, int, int]:
+    udp = free_port(host)
+    tcp = udp  # same port number for UDP and TCP, as SIP servers usually do
+    tls = free_port(host)
+    data = tmp / "data"
+    cfg = tmp / "sipedge.toml"
+    h = f"[{host}]" if ":" in host else host
+    cfg.write_text(
+        f"""
+[general]
+data_dir = "{data}"
+log_level = "debug"
+
+[sip]
+listen = ["udp:{h}:{udp}", "tcp:{h}:{tcp}", "tls:{h}:{tls}"]
+
+[sip.timers]
+t1 = 0.1
+{extra}
+"""
+    )
+    return cfg, udp, tcp, tls
+
+
+def wait_ready(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Until an OPTIONS over UDP gets any answer."""
+    deadline = time.monotonic() + timeout
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    h = f"[{host}]" if ":" in host else host
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sipedge exited with {proc.returncode}")
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.3)
+            s.bind((host, 0))
+            lport = s.getsockname()[1]
+            msg = (
+                f"OPTIONS sip:{h}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {h}:{lport};branch=z9hG4bKready{time.monotonic_ns()}\r\n"
+                f"From: <sip:probe@{h}>;tag=p\r\nTo: <sip:{h}:{port}>\r\nCall-ID: ready{time.monotonic_ns()}\r\n"
+                "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+            s.sendto(msg.encode(), (host, port))
+            with contextlib.suppress(OSError):
+                s.recvfrom(65535)
+                return
+    raise RuntimeError("sipedge did not answer OPTIONS in time")
+
+
+@contextlib.contextmanager
+def running_server(tmp: Path, host: str = "127.0.0.1", extra: str = "", users: dict[str, str] | None = None) -> Iterator[Server]:
+    cfg, udp, tcp, tls = write_config(tmp, host, extra)
+    log = tmp / "sipedge.log"
+    data = tmp / "data"
+    if users:
+        for user, password in users.items():
+            cli(["user", "add", f"{user}@{host}", "--password", password, "--config", str(cfg)])
+    with log.open("wb") as logf:
+        proc = subprocess.Popen([SIPEDGE, "serve", "--config", str(cfg)], stdout=logf, stderr=subprocess.STDOUT, env=os.environ.copy())
+        server = Server(proc, cfg, data, host, udp, tcp, tls, log)
+        try:
+            wait_ready(host, udp, proc)
+            yield server
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
