@@ -1,0 +1,689 @@
+"""SIP transports: UDP, TCP and TLS listeners and connections (the asyncio adapter).
+
+This is the only SIP module with sockets and ssl. It cuts bytes into SIP messages and
+hands each one up with the :class:`~sipedge.sip.flow.Flow` it arrived on; it never parses
+a message beyond the framing, and it knows nothing of transactions or routing.
+
+Contract with the application
+-----------------------------
+``layer = TransportLayer(sip_config, on_message, server_ssl=...)`` then
+``await layer.start()`` binds every ``transport:host:port`` of ``SipConfig.listen``
+(port 0 = any free port; :attr:`TransportLayer.listeners` reports the bound one).
+
+For every SIP message received the layer calls, synchronously from the event loop::
+
+    on_message(data: bytes, flow: Flow) -> None
+
+- once per UDP datagram, and once per complete stream message (cut by Content-Length,
+  RFC 3261 §18.3). Keepalives (RFC 5626 CRLF pings/pongs, 4-byte zero UDP packets, stray
+  CRLFs) never reach the callback: pings are answered here.
+- ``data`` is one whole message; parse it with
+  ``message.parse(data, stream=flow.transport in ("tcp", "tls"))``.
+- The callback must not block. It may call :meth:`TransportLayer.send` directly, and
+  start :meth:`TransportLayer.send_to` in a task. An exception escaping it is a bug: it is
+  logged and counted (``sip_callback_errors``), and the layer keeps serving.
+
+Sending
+-------
+- ``send(data, flow) -> bool`` sends back on that exact flow: the same UDP socket, or the
+  same connection. It returns ``False`` (and counts ``sip_send_no_flow``) when the
+  connection is gone; it never sends anywhere else (a registrar answers 480 then).
+- ``await send_to(data, target) -> Flow`` reaches a :class:`~sipedge.sip.flow.Target`
+  whose host is an IP literal (resolve names first, RFC 3263): UDP leaves from the
+  listener of that transport and address family; TCP/TLS reuse an open connection to
+  that remote address, else connect (``connect_timeout``) and register the new
+  connection. It raises :class:`TransportError` when that fails.
+
+Limits: ``LimitsConfig.max_connections`` (new connections beyond it are closed at once,
+outbound ones refused), ``idle_timeout`` (0 = never), ``max_message_size`` (UDP datagrams
+over it are dropped and counted; stream messages over it get 513, unframeable ones 400
+when the head is parseable enough, then that connection is closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from .._common.addr import Address, strip_brackets
+from ..config.sip import SipConfig
+from ..errors import ConfigError, Error, ParseError
+from ..sip import message
+from ..sip.flow import Flow, Target
+from ..sip.framing import StreamFramer
+
+log = logging.getLogger(__name__)
+
+OnMessage = Callable[[bytes, Flow], None]
+"""``on_message(data, flow)``: one SIP message received on ``flow``."""
+
+OnFlowClosed = Callable[[Flow], None]
+"""``on_flow_closed(flow)``: a stream connection ended; sends on that flow now fail."""
+
+STREAM_TRANSPORTS = ("tcp", "tls")
+ALL_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+_STUN_COOKIE = b"\x21\x12\xa4\x42"
+
+
+class TransportError(Error, OSError):
+    """A message could not be sent: no listener, connect failure, connection gone.
+
+    An ``OSError`` too, so callers catching socket errors catch it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One bound listener: transport, local host and the port really bound."""
+
+    transport: str
+    host: str
+    port: int
+
+    @property
+    def address(self) -> Address:
+        return (self.host, self.port)
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.host else 4
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+def parse_listen(item: str) -> tuple[str, str, int]:
+    """``"tls:[::1]:5061"`` -> ``("tls", "::1", 5061)``; ConfigError when malformed."""
+    proto, _, rest = item.partition(":")
+    host, _, port = rest.rpartition(":")
+    host = strip_brackets(host)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        host = ""
+    if proto not in ALL_TRANSPORTS or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"sip.listen: {item!r} is not transport:ip:port "
+            f"(transport one of {', '.join(ALL_TRANSPORTS)}, an IP literal, a port 0..65535)"
+        )
+    return proto, host, int(port)
+
+
+def _family(host: str) -> int:
+    return 6 if ":" in host else 4
+
+
+def _norm_host(host: str) -> str:
+    """An IP literal in the form peername reports it (IPv6 compressed, no brackets)."""
+    h = strip_brackets(host)
+    try:
+        return ipaddress.ip_address(h).compressed
+    except ValueError:
+        raise TransportError(f"{host!r} is not an IP address; resolve it first (RFC 3263)") from None
+
+
+class _Counters:
+    __slots__ = ("bytes_in", "bytes_out", "messages_in", "messages_out")
+
+    def __init__(self) -> None:
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+
+class _Udp(asyncio.DatagramProtocol):
+    """One UDP listener socket."""
+
+    __slots__ = ("closed", "counters", "layer", "listener", "local", "transport")
+
+    def __init__(self, layer: TransportLayer) -> None:
+        self.layer = layer
+        self.counters = layer._counters["udp"]
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: Address = ("", 0)
+        self.listener: Listener | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        sockname = transport.get_extra_info("sockname")
+        self.local = (sockname[0], sockname[1])
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        layer = self.layer
+        n = len(data)
+        if n > layer.max_message_size:
+            layer._stat["sip_udp_dropped_oversize"] += 1
+            return
+        if n <= 4 and (data == b"\0\0\0\0" or not data.strip(b"\r\n")):
+            layer._stat["sip_udp_keepalives"] += 1
+            return
+        if data[0] < 2 and n >= 20 and data[4:8] == _STUN_COOKIE:
+            # RFC 5626 §4.4.2 STUN keepalive on the SIP port: not SIP; dropped here.
+            layer._stat["sip_udp_stun_dropped"] += 1
+            return
+        if not data.strip(b"\r\n"):
+            layer._stat["sip_udp_keepalives"] += 1
+            return
+        c = self.counters
+        c.messages_in += 1
+        c.bytes_in += n
+        try:
+            layer.on_message(data, Flow("udp", self.local, (addr[0], addr[1])))
+        except Exception:
+            layer._callback_error("udp", addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.layer._stat["sip_udp_errors"] += 1
+        log.debug("x udp %s: %s", self.local, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+
+    def sendto(self, data: bytes, addr: Address) -> bool:
+        t = self.transport
+        if t is None or self.closed:
+            return False
+        t.sendto(data, addr)
+        c = self.counters
+        c.messages_out += 1
+        c.bytes_out += len(data)
+        return True
+
+
+class _Stream(asyncio.Protocol):
+    """One TCP or TLS connection, inbound or outbound."""
+
+    __slots__ = (
+        "closing",
+        "conn_id",
+        "counters",
+        "flow",
+        "framer",
+        "inbound",
+        "last_activity",
+        "layer",
+        "loop",
+        "name",
+        "paused",
+        "transport",
+    )
+
+    def __init__(self, layer: TransportLayer, name: str, inbound: bool) -> None:
+        self.layer = layer
+        self.name = name
+        self.inbound = inbound
+        self.counters = layer._counters[name]
+        self.framer = StreamFramer(layer.max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.conn_id = 0
+        self.flow = Flow(name, ("", 0), ("", 0))
+        self.loop = layer._loop
+        self.last_activity = 0.0
+        self.closing = False
+        self.paused = False
+
+    # -- asyncio callbacks -----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = self.transport = cast(asyncio.Transport, transport)
+        layer = self.layer
+        peer = transport.get_extra_info("peername")
+        if self.inbound and (layer._closed or len(layer._conns) >= layer.max_connections):
+            layer._stat["sip_connections_refused"] += 1
+            log.info("x %s connection from %s refused: %d connections open (max_connections)",
+                     self.name, peer, len(layer._conns))
+            self.closing = True
+            transport.abort()
+            return
+        sock = transport.get_extra_info("sockname")
+        local: Address = (sock[0], sock[1])
+        if not self.inbound:
+            lst = layer._listener_for(self.name, _family(sock[0]))
+            if lst is not None:
+                local = lst.address
+        self.conn_id = next(layer._ids)
+        self.flow = Flow(self.name, local, (peer[0], peer[1]), self.conn_id)
+        self.last_activity = self.loop.time()
+        layer._register(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.last_activity = self.loop.time()
+        try:
+            frames = self.framer.feed(data)
+        except ParseError as exc:
+            self._reject(exc)
+            return
+        layer = self.layer
+        for f in frames:
+            if f.data:
+                c = self.counters
+                c.messages_in += 1
+                c.bytes_in += len(f.data)
+                try:
+                    layer.on_message(f.data, self.flow)
+                except Exception:
+                    layer._callback_error(self.name, self.flow.remote)
+                if self.closing:
+                    return
+            elif f.ping:
+                layer._stat["sip_stream_pings"] += 1
+                self.write(b"\r\n", count=False)
+
+    def eof_received(self) -> bool | None:
+        return False  # half-closed: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self.conn_id:
+            self.layer._unregister(self, exc)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+
+    # -- ours ------------------------------------------------------------------------
+    def write(self, data: bytes, count: bool = True) -> bool:
+        t = self.transport
+        if t is None or self.closing:
+            return False
+        if self.paused and t.get_write_buffer_size() > self.layer.max_write_buffer:
+            self.layer._stat["sip_connections_closed_overflow"] += 1
+            log.info("x %s %s: peer is not reading, closing", self.name, self.flow.remote)
+            self.abort()
+            return False
+        t.write(data)
+        self.last_activity = self.loop.time()
+        if count:
+            c = self.counters
+            c.messages_out += 1
+            c.bytes_out += len(data)
+        return True
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()  # flushes what is buffered, then closes
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _reject(self, exc: ParseError) -> None:
+        """Framing failed (too large, no Content-Length...): answer if we can, close."""
+        layer = self.layer
+        layer._stat["sip_stream_errors"] += 1
+        log.info("x %s %s: %s; closing", self.name, self.flow.remote, exc)
+        if isinstance(exc.hint, tuple):
+            reply = error_reply(bytes(self.framer._buf[: layer.max_message_size]), exc.hint)
+            if reply is not None:
+                self.write(reply)
+        self.close()
+
+
+def error_reply(pending: bytes, hint: tuple[int, str]) -> bytes | None:
+    """A stateless error response to the request whose start is ``pending``, when its
+    start line and headers parse; ``None`` when it cannot be answered (a response, ACK,
+    garbage). Content-Length is ignored: the body is the part that failed."""
+    end = pending.find(b"\r\n\r\n")
+    head = pending[:end] if end != -1 else pending[: pending.rfind(b"\r\n")]
+    lines = [
+        ln for ln in head.split(b"\r\n")
+        if ln.partition(b":")[0].strip().lower() not in (b"content-length", b"l")
+    ]
+    try:
+        req = message.parse(b"\r\n".join(lines) + b"\r\n\r\n", stream=True)
+        if not isinstance(req, message.Request) or req.method == "ACK" or not req.get_all("via"):
+            return None
+        return message.make_response(req, hint[0], hint[1]).serialize()
+    except ParseError:
+        return None
+
+
+class TransportLayer:
+    """Every SIP listener and connection of one process; see the module docstring."""
+
+    def __init__(
+        self,
+        config: SipConfig,
+        on_message: OnMessage,
+        *,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
+        connect_timeout: float = 5.0,
+        handshake_timeout: float = 10.0,
+        on_flow_closed: OnFlowClosed | None = None,
+    ) -> None:
+        self.config = config
+        self.on_message = on_message
+        self.on_flow_closed = on_flow_closed
+        self.server_ssl = server_ssl
+        self.client_ssl = client_ssl
+        self.connect_timeout = connect_timeout
+        self.handshake_timeout = handshake_timeout
+        limits = config.limits
+        self.max_message_size = limits.max_message_size
+        self.max_connections = limits.max_connections
+        self.idle_timeout = limits.idle_timeout
+        self.max_write_buffer = max(16 * limits.max_message_size, 1 << 20)
+        self._loop = asyncio.get_running_loop()
+        self._counters = {t: _Counters() for t in ALL_TRANSPORTS}
+        self._stat: dict[str, int] = dict.fromkeys(
+            (
+                "sip_connections_accepted", "sip_connections_outbound", "sip_connections_refused",
+                "sip_connections_closed", "sip_connections_closed_idle",
+                "sip_connections_closed_overflow", "sip_connect_failures", "sip_udp_dropped_oversize",
+                "sip_udp_keepalives", "sip_udp_stun_dropped", "sip_udp_errors", "sip_stream_pings",
+                "sip_stream_errors", "sip_send_no_flow", "sip_callback_errors",
+            ),
+            0,
+        )
+        self._ids = itertools.count(1)
+        self._listeners: list[Listener] = []
+        self._udp: dict[Address, _Udp] = {}
+        self._servers: list[asyncio.Server] = []
+        self._conns: dict[int, _Stream] = {}
+        self._by_remote: dict[tuple[str, str, int], _Stream] = {}
+        self._connecting: dict[tuple[str, str, int], asyncio.Future[_Stream]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._extra: list[Any] = []  # other adapters plugged in (WebSocket servers)
+
+    # -- start / stop ----------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind every listener of ``config.listen`` (ws/wss entries are left to ws.py)."""
+        try:
+            for item in self.config.listen:
+                proto, host, port = parse_listen(item)
+                if proto == "udp":
+                    await self._listen_udp(host, port)
+                elif proto in STREAM_TRANSPORTS:
+                    await self._listen_stream(proto, host, port)
+        except BaseException:
+            await self.close()
+            raise
+        if self.idle_timeout > 0:
+            self._arm_sweeper()
+
+    async def _listen_udp(self, host: str, port: int) -> None:
+        fam = socket.AF_INET6 if _family(host) == 6 else socket.AF_INET
+        sock = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            if fam == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"sip.listen: cannot bind udp:{host}:{port}: {exc.strerror}") from exc
+        _, proto = await self._loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
+        self._udp[proto.local] = proto
+        lst = Listener("udp", proto.local[0], proto.local[1])
+        proto.listener = lst
+        self._listeners.append(lst)
+        log.info("- listening on %s", lst)
+
+    async def _listen_stream(self, name: str, host: str, port: int) -> None:
+        ctx: ssl.SSLContext | None = None
+        if name == "tls":
+            if self.server_ssl is None:
+                raise ConfigError(f"sip.listen: tls:{host}:{port} needs a certificate (server_ssl)")
+            ctx = self.server_ssl
+        try:
+            server = await self._loop.create_server(
+                lambda: _Stream(self, name, inbound=True),
+                host, port, ssl=ctx, reuse_address=True, backlog=512,
+                ssl_handshake_timeout=self.handshake_timeout if ctx else None,
+            )
+        except OSError as exc:
+            raise ConfigError(f"sip.listen: cannot bind {name}:{host}:{port}: {exc.strerror}") from exc
+        self._servers.append(server)
+        for s in server.sockets:
+            sn = s.getsockname()
+            lst = Listener(name, sn[0], sn[1])
+            self._listeners.append(lst)
+            log.info("- listening on %s", lst)
+
+    async def close(self) -> None:
+        """Stop listening, close every connection (flushing), then abort stragglers."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for server in self._servers:
+            server.close()
+        for fut in self._connecting.values():
+            fut.cancel()
+        for extra in self._extra:
+            await extra.close()
+        for conn in list(self._conns.values()):
+            conn.close()
+        for _ in range(20):
+            if not self._conns:
+                break
+            await asyncio.sleep(0.01)
+        for conn in list(self._conns.values()):
+            conn.abort()
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+            except TimeoutError:
+                pass
+        for udp in self._udp.values():
+            if udp.transport is not None:
+                udp.transport.close()
+        await asyncio.sleep(0)
+
+    # -- introspection ---------------------------------------------------------------
+    @property
+    def listeners(self) -> list[Listener]:
+        """Every bound listener, in config order, with the real port."""
+        return list(self._listeners)
+
+    def listener(self, transport: str, family: int = 4) -> Listener:
+        """The first listener of a transport and address family (4 or 6)."""
+        lst = self._listener_for(transport, family)
+        if lst is None:
+            raise TransportError(f"no {transport} listener for IPv{family}")
+        return lst
+
+    def _listener_for(self, transport: str, family: int) -> Listener | None:
+        for lst in self._listeners:
+            if lst.transport == transport and lst.family == family:
+                return lst
+        return None
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._conns)
+
+    def is_alive(self, flow: Flow) -> bool:
+        """Whether ``send(…, flow)`` can still deliver (UDP: the listener is open)."""
+        if flow.transport == "udp":
+            u = self._udp.get(flow.local)
+            return u is not None and not u.closed
+        conn = self._conns.get(flow.conn_id)
+        return conn is not None and not conn.closing
+
+    def stats(self) -> dict[str, int | float]:
+        out: dict[str, int | float] = {}
+        for name, c in self._counters.items():
+            out[f"sip_{name}_messages_in"] = c.messages_in
+            out[f"sip_{name}_messages_out"] = c.messages_out
+            out[f"sip_{name}_bytes_in"] = c.bytes_in
+            out[f"sip_{name}_bytes_out"] = c.bytes_out
+        out.update(self._stat)
+        out["sip_connections_open"] = len(self._conns)
+        return out
+
+    # -- sending ---------------------------------------------------------------------
+    def send(self, data: bytes, flow: Flow) -> bool:
+        """Send on exactly this flow. ``False`` when its socket or connection is gone."""
+        if flow.transport == "udp":
+            u = self._udp.get(flow.local)
+            if u is not None and u.sendto(data, flow.remote):
+                return True
+        else:
+            conn = self._conns.get(flow.conn_id)
+            if conn is not None and conn.flow.remote == flow.remote and conn.write(data):
+                return True
+        self._stat["sip_send_no_flow"] += 1
+        return False
+
+    async def send_to(self, data: bytes, target: Target, *, tls_name: str | None = None) -> Flow:
+        """Send to a target (IP literal host), reusing or opening a connection.
+
+        ``tls_name``: the name to check the server certificate against and send as SNI
+        (when the client context verifies). Raises :class:`TransportError`.
+        """
+        name = target.transport
+        host = _norm_host(target.host)
+        if name == "udp":
+            lst = self._listener_for("udp", _family(host))
+            u = self._udp.get(lst.address) if lst is not None else None
+            if u is None:
+                raise TransportError(f"no udp listener for IPv{_family(host)} to send to {host}")
+            flow = Flow("udp", u.local, (host, target.port))
+            if not u.sendto(data, flow.remote):
+                raise TransportError(f"udp listener {lst} is closed")
+            return flow
+        key = (name, host, target.port)
+        conn = self._by_remote.get(key)
+        if conn is None or conn.closing:
+            if name not in STREAM_TRANSPORTS:
+                raise TransportError(f"no open {name} connection to {host}:{target.port}")
+            conn = await self._connect(key, tls_name)
+        if not conn.write(data):
+            raise TransportError(f"{name} connection to {host}:{target.port} closed")
+        return conn.flow
+
+    def close_flow(self, flow: Flow) -> bool:
+        """Close a stream flow's connection after flushing (e.g. after a fatal 400)."""
+        conn = self._conns.get(flow.conn_id)
+        if conn is None:
+            return False
+        conn.close()
+        return True
+
+    async def _connect(self, key: tuple[str, str, int], tls_name: str | None) -> _Stream:
+        pending = self._connecting.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[_Stream] = self._loop.create_future()
+        self._connecting[key] = fut
+        try:
+            conn = await self._open(key, tls_name)
+        except BaseException as exc:
+            if not fut.done():
+                fut.set_exception(exc if isinstance(exc, Exception) else TransportError("cancelled"))
+                fut.exception()  # retrieved: no "never retrieved" warning
+            raise
+        else:
+            fut.set_result(conn)
+            return conn
+        finally:
+            self._connecting.pop(key, None)
+
+    async def _open(self, key: tuple[str, str, int], tls_name: str | None) -> _Stream:
+        name, host, port = key
+        if self._closed:
+            raise TransportError("transport layer is closed")
+        if len(self._conns) >= self.max_connections:
+            self._stat["sip_connect_failures"] += 1
+            raise TransportError(
+                f"cannot connect to {name}:{host}:{port}: {len(self._conns)} connections open "
+                "(limits.max_connections)"
+            )
+        ctx: ssl.SSLContext | None = None
+        server_hostname: str | None = None
+        if name == "tls":
+            if self.client_ssl is None:
+                from .tls import client_context
+
+                self.client_ssl = client_context()
+            ctx = self.client_ssl
+            server_hostname = tls_name or host
+        lst = self._listener_for(name, _family(host))
+        local_addr = None
+        if lst is not None and not ipaddress.ip_address(lst.host).is_unspecified:
+            local_addr = (lst.host, 0)
+        try:
+            _, proto = await asyncio.wait_for(
+                self._loop.create_connection(
+                    lambda: _Stream(self, name, inbound=False),
+                    host, port, ssl=ctx, server_hostname=server_hostname, local_addr=local_addr,
+                    ssl_handshake_timeout=self.handshake_timeout if ctx else None,
+                ),
+                self.connect_timeout,
+            )
+        except TimeoutError:
+            self._stat["sip_connect_failures"] += 1
+            raise TransportError(
+                f"cannot connect to {name}:{host}:{port}: no answer within {self.connect_timeout} s"
+            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            self._stat["sip_connect_failures"] += 1
+            raise TransportError(f"cannot connect to {name}:{host}:{port}: {exc}") from exc
+        if proto.closing or not proto.conn_id:
+            raise TransportError(f"{name} connection to {host}:{port} closed at once")
+        return proto
+
+    # -- connection registry ---------------------------------------------------------
+    def _register(self, conn: _Stream) -> None:
+        self._conns[conn.conn_id] = conn
+        self._by_remote[(conn.name, _norm_peer(conn.flow.remote[0]), conn.flow.remote[1])] = conn
+        self._stat["sip_connections_accepted" if conn.inbound else "sip_connections_outbound"] += 1
+        log.debug("- %s connection %d %s %s", conn.name, conn.conn_id,
+                  "from" if conn.inbound else "to", conn.flow.remote)
+
+    def _unregister(self, conn: _Stream, exc: Exception | None) -> None:
+        if self._conns.pop(conn.conn_id, None) is None:
+            return
+        key = (conn.name, _norm_peer(conn.flow.remote[0]), conn.flow.remote[1])
+        if self._by_remote.get(key) is conn:
+            del self._by_remote[key]
+        self._stat["sip_connections_closed"] += 1
+        log.debug("- %s connection %d closed%s", conn.name, conn.conn_id, f": {exc}" if exc else "")
+        if self.on_flow_closed is not None:
+            try:
+                self.on_flow_closed(conn.flow)
+            except Exception:
+                self._callback_error(conn.name, conn.flow.remote)
+
+    def _arm_sweeper(self) -> None:
+        interval = min(max(self.idle_timeout / 4, 0.02), 5.0)
+        self._sweeper = self._loop.call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        deadline = self._loop.time() - self.idle_timeout
+        for conn in list(self._conns.values()):
+            if conn.last_activity < deadline and not conn.closing:
+                self._stat["sip_connections_closed_idle"] += 1
+                log.debug("- %s connection %d idle, closing", conn.name, conn.conn_id)
+                conn.close()
+        if not self._closed:
+            self._arm_sweeper()
+
+    def _callback_error(self, transport: str, remote: Any) -> None:
+        self._stat["sip_callback_errors"] += 1
+        log.exception("on_message failed for a %s message from %s", transport, remote)
+
+
+def _norm_peer(host: str) -> str:
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return host
