@@ -1,0 +1,398 @@
+"""SQLite backends: the location service and the subscriber table in one file.
+
+:class:`SqliteDatabase` opens (and on first use creates) the file in WAL mode and brings
+its schema up to date through numbered migrations recorded in ``schema_version``.
+:class:`SqliteLocationStore` writes through to the file and answers lookups from an
+in-memory copy (no disk I/O on the call path); it is loaded at open, so bindings survive a
+restart. :class:`SqliteSubscriberStore` keeps HA1 hashes only.
+
+Every write is one transaction: it commits whole or not at all, and the cache changes only
+after the commit. Any sqlite failure surfaces as :class:`~sipedge.errors.StorageError`
+naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import StorageError
+from ..proxy.location import (
+    Binding,
+    DuplicateSubscriber,
+    order_bindings,
+    subscriber_hashes,
+)
+
+# Each migration brings the schema from version N-1 to N; never edit a released one.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE location (
+                aor TEXT NOT NULL,
+                contact TEXT NOT NULL,
+                expires_at REAL NOT NULL,
+                q REAL NOT NULL DEFAULT 1.0,
+                call_id TEXT NOT NULL DEFAULT '',
+                cseq INTEGER NOT NULL DEFAULT 0,
+                received TEXT NOT NULL DEFAULT '',
+                path TEXT NOT NULL DEFAULT '[]',
+                instance TEXT NOT NULL DEFAULT '',
+                reg_id INTEGER NOT NULL DEFAULT 0,
+                flow TEXT NOT NULL DEFAULT '',
+                user_agent TEXT NOT NULL DEFAULT '',
+                socket TEXT NOT NULL DEFAULT '',
+                seq INTEGER NOT NULL,
+                PRIMARY KEY (aor, contact)
+            )""",
+            "CREATE INDEX location_expires ON location (expires_at)",
+            """CREATE TABLE subscriber (
+                username TEXT NOT NULL,
+                domain TEXT NOT NULL,
+                ha1_md5 TEXT NOT NULL,
+                ha1_sha256 TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                PRIMARY KEY (username, domain)
+            )""",
+        ),
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_HA1_COLUMNS = {"MD5": "ha1_md5", "SHA-256": "ha1_sha256"}
+
+
+class SqliteDatabase:
+    """One SQLite file, opened in WAL mode with its schema migrated.
+
+    Safe to share between threads (one connection behind a lock); cheap enough to call
+    from the event loop because WAL with ``synchronous=NORMAL`` does not fsync per commit.
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create directory {self.path.parent}: {exc.strerror}") from exc
+        try:
+            self._conn = sqlite3.connect(
+                str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {self.path}: {exc}") from exc
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise StorageError(
+                f"cannot use database {self.path}: {exc} (not a sipedge SQLite file, or damaged; "
+                "move it away to start with an empty one)"
+            ) from exc
+        except StorageError:
+            self._conn.close()
+            raise
+
+    # -- schema ------------------------------------------------------------------
+    def _migrate(self) -> None:
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                "version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+            )
+            row = c.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = int(row[0]) if row and row[0] is not None else 0
+            if current > SCHEMA_VERSION:
+                raise StorageError(
+                    f"database {self.path} has schema version {current}, newer than this "
+                    f"sipedge supports ({SCHEMA_VERSION}); upgrade sipedge"
+                )
+            for version, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                for sql in statements:
+                    c.execute(sql)
+                c.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                    (version, time.time()),
+                )
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        with self.read() as c:
+            row = c.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0])
+
+    # -- access ----------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: commits on success, rolls back on any error; sqlite
+        errors become StorageError."""
+        with self._lock:
+            c = self._conn
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    yield c
+                    c.execute("COMMIT")
+                except BaseException:
+                    if c.in_transaction:
+                        c.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StorageError(f"database {self.path}: {exc}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise StorageError(f"database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._conn.close()
+            except sqlite3.Error as exc:  # pragma: no cover - close rarely fails
+                raise StorageError(f"database {self.path}: {exc}") from exc
+
+    def __enter__(self) -> SqliteDatabase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_COLUMNS = (
+    "aor, contact, expires_at, q, call_id, cseq, received, path, instance, reg_id, flow, "
+    "user_agent, socket, seq"
+)
+
+
+def _row(b: Binding, seq: int) -> tuple[object, ...]:
+    return (
+        b.aor, b.contact, b.expires_at, b.q, b.call_id, b.cseq, b.received, json.dumps(list(b.path)),
+        b.instance, b.reg_id, b.flow, b.user_agent, b.socket, seq,
+    )
+
+
+def _binding(row: tuple[Any, ...]) -> tuple[int, Binding]:
+    (aor, contact, expires_at, q, call_id, cseq, received, path, instance, reg_id, flow,
+     user_agent, socket, seq) = row
+    try:
+        path_list = json.loads(str(path))
+    except ValueError:
+        path_list = []
+    if not isinstance(path_list, list):
+        path_list = []
+    return int(seq), Binding(
+        aor=str(aor), contact=str(contact), expires_at=float(expires_at), q=float(q),
+        call_id=str(call_id), cseq=int(cseq), received=str(received),
+        path=tuple(str(p) for p in path_list), instance=str(instance), reg_id=int(reg_id),
+        flow=str(flow), user_agent=str(user_agent), socket=str(socket),
+    )
+
+
+class SqliteLocationStore:
+    """:class:`~sipedge.proxy.location.LocationStore` on SQLite with a write-through cache.
+
+    The cache is loaded at construction; writes by other processes after that are not
+    seen until :meth:`reload` (one sipedge process owns a file's location table).
+    """
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+        self._by_aor: dict[str, dict[str, tuple[int, Binding]]] = {}
+        self._seq = 0
+        self._stats = {"location_db_writes": 0, "location_db_errors": 0}
+        self.reload()
+
+    def reload(self) -> None:
+        with self.db.read() as c:
+            rows = c.execute(f"SELECT {_COLUMNS} FROM location").fetchall()
+        by_aor: dict[str, dict[str, tuple[int, Binding]]] = {}
+        seq = 0
+        for row in rows:
+            s, b = _binding(row)
+            by_aor.setdefault(b.aor, {})[b.contact] = (s, b)
+            seq = max(seq, s)
+        self._by_aor = by_aor
+        self._seq = seq
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self.db.transaction() as c:
+                yield c
+        except StorageError:
+            self._stats["location_db_errors"] += 1
+            raise
+        self._stats["location_db_writes"] += 1
+
+    # -- LocationStore -------------------------------------------------------------
+    def lookup(self, aor: str, now: float) -> list[Binding]:
+        entries = self._by_aor.get(aor)
+        if not entries:
+            return []
+        return order_bindings(sb for sb in entries.values() if sb[1].expires_at > now)
+
+    def put(self, binding: Binding) -> None:
+        entries = self._by_aor.get(binding.aor, {})
+        replaced = [c for c, (_, b) in entries.items() if binding.replaces(b)]
+        seq = self._seq + 1
+        with self._write() as c:
+            for contact in replaced:
+                c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (binding.aor, contact))
+            c.execute(
+                f"INSERT OR REPLACE INTO location ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                _row(binding, seq),
+            )
+        self._seq = seq
+        entries = self._by_aor.setdefault(binding.aor, {})
+        for contact in replaced:
+            entries.pop(contact, None)
+        entries[binding.contact] = (seq, binding)
+
+    def remove(self, aor: str, contact: str) -> None:
+        with self._write() as c:
+            c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (aor, contact))
+        entries = self._by_aor.get(aor)
+        if entries is not None:
+            entries.pop(contact, None)
+            if not entries:
+                del self._by_aor[aor]
+
+    def remove_aor(self, aor: str) -> None:
+        with self._write() as c:
+            c.execute("DELETE FROM location WHERE aor = ?", (aor,))
+        self._by_aor.pop(aor, None)
+
+    def purge_expired(self, now: float) -> int:
+        with self._write() as c:
+            c.execute("DELETE FROM location WHERE expires_at <= ?", (now,))
+        n = 0
+        for aor in list(self._by_aor):
+            entries = self._by_aor[aor]
+            for contact in [k for k, (_, b) in entries.items() if b.expires_at <= now]:
+                del entries[contact]
+                n += 1
+            if not entries:
+                del self._by_aor[aor]
+        return n
+
+    def bindings(self, now: float) -> list[Binding]:
+        out: list[Binding] = []
+        for aor in sorted(self._by_aor):
+            out.extend(self.lookup(aor, now))
+        return out
+
+    def count(self, aor: str, now: float) -> int:
+        entries = self._by_aor.get(aor)
+        if not entries:
+            return 0
+        return sum(1 for _, b in entries.values() if b.expires_at > now)
+
+    def stats(self) -> dict[str, int | float]:
+        return {
+            "location_aors": len(self._by_aor),
+            "location_bindings": sum(len(e) for e in self._by_aor.values()),
+            **self._stats,
+        }
+
+
+class SqliteSubscriberStore:
+    """:class:`~sipedge.proxy.location.SubscriberStore` on SQLite (HA1 hashes only).
+
+    Queried on every lookup, so users added by ``sipedge user add`` while the server runs
+    are seen at once.
+    """
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    def ha1(self, username: str, realm: str, algorithm: str) -> str | None:
+        column = _HA1_COLUMNS.get(algorithm)
+        if column is None:
+            return None
+        with self.db.read() as c:
+            row = c.execute(
+                f"SELECT {column} FROM subscriber WHERE username = ? AND domain = ?",
+                (username, realm.lower()),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def add(self, username: str, domain: str, password: str) -> None:
+        d = domain.lower()
+        h = subscriber_hashes(username, d, password)
+        with self.db.transaction() as c:
+            if c.execute(
+                "SELECT 1 FROM subscriber WHERE username = ? AND domain = ?", (username, d)
+            ).fetchone():
+                raise DuplicateSubscriber(f"user {username}@{d} already exists")
+            c.execute(
+                "INSERT INTO subscriber (username, domain, ha1_md5, ha1_sha256, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (username, d, h["MD5"], h["SHA-256"], time.time()),
+            )
+
+    def delete(self, username: str, domain: str) -> bool:
+        with self.db.transaction() as c:
+            cur = c.execute(
+                "DELETE FROM subscriber WHERE username = ? AND domain = ?", (username, domain.lower())
+            )
+            return cur.rowcount > 0
+
+    def set_password(self, username: str, domain: str, password: str) -> bool:
+        d = domain.lower()
+        h = subscriber_hashes(username, d, password)
+        with self.db.transaction() as c:
+            cur = c.execute(
+                "UPDATE subscriber SET ha1_md5 = ?, ha1_sha256 = ? WHERE username = ? AND domain = ?",
+                (h["MD5"], h["SHA-256"], username, d),
+            )
+            return cur.rowcount > 0
+
+    def list(self, domain: str | None = None) -> list[tuple[str, str]]:
+        with self.db.read() as c:
+            if domain is None:
+                rows = c.execute("SELECT username, domain FROM subscriber").fetchall()
+            else:
+                rows = c.execute(
+                    "SELECT username, domain FROM subscriber WHERE domain = ?", (domain.lower(),)
+                ).fetchall()
+        return sorted(((str(u), str(d)) for u, d in rows), key=lambda ud: (ud[1], ud[0]))
+
+    def exists(self, username: str, domain: str) -> bool:
+        with self.db.read() as c:
+            row = c.execute(
+                "SELECT 1 FROM subscriber WHERE username = ? AND domain = ?", (username, domain.lower())
+            ).fetchone()
+        return row is not None
+
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SqliteDatabase",
+    "SqliteLocationStore",
+    "SqliteSubscriberStore",
+]
