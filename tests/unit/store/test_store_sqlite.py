@@ -214,3 +214,37 @@ def test_bad_path_json_tolerated(dbfile: Path) -> None:
     raw.close()
     with SqliteDatabase(dbfile) as db:
         assert SqliteLocationStore(db).lookup(AOR, NOW)[0].path == ()
+
+
+def test_registrar_on_sqlite_survives_restart(dbfile: Path) -> None:
+    from sipedge.config.sip import RegistrarConfig
+    from sipedge.proxy.registrar import register
+    from sipedge.sip.message import Request, parse
+
+    def req(cseq: int, contact: str) -> Request:
+        text = (
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK1\r\n"
+            "From: <sip:alice@example.com>;tag=a\r\nTo: <sip:alice@example.com>\r\n"
+            f"Call-ID: c1\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\n"
+            "Path: <sip:edge.example.net;lr>\r\nContent-Length: 0\r\n\r\n"
+        )
+        m = parse(text.encode())
+        assert isinstance(m, Request)
+        return m
+
+    cfg = RegistrarConfig()
+    with SqliteDatabase(dbfile) as db:
+        store = SqliteLocationStore(db)
+        r = register(req(1, '<sip:alice@192.0.2.1;transport=tcp>;+sip.instance="<urn:uuid:9>";reg-id=1'),
+                     store, cfg, NOW, flow="tcp~127.0.0.1~5060~192.0.2.1~40000~7",
+                     received="sip:192.0.2.1:40000;transport=tcp", socket="tcp:127.0.0.1:5060")
+        assert r.status == 200
+    with SqliteDatabase(dbfile) as db:
+        store = SqliteLocationStore(db)
+        (b,) = store.lookup(AOR, NOW)
+        assert (b.instance, b.reg_id, b.path, b.cseq) == ("<urn:uuid:9>", 1, ("<sip:edge.example.net;lr>",), 1)
+        assert b.flow.endswith("~7") and b.received == "sip:192.0.2.1:40000;transport=tcp"
+        # the CSeq ordering rule holds across the restart
+        assert register(req(1, "<sip:alice@192.0.2.1;transport=tcp>"), store, cfg, NOW).status == 500
+        assert register(req(2, "<sip:alice@192.0.2.1;transport=tcp>;expires=0"), store, cfg, NOW).status == 200
+        assert store.count(AOR, NOW) == 0
