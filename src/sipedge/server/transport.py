@@ -50,7 +50,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .._common.addr import Address, strip_brackets
 from ..config.sip import SipConfig
@@ -58,6 +58,9 @@ from ..errors import ConfigError, Error, ParseError
 from ..sip import message
 from ..sip.flow import Flow, Target
 from ..sip.framing import StreamFramer
+
+if TYPE_CHECKING:
+    from .ws import WsOptions
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +130,22 @@ def _norm_host(host: str) -> str:
         return ipaddress.ip_address(h).compressed
     except ValueError:
         raise TransportError(f"{host!r} is not an IP address; resolve it first (RFC 3263)") from None
+
+
+class Conn(Protocol):
+    """What the layer needs of a connection (TCP/TLS here, WS/WSS in ws.py)."""
+
+    conn_id: int
+    name: str
+    inbound: bool
+    flow: Flow
+    closing: bool
+    last_activity: float
+
+    def write(self, data: bytes, count: bool = True) -> bool: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def tick(self, now: float) -> None: ...
 
 
 class _Counters:
@@ -236,10 +255,7 @@ class _Stream(asyncio.Protocol):
         transport = self.transport = cast(asyncio.Transport, transport)
         layer = self.layer
         peer = transport.get_extra_info("peername")
-        if self.inbound and (layer._closed or len(layer._conns) >= layer.max_connections):
-            layer._stat["sip_connections_refused"] += 1
-            log.info("x %s connection from %s refused: %d connections open (max_connections)",
-                     self.name, peer, len(layer._conns))
+        if self.inbound and not layer._admit(self.name, peer):
             self.closing = True
             transport.abort()
             return
@@ -321,6 +337,9 @@ class _Stream(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def tick(self, now: float) -> None:
+        """Periodic check from the layer's sweeper (nothing to do for TCP/TLS)."""
+
     def _reject(self, exc: ParseError) -> None:
         """Framing failed (too large, no Content-Length...): answer if we can, close."""
         layer = self.layer
@@ -365,6 +384,7 @@ class TransportLayer:
         connect_timeout: float = 5.0,
         handshake_timeout: float = 10.0,
         on_flow_closed: OnFlowClosed | None = None,
+        ws_options: WsOptions | None = None,
     ) -> None:
         self.config = config
         self.on_message = on_message
@@ -387,6 +407,8 @@ class TransportLayer:
                 "sip_connections_closed_overflow", "sip_connect_failures", "sip_udp_dropped_oversize",
                 "sip_udp_keepalives", "sip_udp_stun_dropped", "sip_udp_errors", "sip_stream_pings",
                 "sip_stream_errors", "sip_send_no_flow", "sip_callback_errors",
+                "sip_ws_handshake_failures", "sip_ws_protocol_errors", "sip_ws_pings_sent",
+                "sip_ws_ping_timeouts",
             ),
             0,
         )
@@ -394,12 +416,13 @@ class TransportLayer:
         self._listeners: list[Listener] = []
         self._udp: dict[Address, _Udp] = {}
         self._servers: list[asyncio.Server] = []
-        self._conns: dict[int, _Stream] = {}
-        self._by_remote: dict[tuple[str, str, int], _Stream] = {}
-        self._connecting: dict[tuple[str, str, int], asyncio.Future[_Stream]] = {}
+        self._conns: dict[int, Conn] = {}
+        self._by_remote: dict[tuple[str, str, int], Conn] = {}
+        self._connecting: dict[tuple[str, str, int], asyncio.Future[Conn]] = {}
+        self._handshaking = 0  # WS connections accepted, upgrade not done yet
+        self.ws_options = ws_options
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
-        self._extra: list[Any] = []  # other adapters plugged in (WebSocket servers)
 
     # -- start / stop ----------------------------------------------------------------
     async def start(self) -> None:
@@ -409,12 +432,12 @@ class TransportLayer:
                 proto, host, port = parse_listen(item)
                 if proto == "udp":
                     await self._listen_udp(host, port)
-                elif proto in STREAM_TRANSPORTS:
+                else:
                     await self._listen_stream(proto, host, port)
         except BaseException:
             await self.close()
             raise
-        if self.idle_timeout > 0:
+        if self.idle_timeout > 0 or self._ws_pinging():
             self._arm_sweeper()
 
     async def _listen_udp(self, host: str, port: int) -> None:
@@ -436,13 +459,23 @@ class TransportLayer:
 
     async def _listen_stream(self, name: str, host: str, port: int) -> None:
         ctx: ssl.SSLContext | None = None
-        if name == "tls":
+        if name in ("tls", "wss"):
             if self.server_ssl is None:
-                raise ConfigError(f"sip.listen: tls:{host}:{port} needs a certificate (server_ssl)")
+                raise ConfigError(f"sip.listen: {name}:{host}:{port} needs a certificate (server_ssl)")
             ctx = self.server_ssl
+        factory: Callable[[], asyncio.Protocol]
+        if name in ("ws", "wss"):
+            from .ws import WsConnection, WsOptions
+
+            if self.ws_options is None:
+                self.ws_options = WsOptions()
+            opts = self.ws_options
+            factory = lambda: WsConnection(self, name, opts)  # noqa: E731
+        else:
+            factory = lambda: _Stream(self, name, inbound=True)  # noqa: E731
         try:
             server = await self._loop.create_server(
-                lambda: _Stream(self, name, inbound=True),
+                factory,
                 host, port, ssl=ctx, reuse_address=True, backlog=512,
                 ssl_handshake_timeout=self.handshake_timeout if ctx else None,
             )
@@ -467,8 +500,6 @@ class TransportLayer:
             server.close()
         for fut in self._connecting.values():
             fut.cancel()
-        for extra in self._extra:
-            await extra.close()
         for conn in list(self._conns.values()):
             conn.close()
         for _ in range(20):
@@ -578,11 +609,11 @@ class TransportLayer:
         conn.close()
         return True
 
-    async def _connect(self, key: tuple[str, str, int], tls_name: str | None) -> _Stream:
+    async def _connect(self, key: tuple[str, str, int], tls_name: str | None) -> Conn:
         pending = self._connecting.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
-        fut: asyncio.Future[_Stream] = self._loop.create_future()
+        fut: asyncio.Future[Conn] = self._loop.create_future()
         self._connecting[key] = fut
         try:
             conn = await self._open(key, tls_name)
@@ -642,14 +673,23 @@ class TransportLayer:
         return proto
 
     # -- connection registry ---------------------------------------------------------
-    def _register(self, conn: _Stream) -> None:
+    def _admit(self, name: str, peer: Any) -> bool:
+        """Whether a new inbound connection fits under max_connections (counts refusals)."""
+        if not self._closed and len(self._conns) + self._handshaking < self.max_connections:
+            return True
+        self._stat["sip_connections_refused"] += 1
+        log.info("x %s connection from %s refused: %d connections open (max_connections)",
+                 name, peer, len(self._conns) + self._handshaking)
+        return False
+
+    def _register(self, conn: Conn) -> None:
         self._conns[conn.conn_id] = conn
         self._by_remote[(conn.name, _norm_peer(conn.flow.remote[0]), conn.flow.remote[1])] = conn
         self._stat["sip_connections_accepted" if conn.inbound else "sip_connections_outbound"] += 1
         log.debug("- %s connection %d %s %s", conn.name, conn.conn_id,
                   "from" if conn.inbound else "to", conn.flow.remote)
 
-    def _unregister(self, conn: _Stream, exc: Exception | None) -> None:
+    def _unregister(self, conn: Conn, exc: Exception | None) -> None:
         if self._conns.pop(conn.conn_id, None) is None:
             return
         key = (conn.name, _norm_peer(conn.flow.remote[0]), conn.flow.remote[1])
@@ -663,17 +703,32 @@ class TransportLayer:
             except Exception:
                 self._callback_error(conn.name, conn.flow.remote)
 
+    def _ws_pinging(self) -> bool:
+        return (
+            self.ws_options is not None and self.ws_options.ping_interval > 0
+            and any(lst.transport in ("ws", "wss") for lst in self._listeners)
+        )
+
     def _arm_sweeper(self) -> None:
-        interval = min(max(self.idle_timeout / 4, 0.02), 5.0)
+        periods = [self.idle_timeout] if self.idle_timeout > 0 else []
+        if self._ws_pinging():
+            assert self.ws_options is not None
+            periods += [self.ws_options.ping_interval, self.ws_options.ping_timeout]
+        interval = min(max(min(periods) / 4, 0.02), 5.0)
         self._sweeper = self._loop.call_later(interval, self._sweep)
 
     def _sweep(self) -> None:
-        deadline = self._loop.time() - self.idle_timeout
+        now = self._loop.time()
+        deadline = now - self.idle_timeout if self.idle_timeout > 0 else -1.0
         for conn in list(self._conns.values()):
-            if conn.last_activity < deadline and not conn.closing:
+            if conn.closing:
+                continue
+            if conn.last_activity < deadline:
                 self._stat["sip_connections_closed_idle"] += 1
                 log.debug("- %s connection %d idle, closing", conn.name, conn.conn_id)
                 conn.close()
+            else:
+                conn.tick(now)
         if not self._closed:
             self._arm_sweeper()
 
