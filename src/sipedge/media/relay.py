@@ -1,0 +1,753 @@
+"""The media relay core (rtpengine's job), sans-I/O.
+
+Call model, after rtpengine's call → monologue → media → packet stream:
+
+* a :class:`Call` (keyed by Call-ID) holds one :class:`Leg` per pair of SIP tags
+  (from-tag, to-tag). A forked INVITE answered by several branches gets one leg per
+  to-tag; the branches share the ports the offer advertised, and are told apart by
+  source address.
+* a leg holds, per side (0 = the offerer of the first offer, 1 = the answerer), one
+  :class:`Stream` per ``m=`` line. A stream *faces* its party: its local ports are the
+  ones written into the SDP sent to that party, so that party sends to them and we send
+  to it from them. ``stream.peer`` is the stream facing the other party.
+* each stream records its **transport profile** (the ``m=`` proto, e.g. ``RTP/AVP`` or
+  ``UDP/TLS/RTP/SAVPF``), so DTLS-SRTP ↔ RTP bridging can later hang a per-stream
+  transform off the forwarding step without changing the model.
+
+Signalling entry points: :meth:`MediaRelay.offer`, :meth:`answer`, :meth:`delete`,
+:meth:`query`. They take and return SDP bytes; malformed SDP raises ``ParseError`` (hint
+488) and relay problems raise :class:`RelayError` (hint 503 or 488).
+
+Packets: :meth:`MediaRelay.receive` ``(data, local_port, remote, now)`` returns
+``(local_port, destination, data)`` to send, or None (dropped and counted). It is the hot
+path: dictionary lookup, latching check, one stats update, no objects built per packet.
+Timers: :meth:`get_timer` / :meth:`handle_timer` time out silent calls. Events
+(:class:`StreamLatched`, :class:`CallDeleted`) are drained with :meth:`events`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from .._common.addr import Address
+from .._common.ids import TokenSource, token
+from ..errors import Error
+from ..sdp import Candidate, Connection, SessionDescription, candidate_priority
+from . import stunlite
+from .ports import PortAllocator
+from .stats import StreamStats
+
+RTP, RTCP = 1, 2
+ICE_ATTRS = ("ice-ufrag", "ice-pwd", "ice-options", "candidate", "end-of-candidates",
+             "remote-candidates", "ice-mismatch", "ice-pacing", "ice2")
+ICE_MODES = ("auto", "remove", "force", "relay")
+
+
+class RelayError(Error):
+    """A signalling request the relay cannot serve; ``hint`` is the SIP reply to send."""
+
+    def __init__(self, message: str, hint: tuple[int, str] = (503, "Media relay unavailable")):
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """Core settings (built from ``config.media.MediaConfig`` by the adapter)."""
+
+    advertised_address: str = "127.0.0.1"
+    timeout: float = 60.0
+    hold_timeout: float = 3600.0
+    strict_source: bool = False
+    relatch_idle: float = 1.0
+    ice: str = "auto"
+    sweep_interval: float = 1.0
+    max_calls: int = 10000
+
+
+@dataclass(frozen=True, slots=True)
+class Flags:
+    """Per-request options (the ng flags, or what the proxy's routing asks for).
+
+    ``ice``: None = config default; "remove" strips ICE towards the recipient; "force"
+    replaces it with the relay's own ICE-lite candidates; "relay" keeps the endpoints'
+    candidates and adds the relay as a low-priority relay candidate; "auto" = force if the
+    recipient speaks ICE (or, for an offer, if the offerer does), else remove.
+    """
+
+    ice: str | None = None
+    replace_origin: bool = False
+    replace_session_connection: bool = True
+    trust_address: bool = True
+    received_from: str | None = None
+    media_address: str | None = None
+    symmetric: bool = True
+    strict_source: bool | None = None
+    rtcp_mux: tuple[str, ...] = ()
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLatched:
+    """A stream learned (or re-learned) its party's real address from packets."""
+
+    call_id: str
+    tag: str
+    index: int
+    component: int
+    address: Address
+    relatch: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallDeleted:
+    """A call was removed: ``reason`` is "delete" (signalling) or "timeout" (no media)."""
+
+    call_id: str
+    reason: str
+    totals: dict[str, int] = field(default_factory=dict)
+
+
+Event = StreamLatched | CallDeleted
+
+
+def _family(host: str) -> str:
+    try:
+        return "IP6" if ipaddress.ip_address(host).version == 6 else "IP4"
+    except ValueError:
+        return "IP4"
+
+
+def _ip_or_none(host: str) -> str | None:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return None if ip.is_unspecified else str(ip)
+
+
+class Stream:
+    """One party's view of one m= line: the relay ports facing that party and what we know
+    about the party's address. Mutable, with slots: the forwarding path touches it per packet."""
+
+    __slots__ = (
+        "call", "direction", "expected_rtcp", "expected_rtp", "had_ice", "hold", "ice_pwd",
+        "ice_ufrag", "index", "last_signal", "latched_rtcp", "latched_rtp", "leg", "media",
+        "mux", "no_dest", "owns_ports", "peer", "port_count", "profile", "rtcp_port",
+        "rtcp_stats", "rtp_port", "rtp_stats", "side", "strangers", "strict", "symmetric",
+    )
+
+    def __init__(self, call: Call, leg: Leg, side: int, index: int) -> None:
+        self.call = call
+        self.leg = leg
+        self.side = side
+        self.index = index
+        self.media = "audio"
+        self.profile = "RTP/AVP"
+        self.rtp_port: int | None = None
+        self.rtcp_port: int | None = None
+        self.port_count = 0
+        self.owns_ports = True
+        self.expected_rtp: Address | None = None
+        self.expected_rtcp: Address | None = None
+        self.latched_rtp: Address | None = None
+        self.latched_rtcp: Address | None = None
+        self.mux = False
+        self.hold = False
+        self.direction = "sendrecv"
+        self.had_ice = False
+        self.ice_ufrag: str | None = None
+        self.ice_pwd: str | None = None
+        self.symmetric = True
+        self.strict = False
+        self.peer: Stream | None = None
+        self.rtp_stats = StreamStats()
+        self.rtcp_stats = StreamStats()
+        self.strangers = 0
+        self.no_dest = 0
+        self.last_signal = 0.0
+
+    @property
+    def tag(self) -> str:
+        return self.leg.tags[self.side]
+
+    @property
+    def last_packet(self) -> float:
+        return max(self.rtp_stats.last_packet, self.rtcp_stats.last_packet)
+
+
+class _Socket:
+    """A local port: the stream(s) receiving on it (several only for forked branches)."""
+
+    __slots__ = ("rtcp", "streams")
+
+    def __init__(self, stream: Stream, rtcp: bool) -> None:
+        self.streams = [stream]
+        self.rtcp = rtcp
+
+
+class Leg:
+    """A dialog between two tags; ``streams[side][m_index]``."""
+
+    __slots__ = ("created", "streams", "tags")
+
+    def __init__(self, tags: list[str], now: float) -> None:
+        self.tags = tags
+        self.created = now
+        self.streams: list[list[Stream]] = [[], []]
+
+
+class Call:
+    __slots__ = ("call_id", "created", "last_signal", "legs")
+
+    def __init__(self, call_id: str, now: float) -> None:
+        self.call_id = call_id
+        self.created = now
+        self.last_signal = now
+        self.legs: list[Leg] = []
+
+    def streams(self) -> list[Stream]:
+        return [s for leg in self.legs for side in leg.streams for s in side]
+
+    def last_activity(self) -> float:
+        last = self.last_signal
+        for s in self.streams():
+            p = s.last_packet
+            if p > last:
+                last = p
+        return last
+
+    def on_hold(self) -> bool:
+        ss = [s for s in self.streams() if s.rtp_port is not None or s.expected_rtp]
+        return bool(ss) and any(s.hold for s in ss)
+
+
+class MediaRelay:
+    """The relay core: sessions, ports, SDP rewriting, latching, forwarding, timeouts."""
+
+    def __init__(
+        self,
+        config: RelayConfig,
+        allocator: PortAllocator,
+        token_source: TokenSource | None = None,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> None:
+        if config.ice not in ICE_MODES:
+            raise ValueError(f"ice mode {config.ice!r} not one of {ICE_MODES}")
+        self.config = config
+        self._alloc = allocator
+        self._token = token_source
+        self._wall = wall_clock
+        self._calls: dict[str, Call] = {}
+        self._sockets: dict[int, _Socket] = {}
+        self._events: list[Event] = []
+        self._next_sweep: float | None = None
+        self._adv = config.advertised_address
+        self._adv_family = _family(self._adv)
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "media_calls_created", "media_calls_deleted", "media_calls_timed_out",
+                "media_packets_relayed", "media_bytes_relayed", "media_packets_dropped_stranger",
+                "media_packets_dropped_no_destination", "media_packets_dropped_unknown_port",
+                "media_packets_dropped_malformed", "media_stun_answered", "media_port_exhaustion",
+                "media_offers", "media_answers", "media_deletes", "media_errors",
+            ),
+            0,
+        )
+
+    # ------------------------------------------------------------------ signalling
+    def offer(
+        self,
+        call_id: str,
+        from_tag: str,
+        sdp: bytes,
+        now: float,
+        flags: Flags | None = None,
+        to_tag: str | None = None,
+    ) -> bytes:
+        """Rewrite an offer sent by the party ``from_tag``; returns the SDP to forward."""
+        flags = flags or Flags()
+        desc = SessionDescription.parse(sdp)
+        call = self._calls.get(call_id)
+        new_call = call is None
+        if call is None:
+            if len(self._calls) >= self.config.max_calls:
+                raise RelayError("too many calls", (503, "Media relay full"))
+            call = Call(call_id, now)
+        found = self._find_leg(call, from_tag, to_tag)
+        new_leg = found is None
+        if found is None:
+            leg = Leg([from_tag, to_tag or ""], now)
+            side = 0
+        else:
+            leg, side = found
+        out = self._apply(call, leg, side, desc, flags, now, offer=True)
+        if new_leg:
+            call.legs.append(leg)
+        if new_call:
+            self._calls[call_id] = call
+            self.counters["media_calls_created"] += 1
+            self._arm(now)
+        call.last_signal = now
+        self.counters["media_offers"] += 1
+        return out.serialize()
+
+    def answer(
+        self,
+        call_id: str,
+        from_tag: str,
+        to_tag: str,
+        sdp: bytes,
+        now: float,
+        flags: Flags | None = None,
+    ) -> bytes:
+        """Rewrite an answer sent by the party ``to_tag``; returns the SDP to forward."""
+        flags = flags or Flags()
+        desc = SessionDescription.parse(sdp)
+        call = self._calls.get(call_id)
+        if call is None:
+            raise RelayError(f"unknown call-id {call_id!r}", (488, "Unknown media session"))
+        leg: Leg | None = None
+        side = 1
+        fork_of: Leg | None = None
+        for cand in call.legs:
+            if cand.tags == [from_tag, to_tag]:
+                leg, side = cand, 1
+                break
+            if cand.tags == [to_tag, from_tag]:
+                leg, side = cand, 0
+                break
+        if leg is None:
+            for cand in call.legs:
+                if cand.tags[0] == from_tag and cand.tags[1] == "":
+                    cand.tags[1] = to_tag
+                    leg = cand
+                    break
+        if leg is None:
+            fork_of = next((c for c in call.legs if c.tags[0] == from_tag), None)
+            if fork_of is None:
+                raise RelayError(f"unknown from-tag {from_tag!r}", (488, "Unknown media session"))
+            leg = self._fork(call, fork_of, to_tag, now)
+        try:
+            out = self._apply(call, leg, side, desc, flags, now, offer=False)
+        except BaseException:
+            if fork_of is not None:
+                self._drop_leg(call, leg)
+            raise
+        call.last_signal = now
+        self.counters["media_answers"] += 1
+        return out.serialize()
+
+    def delete(
+        self, call_id: str, now: float, from_tag: str | None = None, to_tag: str | None = None
+    ) -> dict[str, int] | None:
+        """Delete a call (or, with ``to_tag`` naming one of several forked branches, that
+        branch). Returns the call's totals, or None if the call is unknown."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return None
+        self.counters["media_deletes"] += 1
+        if to_tag is not None and len(call.legs) > 1:
+            legs = [leg for leg in call.legs if to_tag in leg.tags and (from_tag is None or from_tag in leg.tags)]
+            if legs and len(legs) < len(call.legs):
+                totals = self._totals(call)
+                for leg in legs:
+                    self._drop_leg(call, leg)
+                return totals
+        return self._delete_call(call, "delete")
+
+    def query(self, call_id: str) -> Call | None:
+        return self._calls.get(call_id)
+
+    def calls(self) -> list[str]:
+        return list(self._calls)
+
+    # ------------------------------------------------------------------ packets
+    def receive(self, data: bytes, local_port: int, remote: Address, now: float) -> tuple[int, Address, bytes] | None:
+        """One datagram arrived on ``local_port`` from ``remote``: what to send, if anything."""
+        sock = self._sockets.get(local_port)
+        if sock is None:
+            self.counters["media_packets_dropped_unknown_port"] += 1
+            return None
+        streams = sock.streams
+        s = streams[0] if len(streams) == 1 else self._pick_branch(streams, remote)
+        if not data:
+            self.counters["media_packets_dropped_malformed"] += 1
+            return None
+        b0 = data[0]
+        if b0 < 4 and s.ice_pwd is not None:
+            return self._stun(s, data, local_port, remote, now, sock.rtcp)
+        rtcp = sock.rtcp or (128 <= b0 < 192 and len(data) > 1 and 192 <= data[1] <= 223)
+        # latching (symmetric RTP): accept the latched source, learn or re-learn it safely
+        latched = s.latched_rtcp if rtcp else s.latched_rtp
+        if latched != remote and not self._accept(s, rtcp, remote, data, now, latched):
+            s.strangers += 1
+            self.counters["media_packets_dropped_stranger"] += 1
+            return None
+        if rtcp:
+            s.rtcp_stats.count(len(data), now)
+        elif 128 <= b0 < 192 and len(data) >= 12:
+            s.rtp_stats.rtp(data, now)
+        else:
+            s.rtp_stats.count(len(data), now)
+        p = s.peer
+        if p is None or p.rtp_port is None:
+            s.no_dest += 1
+            self.counters["media_packets_dropped_no_destination"] += 1
+            return None
+        if rtcp and not p.mux:
+            dest = p.latched_rtcp or p.expected_rtcp
+            port = p.rtcp_port
+        else:
+            dest = p.latched_rtp or p.expected_rtp
+            port = p.rtp_port
+        if dest is None or port is None:
+            s.no_dest += 1
+            self.counters["media_packets_dropped_no_destination"] += 1
+            return None
+        return port, dest, data
+
+    def _accept(self, s: Stream, rtcp: bool, remote: Address, data: bytes, now: float, latched: Address | None) -> bool:
+        if not s.symmetric:
+            return True
+        expected = s.expected_rtcp if rtcp else s.expected_rtp
+        if s.strict and expected is not None and remote != expected:
+            return False
+        if latched is not None:
+            stats = s.rtcp_stats if rtcp else s.rtp_stats
+            if now - stats.last_packet < self.config.relatch_idle:
+                return False
+            # NAT rebinding: RTP must continue the SSRC we were receiving
+            if (
+                not rtcp
+                and stats.ssrc is not None
+                and len(data) >= 12
+                and data[0] & 0xC0 == 0x80
+                and int.from_bytes(data[8:12], "big") != stats.ssrc
+            ):
+                return False
+        if rtcp:
+            s.latched_rtcp = remote
+        else:
+            s.latched_rtp = remote
+            if s.mux and s.latched_rtcp is None:
+                s.latched_rtcp = remote
+        self._events.append(
+            StreamLatched(s.call.call_id, s.tag, s.index, RTCP if rtcp else RTP, remote, latched is not None)
+        )
+        return True
+
+    def _stun(self, s: Stream, data: bytes, port: int, remote: Address, now: float, rtcp: bool) -> tuple[int, Address, bytes] | None:
+        assert s.ice_ufrag is not None and s.ice_pwd is not None  # guarded by the caller
+        req = stunlite.parse_binding(data, s.ice_ufrag, s.ice_pwd)
+        if req is None:
+            self.counters["media_packets_dropped_malformed"] += 1
+            return None
+        # an authenticated check proves the source: latch on it (RFC 8445 §7.3.1.5 for lite)
+        if rtcp:
+            if s.latched_rtcp != remote and (req.use_candidate or s.latched_rtcp is None):
+                s.latched_rtcp = remote
+        elif s.latched_rtp != remote and (req.use_candidate or s.latched_rtp is None):
+            relatch = s.latched_rtp is not None
+            s.latched_rtp = remote
+            if s.mux:
+                s.latched_rtcp = remote
+            self._events.append(StreamLatched(s.call.call_id, s.tag, s.index, RTP, remote, relatch))
+        self.counters["media_stun_answered"] += 1
+        return port, remote, stunlite.binding_success(req.transaction_id, remote, s.ice_pwd)
+
+    @staticmethod
+    def _pick_branch(streams: list[Stream], remote: Address) -> Stream:
+        for s in streams:
+            if s.latched_rtp == remote or s.latched_rtcp == remote:
+                return s
+        for s in streams:
+            if s.latched_rtp is None and (s.expected_rtp == remote or s.expected_rtcp == remote):
+                return s
+        for s in streams:
+            if s.latched_rtp is None and s.expected_rtp is not None and s.expected_rtp[0] == remote[0]:
+                return s
+        return streams[0]
+
+    # ------------------------------------------------------------------ timers
+    def get_timer(self) -> float | None:
+        return self._next_sweep if self._calls else None
+
+    def handle_timer(self, now: float) -> None:
+        """Delete calls without media for ``timeout`` s (``hold_timeout`` when on hold)."""
+        if self._next_sweep is None or now < self._next_sweep:
+            return
+        self._next_sweep = now + self.config.sweep_interval
+        for call in list(self._calls.values()):
+            limit = self.config.hold_timeout if call.on_hold() else self.config.timeout
+            if now - call.last_activity() >= limit:
+                self.counters["media_calls_timed_out"] += 1
+                self._delete_call(call, "timeout")
+
+    def events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def stats(self) -> dict[str, int | float]:
+        out: dict[str, int | float] = dict(self.counters)
+        out["media_calls"] = len(self._calls)
+        out["media_ports_in_use"] = len(self._sockets)
+        pk = by = 0
+        for call in self._calls.values():
+            for s in call.streams():
+                pk += s.rtp_stats.packets + s.rtcp_stats.packets
+                by += s.rtp_stats.bytes + s.rtcp_stats.bytes
+        out["media_packets_received_live"] = pk
+        out["media_bytes_received_live"] = by
+        return out
+
+    @property
+    def ports(self) -> list[int]:
+        """Local ports currently bound for relaying (the adapter's sockets)."""
+        return list(self._sockets)
+
+    # ------------------------------------------------------------------ internals
+    def _arm(self, now: float) -> None:
+        if self._next_sweep is None:
+            self._next_sweep = now + self.config.sweep_interval
+
+    @staticmethod
+    def _find_leg(call: Call, from_tag: str, to_tag: str | None) -> tuple[Leg, int] | None:
+        for leg in call.legs:
+            a, b = leg.tags
+            if a == from_tag and (to_tag is None or b in (to_tag, "")):
+                return leg, 0
+            if b == from_tag and (to_tag is None or a == to_tag):
+                return leg, 1
+        return None
+
+    def _fork(self, call: Call, primary: Leg, to_tag: str, now: float) -> Leg:
+        """A second to-tag answers a forked offer: new ports towards the offerer, shared ports
+        towards the new branch (it was sent the same offer)."""
+        leg = Leg([primary.tags[0], to_tag], now)
+        for i, (pa, pb) in enumerate(zip(primary.streams[0], primary.streams[1], strict=False)):
+            a = Stream(call, leg, 0, i)
+            for name in ("media", "profile", "expected_rtp", "expected_rtcp", "mux", "hold",
+                         "direction", "had_ice", "symmetric", "strict"):
+                setattr(a, name, getattr(pa, name))
+            b = Stream(call, leg, 1, i)
+            b.media, b.profile = pb.media, pb.profile
+            b.rtp_port, b.rtcp_port, b.owns_ports = pb.rtp_port, pb.rtcp_port, False
+            b.port_count = pb.port_count
+            b.ice_ufrag, b.ice_pwd = pb.ice_ufrag, pb.ice_pwd
+            for port in {pb.rtp_port, pb.rtcp_port} - {None}:
+                sock = self._sockets.get(port)  # type: ignore[arg-type]
+                if sock is not None:
+                    sock.streams.append(b)
+            a.peer, b.peer = b, a
+            leg.streams[0].append(a)
+            leg.streams[1].append(b)
+        call.legs.append(leg)
+        return leg
+
+    def _drop_leg(self, call: Call, leg: Leg) -> None:
+        for side in leg.streams:
+            for s in side:
+                self._release(s)
+        if leg in call.legs:
+            call.legs.remove(leg)
+
+    def _delete_call(self, call: Call, reason: str) -> dict[str, int]:
+        totals = self._totals(call)
+        for leg in list(call.legs):
+            self._drop_leg(call, leg)
+        self._calls.pop(call.call_id, None)
+        self.counters["media_calls_deleted"] += 1
+        self.counters["media_packets_relayed"] += totals["packets"]
+        self.counters["media_bytes_relayed"] += totals["bytes"]
+        self._events.append(CallDeleted(call.call_id, reason, totals))
+        return totals
+
+    @staticmethod
+    def _totals(call: Call) -> dict[str, int]:
+        t = dict.fromkeys(("packets", "bytes", "rtp_packets", "rtp_bytes", "rtcp_packets",
+                           "rtcp_bytes", "lost", "strangers"), 0)
+        for s in call.streams():
+            t["rtp_packets"] += s.rtp_stats.packets
+            t["rtp_bytes"] += s.rtp_stats.bytes
+            t["rtcp_packets"] += s.rtcp_stats.packets
+            t["rtcp_bytes"] += s.rtcp_stats.bytes
+            t["lost"] += s.rtp_stats.lost
+            t["strangers"] += s.strangers
+        t["packets"] = t["rtp_packets"] + t["rtcp_packets"]
+        t["bytes"] = t["rtp_bytes"] + t["rtcp_bytes"]
+        return t
+
+    def _release(self, s: Stream) -> None:
+        ports = {s.rtp_port, s.rtcp_port} - {None}
+        for port in ports:
+            sock = self._sockets.get(port)  # type: ignore[arg-type]
+            if sock is None:
+                continue
+            if s in sock.streams:
+                sock.streams.remove(s)
+            if not sock.streams:
+                del self._sockets[port]  # type: ignore[arg-type]
+        # forked branches share ports: the last stream using them gives them back
+        if s.rtp_port is not None and s.port_count and not any(p in self._sockets for p in ports):
+            self._alloc.release(s.rtp_port, s.port_count)
+        s.rtp_port = s.rtcp_port = None
+        s.port_count = 0
+
+    def _allocate(self, s: Stream, single: bool) -> None:
+        count = 1 if single else 2
+        base = self._alloc.allocate(count)
+        if base is None:
+            self.counters["media_port_exhaustion"] += 1
+            raise RelayError("relay port range exhausted", (503, "Media relay out of ports"))
+        s.rtp_port = base
+        s.rtcp_port = base if single else base + 1
+        s.port_count = count
+        s.owns_ports = True
+        self._sockets[base] = _Socket(s, rtcp=False)
+        if not single:
+            self._sockets[base + 1] = _Socket(s, rtcp=True)
+
+    def _new_token(self, n: int) -> str:
+        return token(n, self._token) if self._token is not None else token(n)
+
+    def _apply(
+        self, call: Call, leg: Leg, side: int, desc: SessionDescription, flags: Flags, now: float, offer: bool
+    ) -> SessionDescription:
+        """Update ``leg`` from the SDP ``desc`` sent by party ``side``; rewrite it for the other."""
+        out = desc.copy()
+        mine, theirs = leg.streams[side], leg.streams[1 - side]
+        created: list[Stream] = []
+        allocated: list[Stream] = []
+        strict = self.config.strict_source if flags.strict_source is None else flags.strict_source
+        ice_mode = flags.ice or self.config.ice
+        try:
+            for i, m in enumerate(desc.media):
+                if i >= len(mine):
+                    mine.append(Stream(call, leg, side, i))
+                    created.append(mine[-1])
+                if i >= len(theirs):
+                    theirs.append(Stream(call, leg, 1 - side, i))
+                    created.append(theirs[-1])
+                s, p = mine[i], theirs[i]
+                s.peer, p.peer = p, s
+                s.last_signal = now
+                s.media, s.profile = m.media, m.proto
+                s.symmetric, s.strict = flags.symmetric, strict
+                s.direction = desc.media_direction(i)
+                s.had_ice = desc.media[i].ice_ufrag is not None or desc.ice_ufrag is not None
+                if offer and not p.last_signal:
+                    p.profile = m.proto  # until the recipient answers with its own
+                if m.port == 0:  # rejected or disabled stream: leave it at port 0
+                    s.expected_rtp = s.expected_rtcp = None
+                    continue
+                conn = desc.media_connection(i)
+                host = conn.address if conn else ""
+                if flags.media_address:
+                    host = flags.media_address
+                elif not flags.trust_address and flags.received_from:
+                    host = flags.received_from
+                hold = conn is not None and conn.is_hold
+                s.hold = hold or s.direction in ("sendonly", "inactive")
+                ip = None if hold else _ip_or_none(host)
+                new_rtp = (ip, m.port) if ip else None
+                if new_rtp != s.expected_rtp and s.latched_rtp is not None and new_rtp is not None:
+                    # the party moved its media (re-INVITE): learn again
+                    s.latched_rtp = s.latched_rtcp = None
+                s.expected_rtp = new_rtp
+                r = m.rtcp
+                if r is not None and r.port:
+                    rip = _ip_or_none(r.connection.address) if r.connection else ip
+                    s.expected_rtcp = (rip, r.port) if rip else (new_rtp and (new_rtp[0], m.port + 1))
+                else:
+                    s.expected_rtcp = (ip, m.port + 1) if ip else None
+                s.mux = m.rtcp_mux or "require" in flags.rtcp_mux
+                if not offer:
+                    p.mux = p.mux and s.mux
+                if p.rtp_port is None:
+                    self._allocate(p, single="require" in flags.rtcp_mux)
+                    allocated.append(p)
+                self._rewrite_media(out, i, p, flags, offer, ice_mode, s)
+            self._rewrite_session(out, flags, desc)
+        except BaseException:
+            for st in allocated:
+                self._release(st)
+            for st in created:
+                side_list = leg.streams[st.side]
+                if st in side_list:
+                    side_list.remove(st)
+            raise
+        return out
+
+    def _rewrite_media(
+        self, out: SessionDescription, i: int, p: Stream, flags: Flags, offer: bool, ice_mode: str, src: Stream
+    ) -> None:
+        om = out.media[i]
+        assert p.rtp_port is not None and p.rtcp_port is not None
+        om.port = p.rtp_port
+        conn = om.connection
+        if conn is not None and not conn.is_hold:
+            om.connection = Connection("IN", self._adv_family, self._adv)
+        elif conn is None and out.connection is None:
+            out.connection = Connection("IN", self._adv_family, self._adv)
+        if offer:
+            if "demux" in flags.rtcp_mux or "reject" in flags.rtcp_mux:
+                om.remove_attrs("rtcp-mux")
+            elif ("offer" in flags.rtcp_mux or "require" in flags.rtcp_mux) and not om.rtcp_mux:
+                om.add_attr("rtcp-mux")
+        elif "reject" in flags.rtcp_mux:
+            om.remove_attrs("rtcp-mux")
+        om.set_attr("rtcp", str(p.rtcp_port))
+        # ICE towards the recipient p
+        mode = ice_mode
+        if mode == "auto":
+            recipient_ice = p.had_ice if not offer else src.had_ice
+            mode = "force" if recipient_ice else "remove"
+        had = om.ice_ufrag is not None or out.ice_ufrag is not None
+        if mode == "relay" and had:
+            p.ice_ufrag = p.ice_pwd = None
+            om.remove_attrs("candidate", lambda v: v is not None and " typ relay" in v)
+            om.remove_attrs("end-of-candidates")
+            for comp, port in ((1, p.rtp_port), (2, p.rtcp_port)):
+                if comp == 2 and (p.rtcp_port == p.rtp_port or om.rtcp_mux):
+                    continue
+                c = Candidate(
+                    "sipedge", comp, "UDP", candidate_priority(0, 65535, comp), self._adv, port,
+                    "relay", self._adv, port,
+                )
+                om.add_attr("candidate", str(c))
+            return
+        for name in ICE_ATTRS:
+            om.remove_attrs(name)
+        if mode in ("remove", "relay"):
+            p.ice_ufrag = p.ice_pwd = None
+            for name in ICE_ATTRS:
+                out.remove_attrs(name)
+            out.remove_attrs("ice-lite")
+            return
+        # force: the relay is the only (ICE-lite) candidate towards p
+        if p.ice_ufrag is None:
+            p.ice_ufrag = self._new_token(6)
+            p.ice_pwd = self._new_token(16)
+        for name in ICE_ATTRS:
+            out.remove_attrs(name)
+        if not out.has_attr("ice-lite"):
+            out.add_attr("ice-lite")
+        om.add_attr("ice-ufrag", p.ice_ufrag)
+        om.add_attr("ice-pwd", p.ice_pwd)
+        for comp, port in ((1, p.rtp_port), (2, p.rtcp_port)):
+            if comp == 2 and (p.rtcp_port == p.rtp_port or om.rtcp_mux):
+                continue
+            c = Candidate("sipedge", comp, "UDP", candidate_priority(126, 65535, comp), self._adv, port, "host")
+            om.add_attr("candidate", str(c))
+        om.add_attr("end-of-candidates")
+
+    def _rewrite_session(self, out: SessionDescription, flags: Flags, desc: SessionDescription) -> None:
+        conn = out.connection
+        if conn is not None and not conn.is_hold:
+            out.connection = Connection("IN", self._adv_family, self._adv)
+        if flags.replace_origin:
+            o = out.origin
+            out.origin = replace(o, addrtype=self._adv_family, address=self._adv)

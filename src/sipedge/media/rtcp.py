@@ -1,0 +1,49 @@
+"""RTCP compound packets (RFC 3550 §6): split, type and sender SSRC of each part."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from ..errors import ParseError
+
+SR, RR, SDES, BYE, APP, RTPFB, PSFB, XR = 200, 201, 202, 203, 204, 205, 206, 207
+
+
+@dataclass(frozen=True, slots=True)
+class RtcpPacket:
+    """One packet of a compound: header fields, sender SSRC, and the body after the SSRC."""
+
+    packet_type: int
+    count: int
+    ssrc: int
+    body: bytes = b""
+    padding: bool = False
+
+    @staticmethod
+    def parse_compound(data: bytes) -> list[RtcpPacket]:
+        """Split a compound RTCP packet; raises ParseError (hint None: drop) when malformed."""
+        out: list[RtcpPacket] = []
+        pos = 0
+        if len(data) < 8:
+            raise ParseError("RTCP packet shorter than 8 bytes", None)
+        while pos < len(data):
+            if len(data) - pos < 4:
+                raise ParseError("RTCP trailing bytes", None)
+            b0, pt, words = struct.unpack_from("!BBH", data, pos)
+            if b0 >> 6 != 2:
+                raise ParseError("RTCP version is not 2", None)
+            end = pos + 4 * (words + 1)
+            if end > len(data) or words < 1:
+                raise ParseError("RTCP length field exceeds the packet", None)
+            (ssrc,) = struct.unpack_from("!I", data, pos + 4)
+            out.append(RtcpPacket(pt, b0 & 0x1F, ssrc, data[pos + 8 : end], bool(b0 & 0x20)))
+            pos = end
+        return out
+
+    def serialize(self) -> bytes:
+        if len(self.body) % 4:
+            raise ValueError("RTCP body must be a multiple of 4 bytes")
+        words = 1 + len(self.body) // 4
+        b0 = 0x80 | (0x20 if self.padding else 0) | self.count
+        return struct.pack("!BBHI", b0, self.packet_type, words, self.ssrc) + self.body
