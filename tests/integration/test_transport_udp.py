@@ -145,3 +145,31 @@ async def test_send_to_without_listener_of_that_family() -> None:
     finally:
         await layer.close()
     assert layer.send(b"x", Flow("udp", layer.listeners[0].address, ("127.0.0.1", 2))) is False
+
+
+async def test_stun_on_the_sip_port_goes_to_the_hook() -> None:
+    stun_in: list[tuple[bytes, Flow]] = []
+    layer = TransportLayer(SipConfig(listen=["udp:127.0.0.1:0"]), lambda d, f: None)
+    hooked = TransportLayer(
+        SipConfig(listen=["udp:127.0.0.1:0"]), lambda d, f: None,
+        on_stun=lambda d, f: stun_in.append((d, f)),
+    )
+    await layer.start()
+    await hooked.start()
+    binding = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + b"\x07" * 12  # RFC 8489 Binding request
+    try:
+        with client() as c:
+            me = c.getsockname()
+            c.sendto(binding, layer.listener("udp").address)
+            c.sendto(binding, hooked.listener("udp").address)
+            await asyncio.sleep(0)
+            for _ in range(200):
+                if stun_in and layer.stats()["sip_udp_stun_dropped"]:
+                    break
+                await asyncio.sleep(0.005)
+        assert layer.stats()["sip_udp_stun_dropped"] == 1
+        assert stun_in == [(binding, Flow("udp", hooked.listener("udp").address, me))]
+        assert hooked.stats()["sip_udp_messages_in"] == 0
+    finally:
+        await layer.close()
+        await hooked.close()

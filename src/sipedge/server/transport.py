@@ -34,6 +34,11 @@ Sending
   that remote address, else connect (``connect_timeout``) and register the new
   connection. It raises :class:`TransportError` when that fails.
 
+Optional hooks: ``on_flow_closed(flow)`` when a TCP/TLS/WS connection ends (a
+registrar can forget flows at once), and ``on_stun(data, flow)`` for STUN Binding
+keepalives arriving on a SIP UDP port (RFC 5626 §4.4.2; dropped and counted without it).
+WS/WSS listeners (``ws:``/``wss:`` entries) are served by ``ws.py`` with the same API.
+
 Limits: ``LimitsConfig.max_connections`` (new connections beyond it are closed at once,
 outbound ones refused), ``idle_timeout`` (0 = never), ``max_message_size`` (UDP datagrams
 over it are dropped and counted; stream messages over it get 513, unframeable ones 400
@@ -69,6 +74,9 @@ OnMessage = Callable[[bytes, Flow], None]
 
 OnFlowClosed = Callable[[Flow], None]
 """``on_flow_closed(flow)``: a stream connection ended; sends on that flow now fail."""
+
+# ``on_stun(data, flow)`` (an OnMessage): a STUN message on a SIP UDP port (RFC 5626
+# §4.4.2 keepalive); answer it with ``send(reply, flow)``. Without it STUN is dropped.
 
 STREAM_TRANSPORTS = ("tcp", "tls")
 ALL_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
@@ -182,16 +190,21 @@ class _Udp(asyncio.DatagramProtocol):
         if n > layer.max_message_size:
             layer._stat["sip_udp_dropped_oversize"] += 1
             return
-        if n <= 4 and (data == b"\0\0\0\0" or not data.strip(b"\r\n")):
-            layer._stat["sip_udp_keepalives"] += 1
-            return
-        if data[0] < 2 and n >= 20 and data[4:8] == _STUN_COOKIE:
-            # RFC 5626 §4.4.2 STUN keepalive on the SIP port: not SIP; dropped here.
-            layer._stat["sip_udp_stun_dropped"] += 1
-            return
-        if not data.strip(b"\r\n"):
-            layer._stat["sip_udp_keepalives"] += 1
-            return
+        first = data[0] if n else 0
+        if first < 0x20:  # SIP starts with a letter: only keepalives and STUN get here
+            if first < 2 and n >= 20 and data[4:8] == _STUN_COOKIE:
+                # RFC 5626 §4.4.2 STUN keepalive on the SIP port: not SIP.
+                if layer.on_stun is None:
+                    layer._stat["sip_udp_stun_dropped"] += 1
+                    return
+                try:
+                    layer.on_stun(data, Flow("udp", self.local, (addr[0], addr[1])))
+                except Exception:
+                    layer._callback_error("stun", addr)
+                return
+            if not data.strip(b"\r\n\0"):  # 4-byte zero keepalive, stray CRLFs, empty
+                layer._stat["sip_udp_keepalives"] += 1
+                return
         c = self.counters
         c.messages_in += 1
         c.bytes_in += n
@@ -385,10 +398,12 @@ class TransportLayer:
         handshake_timeout: float = 10.0,
         on_flow_closed: OnFlowClosed | None = None,
         ws_options: WsOptions | None = None,
+        on_stun: OnMessage | None = None,
     ) -> None:
         self.config = config
         self.on_message = on_message
         self.on_flow_closed = on_flow_closed
+        self.on_stun = on_stun
         self.server_ssl = server_ssl
         self.client_ssl = client_ssl
         self.connect_timeout = connect_timeout
