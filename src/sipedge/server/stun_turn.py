@@ -1,0 +1,457 @@
+"""asyncio adapter of the STUN/TURN role: client listeners, relay sockets, the timer.
+
+Every callback does the same four steps (STYLE.md B3): feed the core, get its actions,
+perform them (send to a client flow, send from a relay socket to a peer), re-arm the one
+timer. Relay sockets are plain non-blocking sockets watched with ``loop.add_reader`` and
+bound synchronously by :class:`SocketPortAllocator`, so the core only ever hands out
+ports that are really open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+from ..config.turn import TurnConfig, split_listener
+from ..stun.attributes import Family
+from ..stun.server import BindingConfig
+from ..turn.auth import Credentials, RestCredentials, UserStore
+from ..turn.channel import Framer
+from ..turn.policy import PeerPolicy
+from ..turn.ports import RangeAllocator
+from ..turn.server import (
+    Action,
+    AllocationCreated,
+    AllocationDeleted,
+    Flow,
+    RequestRejected,
+    ServerConfig,
+    ToClient,
+    ToPeer,
+    TurnServer,
+)
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+_RECV_BATCH = 64
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
+IP_PMTUDISC_DONT = getattr(socket, "IP_PMTUDISC_DONT", 0)
+
+
+def server_config(cfg: TurnConfig) -> ServerConfig:
+    """The core's config from the ``[turn]`` section."""
+    primary: Address | None = None
+    other: Address | None = None
+    if cfg.alt_address:
+        udp = [split_listener(x) for x in cfg.listen if x.startswith("udp:")]
+        if udp:
+            _, host, port = udp[0]
+            primary = (host, port)
+            other = (cfg.alt_address, cfg.alt_port or port + 1)
+    return ServerConfig(
+        realm=cfg.realm,
+        software=cfg.software,
+        relay_ipv4=cfg.relay_ipv4 or None,
+        relay_ipv6=cfg.relay_ipv6 or None,
+        default_lifetime=cfg.default_lifetime,
+        max_lifetime=cfg.max_lifetime,
+        permission_lifetime=cfg.permission_lifetime,
+        channel_lifetime=cfg.channel_lifetime,
+        nonce_lifetime=cfg.nonce_lifetime,
+        max_allocations=cfg.max_allocations,
+        max_allocations_per_user=cfg.max_allocations_per_user,
+        max_bandwidth=cfg.max_bandwidth,
+        password_algorithms=cfg.password_algorithms,
+        policy=PeerPolicy.build(cfg.allow_peers, cfg.deny_peers, cfg.deny_private_peers),
+        binding=BindingConfig(cfg.software, primary, other),
+    )
+
+
+class SocketPortAllocator:
+    """Binds relay UDP sockets from the port range and watches them with add_reader."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        ips: dict[Family, str],
+        low: int,
+        high: int,
+        on_readable: Callable[[socket.socket, Address], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._loop = loop
+        self._ips = ips
+        self._range = RangeAllocator(low, high, rng)
+        self._on_readable = on_readable
+        self.sockets: dict[Address, socket.socket] = {}
+        self._watched: set[Address] = set()
+        self.bind_failures = 0
+
+    def _bind(self, family: Family, port: int) -> socket.socket | None:
+        ip = self._ips.get(family)
+        if ip is None:
+            return None
+        af = socket.AF_INET6 if family == Family.IPV6 else socket.AF_INET
+        s = socket.socket(af, socket.SOCK_DGRAM)
+        try:
+            if af == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.setblocking(False)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            s.bind((ip, port))
+        except OSError:
+            s.close()
+            self.bind_failures += 1
+            return None
+        self.sockets[(ip, port)] = s
+        return s
+
+    def _watch(self, family: Family, port: int) -> None:
+        addr = (self._ips[family], port)
+        s = self.sockets[addr]
+        self._loop.add_reader(s.fileno(), self._on_readable, s, addr)
+        self._watched.add(addr)
+
+    def acquire(self, family: Family, even: bool = False, reserve_next: bool = False) -> tuple[int, int | None] | None:
+        if family not in self._ips:
+            return None
+        for p in self._range.candidates(family, even or reserve_next, reserve_next):
+            if self._bind(family, p) is None:
+                continue
+            if reserve_next and self._bind(family, p + 1) is None:
+                self._close((self._ips[family], p))
+                continue
+            self._range.mark(family, p)
+            self._watch(family, p)
+            if reserve_next:
+                self._range.mark(family, p + 1)
+                return p, p + 1
+            return p, None
+        return None
+
+    def activate(self, family: Family, port: int) -> bool:
+        addr = (self._ips.get(family, ""), port)
+        if addr not in self.sockets:
+            return False
+        if addr not in self._watched:
+            self._watch(family, port)
+        return True
+
+    def release(self, family: Family, port: int) -> None:
+        self._range.release(family, port)
+        ip = self._ips.get(family)
+        if ip is not None:
+            self._close((ip, port))
+
+    def _close(self, addr: Address) -> None:
+        s = self.sockets.pop(addr, None)
+        if s is None:
+            return
+        if addr in self._watched:
+            self._watched.discard(addr)
+            self._loop.remove_reader(s.fileno())
+        s.close()
+
+    def close_all(self) -> None:
+        for addr in list(self.sockets):
+            self._close(addr)
+
+    def stats(self) -> dict[str, int | float]:
+        out = self._range.stats()
+        out["turn_relay_bind_failures"] = self.bind_failures
+        return out
+
+
+class _UdpListener(asyncio.DatagramProtocol):
+    def __init__(self, service: TurnService, local: Address) -> None:
+        self.service = service
+        self.local = local
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        remote = (str(addr[0]), int(addr[1]))
+        self.service.feed(Flow("udp", self.local, remote), data)
+
+    def error_received(self, exc: Exception) -> None:
+        self.service.counters["turn_udp_errors"] += 1
+
+
+class _StreamConn(asyncio.Protocol):
+    def __init__(self, service: TurnService, transport_name: str) -> None:
+        self.service = service
+        self.name = transport_name
+        self.framer = Framer()
+        self.flow: Flow | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        if len(self.service.conns) >= self.service.config.max_connections:
+            self.service.counters["turn_connections_refused"] += 1
+            transport.close()
+            return
+        self.transport = transport
+        local = transport.get_extra_info("sockname")
+        peer = transport.get_extra_info("peername")
+        self.flow = Flow(self.name, (str(local[0]), int(local[1])), (str(peer[0]), int(peer[1])))
+        self.service.conns[self.flow] = transport
+        transport.set_write_buffer_limits(high=1 << 20)
+
+    def data_received(self, data: bytes) -> None:
+        if self.flow is None or self.transport is None:
+            return
+        try:
+            frames = self.framer.feed(data)
+        except ValueError:
+            self.service.counters["turn_stream_framing_errors"] += 1
+            self.transport.close()
+            return
+        for f in frames:
+            self.service.feed(self.flow, f)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.flow is not None:
+            self.service.conns.pop(self.flow, None)
+            self.service.closed(self.flow)
+
+
+@dataclass
+class TurnService:
+    """The running STUN/TURN role: build with :meth:`create`, then ``await start()``."""
+
+    core: TurnServer
+    config: TurnConfig
+    ports: SocketPortAllocator
+    loop: asyncio.AbstractEventLoop
+    ssl_context: ssl.SSLContext | None = None
+    udp: dict[Address, asyncio.DatagramTransport] = field(default_factory=dict)
+    conns: dict[Flow, asyncio.Transport] = field(default_factory=dict)
+    servers: list[asyncio.Server] = field(default_factory=list)
+    bound: list[tuple[str, str, int]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    _timer: asyncio.TimerHandle | None = None
+    _timer_at: float | None = None
+    _df: dict[Address, bool] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        config: TurnConfig,
+        users: UserStore | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> TurnService:
+        loop = loop or asyncio.get_running_loop()
+        core_cfg = server_config(config)
+        rest = RestCredentials(config.secrets, wall_clock) if config.secrets else None
+        creds = Credentials(users, rest)
+        ips: dict[Family, str] = {}
+        if config.relay_ipv4:
+            ips[Family.IPV4] = config.relay_ipv4
+        if config.relay_ipv6:
+            ips[Family.IPV6] = config.relay_ipv6
+        holder: list[TurnService] = []
+
+        def readable(sock: socket.socket, relay: Address) -> None:
+            holder[0].relay_readable(sock, relay)
+
+        ports = SocketPortAllocator(loop, ips, config.port_min, config.port_max, readable)
+        core = TurnServer(core_cfg, creds, ports)
+        svc = cls(core, config, ports, loop, ssl_context)
+        svc.counters = dict.fromkeys(
+            (
+                "turn_udp_errors", "turn_connections_refused", "turn_stream_framing_errors",
+                "turn_send_errors", "turn_internal_errors",
+            ),
+            0,
+        )
+        holder.append(svc)
+        return svc
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind every listener (and the RFC 5780 alternates); raises OSError on failure."""
+        binding = self.core.config.binding
+        udp_addrs: list[Address] = []
+        for item in self.config.listen:
+            proto, host, port = split_listener(item)
+            if proto == "udp":
+                udp_addrs.append((host, port))
+            else:
+                if proto == "tls" and self.ssl_context is None:
+                    raise OSError(f"turn.listen {item!r}: TLS listener needs a certificate")
+                name = proto
+
+                def factory(name: str = name) -> _StreamConn:
+                    return _StreamConn(self, name)
+
+                srv = await self.loop.create_server(
+                    factory, host, port, ssl=self.ssl_context if proto == "tls" else None,
+                    reuse_address=True,
+                )
+                self.servers.append(srv)
+                sock_port = srv.sockets[0].getsockname()[1]
+                self.bound.append((proto, host, sock_port))
+        if binding.primary is not None and binding.other is not None:
+            (a1, p1), (a2, p2) = binding.primary, binding.other
+            for extra in ((a1, p2), (a2, p1), (a2, p2)):
+                if extra not in udp_addrs:
+                    udp_addrs.append(extra)
+        for host, port in udp_addrs:
+            local: Address = (host, port)
+
+            def make(local: Address = local) -> _UdpListener:
+                return _UdpListener(self, local)
+
+            transport, proto_obj = await self.loop.create_datagram_endpoint(
+                make, local_addr=(host, port)
+            )
+            real = transport.get_extra_info("sockname")
+            bound: Address = (host, int(real[1]))
+            proto_obj.local = bound
+            self.udp[bound] = transport
+            self.bound.append(("udp", host, bound[1]))
+        log.info("- TURN listening on %s", ", ".join(f"{t}:{h}:{p}" for t, h, p in self.bound))
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for srv in self.servers:
+            srv.close()
+        for t in list(self.conns.values()):
+            t.close()
+        for srv in self.servers:
+            try:
+                await asyncio.wait_for(srv.wait_closed(), 2)
+            except TimeoutError:
+                pass
+        for u in self.udp.values():
+            u.close()
+        self.ports.close_all()
+
+    def stats(self) -> dict[str, int | float]:
+        out = self.core.stats()
+        out.update(self.counters)
+        out["turn_connections"] = len(self.conns)
+        return out
+
+    def address(self, transport: str = "udp") -> Address:
+        """The first bound address of ``transport`` (tests bind port 0)."""
+        for t, h, p in self.bound:
+            if t == transport:
+                return (h, p)
+        raise KeyError(transport)
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def feed(self, flow: Flow, data: bytes) -> None:
+        try:
+            actions = self.core.handle_client(flow, data, self.loop.time())
+        except Exception:
+            self.counters["turn_internal_errors"] += 1
+            log.exception("x TURN: internal error on a message from %s", flow.remote)
+            return
+        if actions:
+            self.perform(actions)
+
+    def closed(self, flow: Flow) -> None:
+        self.perform(self.core.client_closed(flow, self.loop.time()))
+
+    def relay_readable(self, sock: socket.socket, relay: Address) -> None:
+        now = self.loop.time()
+        core = self.core
+        for _ in range(_RECV_BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                # ICMP errors surface here (e.g. port unreachable): count and go on.
+                self.counters["turn_send_errors"] += 1
+                continue
+            try:
+                out = core.handle_peer(relay, (addr[0], addr[1]), data, now)
+            except Exception:
+                self.counters["turn_internal_errors"] += 1
+                log.exception("x TURN: internal error on a peer datagram from %s", addr)
+                continue
+            if out is not None:
+                self._send_client(out.flow, out.data)
+
+    def on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.perform(self.core.handle_timer(self.loop.time()))
+
+    # -- outputs ---------------------------------------------------------------------
+
+    def perform(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, ToClient):
+                self._send_client(a.flow, a.data)
+            elif isinstance(a, ToPeer):
+                self._send_peer(a)
+            elif isinstance(a, AllocationCreated):
+                log.info("- TURN allocation %s for %s relays %s", a.flow.remote, a.account, a.relays)
+            elif isinstance(a, AllocationDeleted):
+                log.info("- TURN allocation %s ended: %s", a.flow.remote, a.reason)
+                for relay in a.relays:
+                    self._df.pop(relay, None)
+            elif isinstance(a, RequestRejected):
+                log.debug("> TURN %#x from %s rejected %d %s", a.method, a.flow.remote, a.code, a.reason)
+        self._arm()
+
+    def _send_client(self, flow: Flow, data: bytes) -> None:
+        if flow.transport == "udp":
+            t = self.udp.get(flow.local)
+            if t is not None:
+                t.sendto(data, flow.remote)
+            return
+        c = self.conns.get(flow)
+        if c is not None and not c.is_closing():
+            c.write(data)
+
+    def _send_peer(self, a: ToPeer) -> None:
+        s = self.ports.sockets.get(a.relay)
+        if s is None:
+            return
+        if s.family == socket.AF_INET and self._df.get(a.relay, False) != a.dont_fragment:
+            try:
+                s.setsockopt(
+                    socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if a.dont_fragment else IP_PMTUDISC_DONT
+                )
+                self._df[a.relay] = a.dont_fragment
+            except OSError:
+                pass
+        try:
+            s.sendto(a.data, a.peer)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNREFUSED, errno.EMSGSIZE):
+                log.debug("x TURN relay send to %s failed: %s", a.peer, exc)
+            self.counters["turn_send_errors"] += 1
+
+    def _arm(self) -> None:
+        when = self.core.get_timer()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = self.loop.call_at(when, self.on_timer)
