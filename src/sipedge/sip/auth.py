@@ -1,7 +1,8 @@
 """Digest authentication for SIP (RFC 2617, RFC 7616, RFC 8760), sans-I/O.
 
 The server side is :class:`DigestAuth`: it builds challenge header values
-(``WWW-Authenticate`` / ``Proxy-Authenticate``, one per offered algorithm, SHA-256 first)
+(``WWW-Authenticate`` / ``Proxy-Authenticate``, one per offered algorithm, in the
+configured order, SHA-256 first by default)
 and verifies ``Authorization`` / ``Proxy-Authorization`` values against a caller-supplied
 ``ha1_lookup(username, realm, algorithm)``. Nothing here reads the clock, the RNG or a
 database: ``now`` (wall-clock epoch seconds, so nodes agree), the token source and the
@@ -532,8 +533,10 @@ class DigestAuth:
             offered.append(c)
         if not offered:
             raise UsageError("offer at least one digest algorithm")
-        # SHA-256 before MD5 (RFC 8760 §2.4: the preferred one first)
-        self.algorithms = tuple(sorted(offered, key=lambda a: 0 if a.startswith("SHA") else 1))
+        # Offered in the caller's order. The default puts SHA-256 first (RFC 8760 §2.4:
+        # the preferred one first), but clients that read only the first challenge and know
+        # only MD5 (JsSIP, SIP.js, SIPp 3.6) then fail: such deployments list MD5 first.
+        self.algorithms = tuple(dict.fromkeys(offered))
         self.nonce_lifetime = nonce_lifetime
         self.nonce_store = nonce_store if nonce_store is not None else MemoryNonceStore()
         self._token_source = token_source
@@ -576,7 +579,7 @@ class DigestAuth:
     # -- challenges ------------------------------------------------------------
     def challenges(self, realm: str, now: float, stale: bool = False) -> list[str]:
         """Header values for WWW-Authenticate / Proxy-Authenticate: one per offered
-        algorithm (SHA-256 first), sharing one fresh nonce, qop="auth"."""
+        algorithm in the configured order, sharing one fresh nonce, qop="auth"."""
         nonce = self.new_nonce(now)
         self._stats["auth_challenges"] += 1
         return [

@@ -155,10 +155,13 @@ def answer(auth: DigestAuth, now: float = NOW, *, alg_index: int = 0, password: 
 
 
 def test_challenges_sha256_first_one_nonce() -> None:
-    auth = make_auth(algorithms=["MD5", "SHA-256"])
+    auth = make_auth()
     values = auth.challenges(REALM, NOW)
     chs = [Challenge.parse(v) for v in values]
     assert [c.algorithm for c in chs] == ["SHA-256", "MD5"]
+    # an explicit order is kept (MD5 first for clients that read only the first challenge)
+    md5_first = make_auth(algorithms=["md5", "SHA-256", "MD5"])
+    assert [Challenge.parse(v).algorithm for v in md5_first.challenges(REALM, NOW)] == ["MD5", "SHA-256"]
     assert chs[0].nonce == chs[1].nonce
     assert all(c.qop == ("auth",) and c.realm == REALM and not c.stale for c in chs)
     assert Challenge.parse(auth.challenges(REALM, NOW, stale=True)[0]).stale
