@@ -250,7 +250,7 @@ def test_realm_mismatch() -> None:
 
 
 def test_uri_mismatch_and_equivalence() -> None:
-    auth = make_auth()
+    auth = make_auth(check_uri=True)
     users = Users({"alice": "pw"})
     cred = answer(auth, uri="sip:bob@Example.COM;transport=tcp", method="INVITE")
     ok = auth.verify(cred, method="INVITE", realm=REALM, now=NOW, ha1_lookup=users,
