@@ -1,0 +1,195 @@
+"""What a routing module sees: one context per request or reply, with the helpers
+operators know from Kamailio (``sanity_check``, ``loose_route``, ``record_route``,
+``auth_check``, ``save``, ``lookup``, ``relay``...), under Pythonic names.
+
+Every helper either returns a plain answer (bool, int) or finishes the request
+(``reply``, ``relay``, ``save``, ``drop``); ``ctx.done`` tells whether it is finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import ParseError
+from ..sip.flow import Flow, Target
+from ..sip.message import Request, Response, check_request
+from ..sip.txevents import TransactionKey
+from ..sip.uri import SipUri
+from . import forwarding
+
+if TYPE_CHECKING:
+    from .core import ProxyCore
+    from .location import Binding
+
+
+@dataclass(slots=True)
+class BranchTarget:
+    """One destination of a relayed request: a new Request-URI and how to reach it."""
+
+    ruri: SipUri | None = None  # None: keep the request's Request-URI
+    dest: Flow | Target | None = None  # None: from the top Route or the Request-URI
+    path: tuple[str, ...] = ()  # Route values to prepend (RFC 3327 Path)
+    q: float = 1.0
+    fallback: Target | None = None  # tried when ``dest`` (a flow) is gone
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """A request being routed. ``stateless`` is True for ACKs of 2xx and the like."""
+
+    core: ProxyCore
+    request: Request
+    flow: Flow
+    now: float
+    server_key: TransactionKey | None = None
+    stateless: bool = False
+    targets: list[BranchTarget] = field(default_factory=list)
+    record_routed: bool = False
+    authenticated_user: str | None = None
+    done: bool = False
+
+    # -- facts about the request ------------------------------------------
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    @property
+    def has_to_tag(self) -> bool:
+        """In-dialog request (RFC 3261 §12.2)."""
+        try:
+            return self.request.to.tag is not None
+        except ParseError:
+            return False
+
+    @property
+    def ruri(self) -> SipUri | None:
+        u = self.request.ruri
+        return u if isinstance(u, SipUri) else None
+
+    def is_ruri_me(self) -> bool:
+        """The Request-URI names this server itself (not a user at one of our domains)."""
+        u = self.ruri
+        return u is not None and self.core.identity.uri_is_me(u)
+
+    def is_ruri_local(self) -> bool:
+        """The Request-URI's domain is one we serve (location lookup applies)."""
+        u = self.ruri
+        return u is not None and self.core.identity.is_local_domain(u.host)
+
+    def is_from_local(self) -> bool:
+        """The From URI's domain is one we serve (our user, subject to authentication)."""
+        try:
+            uri = self.request.from_.uri
+        except ParseError:
+            return False
+        return isinstance(uri, SipUri) and self.core.identity.is_local_domain(uri.host)
+
+    # -- checks ----------------------------------------------------------------
+    def sanity_check(self) -> bool:
+        """Parse what every hop needs; on failure answer 400 naming the header."""
+        try:
+            check_request(self.request)
+        except ParseError as exc:
+            status, reason = exc.hint if isinstance(exc.hint, tuple) else (400, "Bad Request")
+            self.reply(status, reason)
+            return False
+        return True
+
+    def max_forwards_ok(self) -> bool:
+        """False (after answering 483) when Max-Forwards is 0 (RFC 3261 §16.3 step 3)."""
+        mf = self.request.max_forwards
+        if mf is not None and mf <= 0:
+            if self.method == "OPTIONS" and self.is_ruri_me():
+                self.reply(200)  # a Max-Forwards: 0 OPTIONS is a question to us
+            else:
+                self.reply(483)
+            return False
+        return True
+
+    def loop_ok(self) -> bool:
+        """False (after answering 482) when the request loops back to us."""
+        if forwarding.is_loop(self.request, self.core.identity):
+            self.reply(482)
+            return False
+        return True
+
+    # -- routing steps ---------------------------------------------------------
+    def loose_route(self) -> bool:
+        """Process the Route set (RFC 3261 §16.4); True when the request has one."""
+        return forwarding.loose_route(self.request, self.core.identity)
+
+    def record_route(self) -> None:
+        """Stay in the path of the dialog (double Record-Route across transports)."""
+        self.record_routed = True
+
+    def lookup(self) -> int:
+        """Fill ``targets`` from the location service for the Request-URI's AoR.
+
+        Returns how many contacts were found (0: not registered). Distinguish
+        "no such user" from "not online" with ``core.user_exists``.
+        """
+        u = self.ruri
+        if u is None:
+            return 0
+        bindings = self.core.location.lookup(u.aor, self.core.clock.wall())
+        self.targets = [self.core.binding_target(b) for b in bindings]
+        return len(self.targets)
+
+    def user_exists(self) -> bool:
+        u = self.ruri
+        return u is not None and u.user is not None and self.core.subscribers.exists(u.user, u.host)
+
+    def auth_check(self) -> bool:
+        """Digest authentication (RFC 7616/8760): REGISTER by 401, others by 407.
+
+        Returns True when the request carries valid credentials of a subscriber whose
+        username matches the From user; otherwise answers the challenge (or 403) and
+        returns False.
+        """
+        return self.core.authenticate(self)
+
+    # -- finishing -------------------------------------------------------------
+    def reply(self, status: int, reason: str | None = None, headers: list[tuple[str, str]] | None = None) -> None:
+        """Answer the request (statefully when it has a transaction)."""
+        self.core.reply(self, status, reason, headers or [])
+        self.done = True
+
+    def save(self) -> None:
+        """Registrar: update the location service from this REGISTER and answer it."""
+        self.core.save(self)
+        self.done = True
+
+    def relay(self, targets: list[BranchTarget] | None = None) -> None:
+        """Forward the request statefully to ``targets`` (or those ``lookup`` found, or
+        its Route/Request-URI), forking in parallel or by q-value."""
+        if targets is not None:
+            self.targets = targets
+        self.core.relay(self)
+        self.done = True
+
+    def drop(self) -> None:
+        """Discard the request silently."""
+        self.done = True
+
+
+@dataclass(slots=True)
+class ReplyContext:
+    """A response about to be forwarded upstream."""
+
+    core: ProxyCore
+    response: Response
+    request: Request | None
+    now: float
+    dropped: bool = False
+
+    def drop(self) -> None:
+        self.dropped = True
+
+
+def binding_uri(b: Binding) -> SipUri | None:
+    try:
+        u = SipUri.parse(b.contact)
+    except ParseError:
+        return None
+    return u

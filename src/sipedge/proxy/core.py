@@ -1,0 +1,571 @@
+"""The stateful proxy core (RFC 3261 §16), sans-I/O.
+
+Bytes and flows in (``receive``), bytes and destinations out (``outgoing``), one timer
+(``get_timer``/``handle_timer``). It parses, keeps transactions through the
+:class:`TransactionLayer`, runs the routing module, forks, picks the best response,
+propagates CANCEL and forwards responses. The asyncio adapter in ``server/app.py`` only
+moves bytes and fires the timer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._common.clock import Clock
+from .._common.ids import TokenSource
+from ..config import Config
+from ..errors import ParseError, StorageError
+from ..sip import auth as digest
+from ..sip import transaction
+from ..sip import txevents as tx
+from ..sip.flow import Flow, Target
+from ..sip.message import Request, Response, check_response, make_response, parse
+from ..sip.uri import SipUri
+from . import forwarding, registrar
+from .context import BranchTarget, ReplyContext, RequestContext
+from .identity import Identity
+from .location import Binding, LocationStore, SubscriberStore
+from .routing import Router
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Bytes to put on the wire: back on ``flow``, or to ``target`` (any connection)."""
+
+    data: bytes
+    flow: Flow | None = None
+    target: Target | None = None
+    key: Any = None  # the client transaction, so a failed send can be reported
+
+
+@dataclass(slots=True)
+class Branch:
+    key: Any
+    request: Request
+    dest: Flow | Target
+    fallback: Target | None = None
+    provisional: bool = False
+    final: Response | None = None
+    cancelled: bool = False
+
+
+@dataclass(slots=True)
+class ProxyTransaction:
+    """One relayed request and its branches (RFC 3261 §16.6-16.8)."""
+
+    server_key: Any
+    request: Request  # as received, after routing edits (Route processing)
+    flow: Flow
+    record_route: bool
+    groups: list[list[BranchTarget]]  # serial forking: later groups wait their turn
+    branches: list[Branch] = field(default_factory=list)
+    final_sent: bool = False
+    best: Response | None = None
+    cancelled: bool = False
+    next_index: int = 0
+
+    @property
+    def all_final(self) -> bool:
+        return all(b.final is not None for b in self.branches)
+
+
+_STATUS_PRIORITY = {6: 0, 2: -1}
+
+
+def _rank(resp: Response) -> tuple[int, int]:
+    """Lower is better for RFC 3261 §16.7 step 6 (6xx first, then 3xx < 4xx < 5xx)."""
+    cls = resp.status // 100
+    return (_STATUS_PRIORITY.get(cls, cls), resp.status)
+
+
+class ProxyCore:
+    """Registrar + stateful proxy over one transaction layer."""
+
+    def __init__(
+        self,
+        config: Config,
+        identity: Identity,
+        location: LocationStore,
+        subscribers: SubscriberStore,
+        router: Router,
+        clock: Clock,
+        secret: bytes,
+        token_source: TokenSource | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.location = location
+        self.subscribers = subscribers
+        self.router = router
+        self.clock = clock
+        self._token = token_source
+        timers = config.sip.timers
+        self.tl = transaction.TransactionLayer(
+            timers, send_100=True, max_transactions=config.sip.limits.max_transactions
+        )
+        self.auth = digest.DigestAuth(
+            secret,
+            algorithms=tuple(config.auth.algorithms),
+            nonce_lifetime=config.auth.nonce_lifetime,
+        )
+        self._out: list[Send] = []
+        self._proxied: dict[Any, ProxyTransaction] = {}
+        self._branch_of: dict[Any, tuple[ProxyTransaction, Branch]] = {}
+        self.counters: dict[str, int] = {
+            "sip_requests_received": 0,
+            "sip_responses_received": 0,
+            "sip_parse_errors": 0,
+            "sip_bad_requests": 0,
+            "sip_requests_relayed": 0,
+            "sip_responses_relayed": 0,
+            "sip_local_replies": 0,
+            "sip_routing_errors": 0,
+            "sip_auth_challenges": 0,
+            "sip_auth_failures": 0,
+        }
+
+    # -- adapter interface -------------------------------------------------------
+    def receive(self, data: bytes, flow: Flow, now: float) -> None:
+        """One framed SIP message from ``flow``."""
+        try:
+            msg = parse(data, stream=flow.reliable)
+        except ParseError as exc:
+            self.counters["sip_parse_errors"] += 1
+            log.debug("x unparseable message from %s: %s", flow.remote, exc)
+            return
+        if isinstance(msg, Request):
+            self.counters["sip_requests_received"] += 1
+            self._receive_request(msg, flow, now)
+        else:
+            self.counters["sip_responses_received"] += 1
+            try:
+                check_response(msg)
+            except ParseError as exc:
+                self.counters["sip_parse_errors"] += 1
+                log.debug("x bad response from %s: %s", flow.remote, exc)
+                return
+            self.tl.receive(msg, flow, now)
+        self._drain(now)
+
+    def outgoing(self) -> list[Send]:
+        out, self._out = self._out, []
+        for s in self.tl.outgoing():
+            out.append(Send(s.data, s.flow, s.target, s.key))
+        return out
+
+    def get_timer(self) -> float | None:
+        return self.tl.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.tl.handle_timer(now)
+        self._drain(now)
+
+    def transport_failed(self, key: Any, now: float) -> None:
+        """The adapter could not send a client transaction's request."""
+        self.tl.transport_error(key, now)
+        self._drain(now)
+
+    def stats(self) -> dict[str, int | float]:
+        out: dict[str, int | float] = dict(self.counters)
+        out["sip_proxy_transactions"] = len(self._proxied)
+        out.update(self.tl.stats())
+        return out
+
+    # -- inbound requests -----------------------------------------------------------
+    def _receive_request(self, req: Request, flow: Flow, now: float) -> None:
+        try:
+            via = req.top_via
+        except ParseError as exc:
+            # no usable Via: a response could not find its way back (RFC 3261 §18.2.1)
+            self.counters["sip_bad_requests"] += 1
+            log.debug("x request without a usable Via from %s: %s", flow.remote, exc)
+            return
+        forwarding.stamp_received(req, flow.remote[0], flow.remote[1])
+        del via
+        self.tl.receive(req, flow, now)
+
+    def _drain(self, now: float) -> None:
+        for ev in self.tl.events():
+            try:
+                self._dispatch(ev, now)
+            except StorageError as exc:
+                log.error("storage failure: %s", exc)
+            except Exception:  # a bug: log once with context, keep serving
+                self.counters["sip_routing_errors"] += 1
+                log.exception("error handling %s", type(ev).__name__)
+
+    def _dispatch(self, ev: Any, now: float) -> None:
+        if isinstance(ev, tx.RequestReceived):
+            self._on_request(ev.key, ev.request, ev.flow, now)
+        elif isinstance(ev, tx.AckReceived):
+            self._on_stateless_request(ev.request, ev.flow, now)
+        elif isinstance(ev, tx.CancelReceived):
+            self._on_cancel(ev, now)
+        elif isinstance(ev, tx.ResponseReceived):
+            self._on_branch_response(ev.key, ev.response, now)
+        elif isinstance(ev, tx.StrayResponse):
+            self._forward_stray_response(ev.response)
+        elif isinstance(ev, tx.TimedOut):
+            if ev.timer != "C":  # Timer C already sent a CANCEL; the 487 will follow
+                self._on_branch_failure(ev.key, 408, now)
+        elif isinstance(ev, tx.TransportFailed):
+            self._on_branch_failure(ev.key, 503, now)
+        elif isinstance(ev, tx.Terminated):
+            self._branch_of.pop(ev.key, None)
+            ptx = self._proxied.get(ev.key)
+            if ptx is not None and ptx.final_sent:
+                self._proxied.pop(ev.key, None)
+
+    def _on_request(self, key: Any, req: Request, flow: Flow, now: float) -> None:
+        ctx = RequestContext(self, req, flow, now, server_key=key)
+        self._run_route(ctx)
+
+    def _on_stateless_request(self, req: Request, flow: Flow, now: float) -> None:
+        ctx = RequestContext(self, req, flow, now, stateless=True)
+        self._run_route(ctx)
+
+    def _run_route(self, ctx: RequestContext) -> None:
+        try:
+            self.router.request_route(ctx)
+        except ParseError as exc:
+            status, reason = exc.hint if isinstance(exc.hint, tuple) else (400, "Bad Request")
+            if not ctx.done:
+                ctx.reply(status, reason)
+            return
+        except StorageError as exc:
+            log.error("storage failure routing %s: %s", ctx.request.method, exc)
+            if not ctx.done:
+                ctx.reply(500, "Storage Failure")
+            return
+        except Exception:
+            self.counters["sip_routing_errors"] += 1
+            log.exception("routing module raised for %s %s", ctx.request.method, ctx.request.uri)
+            if not ctx.done:
+                ctx.reply(500, "Routing Error")
+            return
+        if not ctx.done:
+            log.warning("routing module finished %s without reply/relay/drop", ctx.request.method)
+            ctx.reply(500, "No Route Decision")
+
+    # -- local replies -----------------------------------------------------------------
+    def reply(self, ctx: RequestContext, status: int, reason: str | None, headers: list[tuple[str, str]]) -> None:
+        if ctx.stateless or ctx.request.method == "ACK":
+            return  # ACKs are never answered
+        resp = make_response(ctx.request, status, reason, to_tag=self._to_tag(ctx.request))
+        for name, value in headers:
+            resp.add(name, value)
+        if self.config.sip.server_header:
+            resp.set("server", self.config.sip.server_header)
+        self.counters["sip_local_replies"] += 1
+        self._respond(ctx, resp)
+
+    def _respond(self, ctx: RequestContext, resp: Response) -> None:
+        if ctx.server_key is None:
+            return
+        self.tl.respond(ctx.server_key, resp, ctx.now)
+
+    def _to_tag(self, req: Request) -> str:
+        """A stable To tag for our local replies (retransmitted replies keep it)."""
+        return forwarding.loop_hash(req, "tag")[-12:]
+
+    # -- authentication and registrar ---------------------------------------------------
+    def authenticate(self, ctx: RequestContext) -> bool:
+        req = ctx.request
+        is_register = req.method == "REGISTER"
+        header = "authorization" if is_register else "proxy-authorization"
+        challenge_header = "WWW-Authenticate" if is_register else "Proxy-Authenticate"
+        realm = self._realm(req)
+        wall = self.clock.wall()
+        outcome = self.auth.verify(
+            digest.select_credentials(req.get_all(header), realm),
+            method=req.method,
+            realm=realm,
+            now=wall,
+            ha1_lookup=self.subscribers.ha1,
+            request_uri=req.uri,
+        )
+        if outcome.ok:
+            if not self._identity_matches(req, outcome.username):
+                self.counters["sip_auth_failures"] += 1
+                ctx.reply(403, "Identity Mismatch")
+                return False
+            ctx.authenticated_user = outcome.username
+            return True
+        if outcome.result is not digest.AuthResult.MISSING:
+            self.counters["sip_auth_failures"] += 1
+            log.info("auth %s for %r from %s: %s", outcome.result.value, outcome.username, ctx.flow.remote, outcome.detail)
+        status, reason = outcome.result.reply(proxy=not is_register) or (500, "Auth Error")
+        if not outcome.result.challenge:
+            ctx.reply(status, reason)
+            return False
+        self.counters["sip_auth_challenges"] += 1
+        challenges = self.auth.challenges(realm, wall, stale=outcome.result.stale)
+        ctx.reply(status, reason, [(challenge_header, c) for c in challenges])
+        return False
+
+    def _realm(self, req: Request) -> str:
+        if self.config.auth.realm:
+            return self.config.auth.realm
+        try:
+            uri = req.from_.uri if req.method != "REGISTER" else req.to.uri
+        except ParseError:
+            uri = req.ruri
+        return uri.host if isinstance(uri, SipUri) else "sipedge"
+
+    def _identity_matches(self, req: Request, username: str) -> bool:
+        try:
+            uri = req.to.uri if req.method == "REGISTER" else req.from_.uri
+        except ParseError:
+            return False
+        return isinstance(uri, SipUri) and uri.user == username
+
+    def save(self, ctx: RequestContext) -> None:
+        req = ctx.request
+        listener = self.identity.listener_for_flow(ctx.flow)
+        received = ""
+        if ctx.flow.transport in ("udp", "tcp", "tls"):
+            h, p = ctx.flow.remote
+            host = f"[{h}]" if ":" in h else h
+            received = f"sip:{host}:{p};transport={ctx.flow.transport}"
+        resp = registrar.register(
+            req,
+            self.location,
+            self.config.registrar,
+            self.clock.wall(),
+            flow=ctx.flow.token,
+            received=received,
+            socket=listener.name,
+        )
+        if self.config.sip.server_header:
+            resp.set("server", self.config.sip.server_header)
+        to = resp.get("to")
+        if resp.status >= 200 and to is not None and ";tag=" not in to:
+            resp.set("to", f"{to};tag={self._to_tag(req)}")
+        self._respond(ctx, resp)
+
+    def binding_target(self, b: Binding) -> BranchTarget:
+        """Where a registered contact is reached: back on the flow it registered from
+        (the NAT-safe choice, RFC 5626 in spirit), its Contact as the Request-URI."""
+        try:
+            ruri: SipUri | None = SipUri.parse(b.contact)
+        except ParseError:
+            ruri = None
+        flow = Flow.from_token(b.flow) if b.flow else None
+        fallback = forwarding.uri_target(ruri) if ruri is not None else None
+        dest: Flow | Target | None = flow if flow is not None else fallback
+        if flow is not None and flow.transport in ("ws", "wss"):
+            fallback = None  # a WebSocket client is reachable only on its connection
+        return BranchTarget(ruri=ruri, dest=dest, path=b.path, q=b.q, fallback=fallback)
+
+    # -- relaying -------------------------------------------------------------------------
+    def relay(self, ctx: RequestContext) -> None:
+        req = ctx.request
+        if ctx.stateless or ctx.server_key is None:
+            self._relay_stateless(ctx)
+            return
+        targets = ctx.targets or [BranchTarget()]
+        if self.config.routing.forking == "serial" and len(targets) > 1:
+            qs = sorted({t.q for t in targets}, reverse=True)
+            groups = [[t for t in targets if t.q == q] for q in qs]
+        else:
+            groups = [targets]
+        ptx = ProxyTransaction(ctx.server_key, req, ctx.flow, ctx.record_routed, groups)
+        self._proxied[ctx.server_key] = ptx
+        self._start_next_group(ptx, ctx.now)
+
+    def _start_next_group(self, ptx: ProxyTransaction, now: float) -> bool:
+        while ptx.groups:
+            group = ptx.groups.pop(0)
+            started = False
+            for target in group:
+                started = self._start_branch(ptx, target, now) or started
+            if started:
+                return True
+        return False
+
+    def _start_branch(self, ptx: ProxyTransaction, target: BranchTarget, now: float) -> bool:
+        index = ptx.next_index
+        ptx.next_index += 1
+        req = ptx.request.copy()
+        try:
+            if target.ruri is not None:
+                req.set_uri(target.ruri)
+            forwarding.decrement_max_forwards(req)
+            if target.path:
+                for value in reversed(target.path):
+                    req.add("route", value, first=True)
+            dest = target.dest if target.dest is not None else forwarding.uri_target(forwarding.next_hop(req))
+        except ParseError as exc:
+            resp = Response(*exc.hint) if isinstance(exc.hint, tuple) else Response(400)
+            self._record_branch_final(ptx, Branch(None, req, Target("udp", "", 0), final=resp), now)
+            return False
+        inbound = self.identity.listener_for_flow(ptx.flow)
+        outbound = (
+            self.identity.listener_for_flow(dest) if isinstance(dest, Flow) else self.identity.listener_for_target(dest)
+        )
+        if ptx.record_route and req.method in ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY", "UPDATE"):
+            forwarding.record_route(req, inbound, outbound)
+        forwarding.add_via(req, outbound, forwarding.branch_id(ptx.request, index))
+        key = self.tl.send_request(req, dest, now)
+        branch = Branch(key, req, dest, target.fallback)
+        ptx.branches.append(branch)
+        self._branch_of[key] = (ptx, branch)
+        self.counters["sip_requests_relayed"] += 1
+        return True
+
+    def _relay_stateless(self, ctx: RequestContext) -> None:
+        """Forward without a transaction (ACK for 2xx, RFC 3261 §16.11)."""
+        req = ctx.request.copy()
+        try:
+            target = ctx.targets[0] if ctx.targets else BranchTarget()
+            if target.ruri is not None:
+                req.set_uri(target.ruri)
+            forwarding.decrement_max_forwards(req)
+            dest = target.dest if target.dest is not None else forwarding.uri_target(forwarding.next_hop(req))
+        except ParseError as exc:
+            log.debug("x cannot forward %s statelessly: %s", req.method, exc)
+            return
+        outbound = self.identity.listener_for_flow(dest) if isinstance(dest, Flow) else self.identity.listener_for_target(dest)
+        forwarding.add_via(req, outbound, forwarding.branch_id(ctx.request, 0))
+        self.counters["sip_requests_relayed"] += 1
+        data = req.serialize()
+        self._out.append(Send(data, dest, None) if isinstance(dest, Flow) else Send(data, None, dest))
+
+    # -- responses ---------------------------------------------------------------------------
+    def _on_branch_response(self, key: Any, resp: Response, now: float) -> None:
+        found = self._branch_of.get(key)
+        if found is None:
+            return
+        ptx, branch = found
+        resp = resp.copy()
+        resp.pop_first("via")  # our own Via (RFC 3261 §16.7 step 3)
+        if resp.status < 200:
+            branch.provisional = True
+            if resp.status == 100:
+                return
+            if not ptx.final_sent:
+                self._forward_response(ptx, resp, now)
+            return
+        if branch.final is not None and resp.status >= 300:
+            return
+        if 200 <= resp.status < 300:
+            branch.final = resp
+            self._forward_response(ptx, resp, now)
+            ptx.final_sent = True
+            self._cancel_pending(ptx, now, except_branch=branch)
+            return
+        self._record_branch_final(ptx, branch, now, resp)
+
+    def _on_branch_failure(self, key: Any, status: int, now: float) -> None:
+        found = self._branch_of.get(key)
+        if found is None:
+            return
+        ptx, branch = found
+        if branch.final is not None:
+            return
+        if status == 503 and isinstance(branch.dest, Flow) and branch.fallback is not None:
+            # the registered connection is gone: try the contact address itself once
+            self._branch_of.pop(key, None)
+            new_key = self.tl.send_request(branch.request, branch.fallback, now)
+            branch.key, branch.dest, branch.fallback = new_key, branch.fallback, None
+            self._branch_of[new_key] = (ptx, branch)
+            return
+        if status == 503 and isinstance(branch.dest, Flow):
+            status = 480  # a flow-only contact (WebSocket) is unreachable
+        resp = make_response(branch.request, status)
+        resp.pop_first("via")
+        self._record_branch_final(ptx, branch, now, resp)
+
+    def _record_branch_final(self, ptx: ProxyTransaction, branch: Branch, now: float, resp: Response | None = None) -> None:
+        if resp is not None:
+            branch.final = resp
+        if branch not in ptx.branches:
+            ptx.branches.append(branch)
+        final = branch.final
+        assert final is not None
+        if ptx.best is None or _rank(final) < _rank(ptx.best):
+            ptx.best = final
+        if final.status >= 600:
+            self._cancel_pending(ptx, now, except_branch=branch)
+        if ptx.final_sent or not ptx.all_final:
+            return
+        if ptx.best is not None and ptx.best.status < 600 and not ptx.cancelled and self._start_next_group(ptx, now):
+            return
+        self._send_best(ptx, now)
+
+    def _send_best(self, ptx: ProxyTransaction, now: float) -> None:
+        best = ptx.best
+        if best is None:
+            best = make_response(ptx.request, 480)
+        out = best.copy()
+        if out.status == 503:
+            out.status, out.reason = 500, "Server Internal Error"  # RFC 3261 §16.7 step 6
+        if out.status in (401, 407):
+            # RFC 3261 §16.7 step 7: collect every branch's challenges
+            for b in ptx.branches:
+                if b.final is not None and b.final is not best and b.final.status in (401, 407):
+                    for name in ("www-authenticate", "proxy-authenticate"):
+                        for v in b.final.get_all(name):
+                            out.add(name, v)
+        ptx.final_sent = True
+        self._forward_response(ptx, out, now)
+
+    def _forward_response(self, ptx: ProxyTransaction, resp: Response, now: float) -> None:
+        if self.router.reply_route is not None:
+            rctx = ReplyContext(self, resp, ptx.request, now)
+            try:
+                self.router.reply_route(rctx)
+            except Exception:
+                log.exception("reply_route raised")
+            if rctx.dropped:
+                return
+        self.counters["sip_responses_relayed"] += 1
+        self.tl.respond(ptx.server_key, resp, now)
+
+    def _forward_stray_response(self, resp: Response) -> None:
+        """A response with no transaction (e.g. a 2xx retransmission): forward it by its
+        Via, statelessly (RFC 3261 §16.11)."""
+        vias = resp.vias
+        if len(vias) < 2:
+            return
+        top = vias[0]
+        if not self.identity.is_me(top.host, top.port, top.transport.lower()):
+            return
+        resp = resp.copy()
+        resp.pop_first("via")
+        target = forwarding.response_target(vias[1])
+        self.counters["sip_responses_relayed"] += 1
+        self._out.append(Send(resp.serialize(), None, target))
+
+    # -- CANCEL and Timer C ---------------------------------------------------------------------
+    def _on_cancel(self, ev: Any, now: float) -> None:
+        cancel_key, invite_key = ev.cancel_key, ev.invite_key
+        if invite_key is None:
+            self.tl.respond(cancel_key, make_response(ev.request, 481, to_tag=self._to_tag(ev.request)), now)
+            return
+        self.tl.respond(cancel_key, make_response(ev.request, 200, to_tag=self._to_tag(ev.request)), now)
+        ptx = self._proxied.get(invite_key)
+        if ptx is None:
+            invite = self.tl.request(invite_key)
+            if invite is not None:
+                self.tl.respond(invite_key, make_response(invite, 487, to_tag=self._to_tag(invite)), now)
+            return
+        ptx.cancelled = True
+        ptx.groups.clear()
+        self._cancel_pending(ptx, now)
+
+    def _cancel_pending(self, ptx: ProxyTransaction, now: float, except_branch: Branch | None = None) -> None:
+        """CANCEL every unanswered INVITE branch (the layer waits for a provisional
+        response before sending it, RFC 3261 §9.1)."""
+        ptx.groups.clear()
+        for b in ptx.branches:
+            if b is except_branch or b.final is not None or b.cancelled or b.request.method != "INVITE":
+                continue
+            b.cancelled = True
+            self.tl.cancel(b.key, now)
+
+

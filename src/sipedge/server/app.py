@@ -1,0 +1,268 @@
+"""The composition root: build every role from one Config and run one event loop.
+
+The SIP side follows STYLE.md B3's four steps on every callback: feed the core, drain
+its output, flush it to the transports, re-arm the one timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+from .._common.addr import is_ip
+from .._common.clock import SystemClock
+from ..config import Config
+from ..errors import ConfigError
+from ..proxy.core import ProxyCore, Send
+from ..proxy.identity import Identity, Listener
+from ..proxy.routing import load_router
+from ..sip.flow import Flow, Target
+from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriberStore
+from . import tls
+from .logsetup import setup_logging
+from .transport import TransportLayer
+
+log = logging.getLogger("sipedge")
+
+PURGE_INTERVAL = 30.0
+
+
+class SipService:
+    """The SIP proxy/registrar: transports + ProxyCore + location store."""
+
+    def __init__(
+        self,
+        config: Config,
+        location: SqliteLocationStore,
+        subscribers: SqliteSubscriberStore,
+        secret: bytes,
+    ) -> None:
+        self.config = config
+        self.location = location
+        self.subscribers = subscribers
+        self.secret = secret
+        self.clock = SystemClock()
+        self.transports: TransportLayer | None = None
+        self.core: ProxyCore | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._purge_task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self.loop = asyncio.get_running_loop()
+
+    async def start(self, server_ctx: Any, client_ctx: Any) -> None:
+        self.transports = TransportLayer(
+            self.config.sip,
+            self._on_message,
+            server_ssl=server_ctx,
+            client_ssl=client_ctx,
+        )
+        await self.transports.start()
+        adv = self.config.sip.advertise
+        listeners = [
+            Listener(li.transport, li.host, li.port, advertise_host=adv)
+            for li in self.transports.listeners
+        ]
+        identity = Identity(listeners, self.config.sip.domains)
+        router = load_router(self.config.routing.module)
+        self.core = ProxyCore(
+            self.config,
+            identity,
+            self.location,
+            self.subscribers,
+            router,
+            self.clock,
+            secret=self.secret,
+        )
+        self._purge_task = asyncio.create_task(self._purge_loop())
+        for li in listeners:
+            log.info("listening on %s", li.name)
+
+    async def stop(self) -> None:
+        if self._purge_task is not None:
+            self._purge_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purge_task
+        if self._timer is not None:
+            self._timer.cancel()
+        for t in list(self._pending):
+            t.cancel()
+        if self.transports is not None:
+            await self.transports.close()
+
+    # -- the four steps --------------------------------------------------------
+    def _on_message(self, data: bytes, flow: Flow) -> None:
+        core = self.core
+        if core is None:
+            return
+        core.receive(data, flow, self.loop.time())
+        self._flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self.core is not None:
+            self.core.handle_timer(self.loop.time())
+            self._flush()
+
+    def _flush(self) -> None:
+        core = self.core
+        transports = self.transports
+        if core is None or transports is None:
+            return
+        for item in core.outgoing():
+            self._send(item)
+        when = core.get_timer()
+        if when is not None and (self._timer_at is None or when < self._timer_at):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = when
+            self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _send(self, item: Send) -> None:
+        assert self.transports is not None
+        key = getattr(item, "key", None)
+        if item.flow is not None:
+            if not self.transports.send(item.data, item.flow):
+                self._failed(key)
+            return
+        if item.target is not None:
+            task = asyncio.create_task(self._send_to(item.data, item.target, key))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _send_to(self, data: bytes, target: Target, key: Any) -> None:
+        assert self.transports is not None
+        try:
+            if not is_ip(target.host):
+                target = await self._resolve(target)
+            await self.transports.send_to(data, target)
+        except (OSError, TimeoutError, ValueError) as exc:
+            log.info("x cannot send to %s:%s:%d: %s", target.transport, target.host, target.port, exc)
+            self._failed(key)
+
+    async def _resolve(self, target: Target) -> Target:
+        """A/AAAA lookup of a next hop named by host (the RFC 3263 SRV/NAPTR steps live
+        in dns/; here the port and transport are already known)."""
+        infos = await self.loop.getaddrinfo(target.host, target.port, type=socket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(f"cannot resolve {target.host}")
+        host = str(infos[0][4][0])
+        return Target(target.transport, host, target.port)
+
+    def _failed(self, key: Any) -> None:
+        if key is not None and self.core is not None:
+            self.core.transport_failed(key, self.loop.time())
+            self._flush()
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL)
+            try:
+                n = self.location.purge_expired(self.clock.wall())
+                if n:
+                    log.info("purged %d expired contacts", n)
+            except Exception:
+                log.exception("purging expired contacts failed")
+
+    def stats(self) -> dict[str, int | float]:
+        out: dict[str, int | float] = {}
+        if self.core is not None:
+            out.update(self.core.stats())
+        if self.transports is not None:
+            out.update(self.transports.stats())
+        return out
+
+
+class App:
+    """Every role of one sipedge process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db: SqliteDatabase | None = None
+        self.sip: SipService | None = None
+        self.cert_path: Path | None = None
+        self.fingerprint: str = ""
+
+    async def start(self) -> None:
+        cfg = self.config
+        data_dir = Path(cfg.general.data_dir)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"general.data_dir = {str(data_dir)!r}: cannot create it ({exc.strerror})") from exc
+        self.db = SqliteDatabase(cfg.database_path)
+        location = SqliteLocationStore(self.db)
+        subscribers = SqliteSubscriberStore(self.db)
+        needs_tls = any(li.split(":", 1)[0] in ("tls", "wss") for li in cfg.sip.listen)
+        server_ctx = client_ctx = None
+        if needs_tls:
+            cert_p, key_p = tls.certificate_paths(cfg.tls.cert, cfg.tls.key, data_dir)
+            cert = tls.ensure_certificate(cert_p, key_p)
+            self.cert_path, self.fingerprint = cert.cert, cert.fingerprint
+            log.info("TLS certificate %s (SHA-256 fingerprint %s)", cert.cert, cert.fingerprint)
+            server_ctx = tls.server_context(
+                cert.cert, cert.key, verify_peer=cfg.tls.verify_peer, ca=cfg.tls.ca or None
+            )
+            client_ctx = tls.client_context(verify=cfg.tls.verify_peer, ca=cfg.tls.ca or None)
+        self.sip = SipService(cfg, location, subscribers, load_secret(data_dir / "nonce.key"))
+        await self.sip.start(server_ctx, client_ctx)
+
+    async def stop(self) -> None:
+        if self.sip is not None:
+            await self.sip.stop()
+        if self.db is not None:
+            self.db.close()
+
+
+async def _serve(config: Config) -> int:
+    app = App(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+    except OSError as exc:
+        await app.stop()
+        raise ConfigError(f"sip.listen: cannot bind ({exc.strerror or exc}); is another server using the port?") from exc
+    log.info("sipedge ready (pid %d)", os.getpid())
+    await stop.wait()
+    log.info("shutting down")
+    await app.stop()
+    return 0
+
+
+def run(config: Config) -> int:
+    """Run until SIGINT/SIGTERM; used by ``sipedge serve``."""
+    setup_logging(config.general.log_level, config.general.log_format)
+    try:
+        import uvloop
+
+        return uvloop.run(_serve(config))
+    except ImportError:
+        return asyncio.run(_serve(config))
+
+
+def load_secret(path: Path) -> bytes:
+    """The digest-nonce key: made once, kept 0600 in the data directory, so nonces stay
+    valid across a restart."""
+    try:
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data
+    except FileNotFoundError:
+        pass
+    data = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return data
