@@ -1,17 +1,31 @@
 """Typed SIP header values (RFC 3261 §20, §25): name-addr, Via, CSeq, and list splitting.
 
 Each type has ``parse(text)`` raising only :class:`ParseError` (hint names the header) and
-``__str__`` serializing. Header names are canonicalized through :data:`COMPACT` and
-:func:`canonical`.
+``__str__`` serializing, with ``X.parse(str(x)) == x``. Header names are canonicalized
+through :data:`COMPACT` and :func:`canonical`.
+
+Header parameters (``;name=value``) keep their names lowercased and their values as
+received: a token, a host (``[2001:db8::1]`` or an unbracketed IPv6 ``received``) or a
+quoted string *with* its quotes. Empty parameters (``;;``) are rejected.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 
 from ..errors import ParseError
-from .uri import AbsoluteUri, Params, SipUri, Uri, format_params, parse_params, parse_uri
+from .uri import (
+    TOKEN_CHARS,
+    AbsoluteUri,
+    Params,
+    SipUri,
+    Uri,
+    format_params,
+    is_digits,
+    parse_params,
+    parse_uri,
+    valid_host,
+)
 
 COMPACT = {
     "i": "call-id",
@@ -55,13 +69,26 @@ _PRETTY = {
     "rseq": "RSeq",
 }
 
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+# gen-value = token / host / quoted-string; host adds ':' '[' ']' (IPv6), and Via
+# "received" may carry an unbracketed IPv6 address.
+_VALUE_CHARS = TOKEN_CHARS | frozenset(":[]")
+# Control characters that may not appear raw in a quoted string (HTAB may).
+_CTL = frozenset(chr(c) for c in range(0x20) if c != 0x09) | {"\x7f"}
+
+_CANON_CACHE: dict[str, str] = {}
+_CANON_CACHE_MAX = 512
 
 
 def canonical(name: str) -> str:
     """The lookup key of a header name: lowercased, compact form expanded."""
+    key = _CANON_CACHE.get(name)
+    if key is not None:
+        return key
     low = name.strip().lower()
-    return COMPACT.get(low, low)
+    key = COMPACT.get(low, low)
+    if len(_CANON_CACHE) < _CANON_CACHE_MAX:
+        _CANON_CACHE[name] = key
+    return key
 
 
 def pretty(key: str) -> str:
@@ -70,16 +97,23 @@ def pretty(key: str) -> str:
 
 
 def is_token(text: str) -> bool:
-    return bool(_TOKEN_RE.match(text))
+    return bool(text) and TOKEN_CHARS.issuperset(text)
 
 
-def split_list(value: str) -> list[str]:
-    """Split a header list on commas outside quotes and angle brackets."""
+def _bad(what: str) -> tuple[int, str]:
+    return (400, f"Bad {what} header")
+
+
+def split_list(value: str, what: str = "header") -> list[str]:
+    """Split a header list on commas outside quotes and angle brackets; empty elements
+    are dropped."""
     if "," not in value:
-        v = value.strip()
+        v = value.strip(" \t")
         return [v] if v else []
+    if '"' not in value and "<" not in value:
+        return [p for p in (x.strip(" \t") for x in value.split(",")) if p]
     out: list[str] = []
-    depth_angle = False
+    in_angle = False
     in_quote = False
     start = 0
     i = 0
@@ -94,70 +128,145 @@ def split_list(value: str) -> list[str]:
         elif c == '"':
             in_quote = True
         elif c == "<":
-            depth_angle = True
+            in_angle = True
         elif c == ">":
-            depth_angle = False
-        elif c == "," and not depth_angle:
-            part = value[start:i].strip()
+            in_angle = False
+        elif c == "," and not in_angle:
+            part = value[start:i].strip(" \t")
             if part:
                 out.append(part)
             start = i + 1
         i += 1
     if in_quote:
-        raise ParseError("unterminated quoted string", (400, "Unterminated quoted string"))
-    part = value[start:].strip()
+        raise ParseError(f"unterminated quoted string in {what}", _bad(what))
+    part = value[start:].strip(" \t")
     if part:
         out.append(part)
     return out
 
 
-def _split_params(text: str, what: str) -> tuple[str, str]:
-    """Split ``value;params`` where params may contain quoted strings."""
-    i = text.find(";")
-    if i == -1:
-        return text, ""
-    return text[:i], text[i:]
+def _read_quoted(s: str, i: int, what: str) -> tuple[str, int]:
+    """The unescaped content of the quoted string starting at ``s[i] == '"'`` and the
+    index just past its closing quote."""
+    buf: list[str] = []
+    j = i + 1
+    while True:
+        q = s.find('"', j)
+        if q == -1:
+            raise ParseError(f"unterminated quoted string in {what}", _bad(what))
+        b = s.find("\\", j, q)
+        if b == -1:
+            seg = s[j:q]
+            if not _CTL.isdisjoint(seg):
+                raise ParseError(f"control character in quoted string in {what}", _bad(what))
+            buf.append(seg)
+            return "".join(buf), q + 1
+        seg = s[j:b]
+        if not _CTL.isdisjoint(seg):
+            raise ParseError(f"control character in quoted string in {what}", _bad(what))
+        buf.append(seg)
+        c = s[b + 1]  # b < q, so b + 1 exists
+        if c in "\r\n":
+            raise ParseError(f"bad quoted-pair in {what}", _bad(what))
+        buf.append(c)
+        j = b + 2
+
+
+def quote(text: str) -> str:
+    """``text`` as a quoted-string: '\\' and '"' and control characters escaped as
+    quoted-pairs; CR and LF (which no quoted-pair can carry) become spaces."""
+    if '"' in text or "\\" in text or not _CTL.isdisjoint(text):
+        out: list[str] = []
+        for c in text:
+            if c in "\r\n":
+                out.append(" ")
+            elif c == '"' or c == "\\" or c in _CTL:
+                out.append("\\" + c)
+            else:
+                out.append(c)
+        text = "".join(out)
+    return f'"{text}"'
 
 
 def _parse_header_params(text: str, what: str) -> Params:
+    """``;name[=value]...`` (optionally preceded by whitespace) with LWS allowed around
+    ';' and '='. Values: token, host or quoted string (kept with its quotes)."""
     out: Params = {}
     if not text:
         return out
-    # Quoted values may contain ';' — walk them.
-    parts: list[str] = []
-    cur: list[str] = []
-    in_quote = False
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if in_quote:
-            cur.append(c)
-            if c == "\\" and i + 1 < len(text):
-                cur.append(text[i + 1])
-                i += 1
-            elif c == '"':
-                in_quote = False
-        elif c == '"':
-            in_quote = True
-            cur.append(c)
-        elif c == ";":
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(c)
+    if '"' not in text:
+        parts = text.split(";")
+        if parts[0].strip(" \t"):
+            raise ParseError(f"garbage before parameters in {what}: {parts[0][:40]!r}", _bad(what))
+        for part in parts[1:]:
+            name, eq, value = part.partition("=")
+            name = name.strip(" \t")
+            if not name or not TOKEN_CHARS.issuperset(name):
+                raise ParseError(f"bad parameter {part.strip()[:40]!r} in {what}", _bad(what))
+            if eq:
+                value = value.strip(" \t")
+                if not value or not _VALUE_CHARS.issuperset(value):
+                    raise ParseError(f"bad parameter value {part.strip()[:40]!r} in {what}", _bad(what))
+                out[name.lower()] = value
+            else:
+                out[name.lower()] = None
+        return out
+    return _parse_params_quoted(text, what)
+
+
+def _skip_ws(s: str, i: int) -> int:
+    n = len(s)
+    while i < n and s[i] in " \t":
         i += 1
-    if in_quote:
-        raise ParseError(f"unterminated quoted string in {what}", (400, f"Bad {what} header"))
-    parts.append("".join(cur))
-    for part in parts:
-        if not part.strip():
-            continue
-        name, eq, value = part.partition("=")
-        name = name.strip()
-        if not is_token(name):
-            raise ParseError(f"bad parameter {name!r} in {what}", (400, f"Bad {what} header"))
-        out[name.lower()] = value.strip() if eq else None
+    return i
+
+
+def _parse_params_quoted(s: str, what: str) -> Params:
+    out: Params = {}
+    n = len(s)
+    i = _skip_ws(s, 0)
+    while i < n:
+        if s[i] != ";":
+            raise ParseError(f"expected ';' in {what} at {s[i:i + 20]!r}", _bad(what))
+        i = _skip_ws(s, i + 1)
+        j = i
+        while j < n and s[j] in TOKEN_CHARS:
+            j += 1
+        if j == i:
+            raise ParseError(f"empty or bad parameter name in {what}", _bad(what))
+        name = s[i:j].lower()
+        i = _skip_ws(s, j)
+        value: str | None = None
+        if i < n and s[i] == "=":
+            i = _skip_ws(s, i + 1)
+            if i < n and s[i] == '"':
+                _, end = _read_quoted(s, i, what)
+                value = s[i:end]
+                i = end
+            else:
+                j = i
+                while j < n and s[j] in _VALUE_CHARS:
+                    j += 1
+                if j == i:
+                    raise ParseError(f"empty parameter value for {name!r} in {what}", _bad(what))
+                value = s[i:j]
+                i = j
+            i = _skip_ws(s, i)
+        out[name] = value
     return out
+
+
+def _uri_in(text: str, what: str) -> Uri:
+    try:
+        return parse_uri(text)
+    except ParseError as exc:
+        hint = exc.hint if isinstance(exc.hint, tuple) and exc.hint[0] == 416 else _bad(what)
+        raise ParseError(f"bad URI in {what}: {exc}", hint) from None
+
+
+def _is_token_list(text: str) -> bool:
+    parts = text.replace("\t", " ").split(" ")
+    return all(not p or TOKEN_CHARS.issuperset(p) for p in parts) and any(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +275,7 @@ class NameAddr:
 
     ``uri`` is a :class:`SipUri` for sip/sips/tel and an :class:`AbsoluteUri` otherwise.
     ``angle`` remembers whether the URI was in angle brackets (name-addr vs addr-spec).
+    ``display`` is unescaped (quotes and quoted-pairs removed).
     """
 
     uri: Uri
@@ -175,71 +285,66 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str, what: str = "name-addr") -> NameAddr:
-        s = text.strip()
+        s = text.strip(" \t")
         if not s:
-            raise ParseError(f"empty {what}", (400, f"Bad {what} header"))
+            raise ParseError(f"empty {what}", _bad(what))
         display: str | None = None
-        if s.startswith('"'):
-            i = 1
-            buf: list[str] = []
-            while i < len(s):
-                c = s[i]
-                if c == "\\" and i + 1 < len(s):
-                    buf.append(s[i + 1])
-                    i += 2
-                    continue
-                if c == '"':
-                    break
-                buf.append(c)
-                i += 1
-            else:
-                raise ParseError(f"unterminated display name in {what}", (400, f"Bad {what} header"))
-            display = "".join(buf)
-            s = s[i + 1 :].lstrip()
-            if not s.startswith("<"):
-                raise ParseError(f"display name without <uri> in {what}", (400, f"Bad {what} header"))
-        lt = s.find("<")
-        if lt != -1:
-            gt = s.find(">", lt)
-            if gt == -1:
-                raise ParseError(f"missing '>' in {what}", (400, f"Bad {what} header"))
-            if display is None:
-                tokens = s[:lt].strip()
-                if tokens:
-                    if any(c in tokens for c in '<>"@:;'):
-                        raise ParseError(f"bad display name in {what}", (400, f"Bad {what} header"))
-                    display = tokens
-            uri_text = s[lt + 1 : gt]
-            rest = s[gt + 1 :].strip()
-            if rest and not rest.startswith(";"):
-                raise ParseError(f"garbage after '>' in {what}", (400, f"Bad {what} header"))
-            if " " in uri_text.strip() or not uri_text.strip():
-                raise ParseError(f"bad URI in {what}", (400, f"Bad {what} header"))
-            uri = parse_uri(uri_text)
-            return cls(uri, display, _parse_header_params(rest, what), True)
+        if s[0] == '"':
+            display, end = _read_quoted(s, 0, what)
+            lt = _skip_ws(s, end)
+            if lt >= len(s) or s[lt] != "<":
+                raise ParseError(f"display name without <uri> in {what}", _bad(what))
+        else:
+            lt = s.find("<")
+            if lt != -1:
+                semi = s.find(";", 0, lt)
+                dq = s.find('"', 0, lt)
+                if semi != -1 or dq != -1:
+                    lt = -1  # '<' inside a parameter: this is an addr-spec
+            if lt == -1:
+                return cls._addr_spec(s, what)
+            tokens = s[:lt].strip(" \t")
+            if tokens:
+                if not _is_token_list(tokens):
+                    raise ParseError(f"bad display name {tokens[:40]!r} in {what}", _bad(what))
+                display = tokens
+        gt = s.find(">", lt + 1)
+        if gt == -1:
+            raise ParseError(f"missing '>' in {what}", _bad(what))
+        uri_text = s[lt + 1 : gt]
+        if not uri_text or uri_text[0] in " \t" or uri_text[-1] in " \t":
+            raise ParseError(f"whitespace or nothing inside <> in {what}", _bad(what))
+        uri = _uri_in(uri_text, what)
+        return cls(uri, display, _parse_header_params(s[gt + 1 :], what), True)
+
+    @classmethod
+    def _addr_spec(cls, s: str, what: str) -> NameAddr:
         # addr-spec: everything after the first ';' is header params (RFC 3261 §20.10)
-        uri_text, ptext = _split_params(s, what)
-        if any(c in uri_text for c in ' \t"'):
-            raise ParseError(f"bad addr-spec in {what}", (400, f"Bad {what} header"))
-        if "?" in uri_text or "," in uri_text:
-            raise ParseError(f"addr-spec with '?' or ',' needs <> in {what}", (400, f"Bad {what} header"))
-        return cls(parse_uri(uri_text), None, _parse_header_params(ptext, what), False)
+        semi = s.find(";")
+        uri_text = (s if semi == -1 else s[:semi]).rstrip(" \t")
+        for c in ' \t"<>,?':
+            if c in uri_text:
+                raise ParseError(f"bad addr-spec {uri_text[:60]!r} in {what} (needs <>?)", _bad(what))
+        uri = _uri_in(uri_text, what)
+        params = _parse_header_params(s[semi:], what) if semi != -1 else {}
+        return cls(uri, None, params, False)
 
     def __str__(self) -> str:
         ps = format_params(self.params)
-        if not self.angle and self.display is None and isinstance(self.uri, SipUri | AbsoluteUri):
-            u = str(self.uri)
-            if isinstance(self.uri, SipUri) and (self.uri.params or self.uri.headers):
-                return f"<{u}>{ps}"
-            return f"{u}{ps}"
-        name = ""
-        if self.display is not None:
-            if self.display and is_token_list(self.display):
-                name = self.display + " "
-            else:
-                esc = self.display.replace("\\", "\\\\").replace('"', '\\"')
-                name = f'"{esc}" '
-        return f"{name}<{self.uri}>{ps}"
+        if not self.angle and self.display is None:
+            if isinstance(self.uri, SipUri):
+                if not (self.uri.params or self.uri.headers or "," in (self.uri.user or "")
+                        or ";" in (self.uri.user or "") or "?" in (self.uri.user or "")
+                        or (self.uri.password and "," in self.uri.password)):
+                    return f"{self.uri}{ps}"
+            elif not any(c in self.uri.text for c in ",;?"):
+                return f"{self.uri}{ps}"
+            return f"<{self.uri}>{ps}"
+        if self.display is None:
+            return f"<{self.uri}>{ps}"
+        if self.display and _is_token_list(self.display) and self.display == self.display.strip(" \t"):
+            return f"{self.display} <{self.uri}>{ps}"
+        return f"{quote(self.display)} <{self.uri}>{ps}"
 
     @property
     def tag(self) -> str | None:
@@ -262,7 +367,7 @@ class NameAddr:
 
 
 def is_token_list(text: str) -> bool:
-    return all(is_token(t) for t in text.split())
+    return _is_token_list(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,41 +382,42 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        s = text.strip()
-        head, ptext = _split_params(s, "Via")
+        s = text.strip(" \t")
+        semi = s.find(";")
+        head = s if semi == -1 else s[:semi]
         parts = head.split("/", 2)
         if len(parts) != 3:
-            raise ParseError(f"bad Via {text!r}", (400, "Bad Via header"))
-        name, version, rest = (p.strip() for p in parts)
+            raise ParseError(f"bad Via sent-protocol in {text[:80]!r}", _bad("Via"))
+        name = parts[0].strip(" \t")
+        version = parts[1].strip(" \t")
+        rest = parts[2].strip(" \t").replace("\t", " ")
         transport, _, sentby = rest.partition(" ")
-        if not transport:
-            # tolerate LWS between "/" and the transport ("SIP / 2.0 / UDP")
-            raise ParseError(f"bad Via transport in {text!r}", (400, "Bad Via header"))
-        sentby = sentby.strip()
+        sentby = sentby.strip(" ")
         if not is_token(name) or not is_token(version) or not is_token(transport) or not sentby:
-            raise ParseError(f"bad Via {text!r}", (400, "Bad Via header"))
-        if sentby.startswith("["):
+            raise ParseError(f"bad Via {text[:80]!r}", _bad("Via"))
+        port_text: str | None = None
+        if sentby[0] == "[":
             end = sentby.find("]")
             if end == -1:
-                raise ParseError(f"bad Via host in {text!r}", (400, "Bad Via header"))
-            host, after = sentby[: end + 1], sentby[end + 1 :].strip()
-            port_text = after[1:].strip() if after.startswith(":") else None
-            if after and port_text is None:
-                raise ParseError(f"bad Via sent-by in {text!r}", (400, "Bad Via header"))
+                raise ParseError(f"bad Via host in {text[:80]!r}", _bad("Via"))
+            host, after = sentby[: end + 1], sentby[end + 1 :].lstrip(" ")
+            if after:
+                if after[0] != ":":
+                    raise ParseError(f"bad Via sent-by in {text[:80]!r}", _bad("Via"))
+                port_text = after[1:].strip(" ")
         else:
             host, pc, pt = sentby.partition(":")
-            host = host.strip()
-            port_text = pt.strip() if pc else None
-        if not host or any(c in host for c in " \t<>\"") or (
-            not host.startswith("[") and not re.fullmatch(r"[A-Za-z0-9\-._]+", host)
-        ):
-            raise ParseError(f"bad Via host in {text!r}", (400, "Bad Via header"))
+            host = host.rstrip(" ")
+            if pc:
+                port_text = pt.strip(" ")
+        if not valid_host(host):
+            raise ParseError(f"bad Via host {host[:60]!r}", _bad("Via"))
         port = None
         if port_text is not None:
-            if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
-                raise ParseError(f"bad Via port in {text!r}", (400, "Bad Via header"))
+            if not is_digits(port_text) or len(port_text) > 5 or not 0 < int(port_text) <= 65535:
+                raise ParseError(f"bad Via port in {text[:80]!r}", _bad("Via"))
             port = int(port_text)
-        params = _parse_header_params(ptext, "Via")
+        params = _parse_header_params(s[semi:], "Via") if semi != -1 else {}
         return cls(transport.upper(), host, port, params, f"{name}/{version}".upper())
 
     def __str__(self) -> str:
@@ -339,13 +445,12 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
-        parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
-            raise ParseError(f"bad CSeq {text!r}", (400, "Bad CSeq header"))
-        number = int(parts[0])
-        if number >= 2**31:
-            raise ParseError(f"CSeq number too large {text!r}", (400, "Bad CSeq header"))
-        return cls(number, parts[1])
+        parts = [p for p in text.replace("\t", " ").split(" ") if p]
+        if len(parts) != 2 or not is_digits(parts[0]) or not is_token(parts[1]):
+            raise ParseError(f"bad CSeq {text[:60]!r}", _bad("CSeq"))
+        if len(parts[0]) > 10 or int(parts[0]) >= 2**31:
+            raise ParseError(f"CSeq number too large {text[:60]!r}", _bad("CSeq"))
+        return cls(int(parts[0]), parts[1])
 
     def __str__(self) -> str:
         return f"{self.number} {self.method}"
@@ -353,21 +458,24 @@ class CSeq:
 
 def parse_contact_list(value: str) -> list[NameAddr] | str:
     """Contact values: a list of name-addrs, or the string ``"*"``."""
-    if value.strip() == "*":
+    if value.strip(" \t") == "*":
         return "*"
-    return [NameAddr.parse(v, "Contact") for v in split_list(value)]
+    return [NameAddr.parse(v, "Contact") for v in split_list(value, "Contact")]
 
 
 __all__ = [
     "COMPACT",
     "LIST_HEADERS",
+    "AbsoluteUri",
     "CSeq",
     "NameAddr",
     "SipUri",
     "Via",
     "canonical",
+    "is_token",
     "parse_contact_list",
     "parse_params",
     "pretty",
+    "quote",
     "split_list",
 ]

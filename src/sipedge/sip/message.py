@@ -1,15 +1,21 @@
 """SIP messages (RFC 3261 §7): parse once, read headers lazily, serialize.
 
 ``parse(data)`` splits the start line and headers (unfolding continuation lines) and keeps
-each header's raw value; typed values (Via, From, CSeq...) are parsed only when read.
-Bodies stay bytes. ``serialize()`` recomputes Content-Length. Only :class:`ParseError`
-escapes, with ``hint`` the 4xx a server should answer (or ``None``: drop).
+each header's raw value; typed values (Via, From, CSeq...) are parsed only when read and
+cached per message (the cache entry is checked against the raw value, so any mutation,
+even of ``_headers`` directly, is seen). Typed values are shared: treat them as immutable
+(build new ones with ``with_params``/``replace``). Bodies stay bytes. ``serialize()``
+recomputes Content-Length.
+
+Only :class:`ParseError` escapes, with ``hint`` the 4xx a server should answer, or
+``None``: drop (responses and garbage are never answered). :func:`error_response` builds
+that stateless answer from the raw bytes when enough of the request is readable.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar, cast
 
 from ..errors import ParseError
 from .headers import (
@@ -23,12 +29,9 @@ from .headers import (
     pretty,
     split_list,
 )
-from .uri import Uri, parse_uri
+from .uri import TOKEN_CHARS, SipUri, Uri, is_digits, parse_uri
 
 SIP_VERSION = "SIP/2.0"
-_REQ_LINE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+) (\S+) ([Ss][Ii][Pp]/\d+\.\d+)$")
-_RESP_LINE = re.compile(r"^([Ss][Ii][Pp]/\d+\.\d+) (\d{3})(?: (.*))?$")
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 
 REASONS = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
@@ -45,6 +48,28 @@ REASONS = {
     513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
 }
 
+# Headers that may appear at most once (RFC 3261 §7.3.1, §20); RFC 4475 §3.3.8.
+SINGLE_HEADERS = ("from", "to", "call-id", "cseq", "max-forwards")
+
+_T = TypeVar("_T")
+_MAX_UINT32 = 2**32 - 1
+
+
+def _missing(name: str) -> ParseError:
+    p = pretty(canonical(name))
+    return ParseError(f"missing {p} header", (400, f"Missing {p} header"))
+
+
+def _digits_value(v: str, what: str, limit: int) -> int:
+    """A 1*DIGIT header value, clamped to ``limit`` (long digit strings never reach
+    ``int()``, whose 4300-digit limit would raise ValueError)."""
+    if not is_digits(v):
+        raise ParseError(f"bad {what} {v[:40]!r}", (400, f"Bad {what} header"))
+    v = v.lstrip("0") or "0"
+    if len(v) > 12:
+        return limit
+    return min(int(v), limit)
+
 
 class Message:
     """Headers and body common to requests and responses.
@@ -53,20 +78,22 @@ class Message:
     in received order, so a proxied message keeps its shape.
     """
 
-    __slots__ = ("_headers", "body")
+    __slots__ = ("_cache", "_headers", "body")
 
     def __init__(self, headers: list[list[str]] | None = None, body: bytes = b"") -> None:
         self._headers: list[list[str]] = headers if headers is not None else []
         self.body = body
+        self._cache: dict[str, tuple[object, object]] = {}
 
     # -- raw header access -------------------------------------------------
     def get(self, name: str) -> str | None:
         """The first value of a header (the first list element for list headers)."""
         key = canonical(name)
-        for k, _, v in self._headers:
-            if k == key:
+        for h in self._headers:
+            if h[0] == key:
+                v = h[2]
                 if key in LIST_HEADERS:
-                    items = split_list(v)
+                    items = split_list(v, pretty(key))
                     return items[0] if items else ""
                 return v
         return None
@@ -75,18 +102,25 @@ class Message:
         """Every value of a header, list headers split on commas, in order."""
         key = canonical(name)
         out: list[str] = []
-        split = key in LIST_HEADERS
-        for k, _, v in self._headers:
-            if k == key:
-                if split:
-                    out.extend(split_list(v))
-                else:
-                    out.append(v)
+        if key in LIST_HEADERS:
+            what = pretty(key)
+            for h in self._headers:
+                if h[0] == key:
+                    out.extend(split_list(h[2], what))
+        else:
+            for h in self._headers:
+                if h[0] == key:
+                    out.append(h[2])
         return out
 
     def has(self, name: str) -> bool:
         key = canonical(name)
         return any(h[0] == key for h in self._headers)
+
+    def count(self, name: str) -> int:
+        """How many header lines of this name (not list elements)."""
+        key = canonical(name)
+        return sum(1 for h in self._headers if h[0] == key)
 
     def header_items(self) -> Iterator[tuple[str, str]]:
         """``(name as received, value)`` pairs in order."""
@@ -128,7 +162,7 @@ class Message:
         key = canonical(name)
         for i, h in enumerate(self._headers):
             if h[0] == key:
-                items = split_list(h[2]) if key in LIST_HEADERS else [h[2]]
+                items = split_list(h[2], pretty(key)) if key in LIST_HEADERS else [h[2]]
                 first = items[0] if items else ""
                 if len(items) > 1:
                     h[2] = ", ".join(items[1:])
@@ -142,51 +176,93 @@ class Message:
         key = canonical(name)
         for h in self._headers:
             if h[0] == key:
-                items = split_list(h[2]) if key in LIST_HEADERS else [h[2]]
-                items[0] = value
+                items = split_list(h[2], pretty(key)) if key in LIST_HEADERS else [h[2]]
+                if items:
+                    items[0] = value
+                else:
+                    items = [value]
                 h[2] = ", ".join(items)
                 return
         self.add(name, value, first=True)
 
     # -- typed access ------------------------------------------------------
+    def _memo(self, slot: str, raw: object, parse: Callable[[], _T]) -> _T:
+        """The parsed value cached under ``slot`` if it was parsed from ``raw``."""
+        hit = self._cache.get(slot)
+        if hit is not None and hit[0] == raw:
+            return cast(_T, hit[1])
+        value = parse()
+        self._cache[slot] = (raw, value)
+        return value
+
+    def _first_raw(self, key: str) -> str | None:
+        for h in self._headers:
+            if h[0] == key:
+                return h[2]
+        return None
+
     def _required(self, name: str) -> str:
         v = self.get(name)
         if v is None:
-            raise ParseError(f"missing {pretty(canonical(name))} header", (400, f"Missing {pretty(canonical(name))} header"))
+            raise _missing(name)
         return v
 
     @property
     def vias(self) -> list[Via]:
-        return [Via.parse(v) for v in self.get_all("via")]
+        raws = tuple(h[2] for h in self._headers if h[0] == "via")
+        if not raws:
+            return []
+        return list(self._memo("vias", raws, lambda: [Via.parse(v) for v in self.get_all("via")]))
 
     @property
     def top_via(self) -> Via:
-        return Via.parse(self._required("via"))
+        raw = self._first_raw("via")
+        if raw is None:
+            raise _missing("via")
+        return self._memo("top_via", raw, lambda: Via.parse(self._required("via")))
 
     @property
     def call_id(self) -> str:
-        v = self._required("call-id").strip()
-        if not v or any(c in v for c in " \t<>\""):
-            raise ParseError(f"bad Call-ID {v!r}", (400, "Bad Call-ID header"))
+        v = self._first_raw("call-id")
+        if v is None:
+            raise _missing("call-id")
+        if not v or not v.isascii() or not v.isprintable() or " " in v:
+            raise ParseError(f"bad Call-ID {v[:60]!r}", (400, "Bad Call-ID header"))
         return v
 
     @property
     def cseq(self) -> CSeq:
-        return CSeq.parse(self._required("cseq"))
+        raw = self._first_raw("cseq")
+        if raw is None:
+            raise _missing("cseq")
+        return self._memo("cseq", raw, lambda: CSeq.parse(raw))
 
     @property
     def from_(self) -> NameAddr:
-        return NameAddr.parse(self._required("from"), "From")
+        raw = self._first_raw("from")
+        if raw is None:
+            raise _missing("from")
+        return self._memo("from", raw, lambda: NameAddr.parse(raw, "From"))
 
     @property
     def to(self) -> NameAddr:
-        return NameAddr.parse(self._required("to"), "To")
+        raw = self._first_raw("to")
+        if raw is None:
+            raise _missing("to")
+        return self._memo("to", raw, lambda: NameAddr.parse(raw, "To"))
 
     @property
     def contacts(self) -> list[NameAddr] | str:
         """Contact name-addrs, or ``"*"``; empty list when absent."""
+        raws = tuple(h[2] for h in self._headers if h[0] == "contact")
+        if not raws:
+            return []
+        got = self._memo("contacts", raws, self._parse_contacts)
+        return got if isinstance(got, str) else list(got)
+
+    def _parse_contacts(self) -> list[NameAddr] | str:
         values = self.get_all("contact")
-        if len(values) == 1 and values[0].strip() == "*":
+        if len(values) == 1 and values[0] == "*":
             return "*"
         out: list[NameAddr] = []
         for v in values:
@@ -206,30 +282,26 @@ class Message:
         v = self.get("max-forwards")
         if v is None:
             return None
-        v = v.strip()
-        if not v.isdigit() or int(v) > 255:
-            raise ParseError(f"bad Max-Forwards {v!r}", (400, "Bad Max-Forwards header"))
-        return int(v)
+        n = _digits_value(v, "Max-Forwards", 256)
+        if n > 255:
+            raise ParseError(f"Max-Forwards too large {v[:20]!r}", (400, "Bad Max-Forwards header"))
+        return n
 
     @property
     def expires(self) -> int | None:
+        """Expires in seconds; values above 2**32-1 are clamped (RFC 4475 §3.1.2.4
+        lets an element treat them as the largest value)."""
         v = self.get("expires")
         if v is None:
             return None
-        v = v.strip()
-        if not v.isdigit():
-            raise ParseError(f"bad Expires {v!r}", (400, "Bad Expires header"))
-        return min(int(v), 2**32 - 1)
+        return _digits_value(v, "Expires", _MAX_UINT32)
 
     @property
     def content_length(self) -> int | None:
         v = self.get("content-length")
         if v is None:
             return None
-        v = v.strip()
-        if not v.isdigit():
-            raise ParseError(f"bad Content-Length {v!r}", (400, "Bad Content-Length header"))
-        return int(v)
+        return _digits_value(v, "Content-Length", _MAX_UINT32)
 
     @property
     def content_type(self) -> str | None:
@@ -242,12 +314,9 @@ class Message:
 
     def serialize(self) -> bytes:
         lines = [self._start_line()]
-        for k, n, v in self._headers:
-            if k != "content-length":
-                lines.append(f"{n}: {v}")
-        lines.append(f"Content-Length: {len(self.body)}")
-        head = "\r\n".join(lines) + "\r\n\r\n"
-        return head.encode("utf-8", "surrogateescape") + self.body
+        lines.extend([f"{h[1]}: {h[2]}" for h in self._headers if h[0] != "content-length"])
+        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
 
     def __bytes__(self) -> bytes:
         return self.serialize()
@@ -259,7 +328,7 @@ class Message:
 class Request(Message):
     """A SIP request: ``method``, ``uri`` (raw text, parsed lazily as ``ruri``)."""
 
-    __slots__ = ("_ruri", "method", "uri", "version")
+    __slots__ = ("_ruri", "_ruri_text", "method", "uri", "version")
 
     def __init__(
         self,
@@ -274,16 +343,22 @@ class Request(Message):
         self.uri = uri
         self.version = version
         self._ruri: Uri | None = None
+        self._ruri_text = ""
 
     @property
     def ruri(self) -> Uri:
-        if self._ruri is None:
+        if self._ruri is None or self._ruri_text != self.uri:
             self._ruri = parse_uri(self.uri)
+            self._ruri_text = self.uri
         return self._ruri
 
     def set_uri(self, uri: Uri | str) -> None:
         self.uri = str(uri)
-        self._ruri = uri if not isinstance(uri, str) else None
+        if isinstance(uri, str):
+            self._ruri = None
+        else:
+            self._ruri = uri
+            self._ruri_text = self.uri
 
     def _start_line(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
@@ -291,6 +366,7 @@ class Request(Message):
     def copy(self) -> Request:
         r = Request(self.method, self.uri, self.headers_copy(), self.body, self.version)
         r._ruri = self._ruri
+        r._ruri_text = self._ruri_text
         return r
 
     def __repr__(self) -> str:
@@ -325,14 +401,56 @@ class Response(Message):
         return f"<Response {self.status} {self.reason}>"
 
 
-def _split_head(data: bytes) -> tuple[bytes, bytes]:
-    i = data.find(b"\r\n\r\n")
-    if i != -1:
-        return data[:i], data[i + 4 :]
-    i = data.find(b"\n\n")
-    if i != -1:
-        return data[:i], data[i + 2 :]
-    return data.rstrip(b"\r\n"), b""
+# -- parsing -----------------------------------------------------------------------
+
+_BAD_REQUEST_LINE = (400, "Bad Request-Line")
+
+
+def _split_head(data: bytes, start: int) -> tuple[int, int]:
+    """``(end of head, start of body)``: the head ends at the first empty line; lines end
+    in CRLF or (tolerated) a bare LF. No empty line: everything is head."""
+    p = data.find(b"\r\n\r\n", start)
+    if p != -1 and data.find(b"\n\n", start, p) == -1 and data.find(b"\n\r\n", start, p) == -1:
+        return p, p + 4
+    a = start
+    n = len(data)
+    while a < n:
+        b = data.find(b"\n", a)
+        if b == -1:
+            break
+        if b == a or (b == a + 1 and data[a] == 13):  # empty line ("\n" or "\r\n")
+            return (a - 2 if a >= start + 2 and data[a - 2] == 13 else a - 1), b + 1
+        a = b + 1
+    return n, n
+
+
+def _head_lines(head: str) -> list[str]:
+    lines = head.split("\r\n")
+    n = len(lines) - 1
+    if head.count("\n") == n and head.count("\r") == n:
+        return lines
+    # bare LF line ends (tolerated) or a bare CR (never valid outside CRLF)
+    lines = head.split("\n")
+    for i, line in enumerate(lines):
+        if line.endswith("\r"):
+            line = line[:-1]
+            lines[i] = line
+        if "\r" in line:
+            raise ParseError("bare CR in a header line", (400, "Bad header line"))
+    return lines
+
+
+def _parse_version(v: str) -> bool:
+    """``SIP/1*DIGIT.1*DIGIT`` (case-insensitive SIP)."""
+    if len(v) < 7 or v[:4].upper() != "SIP/":
+        return False
+    major, dot, minor = v[4:].partition(".")
+    return bool(dot) and is_digits(major) and is_digits(minor)
+
+
+def _looks_like_request(start: str) -> bool:
+    parts = start.split()
+    return len(parts) >= 3 and is_token(parts[0]) and parts[-1][:4].upper() == "SIP/"
 
 
 def parse(data: bytes, stream: bool = False) -> Request | Response:
@@ -341,82 +459,126 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     With ``stream=False`` (UDP, WebSocket) the body is the rest of the datagram, cut to
     Content-Length; a Content-Length larger than the body is an error. With
     ``stream=True`` the caller's framer has already cut the message exactly.
+
+    Raises :class:`ParseError`; ``hint`` is ``(status, reason)`` for a request that
+    deserves an answer, ``None`` for garbage and for any response.
     """
-    head_b, body = _split_head(data.lstrip(b"\r\n"))
-    try:
-        head = head_b.decode("utf-8", "surrogateescape")
-    except Exception as exc:  # pragma: no cover - surrogateescape never fails
-        raise ParseError("undecodable message", None) from exc
-    lines = head.replace("\r\n", "\n").split("\n")
-    if not lines or not lines[0]:
+    n = len(data)
+    start = 0
+    while start < n and data[start] in (13, 10):
+        start += 1
+    if start == n:
         raise ParseError("empty message", None)
-    start = lines[0]
-    headers: list[list[str]] = []
-    for line in lines[1:]:
-        if not line:
-            continue
-        if line[0] in " \t":
-            if not headers:
-                raise ParseError("continuation line before any header", (400, "Bad header folding"))
-            headers[-1][2] = headers[-1][2] + " " + line.strip()
-            continue
-        name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not _HEADER_NAME.match(name):
-            raise ParseError(f"bad header line {line[:60]!r}", (400, "Bad header line"))
-        headers.append([canonical(name), name, value.strip(" \t")])
-    m = _REQ_LINE.match(start)
+    head_end, body_start = _split_head(data, start)
+    head = data[start:head_end].decode("utf-8", "surrogateescape")
+    is_response = head[:4].upper() == "SIP/"
+    try:
+        lines = _head_lines(head)
+    except ParseError as exc:
+        raise ParseError(str(exc), None if is_response else exc.hint) from None
+    start_line = lines[0]
     msg: Request | Response
-    if m:
-        method, uri, version = m.groups()
-        if version.upper() != SIP_VERSION:
-            raise ParseError(f"unsupported version {version}", (505, "Version Not Supported"))
-        msg = Request(method, uri, headers, b"", version.upper())
+    if is_response:
+        parts = start_line.split(" ", 2)
+        if len(parts) < 2 or not _parse_version(parts[0]):
+            raise ParseError(f"bad status line {start_line[:80]!r}", None)
+        code = parts[1]
+        if len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
+            raise ParseError(f"bad status code in {start_line[:80]!r}", None)
+        if parts[0].upper() != SIP_VERSION:
+            raise ParseError(f"unsupported version {parts[0][:20]!r}", None)
+        reason = parts[2] if len(parts) == 3 else ""
+        msg = Response(int(code), reason, None, b"", SIP_VERSION)
+        bad_hint: tuple[int, str] | None = None
     else:
-        r = _RESP_LINE.match(start)
-        if not r:
-            raise ParseError(f"bad start line {start[:80]!r}", None)
-        version, status, reason = r.groups()
+        parts = start_line.split(" ")
+        if len(parts) != 3 or not parts[0] or not parts[1] or not parts[2]:
+            hint = _BAD_REQUEST_LINE if _looks_like_request(start_line) else None
+            raise ParseError(f"bad start line {start_line[:80]!r}", hint)
+        method, uri, version = parts
+        if not TOKEN_CHARS.issuperset(method):
+            raise ParseError(f"bad start line {start_line[:80]!r}", None)
+        if not _parse_version(version):
+            hint = _BAD_REQUEST_LINE if version[:4].upper() == "SIP/" else None
+            raise ParseError(f"bad SIP version in {start_line[:80]!r}", hint)
         if version.upper() != SIP_VERSION:
-            raise ParseError(f"unsupported version {version}", None)
-        code = int(status)
-        if not 100 <= code <= 699:
-            raise ParseError(f"bad status code {code}", None)
-        msg = Response(code, reason or "", headers, b"", version.upper())
-    length = _content_length(headers)
+            raise ParseError(f"unsupported version {version[:20]}", (505, "Version Not Supported"))
+        if "\t" in uri or not uri.isprintable():
+            raise ParseError(f"bad Request-URI {uri[:80]!r}", (400, "Bad Request-URI"))
+        msg = Request(method, uri, None, b"", SIP_VERSION)
+        bad_hint = (400, "Bad header line")
+    headers = msg._headers
+    length: int | None = None
+    for line in lines[1:]:
+        c0 = line[:1]
+        if c0 == " " or c0 == "\t":
+            if not headers:
+                raise ParseError("continuation line before any header", bad_hint)
+            cont = line.strip(" \t")
+            if cont:
+                prev = headers[-1][2]
+                headers[-1][2] = f"{prev} {cont}" if prev else cont
+            continue
+        colon = line.find(":")
+        name = line[:colon].rstrip(" \t") if colon > 0 else ""
+        if not name or not TOKEN_CHARS.issuperset(name):
+            raise ParseError(f"bad header line {line[:60]!r}", bad_hint)
+        headers.append([canonical(name), name, line[colon + 1 :].strip(" \t")])
+    for h in headers:
+        if h[0] == "content-length":
+            v = h[2]
+            if not is_digits(v):
+                raise ParseError(
+                    f"bad Content-Length {v[:20]!r}",
+                    (400, "Bad Content-Length header") if bad_hint else None,
+                )
+            value = _digits_value(v, "Content-Length", _MAX_UINT32)
+            if length is not None and length != value:
+                raise ParseError(
+                    "conflicting Content-Length headers",
+                    (400, "Conflicting Content-Length headers") if bad_hint else None,
+                )
+            length = value
+    available = n - body_start
     if length is None:
-        if stream:
-            length = 0
-        else:
-            length = len(body)
-    if length > len(body):
+        length = 0 if stream else available
+    if length > available:
         raise ParseError(
-            f"Content-Length {length} larger than the body ({len(body)} bytes)",
-            (400, "Content-Length mismatch") if isinstance(msg, Request) else None,
+            f"Content-Length {length} larger than the body ({available} bytes)",
+            (400, "Content-Length mismatch") if bad_hint else None,
         )
-    msg.body = body[:length]
+    if length:
+        msg.body = data[body_start : body_start + length]
     return msg
 
 
-def _content_length(headers: list[list[str]]) -> int | None:
-    found: int | None = None
-    for k, _, v in headers:
-        if k == "content-length":
-            v = v.strip()
-            if not v.isdigit():
-                raise ParseError(f"bad Content-Length {v!r}", (400, "Bad Content-Length header"))
-            if found is not None and found != int(v):
-                raise ParseError("conflicting Content-Length headers", (400, "Bad Content-Length header"))
-            found = int(v)
-    return found
+# -- validation --------------------------------------------------------------------
+
+
+def _check_single(msg: Message) -> None:
+    seen: dict[str, int] = {}
+    for h in msg._headers:
+        if h[0] in SINGLE_HEADERS:
+            seen[h[0]] = seen.get(h[0], 0) + 1
+    for key in SINGLE_HEADERS:
+        count = seen.get(key, 0)
+        if count > 1:
+            p = pretty(key)
+            raise ParseError(f"{count} {p} headers", (400, f"Multiple {p} headers"))
 
 
 def check_request(req: Request) -> None:
     """RFC 3261 §16.3 / §8.2 sanity: parse what every hop relies on, or raise ParseError
-    naming the header (the caller answers with ``hint``)."""
-    vias = req.vias
-    if not vias:
-        raise ParseError("missing Via header", (400, "Missing Via header"))
+    naming the header (the caller answers with ``hint``).
+
+    Checks: Via present and every Via parses; From, To, Call-ID, CSeq present once and
+    parse; CSeq method = request method; Max-Forwards 0..255; Expires digits; Contact
+    parses (always for INVITE/REGISTER/SUBSCRIBE/REFER); the Request-URI is a SIP/SIPS/TEL
+    URI (else 416, §16.3 step 2) without a headers part (§19.1.1).
+    """
+    if not req.vias:
+        raise _missing("via")
+    _check_single(req)
     req.from_  # noqa: B018 - parse for validation
     req.to  # noqa: B018
     _ = req.call_id
@@ -427,18 +589,31 @@ def check_request(req: Request) -> None:
     req.expires  # noqa: B018
     if req.method in ("INVITE", "REGISTER", "SUBSCRIBE", "REFER") or req.has("contact"):
         req.contacts  # noqa: B018
-    _ = req.ruri
-    if not is_token(req.method):
-        raise ParseError(f"bad method {req.method!r}", (400, "Bad method"))
+    try:
+        uri = req.ruri
+    except ParseError as exc:
+        hint = exc.hint if isinstance(exc.hint, tuple) and exc.hint[0] == 416 else (400, "Bad Request-URI")
+        raise ParseError(f"bad Request-URI: {exc}", hint) from None
+    if not isinstance(uri, SipUri):
+        raise ParseError(f"unsupported Request-URI scheme {uri.scheme!r}", (416, "Unsupported URI Scheme"))
+    if uri.headers:
+        raise ParseError("headers in the Request-URI", (400, "Bad Request-URI: headers not allowed"))
 
 
 def check_response(resp: Response) -> None:
-    """Enough of a response to route it back: a Via and a CSeq."""
-    if not resp.get_all("via"):
-        raise ParseError("response without Via", None)
-    resp.top_via  # noqa: B018
-    resp.cseq  # noqa: B018
-    _ = resp.call_id
+    """Enough of a response to route it back: a Via, a CSeq and a Call-ID. Raises
+    ParseError with ``hint=None``: a response is never answered, only dropped."""
+    try:
+        if not resp.has("via"):
+            raise ParseError("response without Via", None)
+        resp.top_via  # noqa: B018
+        resp.cseq  # noqa: B018
+        _ = resp.call_id
+        _check_single(resp)
+    except ParseError as exc:
+        if exc.hint is None:
+            raise
+        raise ParseError(str(exc), None) from None
 
 
 _RESPONSE_COPY = ("via", "from", "to", "call-id", "cseq")
@@ -458,7 +633,7 @@ def make_response(
         to = request.get("to")
         if to is not None:
             try:
-                na = NameAddr.parse(to, "To")
+                na: NameAddr | None = NameAddr.parse(to, "To")
             except ParseError:
                 na = None
             if na is not None and na.tag is None:
@@ -468,6 +643,7 @@ def make_response(
 
 __all__ = [
     "REASONS",
+    "SINGLE_HEADERS",
     "SIP_VERSION",
     "Message",
     "Request",
