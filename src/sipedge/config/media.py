@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
-from ._schema import option
+from ..errors import ConfigError
+from ._schema import non_negative, one_of, option, port, positive
+
+
+def _ip(v: Any) -> str | None:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return "an IPv4 or IPv6 address literal"
+    return None
+
+
+def _ip_or_empty(v: Any) -> str | None:
+    return None if v == "" else _ip(v)
+
+
+def _hostport_or_empty(v: Any) -> str | None:
+    if v == "":
+        return None
+    host, _, p = v.rpartition(":")
+    host = host.strip("[]")
+    if not host or not p.isdigit() or not 0 <= int(p) <= 65535 or _ip(host):
+        return 'an "ip:port" like "127.0.0.1:22222" or "[::1]:22222", or "" to disable'
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,3 +37,51 @@ class MediaConfig:
     """Media relay (rtpengine class)."""
 
     enabled: bool = option(False, "run the media relay inside `sipedge serve`")
+    listen: str = option("127.0.0.1", "local address the relay's RTP/RTCP ports bind to", _ip)
+    advertise: str = option(
+        "", "address written into rewritten SDP (empty = listen); the public IP behind 1:1 NAT",
+        _ip_or_empty,
+    )
+    port_min: int = option(30000, "lowest relay port (RTP ports are even, RTCP = RTP + 1)", port)
+    port_max: int = option(40000, "highest relay port", port)
+    ng_listen: str = option(
+        "127.0.0.1:22222",
+        'UDP address of the rtpengine "ng" control socket (empty = disabled)',
+        _hostport_or_empty,
+    )
+    timeout: float = option(60.0, "delete a call after this many seconds without media", positive)
+    hold_timeout: float = option(
+        3600.0, "the same for a call on hold (sendonly/inactive/c=0.0.0.0)", positive
+    )
+    strict_source: bool = option(
+        False, "accept media only from the address in the SDP (breaks NAT latching)"
+    )
+    relatch_idle: float = option(
+        1.0, "seconds a latched source must be silent before a NAT rebinding may re-latch",
+        non_negative,
+    )
+    ice: str = option(
+        "auto",
+        "ICE towards each party: auto (relay-only ICE-lite for ICE peers, none otherwise), "
+        "remove, force (always ICE-lite), relay (keep candidates, add the relay as one)",
+        one_of("auto", "remove", "force", "relay"),
+    )
+    max_calls: int = option(10000, "most concurrent relayed calls (503 above)", positive)
+
+    def __post_init__(self) -> None:
+        if self.port_max - self.port_min < 1:
+            raise ConfigError(
+                f"media.port_min = {self.port_min}, media.port_max = {self.port_max}: "
+                "expected port_min < port_max (a range holding at least one RTP/RTCP pair)"
+            )
+
+    @property
+    def advertised_address(self) -> str:
+        return self.advertise or self.listen
+
+    @property
+    def ng_address(self) -> tuple[str, int] | None:
+        if not self.ng_listen:
+            return None
+        host, _, p = self.ng_listen.rpartition(":")
+        return host.strip("[]"), int(p)

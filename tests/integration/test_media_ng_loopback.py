@@ -1,0 +1,190 @@
+"""The relay over real UDP on loopback: ng control socket + relay ports + RTP both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sipedge.config.media import MediaConfig
+from sipedge.media import bencode
+from sipedge.media.relay import RelayError
+from sipedge.media.rtp import RtpPacket
+from sipedge.server.media import MediaServer
+from sipedge.server.ng import NgControlServer, NgRemote
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def sdp(port: int) -> bytes:
+    return (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    ).encode()
+
+
+def port_of(out: bytes) -> int:
+    m = re.search(rb"m=audio (\d+)", out)
+    assert m
+    return int(m.group(1))
+
+
+def udp() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    return s
+
+
+async def recv_n(sock: socket.socket, n: int, timeout: float = 5.0) -> list[bytes]:
+    loop = asyncio.get_running_loop()
+    out: list[bytes] = []
+    async with asyncio.timeout(timeout):
+        while len(out) < n:
+            out.append(await loop.sock_recv(sock, 2048))
+    return out
+
+
+def rtp(seq: int, ssrc: int) -> bytes:
+    return RtpPacket(0, seq, seq * 160, ssrc, bytes(160)).serialize()
+
+
+@pytest.fixture
+async def relay():  # type: ignore[no-untyped-def]
+    base = 42000 + (os.getpid() % 200) * 20
+    cfg = MediaConfig(listen="127.0.0.1", port_min=base, port_max=base + 9)
+    server = MediaServer(cfg)
+    control = NgControlServer(server, "127.0.0.1", 0)
+    client = NgRemote(*control.address, timeout=3.0)
+    yield server, control, client
+    client.close()
+    control.close()
+    server.close()
+
+
+async def test_offer_answer_rtp_both_ways_delete(relay) -> None:  # type: ignore[no-untyped-def]
+    server, _control, client = relay
+    assert await client.ping()
+    a, b, stranger = udp(), udp(), udp()
+    try:
+        to_b = await client.offer("call-1", "ft", sdp(a.getsockname()[1]))
+        to_a = await client.answer("call-1", "ft", "tt", sdp(b.getsockname()[1]))
+        pa, pb = port_of(to_a), port_of(to_b)
+        assert b"c=IN IP4 127.0.0.1" in to_a
+        n = 50
+        for i in range(n):
+            a.sendto(rtp(i, 1), ("127.0.0.1", pa))
+            b.sendto(rtp(i, 2), ("127.0.0.1", pb))
+            if i % 10 == 9:
+                await asyncio.sleep(0.005)
+        got_b = await recv_n(b, n)
+        got_a = await recv_n(a, n)
+        assert sorted(got_b) == sorted(rtp(i, 1) for i in range(n))
+        assert sorted(got_a) == sorted(rtp(i, 2) for i in range(n))
+        # a stranger floods A's relay port: dropped and counted, the call goes on
+        for i in range(300):
+            stranger.sendto(rtp(i, 666), ("127.0.0.1", pa))
+            if i % 50 == 49:
+                await asyncio.sleep(0.01)
+        async with asyncio.timeout(3):
+            while server.stats()["media_packets_dropped_stranger"] < 300:
+                await asyncio.sleep(0.01)
+        a.sendto(rtp(n, 1), ("127.0.0.1", pa))
+        assert await recv_n(b, 1) == [rtp(n, 1)]
+        q = await client.query("call-1")
+        assert q["result"] == "ok"
+        assert q["totals"]["RTP"]["packets"] == 2 * n + 1
+        assert q["totals"]["RTP"]["errors"] == 300
+        assert server.stats()["media_packets_dropped_stranger"] == 300
+        ft_stream = q["tags"]["ft"]["medias"][0]["streams"][0]
+        assert ft_stream["endpoint"]["port"] == a.getsockname()[1]
+        ports_before = set(server.allocator.sockets)
+        assert {pa, pa + 1, pb, pb + 1} <= ports_before
+        assert (await client.delete("call-1", "ft")) is not None
+        assert server.allocator.sockets == {}
+        assert server.relay.calls() == []
+        with pytest.raises(RelayError):  # the ports are gone with the call
+            await client.answer("call-1", "ft", "tt", sdp(1))
+    finally:
+        for s in (a, b, stranger):
+            s.close()
+
+
+async def test_bad_input_over_the_wire(relay) -> None:  # type: ignore[no-untyped-def]
+    server, control, client = relay
+    loop = asyncio.get_running_loop()
+    s = udp()
+    try:
+        async def ask(data: bytes) -> dict[bytes, object]:
+            s.sendto(data, control.address)
+            async with asyncio.timeout(3):
+                reply = await loop.sock_recv(s, 65535)
+            cookie, _, body = reply.partition(b" ")
+            assert cookie == data.partition(b" ")[0]
+            out = bencode.decode(body)
+            assert isinstance(out, dict)
+            return out  # type: ignore[return-value]
+
+        assert (await ask(b"x1 d7:command5:hello"))[b"result"] == b"error"
+        r = await ask(b"x2 " + bencode.encode({"command": "dance"}))
+        assert r == {b"result": b"error", b"error-reason": b"Unrecognized command 'dance'"}
+        r = await ask(b"x3 " + bencode.encode({"command": "offer", "call-id": "c", "from-tag": "f", "sdp": b"v=0\r\nzz"}))
+        assert r[b"result"] == b"error" and b"Failed to parse SDP" in r[b"error-reason"]  # type: ignore[operator]
+        # port range exhaustion: 5 pairs in the range; each offer takes one
+        for i in range(5):
+            assert (await client.offer(f"x{i}", "f", sdp(9000))).startswith(b"v=0")
+        with pytest.raises(RelayError, match="exhausted"):
+            await client.offer("x-last", "f", sdp(9000))
+        assert server.relay.calls() == [f"x{i}" for i in range(5)]
+        assert await client.ping()
+    finally:
+        s.close()
+
+
+def test_cli_media_serve(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        ng_port = probe.getsockname()[1]
+    cfg = tmp_path / "sipedge.toml"
+    cfg.write_text(f'[media]\nng_listen = "127.0.0.1:{ng_port}"\nport_min = 43000\nport_max = 43099\n')
+    runner = textwrap.dedent(
+        """
+        import argparse, sys
+        from sipedge.cli import media
+        p = argparse.ArgumentParser(prog="sipedge")
+        media.register(p.add_subparsers(dest="cmd", required=True))
+        a = p.parse_args(sys.argv[1:])
+        sys.exit(a.func(a))
+        """
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[media]\nport_min = 5\nport_max = 5\n")
+    res = subprocess.run([sys.executable, "-c", runner, "media", "serve", "--config", str(bad)],
+                         capture_output=True, text=True, timeout=15)
+    assert res.returncode == 2 and "port_min < port_max" in res.stderr and "Traceback" not in res.stderr
+    proc = subprocess.Popen([sys.executable, "-c", runner, "media", "serve", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.2)
+            reply = None
+            for _ in range(50):
+                s.sendto(b"p1 d7:command4:pinge", ("127.0.0.1", ng_port))
+                try:
+                    reply = s.recv(100)
+                    break
+                except TimeoutError:
+                    continue
+            assert reply == b"p1 d6:result4:ponge"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
