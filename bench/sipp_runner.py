@@ -1,0 +1,332 @@
+"""Run the SIPp scenarios of ``tests/sipp/`` from Python (tests and benchmark).
+
+``run_sipp`` runs one SIPp client to completion and returns what it counted;
+``start_sipp`` starts a long-lived one (a UAS answering calls) to stop later.
+Every run is bounded: ``-timeout`` on the SIPp side and a ``subprocess`` timeout here.
+
+SIPp notes (3.6.1, Debian ``sip-tester``): built without TLS; ``-p`` must always be given
+(it defaults to 5060); undefined ``-key`` names abort the run, so pass every key a
+scenario's header comment lists.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SCENARIOS",
+    "SippFlows",
+    "SippError",
+    "SippResult",
+    "read_rtt",
+    "sipp_bin",
+    "sipp_command",
+    "run_sipp",
+    "start_sipp",
+    "stop_process",
+]
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "tests" / "sipp"
+
+_TRANSPORT = {"udp": "u1", "tcp": "t1", "tls": "l1"}
+
+
+class SippError(RuntimeError):
+    """SIPp could not be run at all (missing binary, bad arguments)."""
+
+
+def sipp_bin() -> str | None:
+    return shutil.which("sipp")
+
+
+@dataclass
+class SippResult:
+    """Outcome of one SIPp run."""
+
+    returncode: int
+    successful: int
+    failed: int
+    created: int
+    elapsed: float
+    stdout: str
+    stderr: str
+    workdir: Path
+    rtt_ms: dict[int, list[float]] = field(default_factory=dict)
+    errors: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.failed == 0 and self.successful > 0
+
+    def explain(self) -> str:
+        """A failure description worth printing in an assertion."""
+        tail = "\n".join(self.stdout.splitlines()[-25:])
+        return (
+            f"sipp rc={self.returncode} ok={self.successful} failed={self.failed}\n"
+            f"--- stderr\n{self.stderr[-2000:]}\n--- errors\n{self.errors[-4000:]}\n"
+            f"--- screen\n{tail}"
+        )
+
+
+def sipp_command(
+    scenario: str,
+    target: str,
+    *,
+    local_port: int,
+    local_ip: str = "127.0.0.1",
+    transport: str = "udp",
+    service: str | None = None,
+    auth: tuple[str, str] | None = None,
+    keys: dict[str, str] | None = None,
+    inf: Path | None = None,
+    calls: int | None = 1,
+    rate: float | None = None,
+    rate_period_ms: int = 1000,
+    limit: int | None = None,
+    timeout: float = 20.0,
+    recv_timeout_ms: int | None = 5000,
+    call_duration_ms: int | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The sipp argument list for ``scenario`` (a file name in ``SCENARIOS`` or a path)."""
+    binary = sipp_bin()
+    if binary is None:
+        raise SippError("sipp not installed (apt-get install sip-tester)")
+    if transport not in _TRANSPORT:
+        raise SippError(f"transport {transport!r}: one of udp, tcp")
+    path = Path(scenario)
+    if not path.is_absolute() and not path.exists():
+        path = SCENARIOS / scenario
+    cmd = [binary, "-sf", str(path.resolve()), "-i", local_ip, "-p", str(local_port),
+           "-t", _TRANSPORT[transport], "-timeout", f"{max(1, int(timeout))}s",
+           "-timeout_error", "-nostdin", "-trace_err", "-trace_stat", "-fd", "1"]
+    if target:
+        cmd.append(target)
+    if service is not None:
+        cmd += ["-s", service]
+    if auth is not None:
+        cmd += ["-au", auth[0], "-ap", auth[1]]
+    for k, v in (keys or {}).items():
+        cmd += ["-key", k, v]
+    if inf is not None:
+        cmd += ["-inf", str(inf)]
+    if calls is not None:
+        cmd += ["-m", str(calls)]
+    if rate is not None:
+        cmd += ["-r", f"{rate:g}", "-rp", str(rate_period_ms)]
+    if limit is not None:
+        cmd += ["-l", str(limit)]
+    if recv_timeout_ms is not None:
+        cmd += ["-recv_timeout", str(recv_timeout_ms)]
+    if call_duration_ms is not None:
+        cmd += ["-d", str(call_duration_ms)]
+    cmd += list(extra)
+    return cmd
+
+
+def _stat_counts(workdir: Path) -> tuple[int, int, int]:
+    """(successful, failed, created) from the last line of the -trace_stat CSV."""
+    files = sorted(workdir.glob("*_.csv")) + sorted(workdir.glob("*_[0-9]*_.csv"))
+    rows: list[dict[str, str]] = []
+    for f in files:
+        with open(f, newline="") as fh:
+            rows.extend(csv.DictReader(fh, delimiter=";"))
+    if not rows:
+        return 0, 0, 0
+    last = rows[-1]
+
+    def num(name: str) -> int:
+        try:
+            return int(last.get(name, "0") or 0)
+        except ValueError:
+            return 0
+
+    return num("SuccessfulCall(C)"), num("FailedCall(C)"), num("TotalCallCreated")
+
+
+def read_rtt(workdir: Path) -> dict[int, list[float]]:
+    """Response times (ms) per rtd number from ``-trace_rtt`` files in ``workdir``."""
+    out: dict[int, list[float]] = {}
+    for f in sorted(workdir.glob("*_rtt.csv")):
+        with open(f, newline="") as fh:
+            for row in csv.reader(fh, delimiter=";"):
+                if len(row) < 3 or not row[1].replace(".", "", 1).isdigit():
+                    continue
+                try:
+                    out.setdefault(int(row[2]), []).append(float(row[1]))
+                except ValueError:
+                    continue
+    return out
+
+
+def run_sipp(scenario: str, target: str, *, workdir: Path | None = None,
+             trace_rtt: bool = False, **kw: Any) -> SippResult:
+    """Run sipp to completion; never raises on call failures (see ``SippResult.ok``).
+
+    ``kw`` are ``sipp_command`` arguments.
+    """
+    timeout = float(kw.get("timeout", 20.0))
+    own_tmp = workdir is None
+    wd = Path(tempfile.mkdtemp(prefix="sipp-")) if workdir is None else workdir
+    wd.mkdir(parents=True, exist_ok=True)
+    extra = list(kw.pop("extra", ()))
+    if trace_rtt:
+        extra += ["-trace_rtt", "-rtt_freq", "1"]
+    cmd = sipp_command(scenario, target, extra=extra, **kw)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=wd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout + 10)
+    except subprocess.TimeoutExpired:
+        stop_process(proc)
+        out, err = proc.communicate()
+    elapsed = time.monotonic() - t0
+    ok, failed, created = _stat_counts(wd)
+    errors = "".join(p.read_text(errors="replace") for p in sorted(wd.glob("*_errors.log")))
+    result = SippResult(
+        returncode=proc.returncode if proc.returncode is not None else -9,
+        successful=ok, failed=failed, created=created, elapsed=elapsed,
+        stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
+        workdir=wd, rtt_ms=read_rtt(wd) if trace_rtt else {}, errors=errors,
+    )
+    if own_tmp and result.ok:
+        shutil.rmtree(wd, ignore_errors=True)
+    return result
+
+
+def start_sipp(scenario: str, *, workdir: Path, **kw: Any) -> subprocess.Popen[bytes]:
+    """Start a long-running sipp (e.g. ``uas_answer.xml``) in its own process group.
+
+    Output goes to ``workdir``; stop it with ``stop_process``.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    kw.setdefault("calls", None)
+    cmd = sipp_command(scenario, "", **kw)
+    with open(workdir / "sipp-uas.out", "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    time.sleep(0.05)
+    if proc.poll() is not None:
+        raise SippError(
+            f"sipp exited at once ({proc.returncode}): "
+            + (workdir / "sipp-uas.out").read_text(errors="replace")[-2000:]
+        )
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Stop a process started in its own session, then make sure its group is gone."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc.poll() is None:
+        proc.wait(timeout)
+
+
+class SippFlows:
+    """The issue's SIPp flows against one server, each a call to ``run_sipp``.
+
+    ``target`` is ``host:port`` of the registrar/proxy; ``domain`` the SIP domain its
+    subscribers live in. Digest URIs are forced to the Request-URI (``-auth_uri``), since
+    SIPp would otherwise use the server's address. Failed runs keep their work directory
+    (traces, errors) under ``root``.
+    """
+
+    def __init__(self, target: str, domain: str, root: Path, *, transport: str = "udp",
+                 local_ip: str = "127.0.0.1", timeout: float = 10.0) -> None:
+        self.target = target
+        self.domain = domain
+        self.root = root
+        self.transport = transport
+        self.local_ip = local_ip
+        self.timeout = timeout
+        self._n = 0
+
+    def _workdir(self, name: str) -> Path:
+        self._n += 1
+        return self.root / f"{self._n:03d}-{name}-{self.transport}"
+
+    def _run(self, scenario: str, **kw: Any) -> SippResult:
+        kw.setdefault("transport", self.transport)
+        kw.setdefault("local_ip", self.local_ip)
+        kw.setdefault("timeout", self.timeout)
+        kw.setdefault("local_port", _free_port(self.local_ip, str(kw["transport"])))
+        extra = ["-trace_msg", *kw.pop("extra", ())]
+        return run_sipp(scenario, self.target, workdir=self._workdir(scenario[:-4]),
+                        extra=extra, **kw)
+
+    def register(self, user: str, password: str, contact: str, *,
+                 expires: int = 3600) -> SippResult:
+        """REGISTER -> 401 -> REGISTER with digest -> 200 (expires 0: de-REGISTER)."""
+        return self._run("register_auth.xml", service=user, auth=(user, password),
+                         keys={"domain": self.domain, "contact": contact,
+                               "expires": str(expires)},
+                         extra=["-auth_uri", self.domain])
+
+    def register_cycle(self, user: str, password: str, contact: str) -> SippResult:
+        """Register, refresh, remove the contact, remove all (``*``) on one Call-ID."""
+        return self._run("register_cycle.xml", service=user, auth=(user, password),
+                         keys={"domain": self.domain, "contact": contact},
+                         extra=["-auth_uri", self.domain])
+
+    def call(self, caller: str, password: str, callee: str, *,
+             talk_ms: int = 0) -> SippResult:
+        """INVITE (407 answered) -> 180 -> 200 -> ACK -> BYE -> 200."""
+        return self._run("uac_call.xml", service=callee, auth=(caller, password),
+                         keys={"domain": self.domain, "caller": caller},
+                         call_duration_ms=talk_ms,
+                         extra=["-auth_uri", f"{callee}@{self.domain}"])
+
+    def cancel(self, caller: str, password: str, callee: str) -> SippResult:
+        """INVITE -> 180 -> CANCEL -> 200 + 487 -> ACK (callee: uas_answer.xml)."""
+        return self._run("uac_cancel.xml", service=callee, auth=(caller, password),
+                         keys={"domain": self.domain, "caller": caller},
+                         extra=["-auth_uri", f"{callee}@{self.domain}"])
+
+    def expect(self, caller: str, password: str, callee: str, status: int) -> SippResult:
+        """An INVITE whose final status must be ``status`` (407: no credentials sent)."""
+        return self._run("uac_expect.xml", service=callee, auth=(caller, password),
+                         keys={"domain": self.domain, "caller": caller,
+                               "expect": str(status)},
+                         extra=["-auth_uri", f"{callee}@{self.domain}"])
+
+    def start_uas(self, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+        """Start ``uas_answer.xml``; returns (process, "host:port" for a Contact)."""
+        port = port or _free_port(self.local_ip, self.transport)
+        wd = self._workdir("uas")
+        proc = start_sipp("uas_answer.xml", workdir=wd, local_port=port,
+                          local_ip=self.local_ip, transport=self.transport,
+                          timeout=max(self.timeout, 60.0), recv_timeout_ms=None,
+                          extra=["-trace_msg"])
+        host = f"[{self.local_ip}]" if ":" in self.local_ip else self.local_ip
+        return proc, f"{host}:{port}"
+
+
+def _free_port(host: str, transport: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(family, kind) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
