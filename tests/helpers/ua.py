@@ -125,7 +125,7 @@ class UA:
             assert isinstance(msg, m.Response)
             if msg.status == status:
                 return msg
-            if msg.status < 200 and status >= 200:
+            if msg.status < 200 and (status >= 200 or msg.status == 100):
                 continue
             raise AssertionError(f"{self.user}: expected {status}, got {msg.status} {msg.reason}")
 

@@ -72,7 +72,7 @@ class AuthConfig:
     register: bool = option(True, "challenge REGISTER (401)")
     invite: bool = option(True, "challenge INVITE and other requests from local users (407)")
     algorithms: list[str] = option(
-        ["SHA-256", "MD5"], "algorithms offered, in order", lambda v: None if set(v) <= {"MD5", "SHA-256"} and v else "a non-empty list of \"MD5\", \"SHA-256\""
+        ["MD5", "SHA-256"], "algorithms offered, in order (most clients answer only the first)", lambda v: None if set(v) <= {"MD5", "SHA-256"} and v else "a non-empty list of \"MD5\", \"SHA-256\""
     )
     nonce_lifetime: float = option(300.0, "seconds a nonce is valid before stale=true", positive)
 

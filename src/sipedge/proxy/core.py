@@ -10,6 +10,7 @@ moves bytes and fires the timer.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,9 @@ from .location import Binding, LocationStore, SubscriberStore
 from .routing import Router
 
 log = logging.getLogger(__name__)
+
+_HEADER_LINE = re.compile(rb"^[A-Za-z0-9\-.!%*_+`'~]+[ \t]*:")
+_LENGTH_LINE = re.compile(rb"^(?:content-length|l)[ \t]*:", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,8 @@ class ProxyCore:
         except ParseError as exc:
             self.counters["sip_parse_errors"] += 1
             log.debug("x unparseable message from %s: %s", flow.remote, exc)
+            if isinstance(exc.hint, tuple):
+                self._stateless_error(data, exc.hint, flow)
             return
         if isinstance(msg, Request):
             self.counters["sip_requests_received"] += 1
@@ -187,6 +193,24 @@ class ProxyCore:
         forwarding.stamp_received(req, flow.remote[0], flow.remote[1])
         del via
         self.tl.receive(req, flow, now)
+
+    def _stateless_error(self, data: bytes, hint: tuple[int, str], flow: Flow) -> None:
+        """Answer a request whose body framing is wrong (e.g. a Content-Length larger than
+        the datagram, RFC 3261 §18.3) with ``hint``, when its head can be answered."""
+        head = data.partition(b"\r\n\r\n")[0].split(b"\r\n")
+        lines = head[:1] + [
+            ln for ln in head[1:] if _HEADER_LINE.match(ln) and not _LENGTH_LINE.match(ln)
+        ]
+        try:
+            req = parse(b"\r\n".join(lines) + b"\r\n\r\n")
+            if not isinstance(req, Request) or req.method == "ACK":
+                return
+            req.top_via  # noqa: B018 - a reply needs a Via to follow
+            resp = make_response(req, hint[0], hint[1], to_tag=self._to_tag(req))
+        except ParseError:
+            return
+        self.counters["sip_bad_requests"] += 1
+        self._out.append(Send(resp.serialize(), flow, None))
 
     def _drain(self, now: float) -> None:
         for ev in self.tl.events():

@@ -66,15 +66,15 @@ class Identity:
             for h in {li.host, li.public_host}:
                 for p in {li.port, li.public_port}:
                     self._addresses.add((strip_brackets(h).lower(), p))
+        self._hosts = {a for a, _ in self._addresses}
 
     def is_me(self, host: str, port: int | None, transport: str = "udp") -> bool:
-        """Does ``host:port`` name one of our listeners? (port defaults per transport)"""
+        """Does ``host:port`` name one of our listeners? Without a port, any of our
+        listening ports will do (Kamailio's ``myself`` check does the same)."""
         h = strip_brackets(host).lower()
-        p = port if port is not None else DEFAULT_PORTS.get(transport, 5060)
-        if (h, p) in self._addresses:
-            return True
-        # a domain we serve without an explicit port also names us
-        return port is None and h in self.domains
+        if port is None:
+            return h in self._hosts or h in self.domains
+        return (h, port) in self._addresses
 
     def uri_is_me(self, uri: SipUri) -> bool:
         return self.is_me(uri.host, uri.port, uri.transport)

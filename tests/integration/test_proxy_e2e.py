@@ -1,0 +1,313 @@
+"""A real ``sipedge serve`` process, real sockets: registrar and stateful proxy call flows
+over UDP, TCP and TLS (RFC 3261 §10, §16; RFC 3665 basic flows)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers.sipserver import Server, running_server
+from helpers.ua import UA
+from sipedge.sip import message as m
+
+USERS = {f"{name}{i}": f"{name}{i}-pw" for name in ("alice", "bob", "carol") for i in range(8)}
+TRANSPORTS = ["udp", "tcp", "tls"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("proxy"), users=USERS) as s:
+        yield s
+
+
+def ua(server: Server, transport: str, user: str, password: str | None = None) -> UA:
+    port = server.tls if transport == "tls" else server.udp
+    return UA(transport, (server.host, port), user, server.host, USERS.get(user, "") if password is None else password)
+
+
+def index(transport: str) -> int:
+    return TRANSPORTS.index(transport)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_register_refresh_and_unregister(server: Server, transport: str) -> None:
+    user = f"carol{index(transport)}"
+    a = ua(server, transport, user)
+    try:
+        req = a.build("REGISTER", f"sip:{server.host}", to=a.aor, headers={"Expires": "120"})
+        a.send(req)
+        challenge = a.expect(401)
+        assert any("SHA-256" in v for v in challenge.get_all("www-authenticate"))
+        a.send(a.authorize(req, challenge))
+        ok = a.expect(200)
+        contacts = ok.contacts
+        assert isinstance(contacts, list) and len(contacts) == 1
+        assert contacts[0].params["expires"] in ("120", "119")
+        # refresh keeps one binding
+        assert a.register(expires=300).status == 200
+        again = a.register(expires=300)
+        assert isinstance(again.contacts, list) and len(again.contacts) == 1
+        # Expires: 0 removes it
+        gone = a.register(expires=0)
+        assert gone.status == 200 and gone.contacts == []
+    finally:
+        a.close()
+
+
+def test_register_wrong_password_is_challenged_again(server: Server) -> None:
+    a = ua(server, "udp", "carol5", password="not-the-password")
+    try:
+        assert a.register().status == 401
+    finally:
+        a.close()
+
+
+def test_register_too_brief_gets_423(server: Server) -> None:
+    a = ua(server, "udp", "carol6")
+    try:
+        resp = a.register(expires=5)
+        assert resp.status == 423
+        assert resp.get("min-expires") == "60"
+    finally:
+        a.close()
+
+
+def call(server: Server, caller: UA, callee: UA) -> tuple[m.Response, m.Request, list[str]]:
+    """INVITE (answering the 407), callee rings and answers; returns the 200, the
+    INVITE as the callee saw it, and the caller's route set."""
+    inv = caller.build("INVITE", callee.aor, body=b"v=0\r\n", headers={"Content-Type": "application/sdp"})
+    caller.send(inv)
+    challenge = caller.expect(407)
+    inv2 = caller.authorize(inv, challenge)
+    caller.send(inv2)
+    seen = callee.wait("INVITE")
+    assert isinstance(seen, m.Request)
+    callee.answer(seen, 180)
+    assert caller.expect(180).status == 180
+    callee.answer(seen, 200, body=b"v=0\r\n")
+    ok = caller.expect(200)
+    return ok, seen, list(reversed(ok.get_all("record-route")))
+
+
+def in_dialog(caller: UA, method: str, ok: m.Response, routes: list[str], cseq: int | None = None) -> m.Request:
+    contacts = ok.contacts
+    assert isinstance(contacts, list)
+    req = caller.build(method, str(contacts[0].uri), to=str(ok.to.uri), to_tag=ok.to.tag)
+    if cseq is not None:
+        req.set("CSeq", f"{cseq} {method}")
+    for r in routes:
+        req.add("Route", r)
+    return req
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_basic_call_through_the_proxy(server: Server, transport: str) -> None:
+    i = index(transport)
+    alice = ua(server, transport, f"alice{i}")
+    bob = ua(server, "udp", f"bob{i}")
+    try:
+        assert bob.register().status == 200
+        ok, seen, routes = call(server, alice, bob)
+        # the callee sees the proxy in the path, and a double Record-Route across transports
+        rr = seen.get_all("record-route")
+        assert len(rr) == (1 if transport == "udp" else 2)
+        assert len(seen.vias) == 2
+        assert seen.max_forwards == 69
+        ack = in_dialog(alice, "ACK", ok, routes, cseq=ok.cseq.number)
+        alice.send(ack)
+        assert bob.wait("ACK").method == "ACK"
+        bye = in_dialog(alice, "BYE", ok, routes)
+        alice.send(bye)
+        got = bob.wait("BYE")
+        assert isinstance(got, m.Request)
+        bob.answer(got, 200)
+        assert alice.expect(200).cseq.method == "BYE"
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_cancel_before_answer_gives_487(server: Server) -> None:
+    alice, bob = ua(server, "udp", "alice3"), ua(server, "tcp", "bob3")
+    try:
+        assert bob.register().status == 200
+        inv = alice.build("INVITE", bob.aor)
+        alice.send(inv)
+        inv2 = alice.authorize(inv, alice.expect(407))
+        alice.send(inv2)
+        seen = bob.wait("INVITE")
+        assert isinstance(seen, m.Request)
+        bob.answer(seen, 180)
+        alice.expect(180)
+        cancel = m.Request("CANCEL", inv2.uri)
+        for name in ("via", "from", "to", "call-id", "max-forwards"):
+            cancel.add(name, inv2.get(name) or "")
+        cancel.set("CSeq", f"{inv2.cseq.number} CANCEL")
+        alice.send(cancel)
+        assert alice.expect(200).cseq.method == "CANCEL"
+        got = bob.wait("CANCEL")
+        assert isinstance(got, m.Request)
+        bob.answer(got, 200)
+        bob.answer(seen, 487)
+        final = alice.expect(487)
+        assert final.cseq.method == "INVITE"
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_parallel_forking_first_answer_wins_others_cancelled(server: Server) -> None:
+    alice = ua(server, "udp", "alice4")
+    b1, b2 = ua(server, "udp", "bob4"), ua(server, "tcp", "bob4")
+    try:
+        assert b1.register().status == 200
+        assert b2.register().status == 200
+        inv = alice.build("INVITE", b1.aor)
+        alice.send(inv)
+        alice.send(alice.authorize(inv, alice.expect(407)))
+        s1, s2 = b1.wait("INVITE"), b2.wait("INVITE")
+        assert isinstance(s1, m.Request) and isinstance(s2, m.Request)
+        b1.answer(s1, 180)
+        b2.answer(s2, 180)
+        b1.answer(s1, 200)
+        assert alice.expect(200).status == 200
+        c = b2.wait("CANCEL")
+        assert isinstance(c, m.Request)
+        b2.answer(c, 200)
+        b2.answer(s2, 487)
+    finally:
+        for u in (alice, b1, b2):
+            u.close()
+
+
+def test_unknown_user_404_and_offline_user_480(server: Server) -> None:
+    alice = ua(server, "udp", "alice5")
+    try:
+        for target, status in ((f"sip:nobody@{server.host}", 404), (f"sip:bob5@{server.host}", 480)):
+            inv = alice.build("INVITE", target)
+            alice.send(inv)
+            alice.send(alice.authorize(inv, alice.expect(407)))
+            assert alice.expect(status).status == status
+    finally:
+        alice.close()
+
+
+def test_invite_without_credentials_is_challenged(server: Server) -> None:
+    alice = ua(server, "tls", "alice6")
+    try:
+        alice.send(alice.build("INVITE", f"sip:bob6@{server.host}"))
+        resp = alice.expect(407)
+        assert resp.get_all("proxy-authenticate")
+    finally:
+        alice.close()
+
+
+def test_max_forwards_zero_gets_483(server: Server) -> None:
+    alice = ua(server, "udp", "alice7")
+    try:
+        req = alice.build("MESSAGE", f"sip:bob7@{server.host}")
+        req.set("Max-Forwards", "0")
+        alice.send(req)
+        assert alice.expect(483).status == 483
+    finally:
+        alice.close()
+
+
+# -- bad input: answered or dropped as RFC 3261 says, and the server keeps serving ------------
+
+
+def options(port: int, call_id: str, extra: str = "", drop: str = "") -> bytes:
+    lines = [
+        "OPTIONS sip:127.0.0.1 SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{call_id}",
+        "Max-Forwards: 70",
+        "From: <sip:x@127.0.0.1>;tag=1",
+        "To: <sip:127.0.0.1>",
+        f"Call-ID: {call_id}",
+        "CSeq: 1 OPTIONS",
+    ]
+    lines = [ln for ln in lines if not (drop and ln.startswith(drop))]
+    return ("\r\n".join(lines) + "\r\n" + extra + "Content-Length: 0\r\n\r\n").encode()
+
+
+def udp_exchange(server: Server, data: bytes, sock: socket.socket, wait: float = 1.0) -> bytes | None:
+    sock.sendto(data, (server.host, server.udp))
+    sock.settimeout(wait)
+    try:
+        return sock.recvfrom(65535)[0]
+    except TimeoutError:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"\x00\xff garbage \r\n\r\n", None),
+        (b"INVITE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKt\r\nFrom", 400),
+        ("missing-call-id", 400),
+        ("cseq-mismatch", 400),
+        ("content-length-lie", 400),
+        ("huge-header", 400),
+        ("unknown-method", 200),
+    ],
+)
+def test_bad_udp_input_then_still_serving(server: Server, data: bytes | str, status: int | None) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((server.host, 0))
+        port = s.getsockname()[1]
+        cid = f"bad{time.monotonic_ns()}"
+        if data == "missing-call-id":
+            data = options(port, cid, drop="Call-ID")
+        elif data == "cseq-mismatch":
+            data = options(port, cid).replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 BYE")
+        elif data == "content-length-lie":
+            data = options(port, cid).replace(b"Content-Length: 0", b"Content-Length: 999")
+        elif data == "huge-header":
+            data = options(port, cid, extra="Subject: " + "x" * 60000 + "\r\n")
+            data = data.replace(b"Subject", b"Bad Header Name")
+        elif data == "unknown-method":
+            data = options(port, cid).replace(b"OPTIONS sip:", b"FOOBAR sip:").replace(b"1 OPTIONS", b"1 FOOBAR")
+        assert isinstance(data, bytes)
+        reply = udp_exchange(server, data, s)
+        if status is None:
+            assert reply is None
+        else:
+            assert reply is not None
+            resp = m.parse(reply)
+            assert isinstance(resp, m.Response)
+            if status != 200:
+                assert resp.status == status, resp.reason
+        # and the next good request is served
+        good = udp_exchange(server, options(port, cid + "ok"), s)
+        assert good is not None and b"SIP/2.0 200" in good
+
+
+def test_garbage_on_tcp_closes_only_that_connection(server: Server) -> None:
+    with socket.create_connection((server.host, server.tcp), timeout=3) as c:
+        c.sendall(b"\x16\x03\x01 not sip at all\r\n\r\n")
+        try:
+            data = c.recv(1000)
+        except ConnectionResetError:
+            data = b""
+        assert data in (b"",) or data.startswith(b"SIP/2.0 4")
+    with socket.create_connection((server.host, server.tcp), timeout=3) as c:
+        c.sendall(options(1, f"tcpok{time.monotonic_ns()}").replace(b"UDP", b"TCP"))
+        assert c.recv(65535).startswith(b"SIP/2.0 200")
+
+
+def test_log_lines_are_structured(server: Server) -> None:
+    text = server.log_text()
+    assert "sipedge ready" in text
+    assert "Traceback" not in text
+
+
+def test_user_cli_errors_are_one_line(tmp_path: Path, server: Server) -> None:
+    from helpers.sipserver import cli
+
+    r = cli(["user", "add", "not-an-address", "--password", "x", "--config", str(server.config)], check=False)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1
