@@ -47,8 +47,14 @@ CLIENT: list[tuple[str, str, Flow | Target]] = [
 ]
 
 
-def request(method: str, branch: str | None, reliable: bool, cseq_method: str | None = None,
-            to_tag: str | None = None, cseq: int = 1) -> Request:
+def request(
+    method: str,
+    branch: str | None,
+    reliable: bool,
+    cseq_method: str | None = None,
+    to_tag: str | None = None,
+    cseq: int = 1,
+) -> Request:
     via = f"SIP/2.0/{'TCP' if reliable else 'UDP'} peer.example:5070" + (
         f";branch={branch}" if branch else ""
     )
@@ -125,7 +131,9 @@ class World:
         elif kind == "srv_ack":
             method, branch, flow = SERVER[i % len(SERVER)]
             if method == "INVITE":
-                tl.receive(request("ACK", branch, flow.reliable, to_tag=f"t{status % 2}"), flow, now)
+                tl.receive(
+                    request("ACK", branch, flow.reliable, to_tag=f"t{status % 2}"), flow, now
+                )
                 self.touch(self._server_key(i))
         elif kind == "srv_cancel":
             method, branch, flow = SERVER[i % len(SERVER)]
@@ -142,7 +150,9 @@ class World:
             method, branch, dest = CLIENT[j]
             key = TransactionKey(True, branch, method)
             if tl.state(key) is None:
-                self.client_keys[j] = tl.send_request(request(method, branch, dest.reliable), dest, now)
+                self.client_keys[j] = tl.send_request(
+                    request(method, branch, dest.reliable), dest, now
+                )
                 self.opened[key] = self.opened.get(key, 0) + 1
                 self.touch(key)
         elif kind == "cli_resp":
@@ -203,9 +213,24 @@ INDEX = st.integers(0, 4)
 Action = tuple[str, int, int, int]
 ACTIONS = st.tuples(
     st.sampled_from(
-        ["tick", "tick", "skip", "srv_req", "srv_req", "srv_ack", "srv_ack", "srv_cancel",
-         "srv_respond", "srv_respond", "cli_send", "cli_resp", "cli_resp", "cli_resp",
-         "cli_cancel", "terr"]
+        [
+            "tick",
+            "tick",
+            "skip",
+            "srv_req",
+            "srv_req",
+            "srv_ack",
+            "srv_ack",
+            "srv_cancel",
+            "srv_respond",
+            "srv_respond",
+            "cli_send",
+            "cli_resp",
+            "cli_resp",
+            "cli_resp",
+            "cli_cancel",
+            "terr",
+        ]
     ),
     INDEX,
     STATUSES,
@@ -215,16 +240,26 @@ ACTIONS = st.tuples(
 # random single actions interleave with them
 SERVER_EXCHANGE = st.builds(
     lambda i, s, tag: [("srv_req", i, 100, 0), ("srv_respond", i, s, 0), ("srv_ack", i, tag, 0)],
-    INDEX, FINALS, FINALS,
+    INDEX,
+    FINALS,
+    FINALS,
 )
 CLIENT_EXCHANGE = st.builds(
     lambda j, s, t: [("cli_send", j, 100, 0), ("cli_resp", j, 180, t), ("cli_resp", j, s, t)],
-    INDEX, FINALS, st.integers(0, 2),
+    INDEX,
+    FINALS,
+    st.integers(0, 2),
 )
 CANCEL_EXCHANGE = st.builds(
-    lambda j, i: [("cli_send", j, 100, 0), ("cli_resp", j, 183, 0), ("cli_cancel", j, 100, 0),
-                  ("srv_req", i, 100, 0), ("srv_cancel", i, 100, 0)],
-    INDEX, INDEX,
+    lambda j, i: [
+        ("cli_send", j, 100, 0),
+        ("cli_resp", j, 183, 0),
+        ("cli_cancel", j, 100, 0),
+        ("srv_req", i, 100, 0),
+        ("srv_cancel", i, 100, 0),
+    ],
+    INDEX,
+    INDEX,
 )
 PROGRAM = st.lists(
     st.one_of(ACTIONS.map(lambda a: [a]), SERVER_EXCHANGE, CLIENT_EXCHANGE, CANCEL_EXCHANGE),

@@ -78,11 +78,8 @@ Destination = Flow | Target
 
 
 def _top_via(msg: Message) -> Via:
-    """The top Via, parsed (ParseError when missing or malformed)."""
-    raw = msg.get("via")
-    if raw is None:
-        raise ParseError("missing Via header", (400, "Missing Via header"))
-    return Via.parse(raw)
+    """The top Via, parsed once per message (ParseError when missing or malformed)."""
+    return msg.top_via
 
 
 def _sent_by(via: Via) -> str:
@@ -724,7 +721,9 @@ class TransactionLayer:
         self._count("sip_tx_stray_responses")
         self._events.append(StrayResponse(resp, flow))
 
-    def _server_key(self, req: Request, via: Via, method: str, to_tag: str | None) -> TransactionKey:
+    def _server_key(
+        self, req: Request, via: Via, method: str, to_tag: str | None
+    ) -> TransactionKey:
         branch = via.branch or ""
         if branch.startswith(MAGIC_COOKIE):
             return TransactionKey(False, branch, method, _sent_by(via))

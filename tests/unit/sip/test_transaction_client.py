@@ -169,7 +169,10 @@ def test_2xx_passed_up_and_retransmits_passed_up_in_accepted() -> None:
     tl.receive(forked, UDP_FLOW, clock.now)
     tl.receive(reply(req, 180, "c"), UDP_FLOW, clock.now)  # late provisional: absorbed
     tl.receive(reply(req, 486, "d"), UDP_FLOW, clock.now)  # a final after 2xx: absorbed
-    assert tl.events() == [ResponseReceived(key, ok, UDP_FLOW), ResponseReceived(key, forked, UDP_FLOW)]
+    assert tl.events() == [
+        ResponseReceived(key, ok, UDP_FLOW),
+        ResponseReceived(key, forked, UDP_FLOW),
+    ]
     assert tl.outgoing() == []
     # Timer M: 64*T1 after the first 2xx
     run(tl, clock, 64 * T1 - 0.01)

@@ -459,7 +459,9 @@ def test_respond_misuse() -> None:
     invite = inbound()
     with pytest.raises(UsageError):
         tl.respond(TransactionKey(True, BRANCH, "INVITE"), make_response(invite, 200), 0.0)
-    assert not tl.respond(TransactionKey(False, "z9hG4bKx", "INVITE", "h:"), make_response(invite, 200), 0.0)
+    assert not tl.respond(
+        TransactionKey(False, "z9hG4bKx", "INVITE", "h:"), make_response(invite, 200), 0.0
+    )
     tl.receive(invite, UDP, 0.0)
     key = only_request(tl).key
     assert not tl.respond(key, make_response(invite, 99), 0.0)
