@@ -275,3 +275,50 @@ def test_random_interleavings_never_raise_and_always_terminate(actions: list[Act
     for action in actions:
         world.step(action)
     world.finish()
+
+
+HEADERS = ["Via", "CSeq", "Call-ID", "From", "To", "Max-Forwards"]
+GARBAGE = st.sampled_from(
+    ["", ";;;", "<", "SIP/2.0/UDP", "x y z", "1", "99999999999 INVITE", '"', "<sip:a>;tag="]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["INVITE", "ACK", "CANCEL", "OPTIONS", "resp"]),
+            st.sampled_from(HEADERS),
+            st.one_of(st.none(), GARBAGE),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_garbled_messages_never_raise(items: list[tuple[str, str, str | None, bool]]) -> None:
+    """Requests and responses with a missing or garbled key header become a 400, a
+    MessageDropped, a StrayResponse or a transaction, never an exception."""
+    tl = TransactionLayer(TimersConfig(t1=T1, t2=T2, t4=T4, timer_c=TC))
+    now = 1000.0
+    for method, header, value, branchless in items:
+        base = request(
+            "INVITE" if method == "resp" else method, None if branchless else "z9hG4bKg", False
+        )
+        msg: Request | Response = base
+        if method == "resp":
+            msg = make_response(base, 486, to_tag="x")
+        if value is None:
+            msg.remove(header)
+        else:
+            msg.set(header, value)
+        tl.receive(msg, UDP, now)
+        for ev in tl.events():
+            if isinstance(ev, RequestReceived):
+                tl.respond(ev.key, make_response(ev.request, 500, to_tag="y"), now)
+        tl.outgoing()
+        now += 1
+        tl.handle_timer(now)
+    while (t := tl.get_timer()) is not None:
+        tl.handle_timer(t)
+    assert len(tl) == 0

@@ -735,7 +735,7 @@ class TransactionLayer:
         try:
             via = _top_via(req)
             cseq = req.cseq
-            if cseq.method != method and not (method == "ACK" and cseq.method == "INVITE"):
+            if cseq.method != method:
                 raise ParseError(
                     f"CSeq method {cseq.method} does not match {method}",
                     (400, "CSeq method mismatch"),
