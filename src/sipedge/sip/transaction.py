@@ -368,7 +368,7 @@ class _ClientNonInvite(_ClientTransaction):
 
 
 class _ServerTransaction(_Transaction):
-    __slots__ = ("flow", "response_to_tag")
+    __slots__ = ("flow", "last_response")
 
     def __init__(
         self,
@@ -379,21 +379,25 @@ class _ServerTransaction(_Transaction):
     ) -> None:
         super().__init__(layer, key, request, flow.reliable)
         self.flow = flow
-        self.response_to_tag: str | None = None
+        self.last_response: Response | None = None
 
     def _transmit(self, data: bytes, retransmit: bool = False) -> None:
         self.layer._send(data, self.flow, self.key, retransmit)
 
     def _store(self, resp: Response) -> bytes:
-        """Serialize once (the bytes are reused for every retransmission) and remember
-        the To tag, which an RFC 2543 ACK carries."""
-        to = resp.get("to")
-        if to is not None and "tag" in to:
-            try:
-                self.response_to_tag = resp.to.tag
-            except ParseError:
-                pass
+        """Serialize once (the bytes are reused for every retransmission) and keep the
+        response: an RFC 2543 ACK is matched on its To tag (read only then)."""
+        self.last_response = resp
         return resp.serialize()
+
+    def response_to_tag(self) -> str | None:
+        resp = self.last_response
+        if resp is None:
+            return None
+        try:
+            return resp.to.tag
+        except ParseError:
+            return None
 
     def on_request(self, req: Request, flow: Flow, now: float) -> None:
         """A retransmission of the request (RFC 3261 §17.2.1/§17.2.2): re-send the most
@@ -787,7 +791,8 @@ class TransactionLayer:
             tx = self._table.get(self._server_key(ack, via, "INVITE", ack_tag))
             if tx is None and ack_tag:
                 tx = self._table.get(self._server_key(ack, via, "INVITE", ""))
-                if isinstance(tx, _ServerTransaction) and tx.response_to_tag not in (None, ack_tag):
+                sent_tag = tx.response_to_tag() if isinstance(tx, _ServerTransaction) else None
+                if sent_tag not in (None, ack_tag):
                     tx = None
         if isinstance(tx, _ServerInvite):
             tx.on_ack(ack, flow, now)
