@@ -417,3 +417,49 @@ def test_send_stateless() -> None:
     tl.send_stateless(ack, UDP_FLOW)
     assert tl.outgoing() == [Send(ack.serialize(), UDP_FLOW, None, None)]
     assert tl.stats()["sip_tx_stateless_sent"] == 1 and len(tl) == 0
+
+
+def test_next_event_drains_one_at_a_time() -> None:
+    tl = layer()
+    req = outbound("OPTIONS")
+    key = tl.send_request(req, TCP_TARGET, 0.0)
+    ok = reply(req, 200)
+    tl.receive(ok, UDP_FLOW, 0.0)
+    assert tl.next_event() == ResponseReceived(key, ok, UDP_FLOW)
+    assert tl.next_event() == Terminated(key)
+    assert tl.next_event() is None
+
+
+def test_state_changes_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    tl = layer()
+    req = outbound()
+    with caplog.at_level("DEBUG", logger="sipedge.sip.transaction"):
+        key = tl.send_request(req, UDP_TARGET, 0.0)
+        tl.receive(reply(req, 180), UDP_FLOW, 0.0)
+    assert f"{key} - Calling -> Proceeding" in caplog.text
+
+
+def test_transport_error_in_accepted_is_reported_only() -> None:
+    tl = layer()
+    req = outbound()
+    key = tl.send_request(req, UDP_TARGET, 0.0)
+    tl.receive(reply(req, 200), UDP_FLOW, 0.0)
+    tl.events()
+    tl.transport_error(key, 0.0)
+    assert tl.events() == [TransportFailed(key)] and tl.state(key) is TxState.ACCEPTED
+
+
+def test_restarted_timers_do_not_pile_up() -> None:
+    clock = FakeClock(1000.0)
+    tl = layer()
+    req = outbound()
+    key = tl.send_request(req, UDP_TARGET, clock.now)
+    ringing = reply(req, 180)
+    for _ in range(1000):  # each 180 restarts Timer C: stale heap entries get compacted
+        clock.advance(0.01)
+        tl.receive(ringing, UDP_FLOW, clock.now)
+    assert len(tl._heap) < 300
+    assert tl.get_timer() == pytest.approx(clock.now + 180.0)
+    tl.events()
+    run(tl, clock, clock.now - 1000.0 + 180.0)
+    assert tl.events() == [TimedOut(key, "C")]
