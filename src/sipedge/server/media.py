@@ -17,11 +17,12 @@ import errno
 import logging
 import random
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from ..config.media import MediaConfig
 from ..media.ports import RangePortAllocator
-from ..media.relay import CallDeleted, Flags, MediaRelay, RelayConfig, StreamLatched
+from ..media.relay import CallDeleted, Event, Flags, MediaRelay, RelayConfig, StreamLatched
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ class MediaServer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.send_errors = 0
+        self.listeners: list[Callable[[Event], None]] = []
+        """Called with every core event (after logging), e.g. to feed a call trace."""
 
     # -- control API (in-process "MediaControl") ---------------------------------
     async def offer(self, call_id: str, from_tag: str, sdp: bytes, flags: Flags | None = None,
@@ -201,6 +204,8 @@ class MediaServer:
 
     def _drain(self) -> None:
         for ev in self.relay.events():
+            for listener in self.listeners:
+                listener(ev)
             if isinstance(ev, CallDeleted):
                 log.info("- [%s] media session deleted (%s): %s", ev.call_id, ev.reason, ev.totals)
             elif isinstance(ev, StreamLatched):
