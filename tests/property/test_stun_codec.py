@@ -95,7 +95,7 @@ def test_random_stun_like(data: bytes) -> None:
 
 
 @SETTINGS
-@given(st.integers(0x4000, 0x4FFF), st.binary(max_size=100), st.booleans())
+@given(st.integers(0x4000, 0x7FFF), st.binary(max_size=100), st.booleans())
 def test_channel_data_round_trip(ch: int, payload: bytes, pad: bool) -> None:
     cd = ChannelData(ch, payload)
     assert ChannelData.parse(cd.serialize(pad=pad)) == cd

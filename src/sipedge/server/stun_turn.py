@@ -20,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+from ..config import Config
 from ..config.turn import TurnConfig, split_listener
+from ..errors import ConfigError
 from ..stun.attributes import Family
 from ..stun.server import BindingConfig
 from ..turn.auth import Credentials, RestCredentials, UserStore
@@ -455,3 +457,36 @@ class TurnService:
         self._timer_at = when
         if when is not None:
             self._timer = self.loop.call_at(when, self.on_timer)
+
+
+
+async def start_from_config(
+    config: Config, users: UserStore | None = None, ssl_context: ssl.SSLContext | None = None
+) -> TurnService:
+    """Build and start the STUN/TURN role from the whole config (``sipedge serve`` and
+    ``sipedge turn serve``). ``users``: the long-term user store (the caller opens and
+    closes it; see ``sipedge.store.turn_users``). Makes the TLS context when a ``tls:``
+    listener is configured (generating a self-signed certificate like the SIP side) and
+    binds every socket; raises ConfigError naming the problem."""
+    cfg = config.turn
+    if cfg.port_min > cfg.port_max:
+        raise ConfigError(f"turn.port_min = {cfg.port_min} is above turn.port_max = {cfg.port_max}")
+    if not cfg.relay_ipv4 and not cfg.relay_ipv6:
+        raise ConfigError("turn.relay_ipv4 and turn.relay_ipv6 are both empty; set at least one")
+    if cfg.default_lifetime > cfg.max_lifetime:
+        raise ConfigError("turn.default_lifetime is above turn.max_lifetime")
+    if ssl_context is None and any(x.startswith("tls:") for x in cfg.listen):
+        from . import tls
+
+        cert_p, key_p = tls.certificate_paths(config.tls.cert, config.tls.key, config.general.data_dir)
+        cert = tls.ensure_certificate(cert_p, key_p)
+        ssl_context = tls.server_context(cert.cert, cert.key)
+    svc = TurnService.create(cfg, users=users, ssl_context=ssl_context)
+    try:
+        await svc.start()
+    except OSError as exc:
+        await svc.stop()
+        raise ConfigError(
+            f"turn.listen: cannot bind ({exc.strerror or exc}); is another server using the port?"
+        ) from exc
+    return svc

@@ -81,6 +81,27 @@ def rest_username(expiry: int, user: str = "") -> str:
     return f"{expiry}:{user}" if user else str(expiry)
 
 
+def ice_servers(urls: Sequence[str], secret: str, user: str, ttl: int, wall_now: float) -> dict[str, object]:
+    """A WebRTC ``RTCConfiguration``-style document with time-limited REST credentials.
+
+    ``{"iceServers": [{"urls": [...stun:...]}, {"urls": [...turn:...], "username": ...,
+    "credential": ...}], "ttl": ttl, "expires": unix time}``. STUN URLs need no
+    credentials and are listed apart, as browsers accept either way.
+    """
+    expiry = int(wall_now) + ttl
+    username = rest_username(expiry, user)
+    stun = [u for u in urls if u.startswith("stun")]
+    turn = [u for u in urls if u.startswith("turn")]
+    servers: list[dict[str, object]] = []
+    if stun:
+        servers.append({"urls": stun})
+    if turn:
+        servers.append(
+            {"urls": turn, "username": username, "credential": rest_password(secret, username)}
+        )
+    return {"iceServers": servers, "ttl": ttl, "expires": expiry}
+
+
 class RestCredentials:
     """Time-limited credentials derived from shared secrets (several for rotation)."""
 

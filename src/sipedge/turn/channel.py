@@ -1,6 +1,8 @@
 """ChannelData messages and stream framing (RFC 8656 §12, §12.5).
 
-Over UDP a ChannelData message may arrive with or without padding; over TCP/TLS it is
+Channel numbers 0x4000-0x7FFF are accepted: RFC 8656 clients use 0x4000-0x4FFF, RFC 5766
+clients (coturn's own tools among them) the whole range. Over UDP a ChannelData message
+may arrive with or without padding; over TCP/TLS it is
 padded to a multiple of 4 bytes, and :class:`Framer` splits a byte stream into STUN
 messages and ChannelData messages.
 """
@@ -13,12 +15,12 @@ from dataclasses import dataclass
 from ..errors import ParseError
 
 CHANNEL_MIN = 0x4000
-CHANNEL_MAX = 0x4FFF  # RFC 8656 §12; RFC 5766 allowed up to 0x7FFE
+CHANNEL_MAX = 0x7FFF  # RFC 5766 §11; RFC 8656 §12 narrowed clients to 0x4FFF
 _HDR = struct.Struct("!HH")
 
 
 def is_channel_data(data: bytes) -> bool:
-    return len(data) >= 4 and 0x40 <= data[0] <= 0x4F
+    return len(data) >= 4 and 0x40 <= data[0] <= 0x7F
 
 
 def valid_channel(number: int) -> bool:
@@ -32,7 +34,7 @@ class ChannelData:
 
     def __post_init__(self) -> None:
         if not valid_channel(self.channel):
-            raise ValueError(f"channel number {self.channel:#06x} outside 0x4000..0x4FFF")
+            raise ValueError(f"channel number {self.channel:#06x} outside 0x4000..0x7FFF")
         if len(self.data) > 0xFFFF:
             raise ValueError("ChannelData payload longer than 65535 bytes")
 

@@ -226,6 +226,10 @@ class TurnServer:
     def allocation(self, flow: Flow) -> Allocation | None:
         return self._allocs.get(flow)
 
+    def flows(self) -> list[Flow]:
+        """The client flows that hold an allocation."""
+        return list(self._allocs)
+
     def get_timer(self) -> float | None:
         return self._next_sweep
 
@@ -576,7 +580,7 @@ class TurnServer:
     def _peer_checks(self, a: Allocation, peer: at.XorPeerAddress) -> int | None:
         if peer.family not in a.relays:
             return 443
-        if not self._policy.permits(peer.host) or peer.address in self._by_relay:
+        if not self._policy.permits(peer.host):
             self.counters["turn_denied_peers"] += 1
             return 403
         return None

@@ -301,6 +301,7 @@ def test_channel_bind_and_data(clock: FakeClock, transport: str) -> None:
     assert c.request(Method.CHANNEL_BIND, [at.ChannelNumber(0x4001), at.XorPeerAddress(PEER[0], 1)]).error_code == 400
     assert c.request(Method.CHANNEL_BIND, [at.ChannelNumber(0x4002), at.XorPeerAddress(*PEER)]).error_code == 400
     assert c.request(Method.CHANNEL_BIND, [at.ChannelNumber(0x3FFF), at.XorPeerAddress(*PEER)]).error_code == 400
+    assert c.request(Method.CHANNEL_BIND, [at.ChannelNumber(0x8000), at.XorPeerAddress(*PEER)]).error_code == 400
     assert c.request(Method.CHANNEL_BIND, [at.ChannelNumber(0x4003)]).error_code == 400
     assert c.request(Method.CHANNEL_BIND, [at.ChannelNumber(0x4003), at.XorPeerAddress(*PEER6)]).error_code == 443
     assert server.stats()["turn_channels"] == 1
@@ -446,7 +447,7 @@ def test_bad_input_is_answered_or_dropped(server: TurnServer, clock: FakeClock) 
     assert c.send(b"\xff" * 50) == []
     assert c.send(good[:2] + b"\xff\xfc" + good[4:]) != []  # header intact: 400
     assert c.send(b"\x40\x00\x00\x10abc") == []  # truncated ChannelData
-    assert c.send(b"\x50\x00\x00\x00") == []  # channel out of range
+    assert c.send(b"\x80\x00\x00\x00") == []  # neither STUN nor ChannelData
     # Responses and unknown indications from a client are dropped.
     assert c.send(sm.success(sm.request(Method.BINDING, c.tid())).serialize()) == []
     assert c.send(sm.indication(Method.DATA, c.tid()).serialize()) == []

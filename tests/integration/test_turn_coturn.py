@@ -1,0 +1,138 @@
+"""coturn's own client tools against sipedge: turnutils_uclient relaying through sipedge to
+turnutils_peer (UDP and TCP, channels and Send indications, long-term and REST
+credentials) without loss, and turnutils_stunclient against the RFC 5780 binding."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sipedge.config.turn import TurnConfig
+from sipedge.server.stun_turn import TurnService
+from sipedge.turn.auth import StaticUsers
+
+pytestmark = [pytest.mark.coturn, pytest.mark.timeout(60)]
+
+for tool in ("turnutils_uclient", "turnutils_peer", "turnutils_stunclient"):
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} not installed (Debian coturn)", allow_module_level=True)
+
+REALM = "sipedge.test"
+
+
+def free_ports(hosts: tuple[str, ...], count: int) -> int:
+    """A UDP port P with P..P+count-1 free on every host (tests bind fixed ports)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 30000)
+        socks: list[socket.socket] = []
+        try:
+            for h in hosts:
+                for p in range(base, base + count):
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    socks.append(s)
+                    s.bind((h, p))
+                    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    socks.append(t)
+                    t.bind((h, p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+@pytest.fixture
+async def turn() -> AsyncIterator[tuple[TurnService, int]]:
+    base = free_ports(("127.0.0.1", "127.0.0.2"), 2)
+    cfg = TurnConfig(
+        enabled=True,
+        listen=[f"udp:127.0.0.1:{base}", f"tcp:127.0.0.1:{base}"],
+        realm=REALM,
+        relay_ipv4="127.0.0.1",
+        port_min=40000,
+        port_max=49999,
+        secrets=["s3cret"],
+        allow_peers=["127.0.0.0/8"],
+        alt_address="127.0.0.2",
+    )
+    svc = TurnService.create(cfg, users=StaticUsers(REALM, {"alice": "wonderland"}))
+    await svc.start()
+    yield svc, base
+    await svc.stop()
+
+
+async def run(*argv: str, timeout: float = 30) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return out.decode(errors="replace")
+
+
+@pytest.fixture
+async def peer(tmp_path: Path) -> AsyncIterator[int]:
+    port = free_ports(("127.0.0.1",), 1)
+    proc = await asyncio.create_subprocess_exec(
+        "turnutils_peer", "-L", "127.0.0.1", "-p", str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.3)
+    yield port
+    proc.kill()
+    await proc.wait()
+
+
+def totals(out: str) -> tuple[int, int, int]:
+    m = re.findall(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)", out)
+    lost = re.search(r"Total lost packets (\d+)", out)
+    assert m and lost, out[-2000:]
+    return int(m[-1][0]), int(m[-1][1]), int(lost.group(1))
+
+
+async def test_uclient_relays_without_loss(turn: tuple[TurnService, int], peer: int) -> None:
+    svc, port = turn
+    common = ["-p", str(port), "-e", "127.0.0.1", "-r", str(peer), "-n", "40", "-m", "3", "-l", "170", "-z", "5"]
+    # Run the variants at once: UDP channels, TCP channels, TCP Send indications, REST creds.
+    outs = await asyncio.gather(
+        run("turnutils_uclient", "-u", "alice", "-w", "wonderland", *common, "127.0.0.1"),
+        run("turnutils_uclient", "-t", "-u", "alice", "-w", "wonderland", *common, "127.0.0.1"),
+        run("turnutils_uclient", "-t", "-s", "-u", "alice", "-w", "wonderland", *common, "127.0.0.1"),
+        run("turnutils_uclient", "-y", "-W", "s3cret", "-u", "rest", *common, "127.0.0.1"),
+    )
+    for out in outs:
+        sent, received, lost = totals(out)
+        assert sent == received >= 120 and lost == 0, out[-1500:]
+    st = svc.stats()
+    assert st["turn_allocations_total"] >= 12
+    assert st["turn_packets_to_peer"] >= 480 and st["turn_packets_from_peer"] >= 480
+    assert st["turn_auth_failures"] == 0, st
+    # TCP allocations end with their connections (uclient leaves some UDP ones to expire).
+    assert not any(f.transport == "tcp" for f in svc.core.flows())
+
+
+async def test_stunclient_rfc5780(turn: tuple[TurnService, int]) -> None:
+    svc, port = turn
+    out = await run("turnutils_stunclient", "-p", str(port), "127.0.0.1", timeout=20)
+    origins = re.findall(r"Response origin: : ([\d.]+:\d+)", out)
+    others = set(re.findall(r"Other addr: : ([\d.]+:\d+)", out))
+    mapped = re.findall(r"UDP reflexive addr: ([\d.]+:\d+)", out)
+    assert f"127.0.0.1:{port}" in origins, out
+    assert f"127.0.0.2:{port + 1}" in origins, out  # the change-IP-and-port answer
+    assert others == {f"127.0.0.2:{port + 1}"}, out
+    assert mapped and all(m.startswith("127.0.0.1:") for m in mapped), out
+    assert svc.stats()["turn_binding_requests"] >= 3
