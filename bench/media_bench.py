@@ -1,0 +1,270 @@
+"""Media relay benchmark: forwarded RTP packets/s at < 1% loss, sipedge vs rtpengine.
+
+Each relay runs as its own process on loopback, controlled over the ng protocol (the same
+client codec for both). The bench sets up ``--streams`` calls (offer + answer), then sends
+RTP from every caller socket to its relay port at a rising rate and counts what reaches
+the callee sockets. The result per relay is the highest rate whose loss stayed under 1%.
+rtpengine runs in userspace only (``--table=-1``: no kernel forwarding), the fair
+comparison with a userspace Python relay.
+
+Bounded: at most ``len(RATES)`` steps of ``--seconds`` each per relay, plus set-up.
+
+    python bench/media_bench.py [--streams 20] [--seconds 1.5] [--no-rtpengine]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from sipedge.media.ng import NgClient  # noqa: E402
+from sipedge.media.relay import Flags  # noqa: E402
+from sipedge.media.rtp import RtpPacket  # noqa: E402
+
+RATES = (5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 70_000, 80_000, 100_000, 130_000, 160_000)
+PAYLOAD = bytes(160)  # 20 ms of G.711
+
+SIPEDGE_RUNNER = textwrap.dedent(
+    """
+    import asyncio, signal, sys
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    from sipedge.config.media import MediaConfig
+    from sipedge.server.media import MediaServer
+    from sipedge.server.ng import NgControlServer
+
+    async def main():
+        cfg = MediaConfig(listen="127.0.0.1", port_min=int(sys.argv[2]), port_max=int(sys.argv[3]),
+                          timeout=600.0)
+        media = MediaServer(cfg)
+        NgControlServer(media, "127.0.0.1", int(sys.argv[1]))
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        print("ready", flush=True)
+        await stop.wait()
+
+    asyncio.run(main())
+    """
+)
+
+
+def free_udp() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sdp(port: int) -> bytes:
+    return (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    ).encode()
+
+
+class Ng:
+    """A tiny blocking ng client (bench only)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.settimeout(0.5)
+        self.codec = NgClient()
+
+    def call(self, cookie: bytes, data: bytes) -> dict[str, object]:
+        for _ in range(20):
+            self.sock.send(data)
+            try:
+                while True:
+                    got_cookie, reply = NgClient.parse_reply(self.sock.recv(65535))
+                    if got_cookie == cookie:
+                        return reply
+            except TimeoutError:
+                continue
+        raise RuntimeError("ng: no reply")
+
+    def wait_ready(self) -> None:
+        self.call(*self.codec.request("ping"))
+
+
+@dataclass
+class Stream:
+    a: socket.socket
+    b: socket.socket
+    dest: tuple[str, int]  # the relay port A sends to
+    seq: int = 0
+
+
+def setup_streams(ng: Ng, n: int) -> list[Stream]:
+    out = []
+    flags = Flags(ice="remove")
+    for i in range(n):
+        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for s in (a, b):
+            s.bind(("127.0.0.1", 0))
+            s.setblocking(False)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        call_id = f"bench-{os.getpid()}-{i}"
+        offer = ng.call(*ng.codec.offer(call_id, "ft", sdp(a.getsockname()[1]), flags))
+        answer = ng.call(*ng.codec.answer(call_id, "ft", "tt", sdp(b.getsockname()[1]), flags))
+        if offer.get("result") != "ok" or answer.get("result") != "ok":
+            raise RuntimeError(f"ng setup failed: {offer} {answer}")
+        body = answer["sdp"]
+        m = re.search(rb"m=audio (\d+)", body) if isinstance(body, bytes) else None
+        if m is None:
+            raise RuntimeError(f"no m= line in {body!r}")
+        out.append(Stream(a, b, ("127.0.0.1", int(m.group(1)))))
+    return out
+
+
+def run_rate(streams: list[Stream], rate: int, seconds: float) -> tuple[int, int, float]:
+    """Send ``rate`` packets/s for ``seconds`` (paced per millisecond); return sent, received
+    and the achieved send rate."""
+    sel = selectors.DefaultSelector()
+    for s in streams:
+        sel.register(s.b, selectors.EVENT_READ)
+    received = 0
+
+    def drain(timeout: float) -> None:
+        nonlocal received
+        for key, _ in sel.select(timeout):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            while True:
+                try:
+                    sock.recv(2048)
+                except BlockingIOError:
+                    break
+                received += 1
+
+    pkts = [RtpPacket(0, i, i * 160, 0x5EED, PAYLOAD).serialize() for i in range(256)]
+    total = int(rate * seconds)
+    sent = 0
+    start = time.perf_counter()
+    idx = 0
+    n = len(streams)
+    while sent < total:
+        due = min(total, int((time.perf_counter() - start) * rate) + 1)
+        while sent < due:
+            s = streams[idx]
+            idx = (idx + 1) % n
+            try:
+                s.a.sendto(pkts[s.seq & 0xFF], s.dest)
+            except BlockingIOError:
+                drain(0)
+                continue
+            s.seq += 1
+            sent += 1
+        drain(0)
+    elapsed = time.perf_counter() - start
+    end = time.perf_counter() + 0.3
+    while time.perf_counter() < end and received < sent:
+        drain(0.02)
+    sel.close()
+    return sent, received, sent / elapsed
+
+
+def measure(name: str, ng_port: int, proc: subprocess.Popen[bytes], streams_n: int, seconds: float) -> int:
+    ng = Ng(ng_port)
+    ng.wait_ready()
+    streams = setup_streams(ng, streams_n)
+    best = 0
+    print(f"== {name}: {streams_n} streams, {seconds:.1f} s per step")
+    try:
+        for rate in RATES:
+            sent, received, achieved = run_rate(streams, rate, seconds)
+            loss = 1 - received / sent if sent else 1.0
+            bound = " (generator-bound)" if achieved < 0.9 * rate else ""
+            print(f"   {rate:>7} pps offered, {achieved:>9.0f} sent/s, loss {loss * 100:6.2f}%{bound}")
+            if loss >= 0.01 or bound:
+                break
+            best = rate
+    finally:
+        for s in streams:
+            s.a.close()
+            s.b.close()
+    print(f"   -> {best} packets/s forwarded at < 1% loss")
+    return best
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def bench_sipedge(streams: int, seconds: float) -> int:
+    ng_port = free_udp()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.Popen([sys.executable, "-c", SIPEDGE_RUNNER, str(ng_port), "47000", "47999"],
+                            stdout=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        return measure("sipedge", ng_port, proc, streams, seconds)
+    finally:
+        stop(proc)
+
+
+def bench_rtpengine(streams: int, seconds: float) -> int | None:
+    binary = shutil.which("rtpengine") or "/usr/bin/rtpengine"
+    if not Path(binary).exists():
+        print("== rtpengine: not installed (Debian package rtpengine-daemon); skipped")
+        return None
+    ng_port = free_udp()
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "rtpengine.conf"
+        conf.write_text("[rtpengine]\n")
+        cmd = [binary, "--config-file", str(conf), "--foreground", "--interface=127.0.0.1",
+               f"--listen-ng=127.0.0.1:{ng_port}", "--port-min=48000", "--port-max=48999",
+               "--table=-1", "--log-level=3", "--log-stderr", "--num-threads=1",
+               f"--pidfile={tmp}/rtpengine.pid"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            time.sleep(0.5)
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                print(f"== rtpengine: failed to start: {err[-400:]}")
+                return None
+            return measure("rtpengine (userspace, 1 thread)", ng_port, proc, streams, seconds)
+        finally:
+            stop(proc)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--streams", type=int, default=20)
+    p.add_argument("--seconds", type=float, default=1.5)
+    p.add_argument("--no-rtpengine", action="store_true")
+    args = p.parse_args()
+    ours = bench_sipedge(args.streams, args.seconds)
+    theirs = None if args.no_rtpengine else bench_rtpengine(args.streams, args.seconds)
+    if theirs:
+        print(f"ratio sipedge / rtpengine: {ours / theirs:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
