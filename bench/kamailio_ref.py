@@ -29,12 +29,21 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["KamailioError", "KamailioRef", "free_port", "kamailio_bin", "render_config"]
+__all__ = [
+    "KamailioError",
+    "KamailioRef",
+    "descendants",
+    "free_port",
+    "kamailio_bin",
+    "render_config",
+    "sip_exchange",
+    "sip_ping",
+]
 
 _MODULES = (
     "kex", "corex", "tm", "tmx", "sl", "rr", "pv", "maxfwd", "usrloc", "registrar",
@@ -216,16 +225,37 @@ route[RELAY] {{
 """
 
 
-def _options(host: str, port: int, timeout: float) -> bool:
-    """True when something answers a SIP OPTIONS on udp host:port within ``timeout``."""
+def sip_exchange(host: str, port: int, request: Callable[[str, int], str],
+                 timeout: float) -> bytes | None:
+    """Send one SIP request over UDP and return the first response's bytes (or None).
+
+    ``request(local_host, local_port)`` builds the message text (CRLF line ends).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
-        lport = s.getsockname()[1]
+        lport = int(s.getsockname()[1])
         s.settimeout(timeout)
         h = f"[{host}]" if ":" in host else host
-        tag = uuid.uuid4().hex[:10]
-        msg = (
+        try:
+            s.sendto(request(h, lport).encode(), (host, port))
+            deadline = time.monotonic() + timeout
+            while True:
+                s.settimeout(max(0.01, deadline - time.monotonic()))
+                data = s.recv(65535)
+                if data.startswith(b"SIP/2.0 1"):
+                    continue  # provisional
+                return data if data.startswith(b"SIP/2.0 ") else None
+        except OSError:  # timeout, or ICMP port unreachable surfaced as ECONNREFUSED
+            return None
+
+
+def sip_ping(host: str, port: int, timeout: float) -> bool:
+    """True when something answers a SIP OPTIONS on udp host:port within ``timeout``."""
+    tag = uuid.uuid4().hex[:10]
+
+    def options(h: str, lport: int) -> str:
+        return (
             f"OPTIONS sip:{h}:{port} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP {h}:{lport};branch=z9hG4bK{tag};rport\r\n"
             "Max-Forwards: 70\r\n"
@@ -234,13 +264,9 @@ def _options(host: str, port: int, timeout: float) -> bool:
             f"Call-ID: {tag}@{h}\r\n"
             "CSeq: 1 OPTIONS\r\n"
             "Content-Length: 0\r\n\r\n"
-        ).encode()
-        try:
-            s.sendto(msg, (host, port))
-            data = s.recv(65535)
-        except OSError:  # timeout, or ICMP port unreachable surfaced as ECONNREFUSED
-            return False
-        return data.startswith(b"SIP/2.0 ")
+        )
+
+    return sip_exchange(host, port, options, timeout) is not None
 
 
 @dataclass
@@ -328,7 +354,7 @@ class KamailioRef:
                     raise KamailioError(
                         f"kamailio exited with {self.proc.returncode}:\n{self.log_tail()}"
                     )
-                if _options(self.host, self.port, 0.2):
+                if sip_ping(self.host, self.port, 0.2):
                     return self
                 if time.monotonic() > deadline:
                     raise KamailioError(f"kamailio did not answer OPTIONS:\n{self.log_tail()}")
