@@ -28,6 +28,9 @@ class Server:
     tcp: int
     tls: int
     log: Path
+    ws: int = 0
+    wss: int = 0
+    http: int = 0
 
     def add_user(self, user: str, password: str) -> None:
         cli(["user", "add", f"{user}@{self.host}", "--password", password, "--config", str(self.config)])
@@ -42,10 +45,28 @@ def cli(args: list[str], check: bool = True, input_text: str | None = None) -> s
     )
 
 
-def write_config(tmp: Path, host: str = "127.0.0.1", extra: str = "") -> tuple[Path, int, int, int]:
+def add_users(cfg: Path, host: str, users: dict[str, str]) -> None:
+    """Add subscribers straight into the server's SQLite file (one process, fast; the
+    CLI path is tested on its own)."""
+    from sipedge.config import load_config
+    from sipedge.store.sqlite import SqliteDatabase, SqliteSubscriberStore
+
+    path = load_config(cfg).database_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = SqliteDatabase(path)
+    try:
+        store = SqliteSubscriberStore(db)
+        for user, password in users.items():
+            store.add(user, host, password)
+    finally:
+        db.close()
+
+
+def write_config(tmp: Path, host: str = "127.0.0.1", extra: str = "") -> tuple[Path, int, int, int, int, int, int]:
     udp = free_port(host)
     tcp = udp  # same port number for UDP and TCP, as SIP servers usually do
     tls = free_port(host)
+    ws, wss, http = free_port(host), free_port(host), free_port(host)
     data = tmp / "data"
     cfg = tmp / "sipedge.toml"
     h = f"[{host}]" if ":" in host else host
@@ -56,14 +77,17 @@ data_dir = "{data}"
 log_level = "debug"
 
 [sip]
-listen = ["udp:{h}:{udp}", "tcp:{h}:{tcp}", "tls:{h}:{tls}"]
+listen = ["udp:{h}:{udp}", "tcp:{h}:{tcp}", "tls:{h}:{tls}", "ws:{h}:{ws}", "wss:{h}:{wss}"]
+
+[web]
+listen = "{h}:{http}"
 
 [sip.timers]
 t1 = 0.1
 {extra}
 """
     )
-    return cfg, udp, tcp, tls
+    return cfg, udp, tcp, tls, ws, wss, http
 
 
 def wait_ready(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
@@ -92,15 +116,14 @@ def wait_ready(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
 
 @contextlib.contextmanager
 def running_server(tmp: Path, host: str = "127.0.0.1", extra: str = "", users: dict[str, str] | None = None) -> Iterator[Server]:
-    cfg, udp, tcp, tls = write_config(tmp, host, extra)
+    cfg, udp, tcp, tls, ws, wss, http = write_config(tmp, host, extra)
     log = tmp / "sipedge.log"
     data = tmp / "data"
     if users:
-        for user, password in users.items():
-            cli(["user", "add", f"{user}@{host}", "--password", password, "--config", str(cfg)])
+        add_users(cfg, host, users)
     with log.open("wb") as logf:
         proc = subprocess.Popen([SIPEDGE, "serve", "--config", str(cfg)], stdout=logf, stderr=subprocess.STDOUT, env=os.environ.copy())
-        server = Server(proc, cfg, data, host, udp, tcp, tls, log)
+        server = Server(proc, cfg, data, host, udp, tcp, tls, log, ws, wss, http)
         try:
             wait_ready(host, udp, proc)
             yield server

@@ -6,12 +6,16 @@ test reads like a call flow: ``ua.request("REGISTER", ...)``, ``ua.expect(200)``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.typing import Subprotocol
 
 from sipedge.sip import message as m
 from sipedge.sip.framing import StreamFramer
@@ -51,6 +55,23 @@ class UA:
 
     def __post_init__(self) -> None:
         fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self.ws: Any = None
+        if self.transport in ("ws", "wss"):
+            from websockets.sync.client import connect
+
+            ctx = None
+            if self.transport == "wss":
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            h = f"[{self.server[0]}]" if ":" in self.server[0] else self.server[0]
+            self._stack = contextlib.ExitStack()
+            self.ws = self._stack.enter_context(
+                connect(f"{self.transport}://{h}:{self.server[1]}/", subprotocols=[Subprotocol("sip")], ssl=ctx, open_timeout=5)
+            )
+            self.sock = self.ws.socket
+            self.port = self.sock.getsockname()[1]
+            return
         if self.transport == "udp":
             self.sock = socket.socket(fam, socket.SOCK_DGRAM)
             self.sock.bind((self.host, 0))
@@ -67,6 +88,8 @@ class UA:
 
     @property
     def hostport(self) -> str:
+        if self.ws is not None:
+            return f"{self.tag}.invalid"  # as JsSIP does: a host nobody can resolve
         h = f"[{self.host}]" if ":" in self.host else self.host
         return f"{h}:{self.port}"
 
@@ -80,17 +103,30 @@ class UA:
         return f"<sip:{self.user}@{self.hostport}{t}>"
 
     def close(self) -> None:
+        if self.ws is not None:
+            self._stack.close()
+            return
         self.sock.close()
 
     # -- wire ----------------------------------------------------------------------
     def send(self, msg: m.Message | bytes) -> None:
         data = msg if isinstance(msg, bytes) else msg.serialize()
+        if self.ws is not None:
+            self.ws.send(data.decode("utf-8", "surrogateescape"))
+            return
         if self.transport == "udp":
             self.sock.sendto(data, self.server)
         else:
             self.sock.sendall(data)
 
     def _pump(self) -> None:
+        if self.ws is not None:
+            try:
+                frame = self.ws.recv(timeout=0.2)
+            except TimeoutError:
+                return
+            self.inbox.append(m.parse(frame.encode() if isinstance(frame, str) else frame))
+            return
         try:
             if self.transport == "udp":
                 data, _ = self.sock.recvfrom(65535)

@@ -14,7 +14,7 @@ from helpers.sipserver import Server, running_server
 from helpers.ua import UA
 from sipedge.sip import message as m
 
-USERS = {f"{name}{i}": f"{name}{i}-pw" for name in ("alice", "bob", "carol") for i in range(8)}
+USERS = {f"{name}{i}": f"{name}{i}-pw" for name in ("alice", "bob", "carol") for i in range(12)}
 TRANSPORTS = ["udp", "tcp", "tls"]
 
 
@@ -25,7 +25,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def ua(server: Server, transport: str, user: str, password: str | None = None) -> UA:
-    port = server.tls if transport == "tls" else server.udp
+    port = {"tls": server.tls, "ws": server.ws, "wss": server.wss}.get(transport, server.udp)
     return UA(transport, (server.host, port), user, server.host, USERS.get(user, "") if password is None else password)
 
 
@@ -129,6 +129,47 @@ def test_basic_call_through_the_proxy(server: Server, transport: str) -> None:
     finally:
         alice.close()
         bob.close()
+
+
+@pytest.mark.parametrize(("caller_t", "callee_t", "i"), [("ws", "udp", 8), ("udp", "wss", 9), ("wss", "ws", 10)])
+def test_websocket_calls_cross_transports(server: Server, caller_t: str, callee_t: str, i: int) -> None:
+    """RFC 7118: a browser-like client on WS/WSS registers with an .invalid contact and
+    calls (or is called by) a UDP phone; requests reach it down its own connection."""
+    alice, bob = ua(server, caller_t, f"alice{i}"), ua(server, callee_t, f"bob{i}")
+    try:
+        assert alice.register().status == 200
+        assert bob.register().status == 200
+        ok, seen, routes = call(server, alice, bob)
+        rr = seen.get_all("record-route")
+        assert len(rr) == (2 if caller_t != callee_t else 1)
+        if "ws" in (caller_t, callee_t):
+            assert any("transport=ws" in r for r in rr)
+        alice.send(in_dialog(alice, "ACK", ok, routes, cseq=ok.cseq.number))
+        assert bob.wait("ACK").method == "ACK"
+        alice.send(in_dialog(alice, "BYE", ok, routes))
+        got = bob.wait("BYE")
+        assert isinstance(got, m.Request)
+        bob.answer(got, 200)
+        assert alice.expect(200).cseq.method == "BYE"
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_websocket_contact_gone_is_480(server: Server) -> None:
+    """When the browser's connection is gone its contact is unreachable: 480, never a
+    lookup of its .invalid host."""
+    alice, bob = ua(server, "udp", "alice11"), ua(server, "ws", "bob11")
+    try:
+        assert bob.register().status == 200
+        bob.close()
+        time.sleep(0.3)
+        inv = alice.build("INVITE", f"sip:bob11@{server.host}")
+        alice.send(inv)
+        alice.send(alice.authorize(inv, alice.expect(407)))
+        assert alice.expect_final().status == 480
+    finally:
+        alice.close()
 
 
 def test_cancel_before_answer_gives_487(server: Server) -> None:

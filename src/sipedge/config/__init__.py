@@ -15,6 +15,7 @@ from ._schema import build, one_of, option, render
 from .media import MediaConfig
 from .sip import AuthConfig, LimitsConfig, RegistrarConfig, RoutingConfig, SipConfig, TimersConfig
 from .turn import TurnConfig
+from .web import WebConfig
 
 __all__ = [
     "AuthConfig",
@@ -28,6 +29,7 @@ __all__ = [
     "TimersConfig",
     "TlsConfig",
     "TurnConfig",
+    "WebConfig",
     "default_toml",
     "load_config",
 ]
@@ -72,6 +74,7 @@ class Config:
     routing: RoutingConfig = RoutingConfig()
     turn: TurnConfig = TurnConfig()
     media: MediaConfig = MediaConfig()
+    web: WebConfig = WebConfig()
 
     @property
     def database_path(self) -> Path:

@@ -45,12 +45,29 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketConfig:
+    """SIP over WebSocket (RFC 7118) listeners: the ws/wss entries of sip.listen."""
+
+    origins: list[str] = option(
+        [], "allowed Origin values of browsers (empty = any; requests without Origin pass)"
+    )
+    ping_interval: float = option(30.0, "seconds of silence before a WebSocket ping (0 = never)", non_negative)
+    ping_timeout: float = option(20.0, "seconds to wait for the pong before closing", positive)
+
+
+@dataclass(frozen=True, slots=True)
 class SipConfig:
     """SIP listeners and identity."""
 
     listen: list[str] = option(
-        ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "tls:127.0.0.1:5061"],
-        "listeners as transport:host:port (udp, tcp, tls; ws/wss in the web server)",
+        [
+            "udp:127.0.0.1:5060",
+            "tcp:127.0.0.1:5060",
+            "tls:127.0.0.1:5061",
+            "ws:127.0.0.1:8080",
+            "wss:127.0.0.1:4443",
+        ],
+        "listeners as transport:host:port (udp, tcp, tls, ws, wss; e.g. \"wss:0.0.0.0:8443\")",
         _listeners,
     )
     domains: list[str] = option(
@@ -62,6 +79,7 @@ class SipConfig:
     server_header: str = option("sipedge", "Server/User-Agent header value (empty = none)")
     timers: TimersConfig = TimersConfig()
     limits: LimitsConfig = LimitsConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
 
 
 @dataclass(frozen=True, slots=True)

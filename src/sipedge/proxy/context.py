@@ -16,7 +16,7 @@ from ..sip.flow import Flow, Target
 from ..sip.message import Request, Response, check_request
 from ..sip.txevents import TransactionKey
 from ..sip.uri import SipUri
-from . import forwarding
+from . import forwarding, nat
 
 if TYPE_CHECKING:
     from .core import ProxyCore
@@ -119,6 +119,24 @@ class RequestContext:
         """Process the Route set (RFC 3261 §16.4); True when the request has one."""
         return forwarding.loose_route(self.request, self.core.identity)
 
+    def is_nated(self) -> bool:
+        """The sender is behind a NAT or on a WebSocket: its Contact or top Via does not
+        name the address the request came from (nat_uac_test 1|2|16|64 in spirit)."""
+        return nat.is_behind_nat(self.request, self.flow)
+
+    def add_contact_alias(self) -> bool:
+        """Mark the Contact with ``;alias=`` of the source flow (nathelper)."""
+        return nat.add_contact_alias(self.request, self.flow)
+
+    def handle_ruri_alias(self) -> bool:
+        """Route by an ``;alias=`` in the Request-URI (removing it); True when found."""
+        target = nat.handle_ruri_alias(self.request)
+        if target is None:
+            return False
+        if not self.request.has("route"):
+            self.targets = [BranchTarget(dest=target)]
+        return True
+
     def record_route(self) -> None:
         """Stay in the path of the dialog (double Record-Route across transports)."""
         self.record_routed = True
@@ -181,7 +199,14 @@ class ReplyContext:
     response: Response
     request: Request | None
     now: float
+    flow: Flow | None = None  # where the response came from
     dropped: bool = False
+
+    def is_nated(self) -> bool:
+        return self.flow is not None and nat.is_behind_nat(self.response, self.flow)
+
+    def add_contact_alias(self) -> bool:
+        return self.flow is not None and nat.add_contact_alias(self.response, self.flow)
 
     def drop(self) -> None:
         self.dropped = True

@@ -230,7 +230,7 @@ class ProxyCore:
         elif isinstance(ev, tx.CancelReceived):
             self._on_cancel(ev, now)
         elif isinstance(ev, tx.ResponseReceived):
-            self._on_branch_response(ev.key, ev.response, now)
+            self._on_branch_response(ev.key, ev.response, ev.flow, now)
         elif isinstance(ev, tx.StrayResponse):
             self._forward_stray_response(ev.response)
         elif isinstance(ev, tx.TimedOut):
@@ -460,7 +460,7 @@ class ProxyCore:
         self._out.append(Send(data, dest, None) if isinstance(dest, Flow) else Send(data, None, dest))
 
     # -- responses ---------------------------------------------------------------------------
-    def _on_branch_response(self, key: Any, resp: Response, now: float) -> None:
+    def _on_branch_response(self, key: Any, resp: Response, flow: Flow | None, now: float) -> None:
         found = self._branch_of.get(key)
         if found is None:
             return
@@ -472,13 +472,13 @@ class ProxyCore:
             if resp.status == 100:
                 return
             if not ptx.final_sent:
-                self._forward_response(ptx, resp, now)
+                self._forward_response(ptx, resp, now, flow)
             return
         if branch.final is not None and resp.status >= 300:
             return
         if 200 <= resp.status < 300:
             branch.final = resp
-            self._forward_response(ptx, resp, now)
+            self._forward_response(ptx, resp, now, flow)
             ptx.final_sent = True
             self._cancel_pending(ptx, now, except_branch=branch)
             return
@@ -538,9 +538,9 @@ class ProxyCore:
         ptx.final_sent = True
         self._forward_response(ptx, out, now)
 
-    def _forward_response(self, ptx: ProxyTransaction, resp: Response, now: float) -> None:
+    def _forward_response(self, ptx: ProxyTransaction, resp: Response, now: float, flow: Flow | None = None) -> None:
         if self.router.reply_route is not None:
-            rctx = ReplyContext(self, resp, ptx.request, now)
+            rctx = ReplyContext(self, resp, ptx.request, now, flow)
             try:
                 self.router.reply_route(rctx)
             except Exception:

@@ -7,7 +7,7 @@ relay — and is the best worked example of the routing API (docs/routing.md).
 
 from __future__ import annotations
 
-from .context import RequestContext
+from .context import ReplyContext, RequestContext
 
 
 def request_route(ctx: RequestContext) -> None:
@@ -18,6 +18,9 @@ def request_route(ctx: RequestContext) -> None:
     # WITHINDLG: requests inside a dialog follow the Route set we recorded.
     if ctx.has_to_tag:
         if ctx.loose_route():
+            ctx.handle_ruri_alias()  # a NATed/WebSocket peer: back on its own flow
+            if ctx.is_nated() and ctx.method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"):
+                ctx.add_contact_alias()
             ctx.relay()
         elif ctx.method == "ACK":
             ctx.drop()  # an ACK for a locally answered request, or stray: absorb it
@@ -47,6 +50,10 @@ def request_route(ctx: RequestContext) -> None:
     if needs_auth and ctx.method not in ("ACK", "CANCEL", "PRACK") and not ctx.auth_check():
         return
 
+    # NAT: requests from NATed or WebSocket clients carry their flow in the Contact.
+    if ctx.is_nated():
+        ctx.add_contact_alias()
+
     if preloaded:
         ctx.record_route()
         ctx.relay()
@@ -71,3 +78,9 @@ def request_route(ctx: RequestContext) -> None:
             ctx.reply(404)
         return
     ctx.relay()
+
+
+def reply_route(ctx: ReplyContext) -> None:
+    # A NATed or WebSocket callee's Contact gets its flow, so in-dialog requests reach it.
+    if ctx.is_nated():
+        ctx.add_contact_alias()

@@ -25,9 +25,11 @@ from ..proxy.identity import Identity, Listener
 from ..proxy.routing import load_router
 from ..sip.flow import Flow, Target
 from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriberStore
+from ..web.server import WebServer
 from . import tls
 from .logsetup import setup_logging
 from .transport import TransportLayer
+from .ws import WsOptions
 
 log = logging.getLogger("sipedge")
 
@@ -58,11 +60,18 @@ class SipService:
         self.loop = asyncio.get_running_loop()
 
     async def start(self, server_ctx: Any, client_ctx: Any) -> None:
+        ws = self.config.sip.websocket
         self.transports = TransportLayer(
             self.config.sip,
             self._on_message,
             server_ssl=server_ctx,
             client_ssl=client_ctx,
+            ws_options=WsOptions(
+                origins=tuple(ws.origins) or None,
+                ping_interval=ws.ping_interval,
+                ping_timeout=ws.ping_timeout,
+                server_header=self.config.sip.server_header,
+            ),
         )
         await self.transports.start()
         adv = self.config.sip.advertise
@@ -190,6 +199,7 @@ class App:
         self.sip: SipService | None = None
         self.cert_path: Path | None = None
         self.fingerprint: str = ""
+        self.web: WebServer | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -214,8 +224,19 @@ class App:
             client_ctx = tls.client_context(verify=cfg.tls.verify_peer, ca=cfg.tls.ca or None)
         self.sip = SipService(cfg, location, subscribers, load_secret(data_dir / "nonce.key"))
         await self.sip.start(server_ctx, client_ctx)
+        if cfg.web.enabled:
+            self.web = WebServer(cfg, self.stats)
+            await self.web.start()
+
+    def stats(self) -> dict[str, int | float]:
+        out: dict[str, int | float] = {}
+        if self.sip is not None:
+            out.update(self.sip.stats())
+        return out
 
     async def stop(self) -> None:
+        if self.web is not None:
+            await self.web.stop()
         if self.sip is not None:
             await self.sip.stop()
         if self.db is not None:
