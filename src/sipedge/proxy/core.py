@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,7 @@ class ProxyCore:
             algorithms=tuple(config.auth.algorithms),
             nonce_lifetime=config.auth.nonce_lifetime,
         )
+        self.local_response_handler: Callable[[Response, Flow], None] | None = None
         self._out: list[Send] = []
         self._proxied: dict[Any, ProxyTransaction] = {}
         self._branch_of: dict[Any, tuple[ProxyTransaction, Branch]] = {}
@@ -232,7 +234,7 @@ class ProxyCore:
         elif isinstance(ev, tx.ResponseReceived):
             self._on_branch_response(ev.key, ev.response, ev.flow, now)
         elif isinstance(ev, tx.StrayResponse):
-            self._forward_stray_response(ev.response)
+            self._forward_stray_response(ev.response, ev.flow)
         elif isinstance(ev, tx.TimedOut):
             if ev.timer != "C":  # Timer C already sent a CANCEL; the 487 will follow
                 self._on_branch_failure(ev.key, 408, now)
@@ -550,11 +552,14 @@ class ProxyCore:
         self.counters["sip_responses_relayed"] += 1
         self.tl.respond(ptx.server_key, resp, now)
 
-    def _forward_stray_response(self, resp: Response) -> None:
+    def _forward_stray_response(self, resp: Response, flow: Flow) -> None:
         """A response with no transaction (e.g. a 2xx retransmission): forward it by its
-        Via, statelessly (RFC 3261 §16.11)."""
+        Via, statelessly (RFC 3261 §16.11). One Via only: an answer to a request we sent
+        statelessly ourselves (a keepalive OPTIONS), handed to ``local_response_handler``."""
         vias = resp.vias
         if len(vias) < 2:
+            if vias and self.local_response_handler is not None:
+                self.local_response_handler(resp, flow)
             return
         top = vias[0]
         if not self.identity.is_me(top.host, top.port, top.transport.lower()):
