@@ -234,7 +234,9 @@ class NgServer:
         call_id = self._need(req, "call-id")
         call = self.relay.query(call_id)
         summary = self._summary(call_id, now) if call is not None else None
-        totals = self.relay.delete(call_id, now, _str(req.get("from-tag")) or None, _str(req.get("to-tag")) or None)
+        to_tag = _str(req.get("to-tag")) or None
+        branch_only = bool(_str(req.get("via-branch"))) and to_tag is not None
+        totals = self.relay.delete(call_id, now, _str(req.get("from-tag")) or None, to_tag, branch_only)
         if totals is None:
             if "fatal" in {_norm(f) for f in _strlist(req.get("flags"))}:
                 return {"result": "error", "error-reason": "Unknown call-id"}
@@ -361,8 +363,11 @@ class NgClient:
         extra = flags_to_request(flags or Flags())
         return self.request("answer", call_id=call_id, from_tag=from_tag, to_tag=to_tag, sdp=sdp, **_kw(extra))
 
-    def delete(self, call_id: str, from_tag: str | None = None, to_tag: str | None = None) -> tuple[bytes, bytes]:
-        return self.request("delete", call_id=call_id, from_tag=from_tag, to_tag=to_tag)
+    def delete(self, call_id: str, from_tag: str | None = None, to_tag: str | None = None,
+               branch_only: bool = False) -> tuple[bytes, bytes]:
+        """``branch_only`` sends a ``via-branch`` so only the fork answered with ``to_tag`` goes."""
+        branch = to_tag if branch_only and to_tag else None
+        return self.request("delete", call_id=call_id, from_tag=from_tag, to_tag=to_tag, via_branch=branch)
 
     @staticmethod
     def parse_reply(data: bytes) -> tuple[bytes, dict[str, Any]]:

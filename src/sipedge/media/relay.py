@@ -341,15 +341,21 @@ class MediaRelay:
         return out.serialize()
 
     def delete(
-        self, call_id: str, now: float, from_tag: str | None = None, to_tag: str | None = None
+        self,
+        call_id: str,
+        now: float,
+        from_tag: str | None = None,
+        to_tag: str | None = None,
+        branch_only: bool = False,
     ) -> dict[str, int] | None:
-        """Delete a call (or, with ``to_tag`` naming one of several forked branches, that
-        branch). Returns the call's totals, or None if the call is unknown."""
+        """Delete a call (BYE, CANCEL, final failure), or with ``branch_only`` just the forked
+        branch answered with ``to_tag`` (a failed fork while others go on). Returns the
+        call's totals, or None if the call is unknown."""
         call = self._calls.get(call_id)
         if call is None:
             return None
         self.counters["media_deletes"] += 1
-        if to_tag is not None and len(call.legs) > 1:
+        if branch_only and to_tag is not None and len(call.legs) > 1:
             legs = [leg for leg in call.legs if to_tag in leg.tags and (from_tag is None or from_tag in leg.tags)]
             if legs and len(legs) < len(call.legs):
                 totals = self._totals(call)
@@ -485,6 +491,10 @@ class MediaRelay:
             if now - call.last_activity() >= limit:
                 self.counters["media_calls_timed_out"] += 1
                 self._delete_call(call, "timeout")
+
+    @property
+    def has_events(self) -> bool:
+        return bool(self._events)
 
     def events(self) -> list[Event]:
         out, self._events = self._events, []

@@ -129,9 +129,9 @@ class MediaServer:
         self.after_signalling()
         return out
 
-    async def delete(self, call_id: str, from_tag: str | None = None,
-                     to_tag: str | None = None) -> dict[str, int] | None:
-        totals = self.relay.delete(call_id, self.loop.time(), from_tag, to_tag)
+    async def delete(self, call_id: str, from_tag: str | None = None, to_tag: str | None = None,
+                     branch_only: bool = False) -> dict[str, int] | None:
+        totals = self.relay.delete(call_id, self.loop.time(), from_tag, to_tag, branch_only)
         self.after_signalling()
         return totals
 

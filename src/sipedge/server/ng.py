@@ -144,9 +144,9 @@ class NgRemote:
                      flags: Flags | None = None) -> bytes:
         return self._sdp(await self._call(*self.codec.answer(call_id, from_tag, to_tag, sdp, flags)))
 
-    async def delete(self, call_id: str, from_tag: str | None = None,
-                     to_tag: str | None = None) -> dict[str, Any] | None:
-        reply = await self._call(*self.codec.delete(call_id, from_tag, to_tag))
+    async def delete(self, call_id: str, from_tag: str | None = None, to_tag: str | None = None,
+                     branch_only: bool = False) -> dict[str, Any] | None:
+        reply = await self._call(*self.codec.delete(call_id, from_tag, to_tag, branch_only))
         return None if "warning" in reply or reply.get("result") != "ok" else reply
 
     async def query(self, call_id: str) -> dict[str, Any]:

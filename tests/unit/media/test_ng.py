@@ -142,3 +142,15 @@ def test_client_codec_round_trip_through_server() -> None:
     reply = srv.handle(data, 1.0)
     assert reply is not None
     assert NgClient.parse_reply(reply)[1]["result"] == "ok"
+
+
+def test_delete_branch_with_via_branch_else_whole_call() -> None:
+    srv = server()
+    call(srv, b"o", {"command": "offer", "call-id": "f", "from-tag": "ft", "sdp": SDP_A})
+    call(srv, b"a1", {"command": "answer", "call-id": "f", "from-tag": "ft", "to-tag": "t1", "sdp": SDP_B})
+    call(srv, b"a2", {"command": "answer", "call-id": "f", "from-tag": "ft", "to-tag": "t2", "sdp": SDP_B})
+    ports = len(srv.relay.ports)
+    r = call(srv, b"d1", {"command": "delete", "call-id": "f", "from-tag": "ft", "to-tag": "t1", "via-branch": "z9hG4bK1"})
+    assert r["result"] == "ok" and srv.relay.calls() == ["f"] and len(srv.relay.ports) == ports - 2
+    r = call(srv, b"d2", {"command": "delete", "call-id": "f", "from-tag": "ft", "to-tag": "t2"})
+    assert r["result"] == "ok" and srv.relay.calls() == [] and srv.relay.ports == []
