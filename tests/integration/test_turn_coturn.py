@@ -84,6 +84,16 @@ async def run(*argv: str, timeout: float = 30) -> str:
     return out.decode(errors="replace")
 
 
+async def start_peer(host: str) -> tuple[asyncio.subprocess.Process, int]:
+    port = free_ports(("127.0.0.1",), 1)
+    proc = await asyncio.create_subprocess_exec(
+        "turnutils_peer", "-L", host, "-p", str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.3)
+    return proc, port
+
+
 @pytest.fixture
 async def peer(tmp_path: Path) -> AsyncIterator[int]:
     port = free_ports(("127.0.0.1",), 1)
@@ -136,3 +146,45 @@ async def test_stunclient_rfc5780(turn: tuple[TurnService, int]) -> None:
     assert others == {f"127.0.0.2:{port + 1}"}, out
     assert mapped and all(m.startswith("127.0.0.1:") for m in mapped), out
     assert svc.stats()["turn_binding_requests"] >= 3
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no ::1")
+async def test_uclient_ipv6_and_dual_allocation() -> None:
+    cfg = TurnConfig(
+        listen=["udp:[::1]:0", "tcp:[::1]:0"],
+        realm=REALM,
+        relay_ipv4="127.0.0.1",
+        relay_ipv6="::1",
+        port_min=40000,
+        port_max=49999,
+        allow_peers=["127.0.0.0/8", "::1"],
+    )
+    svc = TurnService.create(cfg, users=StaticUsers(REALM, {"alice": "wonderland"}))
+    await svc.start()
+    proc, peer_port = await start_peer("::1")
+    try:
+        udp, tcp = svc.address("udp")[1], svc.address("tcp")[1]
+        common = ["-u", "alice", "-w", "wonderland", "-e", "::1", "-r", str(peer_port), "-n", "20", "-m", "2",
+                  "-l", "170", "-z", "5"]
+        outs = await asyncio.gather(
+            run("turnutils_uclient", "-x", "-p", str(udp), *common, "::1"),  # IPv6 relay
+            run("turnutils_uclient", "-x", "-t", "-p", str(tcp), *common, "::1"),  # over TCP/IPv6
+            run("turnutils_uclient", "-Z", "-p", str(udp), *common, "::1"),  # dual allocation
+        )
+        for out in outs:
+            sent, received, lost = totals(out)
+            assert sent == received >= 40 and lost == 0, out[-1500:]
+        assert svc.stats()["turn_packets_to_peer"] >= 120
+    finally:
+        proc.kill()
+        await proc.wait()
+        await svc.stop()

@@ -634,6 +634,12 @@ class AdditionalAddressFamily(_FamilyAttr):
     pass
 
 
+@_register(0x8032, "ADDITIONAL-ADDRESS-FAMILY-DRAFT")
+@dataclass(frozen=True, slots=True)
+class AdditionalAddressFamilyDraft(_FamilyAttr):
+    """The code point of draft-ietf-tram-dual-allocation, still sent by coturn's clients."""
+
+
 @_register(0x0018, "EVEN-PORT")
 @dataclass(frozen=True, slots=True)
 class EvenPort(Attribute):

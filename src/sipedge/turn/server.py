@@ -483,7 +483,7 @@ class TurnServer:
         token = req.get(at.ReservationToken)
         even = req.get(at.EvenPort)
         raf = req.get(at.RequestedAddressFamily)
-        aaf = req.get(at.AdditionalAddressFamily)
+        aaf = req.get(at.AdditionalAddressFamily) or req.get(at.AdditionalAddressFamilyDraft)
         if token is not None and (even is not None or raf is not None or aaf is not None):
             return err(400, reason="RESERVATION-TOKEN with EVEN-PORT or an address family")
         if raf is not None and aaf is not None:
