@@ -106,10 +106,14 @@ def render_config(
     auth_invite: bool = True,
     children: int = 2,
     module_dir: str | None = None,
+    tls_config: str | None = None,
 ) -> str:
     """The kamailio.cfg text. Listeners come from the command line (``-l``)."""
     mdir = module_dir or _module_dir()
-    loads = "\n".join(f'loadmodule "{m}.so"' for m in _MODULES)
+    modules = (*_MODULES, "tls") if tls_config else _MODULES
+    loads = "\n".join(f'loadmodule "{m}.so"' for m in modules)
+    tls = "enable_tls=yes\n" if tls_config else ""
+    tls_params = f'modparam("tls", "config", {_quote(tls_config)})\n' if tls_config else ""
     fill = "\n".join(f"\t$sht(users=>{u}) = {_quote(p)};" for u, p in users.items())
     # pv_auth_check: plain password from the htable; check 1 = the digest user must be the
     # To user (REGISTER) or From user (others). auth_challenge flag 1 = qop=auth.
@@ -138,7 +142,7 @@ alias={_quote(domain)}
 dns=no
 rev_dns=no
 use_dns_cache=no
-server_header="Server: kamailio-ref"
+{tls}server_header="Server: kamailio-ref"
 user_agent_header="User-Agent: kamailio-ref"
 
 mpath={_quote(mdir)}
@@ -155,6 +159,7 @@ modparam("registrar", "default_expires", 3600)
 modparam("registrar", "max_contacts", 10)
 modparam("auth", "nonce_expire", 300)
 modparam("htable", "htable", "users=>size=10;")
+{tls_params}
 
 event_route[htable:mod-init] {{
 {fill}
@@ -273,8 +278,10 @@ def sip_ping(host: str, port: int, timeout: float) -> bool:
 class KamailioRef:
     """A kamailio process with a generated config, listening on loopback.
 
-    ``transports`` are listened on the same port (``udp`` is always included: the readiness
-    probe uses it). Paths handed to kamailio are absolute (``-w`` changes its directory).
+    ``transports`` udp and tcp share ``port`` (``udp`` is always included: the readiness
+    probe uses it); ``tls`` listens on ``tls_port`` with a generated self-signed
+    certificate and does not check peers' certificates. Paths handed to kamailio are
+    absolute (``-w`` changes its directory).
     """
 
     domain: str = "127.0.0.1"
@@ -286,6 +293,7 @@ class KamailioRef:
     auth_invite: bool = True
     children: int = 2
     shm_mb: int = 64
+    tls_port: int = 0
     workdir: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
@@ -322,8 +330,14 @@ class KamailioRef:
         wd = self.workdir.resolve()
         self.workdir = wd
         transports = tuple(dict.fromkeys(("udp", *self.transports)))
+        plain = tuple(t for t in transports if t != "tls")
         if not self.port:
-            self.port = free_port(self.host, transports)
+            self.port = free_port(self.host, plain)
+        tls_cfg: Path | None = None
+        if "tls" in transports:
+            if not self.tls_port:
+                self.tls_port = free_port(self.host, ("tcp",))
+            tls_cfg = self._write_tls(wd)
         cfg = wd / "kamailio.cfg"
         cfg.write_text(
             render_config(
@@ -332,13 +346,14 @@ class KamailioRef:
                 auth_register=self.auth_register,
                 auth_invite=self.auth_invite,
                 children=self.children,
+                tls_config=str(tls_cfg) if tls_cfg else None,
             )
         )
         h = f"[{self.host}]" if ":" in self.host else self.host
         cmd = [binary, "-DD", "-E", "-f", str(cfg), "-P", str(wd / "kamailio.pid"),
                "-w", str(wd), "-Y", str(wd), "-m", str(self.shm_mb), "-M", "8"]
         for t in transports:
-            cmd += ["-l", f"{t}:{h}:{self.port}"]
+            cmd += ["-l", f"{t}:{h}:{self.tls_port if t == 'tls' else self.port}"]
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(
@@ -361,6 +376,24 @@ class KamailioRef:
         except BaseException:
             self.stop()
             raise
+
+    def _write_tls(self, wd: Path) -> Path:
+        from .sipp_runner import self_signed
+
+        cert, key = self_signed(wd / "tls", self.host)
+        path = wd / "tls.cfg"
+        path.write_text(
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
+            f"require_certificate = no\nprivate_key = {key}\ncertificate = {cert}\n\n"
+            "[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
+            "require_certificate = no\n"
+        )
+        return path
+
+    @property
+    def tls_target(self) -> str:
+        h = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{h}:{self.tls_port}"
 
     def process_ids(self) -> list[int]:
         """The main process and all its descendants (kamailio forks its workers)."""

@@ -11,13 +11,16 @@ scenario's header comment lists.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +30,10 @@ from typing import Any
 __all__ = [
     "SCENARIOS",
     "SippFlows",
+    "StreamBridge",
+    "self_signed",
+    "tls_client_context",
+    "tls_server_context",
     "SippError",
     "SippResult",
     "read_rtt",
@@ -248,33 +255,62 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
 class SippFlows:
     """The issue's SIPp flows against one server, each a call to ``run_sipp``.
 
-    ``target`` is ``host:port`` of the registrar/proxy; ``domain`` the SIP domain its
-    subscribers live in. Digest URIs are forced to the Request-URI (``-auth_uri``), since
-    SIPp would otherwise use the server's address. Failed runs keep their work directory
-    (traces, errors) under ``root``.
+    ``target`` is ``host:port`` of the registrar/proxy for ``transport`` (for ``tls``:
+    its TLS listener); ``domain`` the SIP domain its subscribers live in. Digest URIs are
+    forced to the Request-URI (``-auth_uri``), since SIPp would otherwise use the server's
+    address. Every run keeps its work directory (``-trace_msg``, errors) under ``root``.
+
+    ``tls``: SIPp has no TLS, so SIPp clients talk TCP to a ``StreamBridge`` that opens
+    TLS to the server, and ``start_uas`` puts a TLS-in/TCP-out bridge in front of the UAS
+    (the Contact then says ``;transport=tls``). Call ``close()`` (or use ``with``) to stop
+    the bridges.
     """
 
     def __init__(self, target: str, domain: str, root: Path, *, transport: str = "udp",
                  local_ip: str = "127.0.0.1", timeout: float = 10.0) -> None:
+        if transport not in ("udp", "tcp", "tls"):
+            raise SippError(f"transport {transport!r}: one of udp, tcp, tls")
         self.target = target
         self.domain = domain
         self.root = root
         self.transport = transport
+        self.sipp_transport = "tcp" if transport == "tls" else transport
         self.local_ip = local_ip
         self.timeout = timeout
         self._n = 0
+        self._bridges: list[StreamBridge] = []
+        self._sipp_target = target
+        if transport == "tls":
+            host, _, port = target.rpartition(":")
+            bridge = StreamBridge((host.strip("[]"), int(port)), listen_host=local_ip,
+                                  upstream_ssl=tls_client_context()).start()
+            self._bridges.append(bridge)
+            lh = f"[{local_ip}]" if ":" in local_ip else local_ip
+            self._sipp_target = f"{lh}:{bridge.port}"
+
+    def close(self) -> None:
+        for b in self._bridges:
+            b.stop()
+        self._bridges.clear()
+
+    def __enter__(self) -> SippFlows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _workdir(self, name: str) -> Path:
         self._n += 1
         return self.root / f"{self._n:03d}-{name}-{self.transport}"
 
     def _run(self, scenario: str, **kw: Any) -> SippResult:
-        kw.setdefault("transport", self.transport)
+        kw.setdefault("transport", self.sipp_transport)
         kw.setdefault("local_ip", self.local_ip)
         kw.setdefault("timeout", self.timeout)
         kw.setdefault("local_port", _free_port(self.local_ip, str(kw["transport"])))
         extra = ["-trace_msg", *kw.pop("extra", ())]
-        return run_sipp(scenario, self.target, workdir=self._workdir(scenario[:-4]),
+        return run_sipp(scenario, self._sipp_target,
+                        workdir=self._workdir(Path(scenario).stem),
                         extra=extra, **kw)
 
     def register(self, user: str, password: str, contact: str, *,
@@ -313,15 +349,23 @@ class SippFlows:
                          extra=["-auth_uri", f"{callee}@{self.domain}"])
 
     def start_uas(self, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-        """Start ``uas_answer.xml``; returns (process, "host:port" for a Contact)."""
-        port = port or _free_port(self.local_ip, self.transport)
+        """Start ``uas_answer.xml``; returns (process, Contact text after ``user@``)."""
+        port = port or _free_port(self.local_ip, self.sipp_transport)
         wd = self._workdir("uas")
         proc = start_sipp("uas_answer.xml", workdir=wd, local_port=port,
-                          local_ip=self.local_ip, transport=self.transport,
+                          local_ip=self.local_ip, transport=self.sipp_transport,
                           timeout=max(self.timeout, 60.0), recv_timeout_ms=None,
                           extra=["-trace_msg"])
         host = f"[{self.local_ip}]" if ":" in self.local_ip else self.local_ip
-        return proc, f"{host}:{port}"
+        if self.transport == "udp":
+            return proc, f"{host}:{port}"
+        if self.transport == "tcp":
+            return proc, f"{host}:{port};transport=tcp"
+        cert, key = self_signed(self.root / "tls", self.local_ip)
+        bridge = StreamBridge((self.local_ip, port), listen_host=self.local_ip,
+                              listen_ssl=tls_server_context(cert, key)).start()
+        self._bridges.append(bridge)
+        return proc, f"{host}:{bridge.port};transport=tls"
 
 
 def _free_port(host: str, transport: str) -> int:
@@ -330,3 +374,167 @@ def _free_port(host: str, transport: str) -> int:
     with socket.socket(family, kind) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------
+# TLS: this SIPp has no TLS, so stream bridges carry its TCP over TLS.
+
+
+def self_signed(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throw-away self-signed certificate and key (PEM files) for ``host``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        alt = x509.DNSName(host)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_p, key_p = directory / "bridge-cert.pem", directory / "bridge-key.pem"
+    cert_p.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_p.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+    return cert_p, key_p
+
+
+class StreamBridge:
+    """Accept connections on ``listen`` and pipe each to a new connection to ``upstream``.
+
+    Either side may be TLS: ``listen_ssl`` (a server context) makes the listener TLS,
+    ``upstream_ssl`` (a client context) makes the upstream connection TLS. One thread per
+    direction and connection; ``stop()`` closes everything. For SIPp, which has no TLS:
+
+    * caller side: SIPp ``-t t1`` to a bridge (plain TCP in, TLS out to the server);
+    * callee side: the server connects over TLS to a bridge (TLS in, plain TCP out to a
+      SIPp UAS); register the bridge's address with ``;transport=tls``.
+
+    SIPp still writes ``SIP/2.0/TCP`` in its Via and Contact; replies travel back on the
+    same connection, as RFC 3261 §18 wants for streams.
+    """
+
+    def __init__(self, upstream: tuple[str, int], *, listen_host: str = "127.0.0.1",
+                 listen_port: int = 0, listen_ssl: ssl.SSLContext | None = None,
+                 upstream_ssl: ssl.SSLContext | None = None) -> None:
+        self.upstream = upstream
+        self.listen_ssl = listen_ssl
+        self.upstream_ssl = upstream_ssl
+        family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((listen_host, listen_port))
+        self._sock.listen(64)
+        self._sock.settimeout(0.2)
+        self.port = int(self._sock.getsockname()[1])
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.connections = 0
+        self.errors: list[str] = []
+
+    def start(self) -> StreamBridge:
+        t = threading.Thread(target=self._accept_loop, name="bridge-accept", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            t = threading.Thread(target=self._serve, args=(conn,), name="bridge-conn",
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _serve(self, conn: socket.socket) -> None:
+        down: socket.socket = conn
+        try:
+            conn.settimeout(10)
+            if self.listen_ssl is not None:
+                down = self.listen_ssl.wrap_socket(conn, server_side=True)
+            up: socket.socket = socket.create_connection(self.upstream, timeout=10)
+            if self.upstream_ssl is not None:
+                up = self.upstream_ssl.wrap_socket(up, server_hostname=self.upstream[0])
+            down.settimeout(None)
+            up.settimeout(None)
+        except (OSError, ssl.SSLError) as exc:
+            self.errors.append(f"bridge setup: {exc}")
+            conn.close()
+            return
+        with self._lock:
+            self._conns += [down, up]
+            self.connections += 1
+        t = threading.Thread(target=self._pump, args=(up, down), name="bridge-up",
+                             daemon=True)
+        t.start()
+        self._threads.append(t)
+        self._pump(down, up)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except (OSError, ssl.SSLError):
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+        for t in self._threads:
+            t.join(2)
+
+    def __enter__(self) -> StreamBridge:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def tls_client_context() -> ssl.SSLContext:
+    """Client side of a bridge: TLS without certificate checks (self-signed servers)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def tls_server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx

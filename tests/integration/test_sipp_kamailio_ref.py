@@ -2,7 +2,8 @@
 
 This proves the scenarios themselves (so a failure against sipedge points at sipedge), and
 the kamailio set-up the benchmark compares against. Kamailio runs with a generated config
-(bench/kamailio_ref.py) on a free loopback port, UDP and TCP on the same port.
+(bench/kamailio_ref.py) on free loopback ports: UDP and TCP on one, TLS on another. SIPp
+has no TLS; for TLS it goes through the bridges in bench/sipp_runner.py (SippFlows).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _ok(r: SippResult) -> None:
 
 @pytest.fixture(scope="module")
 def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KamailioRef]:
-    k = KamailioRef(domain=DOMAIN, users=USERS, transports=("udp", "tcp"), children=1,
+    k = KamailioRef(domain=DOMAIN, users=USERS, transports=("udp", "tcp", "tls"), children=1,
                     workdir=tmp_path_factory.mktemp("kamailio"))
     k.start()
     try:
@@ -48,9 +49,12 @@ def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KamailioRef]:
         k.stop()
 
 
-@pytest.fixture(params=["udp", "tcp"])
-def flows(request: pytest.FixtureRequest, kamailio: KamailioRef, tmp_path: Path) -> SippFlows:
-    return SippFlows(kamailio.target, DOMAIN, tmp_path, transport=request.param)
+@pytest.fixture(params=["udp", "tcp", "tls"])
+def flows(request: pytest.FixtureRequest, kamailio: KamailioRef, tmp_path: Path) -> Iterator[SippFlows]:
+    """SIPp over each transport; TLS through SippFlows' TCP<->TLS bridges."""
+    target = kamailio.tls_target if request.param == "tls" else kamailio.target
+    with SippFlows(target, DOMAIN, tmp_path, transport=request.param) as f:
+        yield f
 
 
 @pytest.fixture
@@ -89,6 +93,8 @@ def test_call_through_proxy(flows: SippFlows, bob: str) -> None:
     log = _messages(r)
     assert "407 Proxy Authentication Required" in log
     assert "Record-Route:" in log and "BYE sip:" in log
+    if flows.transport == "tls":  # the proxy saw TLS (the bridge), not SIPp's TCP
+        assert ";transport=tls" in log
 
 
 def test_cancel_before_answer(flows: SippFlows, bob: str) -> None:
