@@ -188,3 +188,48 @@ def test_cli_media_serve(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
+
+
+async def test_in_process_api_and_timeout_timer() -> None:
+    from sipedge.media.control import MediaControl
+
+    base = 42000 + (os.getpid() % 200) * 20 + 10
+    server = MediaServer(MediaConfig(listen="127.0.0.1", port_min=base, port_max=base + 9, timeout=0.2))
+    control: MediaControl = server
+    events: list[object] = []
+    server.listeners.append(events.append)
+    a, b = udp(), udp()
+    try:
+        to_b = await control.offer("t-1", "ft", sdp(a.getsockname()[1]))
+        to_a = await control.answer("t-1", "ft", "tt", sdp(b.getsockname()[1]))
+        a.sendto(rtp(1, 1), ("127.0.0.1", port_of(to_a)))
+        assert await recv_n(b, 1) == [rtp(1, 1)]
+        b.sendto(rtp(1, 2), ("127.0.0.1", port_of(to_b)))
+        assert await recv_n(a, 1) == [rtp(1, 2)]
+        # no more media: the core's timer (armed by the adapter) deletes the call
+        async with asyncio.timeout(5):
+            while server.relay.calls():
+                await asyncio.sleep(0.05)
+        assert server.allocator.sockets == {}
+        assert server.stats()["media_calls_timed_out"] == 1
+        assert any(type(e).__name__ == "CallDeleted" and e.reason == "timeout" for e in events)  # type: ignore[attr-defined]
+    finally:
+        a.close()
+        b.close()
+        server.close()
+
+
+async def test_remote_client_times_out_with_503() -> None:
+    silent = udp()
+    client = NgRemote(*silent.getsockname(), timeout=0.3, retries=3)
+    try:
+        with pytest.raises(RelayError) as exc:
+            await client.offer("x", "f", sdp(1))
+        assert exc.value.hint == (503, "Media relay timeout")
+        # it retransmitted the same datagram (same cookie) each time
+        loop = asyncio.get_running_loop()
+        got = [await asyncio.wait_for(loop.sock_recv(silent, 65535), 1) for _ in range(3)]
+        assert got[0] == got[1] == got[2]
+    finally:
+        client.close()
+        silent.close()
