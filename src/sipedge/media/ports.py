@@ -46,3 +46,8 @@ class RangePortAllocator:
     @property
     def in_use(self) -> int:
         return len(self._used)
+
+    @property
+    def allocated(self) -> frozenset[int]:
+        """The first port of every block handed out and not yet released."""
+        return frozenset(self._used)
