@@ -48,6 +48,7 @@ class RequestContext:
     record_routed: bool = False
     authenticated_user: str | None = None
     done: bool = False
+    nat_keepalive_requested: bool = False  # set by nat_keepalive() (docs/nat.md)
 
     # -- facts about the request ------------------------------------------
     @property
@@ -137,6 +138,50 @@ class RequestContext:
             self.targets = [BranchTarget(dest=target)]
         return True
 
+    # -- NAT traversal (docs/nat.md) -------------------------------------------------------
+    def nat_uac_test(self, flags: int) -> bool:
+        """nathelper ``nat_uac_test``: True when a test selected by ``flags`` (1 private
+        Contact, 2 Via host is not the source, 4 private Via, 8 private SDP, 16 source port
+        is not the Via port, 32 private source, 64 WebSocket, 128 Contact port is not the
+        source port, 256 SDP address is not the source) finds a NAT."""
+        return nat.nat_uac_test(self.request, self.flow, flags)
+
+    def client_nat_test(self, flags: int) -> bool:
+        """nat_traversal ``client_nat_test``: 1 private Contact, 2 source differs from the
+        top Via (address or port), 4 private top Via, 8 source IP differs from Contact."""
+        return nat.client_nat_test(self.request, self.flow, flags)
+
+    def force_rport(self) -> bool:
+        """RFC 3581 ``rport``/``received`` on the top Via as if the client asked for it."""
+        return nat.force_rport(self.request, self.flow)
+
+    def fix_nated_contact(self) -> bool:
+        """Rewrite the Contact host:port with the source address (prefer aliases)."""
+        return nat.fix_nated_contact(self.request, self.flow)
+
+    def fix_nated_register(self) -> str:
+        """The registrar always keeps where a REGISTER came from with its bindings
+        (``Binding.flow`` and ``Binding.received``) and sends requests for them back
+        there; this returns that received URI, for logs and symmetry with Kamailio."""
+        return nat.received_uri(self.flow)
+
+    def add_rcv_param(self, to_uri: bool = False) -> bool:
+        """Add ``received="sip:ip:port"`` to the Contact (header parameter, or URI
+        parameter with ``to_uri``), for a registrar further on."""
+        return nat.add_rcv_param(self.request, self.flow, to_uri)
+
+    def fix_nated_sdp(self, flags: int, ip: str | None = None) -> bool:
+        """Rewrite the SDP body: 1 add ``a=direction:active``, 2 ``c=`` (and ``a=rtcp``)
+        addresses, 4 add ``a=nortpproxy:yes``, 8 the ``o=`` address; with ``ip``, or the
+        source IP."""
+        return nat.fix_message_sdp(self.request, ip or self.flow.remote[0], flags)
+
+    def nat_keepalive(self) -> None:
+        """nat_traversal ``nat_keepalive``: keep the sender's NAT binding open while this
+        REGISTER's bindings, this SUBSCRIBE's subscription or this INVITE's dialog lasts
+        (takes effect when keepalives run; see docs/nat.md)."""
+        self.nat_keepalive_requested = True
+
     def record_route(self) -> None:
         """Stay in the path of the dialog (double Record-Route across transports)."""
         self.record_routed = True
@@ -207,6 +252,19 @@ class ReplyContext:
 
     def add_contact_alias(self) -> bool:
         return self.flow is not None and nat.add_contact_alias(self.response, self.flow)
+
+    def nat_uac_test(self, flags: int) -> bool:
+        """nathelper ``nat_uac_test`` on the response and the flow it came on (the Via
+        tests, 2, 4 and 16, apply to requests only)."""
+        return self.flow is not None and nat.nat_uac_test(self.response, self.flow, flags)
+
+    def fix_nated_contact(self) -> bool:
+        return self.flow is not None and nat.fix_nated_contact(self.response, self.flow)
+
+    def fix_nated_sdp(self, flags: int, ip: str | None = None) -> bool:
+        if ip is None and self.flow is None:
+            return False
+        return nat.fix_message_sdp(self.response, ip or (self.flow.remote[0] if self.flow else ""), flags)
 
     def drop(self) -> None:
         self.dropped = True

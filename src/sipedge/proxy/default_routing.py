@@ -3,11 +3,21 @@
 It follows the shape of Kamailio's default script — sanity checks, Max-Forwards and loop
 checks, in-dialog routing by Route set, authentication, registrar, location lookup and
 relay — and is the best worked example of the routing API (docs/routing.md).
+
+NAT and WebSocket clients get the well-known recipe (docs/nat.md): detection with
+``nat_uac_test``, ``force_rport``, registrations kept with their source flow, Contact
+aliases on other requests and on replies, in-dialog requests routed by alias,
+Record-Route, and keepalives (``nat_keepalive``) for REGISTER, SUBSCRIBE and INVITE.
 """
 
 from __future__ import annotations
 
+from . import nat
 from .context import ReplyContext, RequestContext
+
+NAT_TESTS = nat.RECIPE_FLAGS
+"""Private Contact (1), Via host (2) or port (16) not the source, WebSocket (64), Contact
+port not the source port (128)."""
 
 
 def request_route(ctx: RequestContext) -> None:
@@ -15,12 +25,19 @@ def request_route(ctx: RequestContext) -> None:
     if not ctx.sanity_check() or not ctx.max_forwards_ok() or not ctx.loop_ok():
         return
 
+    # NATDETECT: answers go back to where the request came from.
+    nated = ctx.nat_uac_test(NAT_TESTS)
+    if nated:
+        ctx.force_rport()
+
     # WITHINDLG: requests inside a dialog follow the Route set we recorded.
     if ctx.has_to_tag:
         if ctx.loose_route():
             ctx.handle_ruri_alias()  # a NATed/WebSocket peer: back on its own flow
-            if ctx.is_nated() and ctx.method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"):
+            if nated and ctx.method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"):
                 ctx.add_contact_alias()
+            if nated and ctx.method == "SUBSCRIBE":
+                ctx.nat_keepalive()  # a refresh extends the subscription's keepalive
             ctx.relay()
         elif ctx.method == "ACK":
             ctx.drop()  # an ACK for a locally answered request, or stray: absorb it
@@ -43,6 +60,9 @@ def request_route(ctx: RequestContext) -> None:
             return
         if ctx.core.config.auth.register and not ctx.auth_check():
             return
+        if nated:
+            ctx.fix_nated_register()  # the binding keeps its source flow (always, here)
+            ctx.nat_keepalive()
         ctx.save()
         return
 
@@ -50,9 +70,12 @@ def request_route(ctx: RequestContext) -> None:
     if needs_auth and ctx.method not in ("ACK", "CANCEL", "PRACK") and not ctx.auth_check():
         return
 
-    # NAT: requests from NATed or WebSocket clients carry their flow in the Contact.
-    if ctx.is_nated():
+    # NATMANAGE: requests from NATed or WebSocket clients carry their flow in the Contact,
+    # and the client is kept reachable while its dialog or subscription lasts.
+    if nated:
         ctx.add_contact_alias()
+        if ctx.method in ("INVITE", "SUBSCRIBE"):
+            ctx.nat_keepalive()
 
     if preloaded:
         ctx.record_route()
@@ -82,5 +105,5 @@ def request_route(ctx: RequestContext) -> None:
 
 def reply_route(ctx: ReplyContext) -> None:
     # A NATed or WebSocket callee's Contact gets its flow, so in-dialog requests reach it.
-    if ctx.is_nated():
+    if ctx.nat_uac_test(NAT_TESTS):
         ctx.add_contact_alias()
