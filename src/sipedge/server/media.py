@@ -172,7 +172,7 @@ class MediaServer:
                 break
             except OSError:  # e.g. ICMP port unreachable reported on the socket
                 continue
-            out = receive(data, port, (addr[0], addr[1]), now)
+            out = receive(data, port, addr if len(addr) == 2 else addr[:2], now)
             if out is None:
                 continue
             out_sock = sockets.get(out[0])
