@@ -113,6 +113,7 @@ class MediaServer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.send_errors = 0
+        self.internal_errors = 0
         self.listeners: list[Callable[[Event], None]] = []
         """Called with every core event (after logging), e.g. to feed a call trace."""
 
@@ -144,6 +145,7 @@ class MediaServer:
         out = self.relay.stats()
         out["media_bind_failures"] = self.allocator.bind_failures
         out["media_send_errors"] = self.send_errors
+        out["media_internal_errors"] = self.internal_errors
         return out
 
     def close(self) -> None:
@@ -172,7 +174,13 @@ class MediaServer:
                 break
             except OSError:  # e.g. ICMP port unreachable reported on the socket
                 continue
-            out = receive(data, port, addr if len(addr) == 2 else addr[:2], now)
+            try:
+                out = receive(data, port, addr if len(addr) == 2 else addr[:2], now)
+            except Exception:  # a bug in the core: log it once with context, keep relaying
+                self.internal_errors += 1
+                if self.internal_errors == 1:
+                    log.exception("x media packet on port %d from %s", port, addr)
+                continue
             if out is None:
                 continue
             out_sock = sockets.get(out[0])
