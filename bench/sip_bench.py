@@ -616,8 +616,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    step_seconds=args.step_seconds, max_calls=args.max_calls,
                    deadline=started + args.budget, auth=not args.no_auth, workdir=tmp,
                    verbose=args.verbose)
-    command = "python -m bench.sip_bench " + " ".join(
-        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    command = " ".join(["python -m bench.sip_bench", *(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))])
     results: list[LoadResult] = []
     described: dict[str, str] = {}
     skipped: dict[str, str] = {}

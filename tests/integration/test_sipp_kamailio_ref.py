@@ -8,7 +8,6 @@ has no TLS; for TLS it goes through the bridges in bench/sipp_runner.py (SippFlo
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,7 +118,3 @@ def test_wrong_status_fails(flows: SippFlows) -> None:
 
 def _messages(r: SippResult) -> str:
     return "".join(p.read_text(errors="replace") for p in r.workdir.glob("*_messages.log"))
-
-
-def test_tools_found() -> None:
-    assert shutil.which("sipp") and kamailio_bin()
