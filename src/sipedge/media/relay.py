@@ -696,7 +696,7 @@ class MediaRelay:
     ) -> None:
         om = out.media[i]
         assert p.rtp_port is not None and p.rtcp_port is not None
-        om.port = p.rtp_port
+        om.m = replace(om.m, port=p.rtp_port, port_count=None)  # one relay port (pair) per m=
         conn = om.connection
         if conn is not None and not conn.is_hold:
             om.connection = Connection("IN", self._adv_family, self._adv)
