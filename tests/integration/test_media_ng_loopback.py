@@ -233,3 +233,47 @@ async def test_remote_client_times_out_with_503() -> None:
     finally:
         client.close()
         silent.close()
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+async def test_ipv6_relay_and_control() -> None:
+    base = 42000 + (os.getpid() % 200) * 20 + 4
+    server = MediaServer(MediaConfig(listen="::1", port_min=base, port_max=base + 5))
+    control = NgControlServer(server, "::1", 0)
+    client = NgRemote(*control.address, timeout=3.0)
+    a = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    for s in (a, b):
+        s.bind(("::1", 0))
+        s.setblocking(False)
+
+    def sdp6(port: int) -> bytes:
+        return (f"v=0\r\no=- 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\n"
+                f"m=audio {port} RTP/AVP 0\r\n").encode()
+
+    try:
+        to_b = await client.offer("v6", "ft", sdp6(a.getsockname()[1]))
+        to_a = await client.answer("v6", "ft", "tt", sdp6(b.getsockname()[1]))
+        assert b"c=IN IP6 ::1\r\n" in to_a
+        a.sendto(rtp(1, 1), ("::1", port_of(to_a)))
+        assert await recv_n(b, 1) == [rtp(1, 1)]
+        b.sendto(rtp(1, 2), ("::1", port_of(to_b)))
+        assert await recv_n(a, 1) == [rtp(1, 2)]
+        q = await client.query("v6")
+        assert q["tags"]["ft"]["medias"][0]["streams"][0]["endpoint"]["family"] == "IPv6"
+        assert await client.delete("v6", "ft") is not None
+    finally:
+        a.close()
+        b.close()
+        client.close()
+        control.close()
+        server.close()
