@@ -25,13 +25,17 @@ from ..sip import txevents as tx
 from ..sip.flow import Flow, Target
 from ..sip.message import Request, Response, check_response, make_response, parse
 from ..sip.uri import SipUri
-from . import forwarding, registrar
+from . import forwarding, nat, registrar
 from .context import BranchTarget, ReplyContext, RequestContext
 from .identity import Identity
 from .location import Binding, LocationStore, SubscriberStore
 from .routing import Router
 
 log = logging.getLogger(__name__)
+
+# fix_nated_register's test: private Contact, Via host or port not the source, WebSocket
+# (Kamailio's usual nat_uac_test("19") plus 64).
+REGISTER_NAT_FLAGS = nat.CONTACT_PRIVATE | nat.VIA_RECEIVED | nat.VIA_PORT | nat.WEBSOCKET
 
 _HEADER_LINE = re.compile(rb"^[A-Za-z0-9\-.!%*_+`'~]+[ \t]*:")
 _LENGTH_LINE = re.compile(rb"^(?:content-length|l)[ \t]*:", re.IGNORECASE)
@@ -51,6 +55,7 @@ class Send:
 class Branch:
     key: Any
     request: Request
+    target: BranchTarget | None
     dest: Flow | Target
     fallback: Target | None = None
     provisional: bool = False
@@ -118,6 +123,7 @@ class ProxyCore:
             nonce_lifetime=config.auth.nonce_lifetime,
         )
         self.local_response_handler: Callable[[Response, Flow], None] | None = None
+        self.flow_alive: Callable[[Flow], bool] = lambda flow: True  # the adapter's answer
         self._out: list[Send] = []
         self._proxied: dict[Any, ProxyTransaction] = {}
         self._branch_of: dict[Any, tuple[ProxyTransaction, Branch]] = {}
@@ -247,6 +253,7 @@ class ProxyCore:
                 self._proxied.pop(ev.key, None)
 
     def _on_request(self, key: Any, req: Request, flow: Flow, now: float) -> None:
+        log.debug("< %s %s from %s (call %s)", req.method, req.uri, flow.remote, req.get("call-id"))
         ctx = RequestContext(self, req, flow, now, server_key=key)
         self._run_route(ctx)
 
@@ -352,11 +359,9 @@ class ProxyCore:
     def save(self, ctx: RequestContext) -> None:
         req = ctx.request
         listener = self.identity.listener_for_flow(ctx.flow)
-        received = ""
-        if ctx.flow.transport in ("udp", "tcp", "tls"):
-            h, p = ctx.flow.remote
-            host = f"[{h}]" if ":" in h else h
-            received = f"sip:{host}:{p};transport={ctx.flow.transport}"
+        # fix_nated_register: remember the source only when the phone is behind a NAT
+        natted = nat.nat_uac_test(req, ctx.flow, REGISTER_NAT_FLAGS)
+        received = nat.received_uri(ctx.flow) if natted else ""
         resp = registrar.register(
             req,
             self.location,
@@ -374,17 +379,28 @@ class ProxyCore:
         self._respond(ctx, resp)
 
     def binding_target(self, b: Binding) -> BranchTarget:
-        """Where a registered contact is reached: back on the flow it registered from
-        (the NAT-safe choice, RFC 5626 in spirit), its Contact as the Request-URI."""
+        """Where a registered contact is reached (its Contact is the Request-URI).
+
+        WebSocket contacts only on the connection they registered from. Stream contacts
+        (TCP/TLS) on that connection while it lives, else at the Contact address. UDP
+        contacts at their Contact, unless it does not name the REGISTER's source (the
+        phone is behind a NAT): then at that source, where the NAT binding is."""
         try:
             ruri: SipUri | None = SipUri.parse(b.contact)
         except ParseError:
             ruri = None
         flow = Flow.from_token(b.flow) if b.flow else None
-        fallback = forwarding.uri_target(ruri) if ruri is not None else None
-        dest: Flow | Target | None = flow if flow is not None else fallback
-        if flow is not None and flow.transport in ("ws", "wss"):
-            fallback = None  # a WebSocket client is reachable only on its connection
+        contact = forwarding.uri_target(ruri) if ruri is not None else None
+        dest: Flow | Target | None = contact
+        fallback: Target | None = None
+        if flow is not None:
+            if flow.transport in ("ws", "wss"):
+                dest = flow
+            elif flow.reliable:
+                if self.flow_alive(flow):
+                    dest, fallback = flow, contact
+            elif b.received:
+                dest = flow  # behind a NAT: where its binding is
         return BranchTarget(ruri=ruri, dest=dest, path=b.path, q=b.q, fallback=fallback)
 
     # -- relaying -------------------------------------------------------------------------
@@ -427,7 +443,7 @@ class ProxyCore:
             dest = target.dest if target.dest is not None else forwarding.uri_target(forwarding.next_hop(req))
         except ParseError as exc:
             resp = Response(*exc.hint) if isinstance(exc.hint, tuple) else Response(400)
-            self._record_branch_final(ptx, Branch(None, req, Target("udp", "", 0), final=resp), now)
+            self._record_branch_final(ptx, Branch(None, req, target, Target("udp", "", 0), final=resp), now)
             return False
         inbound = self.identity.listener_for_flow(ptx.flow)
         outbound = (
@@ -437,7 +453,8 @@ class ProxyCore:
             forwarding.record_route(req, inbound, outbound)
         forwarding.add_via(req, outbound, forwarding.branch_id(ptx.request, index))
         key = self.tl.send_request(req, dest, now)
-        branch = Branch(key, req, dest, target.fallback)
+        log.debug("> %s %s to %s (call %s)", req.method, req.uri, dest, req.get("call-id"))
+        branch = Branch(key, req, target, dest, target.fallback)
         ptx.branches.append(branch)
         self._branch_of[key] = (ptx, branch)
         self.counters["sip_requests_relayed"] += 1
@@ -493,13 +510,14 @@ class ProxyCore:
         ptx, branch = found
         if branch.final is not None:
             return
-        if status == 503 and isinstance(branch.dest, Flow) and branch.fallback is not None:
-            # the registered connection is gone: try the contact address itself once
+        if status == 503 and isinstance(branch.dest, Flow) and branch.fallback is not None and branch.target is not None:
+            # the registered connection is gone: try the Contact address itself, once
             self._branch_of.pop(key, None)
-            new_key = self.tl.send_request(branch.request, branch.fallback, now)
-            branch.key, branch.dest, branch.fallback = new_key, branch.fallback, None
-            self._branch_of[new_key] = (ptx, branch)
-            return
+            ptx.branches.remove(branch)
+            retry = BranchTarget(branch.target.ruri, branch.fallback, branch.target.path, branch.target.q)
+            if self._start_branch(ptx, retry, now):
+                return
+            ptx.branches.append(branch)
         if status == 503 and isinstance(branch.dest, Flow):
             status = 480  # a flow-only contact (WebSocket) is unreachable
         resp = make_response(branch.request, status)

@@ -90,6 +90,7 @@ class SipService:
             self.clock,
             secret=self.secret,
         )
+        self.core.flow_alive = self.transports.is_alive
         self._purge_task = asyncio.create_task(self._purge_loop())
         for li in listeners:
             log.info("listening on %s", li.name)
