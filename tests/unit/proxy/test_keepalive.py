@@ -1,0 +1,361 @@
+"""Keepalive of NAT bindings (proxy/keepalive.py) through a real ProxyCore running the
+default routing module: nathelper pings of NATed registered contacts (UDP and SIP, drop
+on timeout) and nat_traversal endpoints for registrations, subscriptions and dialogs,
+with their counters and their SQLite state across a restart. FakeClock, no sockets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sipedge._common.clock import FakeClock
+from sipedge.config import AuthConfig, Config
+from sipedge.config.nat import NatConfig
+from sipedge.proxy.core import ProxyCore, Send
+from sipedge.proxy.identity import Identity, Listener
+from sipedge.proxy.keepalive import (
+    STREAM_PING,
+    UDP_PING,
+    Endpoint,
+    KeepaliveCore,
+    binding_is_nated,
+    wrap_router,
+)
+from sipedge.proxy.location import Binding, MemoryLocationStore, MemorySubscriberStore
+from sipedge.proxy.routing import load_router
+from sipedge.sip.flow import Flow
+from sipedge.sip.message import Request, Response, make_response, parse
+from sipedge.store.keepalive import SqliteEndpointStore
+from sipedge.store.sqlite import SqliteDatabase
+
+ME = ("203.0.113.10", 5060)
+# alice: a phone at 192.168.1.20:5060 behind a NAT seen as 198.51.100.7:40123
+ALICE = Flow("udp", ME, ("198.51.100.7", 40123))
+# bob: a public phone, Contact = source
+BOB = Flow("udp", ME, ("192.0.2.44", 5060))
+# carol: behind NAT on TCP
+CAROL = Flow("tcp", ME, ("198.51.100.8", 50111), 7)
+
+
+@dataclass
+class Rig:
+    core: ProxyCore
+    ka: KeepaliveCore
+    clock: FakeClock
+    location: MemoryLocationStore
+    sent: list[Send]
+
+    def feed(self, text: str, flow: Flow) -> None:
+        self.core.receive(text.encode(), flow, self.clock.monotonic())
+        self.sent.extend(self.core.outgoing())
+
+    def tick(self, seconds: float) -> list[bytes]:
+        self.clock.advance(seconds)
+        self.ka.handle_timer(self.clock.wall())
+        out = self.ka.outgoing()
+        assert all(p.flow is not None for p in out)
+        return [p.data for p in out]
+
+    def last(self) -> Request | Response:
+        return parse(self.sent[-1].data)
+
+
+def rig(nat: NatConfig | None = None, store: SqliteEndpointStore | None = None,
+        clock: FakeClock | None = None, location: MemoryLocationStore | None = None) -> Rig:
+    cfg = Config(auth=AuthConfig(register=False, invite=False))
+    identity = Identity([Listener("udp", *ME), Listener("tcp", *ME)])
+    location = location if location is not None else MemoryLocationStore()
+    clock = clock or FakeClock()
+    core = ProxyCore(cfg, identity, location, MemorySubscriberStore(),
+                     load_router("sipedge.proxy.default_routing"), clock, secret=b"k" * 32)
+    ka = KeepaliveCore(nat or NatConfig(keepalive_interval=10.0), location, identity, store,
+                       now=clock.wall())
+    core.router = wrap_router(core.router, ka, clock)
+    core.local_response_handler = lambda resp, flow: ka.response_received(resp, flow, clock.wall()) and None
+    return Rig(core, ka, clock, location, [])
+
+
+def register(user: str, contact: str, via: str, transport: str = "UDP", expires: int = 300) -> str:
+    return (
+        f"REGISTER sip:203.0.113.10 SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} {via};branch=z9hG4bKreg{user}{expires};rport\r\n"
+        f"Max-Forwards: 70\r\nTo: <sip:{user}@203.0.113.10>\r\n"
+        f"From: <sip:{user}@203.0.113.10>;tag=r{user}\r\nCall-ID: reg-{user}\r\n"
+        f"CSeq: {1000 - expires} REGISTER\r\nContact: <{contact}>\r\nExpires: {expires}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+
+
+def dialog_request(method: str, to_user: str, via: str, contact: str, call_id: str,
+                   extra: str = "", cseq: int = 1) -> str:
+    return (
+        f"{method} sip:{to_user}@203.0.113.10 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {via};branch=z9hG4bK{call_id}{method}{cseq}\r\n"
+        f"Max-Forwards: 70\r\nTo: <sip:{to_user}@203.0.113.10>\r\n"
+        f"From: <sip:alice@203.0.113.10>;tag=alicetag\r\nCall-ID: {call_id}\r\n"
+        f"CSeq: {cseq} {method}\r\nContact: <{contact}>\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+
+
+def register_all(r: Rig) -> None:
+    r.feed(register("alice", "sip:alice@192.168.1.20:5060", "192.168.1.20:5060"), ALICE)
+    assert r.last().status == 200  # type: ignore[union-attr]
+    r.feed(register("bob", "sip:bob@192.0.2.44:5060", "192.0.2.44:5060"), BOB)
+    assert r.last().status == 200  # type: ignore[union-attr]
+
+
+def answer(r: Rig, to_flow: Flow, status: int = 200, extra: list[tuple[str, str]] | None = None) -> Response:
+    """Answer the last request the proxy relayed (it went to ``to_flow``)."""
+    sent = r.sent[-1]
+    assert sent.flow == to_flow or sent.target is not None
+    req = parse(sent.data)
+    assert isinstance(req, Request)
+    resp = make_response(req, status, to_tag="bobtag")
+    for rr in req.get_all("record-route"):  # a UAS copies the Record-Route set
+        resp.add("Record-Route", rr)
+    resp.add("Contact", "<sip:bob@192.0.2.44:5060>")
+    for name, value in extra or []:
+        resp.add(name, value)
+    r.feed(resp.serialize().decode(), to_flow)
+    out = r.last()
+    assert isinstance(out, Response) and out.status == status
+    return out
+
+
+class TestNathelperPings:
+    def test_nated_contact_gets_udp_ping_every_interval(self) -> None:
+        r = rig()
+        register_all(r)
+        assert r.tick(9.0) == []
+        pings = r.ka.outgoing()
+        assert pings == []
+        assert r.tick(1.0) == [UDP_PING]  # alice only: bob's Contact is his source
+        assert r.tick(10.0) == [UDP_PING]
+        assert r.ka.stats()["keepalive_pings_sent"] == 2
+
+    def test_every_contact_without_nated_only(self) -> None:
+        r = rig(NatConfig(keepalive_interval=10.0, ping_nated_only=False, endpoints=False))
+        register_all(r)
+        assert r.tick(10.0) == [UDP_PING, UDP_PING]
+
+    def test_stream_flow_gets_double_crlf(self) -> None:
+        r = rig()
+        r.feed(register("carol", "sip:carol@10.0.0.3:5060;transport=tcp", "10.0.0.3:5060", "TCP"), CAROL)
+        assert r.tick(10.0) == [STREAM_PING]
+
+    def test_interval_zero_disables(self) -> None:
+        r = rig(NatConfig(keepalive_interval=0.0))
+        register_all(r)
+        assert r.ka.get_timer() is None
+        assert r.tick(100.0) == []
+
+    def test_sip_ping_is_a_stateless_options_to_the_contact(self) -> None:
+        r = rig(NatConfig(keepalive_interval=10.0, keepalive_method="OPTIONS",
+                          ping_from="sip:pinger@example.net", ping_headers=["X-Ping: yes"]))
+        register_all(r)
+        (data,) = r.tick(10.0)
+        ping = parse(data)
+        assert isinstance(ping, Request) and ping.method == "OPTIONS"
+        assert ping.uri == "sip:alice@192.168.1.20:5060"
+        assert ping.top_via.host == "203.0.113.10" and ping.top_via.port == 5060
+        assert str(ping.from_.uri) == "sip:pinger@example.net" and ping.from_.tag
+        assert ping.get("x-ping") == "yes"
+        # the phone answers (any status will do), through the proxy core's stray path
+        resp = make_response(ping, 404, to_tag="x")
+        r.feed(resp.serialize().decode(), ALICE)
+        assert r.ka.stats()["keepalive_ping_answers"] == 1
+
+    def test_notify_ping_has_event(self) -> None:
+        r = rig(NatConfig(keepalive_interval=10.0, keepalive_method="NOTIFY"))
+        register_all(r)
+        (data,) = r.tick(10.0)
+        ping = parse(data)
+        assert isinstance(ping, Request) and ping.method == "NOTIFY"
+        assert ping.get("event") == "keep-alive"
+
+    def test_unanswering_contact_is_dropped_after_timeout(self) -> None:
+        r = rig(NatConfig(keepalive_interval=10.0, keepalive_method="OPTIONS", keepalive_timeout=25.0,
+                          endpoints=False))
+        register_all(r)
+        for _ in range(3):
+            assert len(r.tick(10.0)) == 1  # t=10 first ping, 20, 30: 20 s < 25 s
+        assert r.tick(10.0) == []  # t=40: 30 s without an answer
+        assert r.location.lookup("sip:alice@203.0.113.10", r.clock.wall()) == []
+        assert r.location.lookup("sip:bob@203.0.113.10", r.clock.wall()) != []
+        assert r.ka.stats()["keepalive_contacts_dropped"] == 1
+
+    def test_answering_contact_is_kept(self) -> None:
+        r = rig(NatConfig(keepalive_interval=10.0, keepalive_method="OPTIONS", keepalive_timeout=25.0))
+        register_all(r)
+        for _ in range(6):
+            (data,) = r.tick(10.0)
+            ping = parse(data)
+            assert isinstance(ping, Request)
+            r.feed(make_response(ping, 200, to_tag="y").serialize().decode(), ALICE)
+        assert r.ka.stats()["keepalive_contacts_dropped"] == 0
+        assert r.ka.stats()["keepalive_ping_answers"] == 6
+
+    def test_unknown_responses_are_not_answers(self) -> None:
+        r = rig(NatConfig(keepalive_interval=10.0, keepalive_method="OPTIONS"))
+        resp = parse(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.10;branch=z9hG4bKzz\r\n"
+                     b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: other\r\nCSeq: 1 OPTIONS\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+        assert isinstance(resp, Response)
+        assert not r.ka.response_received(resp, ALICE, 0.0)
+
+    @pytest.mark.parametrize(("contact", "flow", "nated"), [
+        ("sip:a@192.168.1.20:5060", ALICE.token, True),
+        ("sip:a@198.51.100.7:40123", ALICE.token, False),
+        ("sip:a@198.51.100.7", ALICE.token, True),  # 5060 is not 40123
+        ("sip:a@198.51.100.7:40123;alias=198.51.100.7~40123~1", ALICE.token, True),
+        ("sip:a@x.invalid;transport=ws", Flow("ws", ME, ("192.0.2.9", 1000), 4).token, True),
+        ("sip:a@192.168.1.20", "", False),  # no flow: nothing to ping on
+    ])
+    def test_binding_is_nated(self, contact: str, flow: str, nated: bool) -> None:
+        assert binding_is_nated(Binding("sip:a@h", contact, 1e12, flow=flow)) is nated
+
+
+class TestEndpoints:
+    def test_registration_endpoint_lives_with_the_binding(self) -> None:
+        r = rig(NatConfig(keepalive_interval=10.0, ping_nated_only=False))
+        register_all(r)
+        s = r.ka.stats()
+        assert (s["keepalive_endpoints"], s["registered_endpoints"]) == (1, 1)  # bob is not NATed
+        # unregister: the endpoint goes
+        r.feed(register("alice", "sip:alice@192.168.1.20:5060", "192.168.1.20:5060", expires=0), ALICE)
+        assert r.ka.stats()["keepalive_endpoints"] == 0
+
+    def test_registration_expiry_ends_it(self) -> None:
+        r = rig()
+        register_all(r)
+        r.tick(301.0)
+        assert r.ka.stats()["registered_endpoints"] == 0
+
+    def test_dialog_of_an_unregistered_caller(self) -> None:
+        r = rig()
+        r.feed(register("bob", "sip:bob@192.0.2.44:5060", "192.0.2.44:5060"), BOB)
+        r.feed(dialog_request("INVITE", "bob", "192.168.1.20:5060", "sip:alice@192.168.1.20:5060", "call1"), ALICE)
+        relayed = parse(r.sent[-1].data)
+        assert isinstance(relayed, Request) and relayed.method == "INVITE"
+        # the caller's Contact carries its flow, the top Via was given rport
+        assert "alias=198.51.100.7~40123~1" in (relayed.get("contact") or "")
+        assert "rport=40123" in relayed.get_all("via")[1]
+        assert r.ka.stats()["keepalive_endpoints"] == 0  # only once answered
+        ok = answer(r, BOB)
+        assert ok.get_all("record-route")
+        s = r.ka.stats()
+        assert (s["keepalive_endpoints"], s["dialog_endpoints"]) == (1, 1)
+        assert r.tick(10.0) == [UDP_PING]  # alice is pinged though not registered
+        # BYE from the callee ends the dialog (tags swapped)
+        rr = ok.get_all("record-route")[0]
+        bye = (
+            "BYE sip:alice@192.168.1.20:5060;alias=198.51.100.7~40123~1 SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 192.0.2.44:5060;branch=z9hG4bKbye1\r\nMax-Forwards: 70\r\n"
+            f"Route: {rr}\r\nFrom: <sip:bob@203.0.113.10>;tag=bobtag\r\n"
+            "To: <sip:alice@203.0.113.10>;tag=alicetag\r\nCall-ID: call1\r\nCSeq: 2 BYE\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        r.feed(bye, BOB)
+        assert r.sent[-1].target is not None and r.sent[-1].target.port == 40123  # by alias
+        assert r.ka.stats()["keepalive_endpoints"] == 0
+
+    def test_failed_invite_adds_nothing(self) -> None:
+        r = rig()
+        r.feed(register("bob", "sip:bob@192.0.2.44:5060", "192.0.2.44:5060"), BOB)
+        r.feed(dialog_request("INVITE", "bob", "192.168.1.20:5060", "sip:alice@192.168.1.20:5060", "call2"), ALICE)
+        answer(r, BOB, 486)
+        assert r.ka.stats()["keepalive_endpoints"] == 0
+
+    def test_dialog_lifetime_bounds_a_lost_bye(self) -> None:
+        r = rig(NatConfig(keepalive_interval=10.0, dialog_lifetime=60.0))
+        r.feed(register("bob", "sip:bob@192.0.2.44:5060", "192.0.2.44:5060"), BOB)
+        r.feed(dialog_request("INVITE", "bob", "192.168.1.20:5060", "sip:alice@192.168.1.20:5060", "call3"), ALICE)
+        answer(r, BOB)
+        r.tick(61.0)
+        assert r.ka.stats()["dialog_endpoints"] == 0
+
+    def test_subscription_until_expires_or_terminated(self) -> None:
+        r = rig()
+        r.feed(register("bob", "sip:bob@192.0.2.44:5060", "192.0.2.44:5060"), BOB)
+        sub = dialog_request("SUBSCRIBE", "bob", "192.168.1.20:5060", "sip:alice@192.168.1.20:5060",
+                             "sub1", "Event: presence\r\nExpires: 600\r\n")
+        r.feed(sub, ALICE)
+        answer(r, BOB, 202, [("Expires", "600")])
+        s = r.ka.stats()
+        assert (s["keepalive_endpoints"], s["subscribed_endpoints"]) == (1, 1)
+        notify = (
+            "NOTIFY sip:alice@192.168.1.20:5060;alias=198.51.100.7~40123~1 SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 192.0.2.44:5060;branch=z9hG4bKn1\r\nMax-Forwards: 70\r\n"
+            "From: <sip:bob@203.0.113.10>;tag=bobtag\r\nTo: <sip:alice@203.0.113.10>;tag=alicetag\r\n"
+            "Call-ID: sub1\r\nCSeq: 1 NOTIFY\r\nEvent: presence\r\n"
+            "Subscription-State: terminated;reason=timeout\r\nContent-Length: 0\r\n\r\n"
+        )
+        r.feed(notify, BOB)
+        assert r.ka.stats()["subscribed_endpoints"] == 0
+
+    def test_subscription_expires(self) -> None:
+        r = rig()
+        r.feed(register("bob", "sip:bob@192.0.2.44:5060", "192.0.2.44:5060"), BOB)
+        r.feed(dialog_request("SUBSCRIBE", "bob", "192.168.1.20:5060", "sip:alice@192.168.1.20:5060",
+                              "sub2", "Event: presence\r\nExpires: 60\r\n"), ALICE)
+        answer(r, BOB, 200, [("Expires", "60")])
+        assert r.ka.stats()["subscribed_endpoints"] == 1
+        r.tick(61.0)
+        assert r.ka.stats()["subscribed_endpoints"] == 0
+
+    def test_endpoints_off(self) -> None:
+        r = rig(NatConfig(keepalive_interval=10.0, endpoints=False))
+        register_all(r)
+        assert r.ka.stats()["keepalive_endpoints"] == 0
+        assert r.tick(10.0) == [UDP_PING]  # nathelper pings still go
+
+    def test_stream_send_failure_forgets_endpoint(self) -> None:
+        r = rig()
+        r.feed(register("carol", "sip:carol@10.0.0.3:5060;transport=tcp", "10.0.0.3:5060", "TCP"), CAROL)
+        assert r.ka.stats()["keepalive_endpoints"] == 1
+        r.ka.send_failed(CAROL, r.clock.wall())
+        assert r.ka.stats()["keepalive_endpoints"] == 0
+        assert r.ka.stats()["keepalive_ping_send_failures"] == 1
+
+
+class TestRestart:
+    def test_state_survives_a_restart(self, tmp_path: Path) -> None:
+        db = SqliteDatabase(tmp_path / "s.db")
+        clock = FakeClock()
+        r = rig(store=SqliteEndpointStore(db), clock=clock)
+        r.feed(register("bob", "sip:bob@192.0.2.44:5060", "192.0.2.44:5060"), BOB)
+        r.feed(register("alice", "sip:alice@192.168.1.20:5060", "192.168.1.20:5060"), ALICE)
+        r.feed(dialog_request("INVITE", "bob", "192.168.1.20:5060", "sip:alice@192.168.1.20:5060", "c9"), ALICE)
+        answer(r, BOB)
+        before = r.ka.stats()
+        db.close()
+        db2 = SqliteDatabase(tmp_path / "s.db")
+        try:
+            clock.advance(5.0)
+            again = rig(store=SqliteEndpointStore(db2), clock=clock)
+            after = again.ka.stats()
+            for k in ("keepalive_endpoints", "registered_endpoints", "dialog_endpoints"):
+                assert after[k] == before[k] == 1
+            (ep,) = again.ka.endpoints()
+            assert ep.token == ALICE.token and ep.dialogs
+            assert again.tick(10.0) == [UDP_PING]
+        finally:
+            db2.close()
+
+    def test_expired_rows_are_not_restored(self, tmp_path: Path) -> None:
+        db = SqliteDatabase(tmp_path / "s.db")
+        try:
+            store = SqliteEndpointStore(db)
+            store.save(Endpoint(ALICE.token, registered_until=10.0))
+            store.save(Endpoint(BOB.token, dialogs={"x;y": 1e12}))
+            with db.transaction() as c:
+                c.execute("INSERT INTO nat_keepalive VALUES ('junk', 0, 'not json', '[1]', 0)")
+            ka = KeepaliveCore(NatConfig(), MemoryLocationStore(), Identity([Listener("udp", *ME)]), store,
+                               now=100.0)
+            assert [e.token for e in ka.endpoints()] == [BOB.token]
+            store.delete(BOB.token)
+            assert {e.token for e in store.load()} == {ALICE.token, "junk"}
+        finally:
+            db.close()
