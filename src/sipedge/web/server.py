@@ -7,6 +7,7 @@ operator scrapes one endpoint per process. Roles add their own routes (the TURN
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -40,6 +41,7 @@ class WebServer:
         self.app = web.Application()
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/healthz", self._health)
+        self.app.router.add_get("/", self._phone_page)
         for add in extra_routes:
             add(self.app)
         if STATIC_DIR.is_dir():
@@ -52,6 +54,19 @@ class WebServer:
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def _phone_page(self, request: web.Request) -> web.Response:
+        """The softphone (static/index.html) with this server's ws/wss listeners and SIP
+        domains filled in, so the page offers the right server URL."""
+        page = STATIC_DIR / "index.html"
+        if not page.is_file():
+            raise web.HTTPNotFound(text="softphone page not installed (src/sipedge/web/static/index.html)")
+        listen = [e for e in self.config.sip.listen if e.split(":", 1)[0] in ("ws", "wss")]
+        page_config = json.dumps({"listen": listen, "domains": list(self.config.sip.domains)})
+        page_config = page_config.replace("<", "\\u003c")  # never closes the script element
+        tag = '<script id="sipedge-config" type="application/json">'
+        html = page.read_text(encoding="utf-8").replace(f"{tag}{{}}</script>", f"{tag}{page_config}</script>", 1)
+        return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
     async def start(self) -> None:
         host, _, port = self.config.web.listen.rpartition(":")

@@ -1,0 +1,1 @@
+"""Browser end-to-end drivers (run in a network namespace by netns.py)."""

@@ -1,0 +1,71 @@
+"""The softphone page in a real browser: Debian chromium (headless, fake microphone)
+driven by Playwright, JsSIP over WS/WSS through a real ``sipedge serve``.
+
+Each test runs ``tests/browser/worker.py`` in a loopback-only network namespace (see
+``tests/browser/netns.py``): sipedge, Chromium, SIPp and the Playwright driver live and die
+there; pytest only reads the worker's ``result.json``. On failure the message carries the
+worker's steps, the sipedge log and the browsers' consoles (JsSIP debug on).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from browser.netns import missing, report, run_scenario
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
+
+
+@pytest.fixture(autouse=True)
+def _needs_browser() -> None:
+    why = missing()
+    if why:
+        pytest.skip(why)
+
+
+def test_two_browsers_call_with_media_message_and_hangup(tmp_path: Path) -> None:
+    """alice and bob register over WSS; alice calls bob, bob answers; both peer
+    connections receive growing RTP (getStats inbound-rtp bytesReceived); alice's MESSAGE
+    reaches bob; alice hangs up and both pages show the end."""
+    result = run_scenario("call", tmp_path, timeout=40)
+    why = report(tmp_path, result)
+    assert result["error"] is None, why
+    assert result["steps"] == ["server", "registered", "ringing", "confirmed", "media", "message", "ended"], why
+    assert result["ringing"]["callee_from"] == "sip:alice@127.0.0.1", why
+    media = result["media"]
+    for user in ("alice", "bob"):
+        assert media["later"][user] > media["first"][user] > 0, why
+    assert result["message"]["peer"] == "sip:alice@127.0.0.1", why
+    ended = result["ended"]
+    assert ended["caller"] == {"state": "ended", "cause": "Terminated", "originator": "local"}, why
+    assert ended["callee"] == {"state": "ended", "cause": "Terminated", "originator": "remote"}, why
+
+
+@pytest.mark.sipp
+def test_browser_calls_sipp_on_udp(tmp_path: Path) -> None:
+    """alice (JsSIP over WS) calls carol, a SIPp UAS on UDP: INVITE/180/200/ACK cross
+    WS -> UDP through sipedge (double Record-Route), the call is confirmed, alice's BYE
+    reaches SIPp, which counts one successful call."""
+    if shutil.which("sipp") is None:
+        pytest.skip("sipp not installed (scripts/setup test)")
+    result = run_scenario("sipp", tmp_path, timeout=40)
+    why = report(tmp_path, result)
+    assert result["error"] is None, why
+    assert result["answered"]["caller"]["state"] == "confirmed", why
+    assert result["ended"]["caller"] == {"state": "ended", "cause": "Terminated", "originator": "local"}, why
+    assert result["sipp_returncode"] == 0, why
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="JsSIP reads only the LAST WWW-Authenticate of a 401 and answers only MD5: "
+    "sipedge's default challenge (MD5, then SHA-256) makes it give up (lead: see report)",
+)
+def test_jssip_registers_with_the_default_auth_algorithms(tmp_path: Path) -> None:
+    result = run_scenario("register-default-auth", tmp_path, timeout=30)
+    why = report(tmp_path, result)
+    assert result["error"] is None, why
+    assert result["register"]["state"] == "registered", why
