@@ -116,6 +116,7 @@ def wait_ready(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
 
 @contextlib.contextmanager
 def running_server(tmp: Path, host: str = "127.0.0.1", extra: str = "", users: dict[str, str] | None = None) -> Iterator[Server]:
+    tmp.mkdir(parents=True, exist_ok=True)
     cfg, udp, tcp, tls, ws, wss, http = write_config(tmp, host, extra)
     log = tmp / "sipedge.log"
     data = tmp / "data"
