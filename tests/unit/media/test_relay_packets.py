@@ -249,3 +249,15 @@ def test_ice_lite_answers_checks_and_latches() -> None:
     assert r.receive(_binding_request(ufrag, "wrong"), pb, src, 0.6) is None
     call = r.query("c")
     assert call is not None and call.legs[0].streams[1][0].latched_rtp == src
+
+
+def test_late_offer_in_200_answer_in_ack() -> None:
+    """INVITE without SDP: the 200 OK carries the callee's offer (tags as Kamailio sends
+    them for a reply: from-tag = To tag) and the ACK the caller's answer."""
+    r = MediaRelay(RelayConfig(), RangePortAllocator(40000, 40099, random.Random(1)))
+    pa = port_of(r.offer("late", "callee", sdp(B), 0.0, to_tag="caller"))  # towards the caller
+    pb = port_of(r.answer("late", "callee", "caller", sdp(A), 0.1))  # towards the callee
+    assert r.receive(rtp(1), pa, A, 0.2) == (pb, B, rtp(1))
+    assert r.receive(rtp(1, 5), pb, B, 0.2) == (pa, A, rtp(1, 5))
+    call = r.query("late")
+    assert call is not None and call.legs[0].tags == ["callee", "caller"]
