@@ -659,7 +659,8 @@ class MediaRelay:
                     host = flags.media_address
                 elif not flags.trust_address and flags.received_from:
                     host = flags.received_from
-                hold = conn is not None and conn.is_hold
+                # c=0.0.0.0 is RFC 2543 hold, except with ICE (RFC 8839: no default candidate yet)
+                hold = conn is not None and conn.is_hold and not s.had_ice
                 s.hold = hold or s.direction in ("sendonly", "inactive")
                 ip = None if hold else _ip_or_none(host)
                 new_rtp = (ip, m.port) if ip else None
@@ -679,7 +680,7 @@ class MediaRelay:
                 if p.rtp_port is None:
                     self._allocate(p, single="require" in flags.rtcp_mux)
                     allocated.append(p)
-                self._rewrite_media(out, i, p, flags, offer, ice_mode, s)
+                self._rewrite_media(out, i, p, flags, offer, ice_mode, s, hold)
             self._rewrite_session(out, flags, desc)
         except BaseException:
             for st in allocated:
@@ -692,13 +693,21 @@ class MediaRelay:
         return out
 
     def _rewrite_media(
-        self, out: SessionDescription, i: int, p: Stream, flags: Flags, offer: bool, ice_mode: str, src: Stream
+        self,
+        out: SessionDescription,
+        i: int,
+        p: Stream,
+        flags: Flags,
+        offer: bool,
+        ice_mode: str,
+        src: Stream,
+        zero_hold: bool,
     ) -> None:
         om = out.media[i]
         assert p.rtp_port is not None and p.rtcp_port is not None
         om.m = replace(om.m, port=p.rtp_port, port_count=None)  # one relay port (pair) per m=
         conn = om.connection
-        if conn is not None and not conn.is_hold:
+        if conn is not None and not (conn.is_hold and zero_hold):
             om.connection = Connection("IN", self._adv_family, self._adv)
         elif conn is None and out.connection is None:
             out.connection = Connection("IN", self._adv_family, self._adv)
@@ -756,7 +765,8 @@ class MediaRelay:
 
     def _rewrite_session(self, out: SessionDescription, flags: Flags, desc: SessionDescription) -> None:
         conn = out.connection
-        if conn is not None and not conn.is_hold:
+        uses_ice = desc.ice_ufrag is not None or any(m.ice_ufrag is not None for m in desc.media)
+        if conn is not None and not (conn.is_hold and not uses_ice):
             out.connection = Connection("IN", self._adv_family, self._adv)
         if flags.replace_origin:
             o = out.origin

@@ -284,3 +284,13 @@ def test_port_exhaustion_rolls_back() -> None:
     r.delete("c1", 1.0)
     assert r.ports == []
     r.offer("c2", "f", crlf(PHONE_A), 0.0)  # ports came back
+
+
+def test_zero_address_with_ice_is_not_hold() -> None:
+    """Trickle-ICE style offer (c=0.0.0.0, port 9, candidates to follow): not a hold."""
+    r = relay()
+    trickle = CHROME.replace("m=audio 53892", "m=audio 9").replace("c=IN IP4 192.168.1.34", "c=IN IP4 0.0.0.0")
+    out = r.offer("c", "f", crlf(trickle), 0.0, Flags(ice="remove"))
+    assert b"c=IN IP4 203.0.113.1\r\n" in out and b"0.0.0.0" not in out
+    call = r.query("c")
+    assert call is not None and not call.on_hold()
