@@ -106,6 +106,9 @@ async def test_client_drives_rtpengine(rtpengine: NgRemote) -> None:
         # errors come back as RelayError with rtpengine's reason
         with pytest.raises(RelayError):
             await rtpengine.answer("no-such-call", "x", "y", sdp(1))
+        with pytest.raises(RelayError) as exc:
+            await rtpengine.offer("rte-2", "ft", b"v=0\r\nthis is not SDP\r\n")
+        assert exc.value.hint[0] == 488, exc.value
     finally:
         a.close()
         b.close()

@@ -129,7 +129,10 @@ class NgRemote:
     @staticmethod
     def _sdp(reply: dict[str, Any]) -> bytes:
         if reply.get("result") != "ok" or not isinstance(reply.get("sdp"), bytes):
-            raise RelayError(str(reply.get("error-reason", "bad reply")), (503, "Media relay error"))
+            reason = str(reply.get("error-reason", "bad reply"))
+            # both rtpengine and sipedge say "Failed to parse SDP": the peer's SDP is at fault
+            hint = (488, "Bad SDP") if "parse SDP" in reason else (503, "Media relay error")
+            raise RelayError(reason, hint)
         sdp: bytes = reply["sdp"]
         return sdp
 
