@@ -65,6 +65,7 @@ class RelayConfig:
     ice: str = "auto"
     sweep_interval: float = 1.0
     max_calls: int = 10000
+    max_media: int = 16  # m= lines per SDP: one offer must not drain the port range
 
 
 @dataclass(frozen=True, slots=True)
@@ -627,6 +628,11 @@ class MediaRelay:
         self, call: Call, leg: Leg, side: int, desc: SessionDescription, flags: Flags, now: float, offer: bool
     ) -> SessionDescription:
         """Update ``leg`` from the SDP ``desc`` sent by party ``side``; rewrite it for the other."""
+        if len(desc.media) > self.config.max_media:
+            raise RelayError(
+                f"{len(desc.media)} media sections (at most {self.config.max_media})",
+                (488, "Too many media streams"),
+            )
         out = desc.copy()
         mine, theirs = leg.streams[side], leg.streams[1 - side]
         created: list[Stream] = []

@@ -294,3 +294,12 @@ def test_zero_address_with_ice_is_not_hold() -> None:
     assert b"c=IN IP4 203.0.113.1\r\n" in out and b"0.0.0.0" not in out
     call = r.query("c")
     assert call is not None and not call.on_hold()
+
+
+def test_too_many_media_sections_refused() -> None:
+    r = relay()
+    many = PHONE_A + "".join(f"m=audio {3000 + 2 * i} RTP/AVP 0\n" for i in range(16))
+    with pytest.raises(RelayError) as exc:
+        r.offer("c", "f", crlf(many), 0.0)
+    assert exc.value.hint == (488, "Too many media streams")
+    assert r.ports == [] and r.calls() == []
