@@ -67,6 +67,7 @@ class MediaConfig:
         one_of("auto", "remove", "force", "relay"),
     )
     max_calls: int = option(10000, "most concurrent relayed calls (503 above)", positive)
+    max_media: int = option(16, "most m= sections in one SDP (488 above)", positive)
 
     def __post_init__(self) -> None:
         if self.port_max - self.port_min < 1:

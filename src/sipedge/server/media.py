@@ -97,6 +97,7 @@ def relay_config(cfg: MediaConfig) -> RelayConfig:
         relatch_idle=cfg.relatch_idle,
         ice=cfg.ice,
         max_calls=cfg.max_calls,
+        max_media=cfg.max_media,
     )
 
 
