@@ -1,0 +1,343 @@
+"""Real NAT: a SIPp phone behind a masquerading Linux router registers with its private
+Contact, waits, and is called from outside. With NAT keepalives it is still reachable
+after several conntrack timeouts; without them the router has forgotten the binding and
+the call fails: the keepalives are what keeps the phone reachable. Over UDP and TCP.
+
+Topology (network namespaces built by the test; documentation/private ranges only):
+
+    [phone] 192.168.77.2 --- 192.168.77.1 [router: MASQUERADE, short conntrack] 203.0.113.1
+        --- [pub] 203.0.113.2 sipedge with keepalives, 203.0.113.3 sipedge without,
+                  both running ``python -m sipedge.server.nat_app`` (sipedge serve + [nat])
+
+The public side has no route to 192.168.77.0/24. Each phone is one SIPp client
+scenario: REGISTER, then wait for an INVITE on the same socket (the caller, a SIPp in
+``pub``, reuses the registration's Call-ID so that SIPp maps the INVITE to that call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CONNTRACK_TIMEOUT = 1  # seconds, UDP (both states) and TCP established, in the router
+IDLE = 4.5  # seconds the phones stay idle before the call: > 4 conntrack timeouts
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.sipp,
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+    pytest.mark.skipif(shutil.which("ip") is None or shutil.which("iptables") is None,
+                       reason="needs iproute2 and iptables"),
+    pytest.mark.skipif(shutil.which("sipp") is None, reason="needs SIPp (Debian sip-tester)"),
+]
+
+PHONE = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="nat phone">
+  <send retrans="500">
+    <![CDATA[
+
+      REGISTER sip:[remote_ip] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[service]@[remote_ip]>;tag=[pid]reg
+      To: <sip:[service]@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
+      Expires: 300
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+  <recv request="INVITE" rrs="true" timeout="20000"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]phone
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=- 1 1 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [local_ip]
+      t=0 0
+      m=audio 4000 RTP/AVP 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
+
+CALLER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="caller">
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:[service]@[remote_ip] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:caller@[local_ip]>;tag=[pid]caller
+      To: <sip:[service]@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:caller@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=- 1 1 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [local_ip]
+      t=0 0
+      m=audio 6000 RTP/AVP 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200" rrs="true" timeout="3000"/>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:caller@[local_ip]>;tag=[pid]caller
+      [last_To:]
+      [routes]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:caller@[local_ip]>;tag=[pid]caller
+      [last_To:]
+      [routes]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True, timeout=10, capture_output=True)
+
+
+@dataclass
+class Topology:
+    phone: str
+    router: str
+    pub: str
+
+
+@pytest.fixture
+def topology() -> Iterator[Topology]:
+    tag = f"{os.getpid() % 100000}{time.monotonic_ns() % 1000}"
+    phone, rt, pub = f"snp{tag}", f"snr{tag}", f"snu{tag}"
+    made: list[str] = []
+    try:
+        for ns in (phone, rt, pub):
+            sh("ip", "netns", "add", ns)
+            made.append(ns)
+        sh("ip", "link", "add", f"np{tag}", "netns", phone, "type", "veth", "peer", "name", f"ni{tag}", "netns", rt)
+        sh("ip", "link", "add", f"no{tag}", "netns", rt, "type", "veth", "peer", "name", f"nu{tag}", "netns", pub)
+        for ns, cmds in (
+            (phone, [["addr", "add", "192.168.77.2/24", "dev", f"np{tag}"], ["link", "set", f"np{tag}", "up"],
+                     ["link", "set", "lo", "up"], ["route", "add", "default", "via", "192.168.77.1"]]),
+            (rt, [["addr", "add", "192.168.77.1/24", "dev", f"ni{tag}"], ["link", "set", f"ni{tag}", "up"],
+                  ["addr", "add", "203.0.113.1/24", "dev", f"no{tag}"], ["link", "set", f"no{tag}", "up"],
+                  ["link", "set", "lo", "up"]]),
+            (pub, [["addr", "add", "203.0.113.2/24", "dev", f"nu{tag}"],
+                   ["addr", "add", "203.0.113.3/24", "dev", f"nu{tag}"], ["link", "set", f"nu{tag}", "up"],
+                   ["link", "set", "lo", "up"]]),
+        ):
+            for c in cmds:
+                sh("ip", "-n", ns, *c)
+        sh("ip", "netns", "exec", rt, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        sh("ip", "netns", "exec", rt, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", f"no{tag}",
+           "-j", "MASQUERADE")
+        for key in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream",
+                    "nf_conntrack_tcp_timeout_established"):
+            sh("ip", "netns", "exec", rt, "sysctl", "-q", "-w", f"net.netfilter.{key}={CONNTRACK_TIMEOUT}")
+        yield Topology(phone, rt, pub)
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], timeout=10, capture_output=True)
+
+
+@contextlib.contextmanager
+def sipedge(tmp: Path, ns: str, ip: str, keepalive: bool) -> Iterator[Path]:
+    """``nat_app`` in ``ns`` on ``ip``:5060 UDP+TCP; yields its database path."""
+    data = tmp / f"data-{ip}"
+    cfg = tmp / f"sipedge-{ip}.toml"
+    cfg.write_text(
+        f"""
+[general]
+data_dir = "{data}"
+log_level = "debug"
+
+[sip]
+listen = ["udp:{ip}:5060", "tcp:{ip}:5060"]
+
+[auth]
+register = false
+invite = false
+
+[web]
+enabled = false
+
+[nat]
+keepalive_interval = {0.3 if keepalive else 0}
+keepalive_method = "udp"
+"""
+    )
+    log = tmp / f"sipedge-{ip}.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    with log.open("wb") as logf:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "sipedge.server.nat_app", "--config", str(cfg)],
+            stdout=logf, stderr=subprocess.STDOUT, env=env,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while b"sipedge ready" not in log.read_bytes():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield data / "sipedge.db"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def sipp(ns: str, scenario: Path, transport: str, local: tuple[str, int], remote: str, user: str,
+         call_id: str, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["ip", "netns", "exec", ns, "sipp", remote, "-sf", str(scenario), "-m", "1", "-l", "1",
+         "-i", local[0], "-p", str(local[1]), "-s", user, "-t", "u1" if transport == "udp" else "t1",
+         "-cid_str", call_id, "-aa", "-nostdin", "-timeout", "30", "-timeout_error",
+         "-trace_msg", "-message_file", str(log)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def bindings(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)) as c:
+        return int(c.execute("SELECT COUNT(*) FROM location").fetchone()[0])
+
+
+def pings_sent(log: Path) -> int:
+    """``keepalive_pings_sent`` from the stats line a server logs when it stops."""
+    m = re.search(r"'keepalive_pings_sent': (\d+)", log.read_text(errors="replace"))
+    assert m is not None, "no keepalive stats in " + str(log)
+    return int(m.group(1))
+
+
+def test_phones_behind_nat_reachable_only_with_keepalives(topology: Topology, tmp_path: Path) -> None:
+    """UDP and TCP phones, each registered with the keepalive server ("ka") or the one
+    without ("plain"), all idle for more than four conntrack timeouts, then called."""
+    tmp = tmp_path
+    scen_phone = tmp / "phone.xml"
+    scen_phone.write_text(PHONE)
+    scen_caller = tmp / "caller.xml"
+    scen_caller.write_text(CALLER)
+    ka_ip, plain_ip = "203.0.113.2", "203.0.113.3"
+    with sipedge(tmp, topology.pub, ka_ip, keepalive=True) as db_ka, \
+            sipedge(tmp, topology.pub, plain_ip, keepalive=False) as db_plain:
+        cases = [
+            (f"{transport}-{name}", transport, server, 5070 + i)
+            for i, (transport, name, server) in enumerate(
+                [("udp", "ka", ka_ip), ("udp", "plain", plain_ip), ("tcp", "ka", ka_ip), ("tcp", "plain", plain_ip)]
+            )
+        ]
+        phones = {
+            case: sipp(topology.phone, scen_phone, transport, ("192.168.77.2", port), f"{server}:5060",
+                       f"phone{port}", f"nat{port}-%u", tmp / f"phone-{case}.log")
+            for case, transport, server, port in cases
+        }
+        try:
+            deadline = time.monotonic() + 10
+            while not (bindings(db_ka) == 2 and bindings(db_plain) == 2):
+                assert time.monotonic() < deadline, "the phones did not register"
+                assert all(p.poll() is None for p in phones.values())
+                time.sleep(0.05)
+            time.sleep(IDLE)  # the phones say nothing; the router forgets idle bindings
+            callers = {
+                case: sipp(topology.pub, scen_caller, transport, (server, port + 100), f"{server}:5060",
+                           f"phone{port}", f"nat{port}-%u", tmp / f"caller-{case}.log")
+                for case, transport, server, port in cases
+            }
+            codes = {case: c.wait(20) for case, c in callers.items()}
+            for case in ("udp-ka", "tcp-ka"):
+                phones[case].wait(10)
+        finally:
+            for p in phones.values():
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(5)
+
+    def text(name: str) -> str:
+        return (tmp / name).read_text(errors="replace")[-4000:]
+
+    for transport in ("udp", "tcp"):
+        ka, plain = f"{transport}-ka", f"{transport}-plain"
+        # with keepalives: the whole call went through the NAT (INVITE in, ACK and BYE by alias)
+        assert codes[ka] == 0, (ka, text(f"caller-{ka}.log"), text(f"sipedge-{ka_ip}.log"))
+        assert phones[ka].returncode == 0, (ka, text(f"phone-{ka}.log"))
+        # without them the router has forgotten the binding: the INVITE never gets in
+        assert codes[plain] != 0, (plain, text(f"caller-{plain}.log"))
+        assert "INVITE sip:" not in text(f"phone-{plain}.log")
+    assert pings_sent(tmp / f"sipedge-{ka_ip}.log") > 0
+    assert pings_sent(tmp / f"sipedge-{plain_ip}.log") == 0
