@@ -112,6 +112,7 @@ class CallDeleted:
 
 
 Event = StreamLatched | CallDeleted
+Transform = Callable[[bytes, bool], bytes | None]
 
 
 def _family(host: str) -> str:
@@ -134,10 +135,11 @@ class Stream:
     about the party's address. Mutable, with slots: the forwarding path touches it per packet."""
 
     __slots__ = (
-        "call", "direction", "expected_rtcp", "expected_rtp", "had_ice", "hold", "ice_pwd",
-        "ice_ufrag", "index", "last_signal", "latched_rtcp", "latched_rtp", "leg", "media",
-        "mux", "no_dest", "owns_ports", "peer", "port_count", "profile", "rtcp_port",
-        "rtcp_stats", "rtp_port", "rtp_stats", "side", "strangers", "strict", "symmetric",
+        "call", "direction", "egress", "expected_rtcp", "expected_rtp", "had_ice", "hold",
+        "ice_pwd", "ice_ufrag", "index", "ingress", "last_signal", "latched_rtcp", "latched_rtp",
+        "leg", "media", "mux", "no_dest", "owns_ports", "peer", "port_count", "profile",
+        "rtcp_port", "rtcp_stats", "rtp_port", "rtp_stats", "side", "strangers", "strict",
+        "symmetric",
     )
 
     def __init__(self, call: Call, leg: Leg, side: int, index: int) -> None:
@@ -169,6 +171,11 @@ class Stream:
         self.strangers = 0
         self.no_dest = 0
         self.last_signal = 0.0
+        # Per-profile transforms (the hook for DTLS-SRTP/SDES <-> RTP bridging): ``ingress``
+        # turns what this party sends into plain RTP/RTCP, ``egress`` turns plain packets into
+        # what this party expects. ``(data, is_rtcp) -> bytes`` or None to drop. None = as is.
+        self.ingress: Transform | None = None
+        self.egress: Transform | None = None
 
     @property
     def tag(self) -> str:
@@ -393,6 +400,12 @@ class MediaRelay:
             s.strangers += 1
             self.counters["media_packets_dropped_stranger"] += 1
             return None
+        if s.ingress is not None:
+            plain = s.ingress(data, rtcp)
+            if plain is None:
+                self.counters["media_packets_dropped_malformed"] += 1
+                return None
+            data = plain
         if rtcp:
             s.rtcp_stats.count(len(data), now)
         elif 128 <= b0 < 192 and len(data) >= 12:
@@ -414,6 +427,11 @@ class MediaRelay:
             s.no_dest += 1
             self.counters["media_packets_dropped_no_destination"] += 1
             return None
+        if p.egress is not None:
+            wire = p.egress(data, rtcp)
+            if wire is None:
+                return None
+            data = wire
         return port, dest, data
 
     def _accept(self, s: Stream, rtcp: bool, remote: Address, data: bytes, now: float, latched: Address | None) -> bool:

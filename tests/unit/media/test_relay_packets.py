@@ -261,3 +261,17 @@ def test_late_offer_in_200_answer_in_ack() -> None:
     assert r.receive(rtp(1, 5), pb, B, 0.2) == (pa, A, rtp(1, 5))
     call = r.query("late")
     assert call is not None and call.legs[0].tags == ["callee", "caller"]
+
+
+def test_transform_hooks_for_profile_bridging() -> None:
+    """The seam DTLS-SRTP/SDES bridging will use: per-stream ingress/egress transforms."""
+    r, pa, pb = setup()
+    call = r.query("call")
+    assert call is not None
+    a_side, b_side = call.legs[0].streams[0][0], call.legs[0].streams[1][0]
+    a_side.ingress = lambda data, rtcp: data[:-4] if data.endswith(b"TAG!") else None  # "decrypt"
+    b_side.egress = lambda data, rtcp: data + b"<b>"  # "encrypt" towards B
+    assert r.receive(rtp(1) + b"TAG!", pa, A, 1.0) == (pb, B, rtp(1) + b"<b>")
+    assert r.receive(rtp(2), pa, A, 1.0) is None  # fails to "decrypt": dropped, counted
+    assert r.stats()["media_packets_dropped_malformed"] == 1
+    assert a_side.rtp_stats.packets == 1  # stats count the plain packets
