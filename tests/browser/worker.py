@@ -282,9 +282,13 @@ def main() -> int:
                 try:
                     run(rec, browser, server, outdir)
                 finally:
+                    if server.proc.poll() is not None:  # before running_server stops it
+                        rec.result["sipedge_exited_early"] = server.proc.returncode
                     browser.close()
     except BaseException as e:
         rec.result["error"] = f"{type(e).__name__}: {e}"
+        if "sipedge_exited_early" in rec.result:
+            rec.result["error"] += f" [sipedge exited ({rec.result['sipedge_exited_early']}) during the scenario]"
         traceback.print_exc()
         rec.save()
         return 1

@@ -161,7 +161,11 @@
     statsTimer = null;
   }
 
+  const attached = new WeakSet();
+
   function attachPeerConnection(pc) {
+    if (attached.has(pc)) return;
+    attached.add(pc);
     pc.addEventListener("track", (ev) => {
       const audio = $("remote-audio");
       audio.srcObject = ev.streams[0] || new MediaStream([ev.track]);
