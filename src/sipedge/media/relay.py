@@ -60,6 +60,7 @@ class RelayConfig:
     advertised_address: str = "127.0.0.1"
     timeout: float = 60.0
     hold_timeout: float = 3600.0
+    offer_timeout: float = 3600.0  # calls that never carried media (ringing, held from start)
     strict_source: bool = False
     relatch_idle: float = 1.0
     ice: str = "auto"
@@ -219,8 +220,9 @@ class Call:
     def streams(self) -> list[Stream]:
         return [s for leg in self.legs for side in leg.streams for s in side]
 
-    def last_activity(self) -> float:
-        last = self.last_signal
+    def last_packet(self) -> float:
+        """When the last media packet of this call arrived (0.0: never)."""
+        last = 0.0
         for s in self.streams():
             p = s.last_packet
             if p > last:
@@ -260,7 +262,7 @@ class MediaRelay:
                 "media_packets_relayed", "media_bytes_relayed", "media_packets_dropped_stranger",
                 "media_packets_dropped_no_destination", "media_packets_dropped_unknown_port",
                 "media_packets_dropped_malformed", "media_stun_answered", "media_port_exhaustion",
-                "media_offers", "media_answers", "media_deletes", "media_errors",
+                "media_offers", "media_answers", "media_deletes",
             ),
             0,
         )
@@ -501,13 +503,19 @@ class MediaRelay:
         return self._next_sweep if self._calls else None
 
     def handle_timer(self, now: float) -> None:
-        """Delete calls without media for ``timeout`` s (``hold_timeout`` when on hold)."""
+        """Delete calls without media for ``timeout`` s (``hold_timeout`` when on hold;
+        ``offer_timeout`` for a call that never carried media, e.g. still ringing)."""
         if self._next_sweep is None or now < self._next_sweep:
             return
         self._next_sweep = now + self.config.sweep_interval
+        cfg = self.config
         for call in list(self._calls.values()):
-            limit = self.config.hold_timeout if call.on_hold() else self.config.timeout
-            if now - call.last_activity() >= limit:
+            last = call.last_packet()
+            if last == 0.0:
+                limit = cfg.offer_timeout
+            else:
+                limit = cfg.hold_timeout if call.on_hold() else cfg.timeout
+            if now - max(last, call.last_signal) >= limit:
                 self.counters["media_calls_timed_out"] += 1
                 self._delete_call(call, "timeout")
 

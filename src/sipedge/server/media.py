@@ -93,6 +93,7 @@ def relay_config(cfg: MediaConfig) -> RelayConfig:
         advertised_address=cfg.advertised_address,
         timeout=cfg.timeout,
         hold_timeout=cfg.hold_timeout,
+        offer_timeout=cfg.offer_timeout,
         strict_source=cfg.strict_source,
         relatch_idle=cfg.relatch_idle,
         ice=cfg.ice,

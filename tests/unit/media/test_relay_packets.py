@@ -163,7 +163,8 @@ def test_timeout_deletes_and_reports() -> None:
 
 
 def test_hold_uses_hold_timeout() -> None:
-    r, _pa, _pb = setup(timeout=10.0, hold_timeout=100.0)
+    r, pa, _pb = setup(timeout=10.0, hold_timeout=100.0)
+    r.receive(rtp(1), pa, A, 0.5)
     r.offer("call", "ft", sdp(A, "a=sendonly\r\n"), 1.0)
     r.handle_timer(50.0)
     assert r.calls() == ["call"]
@@ -275,3 +276,16 @@ def test_transform_hooks_for_profile_bridging() -> None:
     assert r.receive(rtp(2), pa, A, 1.0) is None  # fails to "decrypt": dropped, counted
     assert r.stats()["media_packets_dropped_malformed"] == 1
     assert a_side.rtp_stats.packets == 1  # stats count the plain packets
+
+
+def test_ringing_call_without_media_uses_offer_timeout() -> None:
+    r = MediaRelay(RelayConfig(timeout=10.0, offer_timeout=120.0), RangePortAllocator(40000, 40099, random.Random(1)))
+    r.offer("ring", "f", sdp(A), 0.0)
+    r.handle_timer(1.0)
+    r.handle_timer(90.0)  # ringing for 90 s: still there
+    assert r.calls() == ["ring"]
+    r.answer("ring", "f", "t", sdp(B), 95.0)
+    r.handle_timer(100.0)
+    assert r.calls() == ["ring"]
+    r.handle_timer(216.0)  # 120 s after the last signalling, never any media
+    assert r.calls() == []
