@@ -748,8 +748,8 @@ class MediaRelay:
                 om.remove_attrs("rtcp-mux")
             elif ("offer" in flags.rtcp_mux or "require" in flags.rtcp_mux) and not om.rtcp_mux:
                 om.add_attr("rtcp-mux")
-        elif "reject" in flags.rtcp_mux:
-            om.remove_attrs("rtcp-mux")
+        elif "reject" in flags.rtcp_mux or not p.mux:
+            om.remove_attrs("rtcp-mux")  # never answer rtcp-mux to an offerer that did not offer it
         om.set_attr("rtcp", str(p.rtcp_port))
         # ICE towards the recipient p
         mode = ice_mode

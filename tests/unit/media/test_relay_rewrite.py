@@ -303,3 +303,15 @@ def test_too_many_media_sections_refused() -> None:
         r.offer("c", "f", crlf(many), 0.0)
     assert exc.value.hint == (488, "Too many media streams")
     assert r.ports == [] and r.calls() == []
+
+
+def test_rtcp_mux_offered_by_relay_not_answered_to_plain_offerer() -> None:
+    r = relay()
+    out = r.offer("c", "f", crlf(PHONE_A), 0.0, Flags(rtcp_mux=("offer",)))
+    assert b"a=rtcp-mux" in out
+    ans = r.answer("c", "f", "t", crlf(PHONE_B + "a=rtcp-mux\n"), 0.1)
+    assert b"a=rtcp-mux" not in ans  # A never offered it
+    call = r.query("c")
+    assert call is not None
+    a_side, b_side = call.legs[0].streams[0][0], call.legs[0].streams[1][0]
+    assert (a_side.mux, b_side.mux) == (False, True)
