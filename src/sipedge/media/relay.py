@@ -707,8 +707,11 @@ class MediaRelay:
                 else:
                     s.expected_rtcp = (ip, m.port + 1) if ip else None
                 s.mux = m.rtcp_mux or "require" in flags.rtcp_mux
-                if not offer:
-                    p.mux = p.mux and s.mux
+                if not offer and "reject" in flags.rtcp_mux:
+                    p.mux = False
+                # otherwise the relay muxes towards an offerer that offered rtcp-mux, whatever
+                # the answerer does: it demultiplexes on the answerer's side
+                # (WebRTC offerers require rtcp-mux; SIP phones often do not do it)
                 if p.rtp_port is None:
                     self._allocate(p, single="require" in flags.rtcp_mux)
                     allocated.append(p)
@@ -748,8 +751,10 @@ class MediaRelay:
                 om.remove_attrs("rtcp-mux")
             elif ("offer" in flags.rtcp_mux or "require" in flags.rtcp_mux) and not om.rtcp_mux:
                 om.add_attr("rtcp-mux")
-        elif "reject" in flags.rtcp_mux or not p.mux:
+        elif not p.mux:
             om.remove_attrs("rtcp-mux")  # never answer rtcp-mux to an offerer that did not offer it
+        elif not om.rtcp_mux:
+            om.add_attr("rtcp-mux")  # accepted back towards the offerer (we demux)
         om.set_attr("rtcp", str(p.rtcp_port))
         # ICE towards the recipient p
         mode = ice_mode

@@ -315,3 +315,22 @@ def test_rtcp_mux_offered_by_relay_not_answered_to_plain_offerer() -> None:
     assert call is not None
     a_side, b_side = call.legs[0].streams[0][0], call.legs[0].streams[1][0]
     assert (a_side.mux, b_side.mux) == (False, True)
+
+
+def test_rtcp_mux_accepted_back_to_offerer_when_answerer_does_not_mux() -> None:
+    r = relay()
+    r.offer("c", "f", crlf(CHROME), 0.0, Flags(ice="remove"))
+    ans = r.answer("c", "f", "t", crlf(PHONE_B), 0.1)
+    assert b"a=rtcp-mux\r\n" in ans
+    call = r.query("c")
+    assert call is not None
+    a_side, b_side = call.legs[0].streams[0][0], call.legs[0].streams[1][0]
+    assert (a_side.mux, b_side.mux) == (True, False)
+    assert b_side.rtcp_port is not None and a_side.rtp_port is not None
+    # the phone's RTCP (on the relay's RTCP port) reaches the browser on its RTP address
+    a_side.latched_rtp = ("192.0.2.10", 50000)
+    rr = bytes([0x80, 201, 0, 1]) + bytes(4)
+    assert r.receive(rr, b_side.rtcp_port, ("198.51.100.2", 4001), 1.0) == (a_side.rtp_port, ("192.0.2.10", 50000), rr)
+    rejected = relay()
+    rejected.offer("c", "f", crlf(CHROME), 0.0, Flags(ice="remove"))
+    assert b"rtcp-mux" not in rejected.answer("c", "f", "t", crlf(PHONE_B), 0.1, Flags(rtcp_mux=("reject",)))
