@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from .._common.addr import Address
 from .._common.ids import TokenSource, token
 from ..errors import Error
-from ..sdp import Candidate, Connection, SessionDescription, candidate_priority
+from ..sdp import Candidate, Connection, MediaSection, SessionDescription, candidate_priority
 from . import stunlite
 from .ports import PortAllocator
 from .stats import StreamStats
@@ -129,6 +129,22 @@ def _ip_or_none(host: str) -> str | None:
     except ValueError:
         return None
     return None if ip.is_unspecified else str(ip)
+
+
+_STATIC_RATES = {10: 44100, 11: 44100, 14: 90000, 25: 90000, 26: 90000, 28: 90000,
+                 31: 90000, 32: 90000, 33: 90000, 34: 90000}  # RFC 3551; others 8000
+
+
+def _clock_rate(m: MediaSection) -> int:
+    """RTP clock rate of a media section's first format, for the jitter statistics."""
+    fmts = m.formats
+    if not fmts or not fmts[0].isdigit():
+        return 8000
+    pt = int(fmts[0])
+    rtpmap = m.rtpmaps.get(pt)
+    if rtpmap is not None:
+        return rtpmap.clock_rate
+    return _STATIC_RATES.get(pt, 8000)
 
 
 class Stream:
@@ -682,6 +698,7 @@ class MediaRelay:
                 s.had_ice = desc.media[i].ice_ufrag is not None or desc.ice_ufrag is not None
                 if offer and not p.last_signal:
                     p.profile = m.proto  # until the recipient answers with its own
+                s.rtp_stats.clock_rate = _clock_rate(desc.media[i])
                 if m.port == 0:  # rejected or disabled stream: leave it at port 0
                     s.expected_rtp = s.expected_rtcp = None
                     continue

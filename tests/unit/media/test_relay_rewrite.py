@@ -334,3 +334,13 @@ def test_rtcp_mux_accepted_back_to_offerer_when_answerer_does_not_mux() -> None:
     rejected = relay()
     rejected.offer("c", "f", crlf(CHROME), 0.0, Flags(ice="remove"))
     assert b"rtcp-mux" not in rejected.answer("c", "f", "t", crlf(PHONE_B), 0.1, Flags(rtcp_mux=("reject",)))
+
+
+def test_jitter_clock_rate_from_sdp() -> None:
+    r = relay()
+    r.offer("c", "f", crlf(CHROME), 0.0, Flags(ice="remove"))
+    r.answer("c", "f", "t", crlf(PHONE_B), 0.1)
+    call = r.query("c")
+    assert call is not None
+    assert call.legs[0].streams[0][0].rtp_stats.clock_rate == 48000  # opus first
+    assert call.legs[0].streams[1][0].rtp_stats.clock_rate == 8000  # PCMU
