@@ -73,6 +73,11 @@ class MediaConfig:
     max_media: int = option(16, "most m= sections in one SDP (488 above)", positive)
 
     def __post_init__(self) -> None:
+        if not self.advertise and ipaddress.ip_address(self.listen).is_unspecified:
+            raise ConfigError(
+                f"media.listen = {self.listen!r} with media.advertise empty: expected an advertise "
+                "address (the IP peers send media to) when listening on all interfaces"
+            )
         if self.port_max - self.port_min < 1:
             raise ConfigError(
                 f"media.port_min = {self.port_min}, media.port_max = {self.port_max}: "
