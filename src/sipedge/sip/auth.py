@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import struct
 import urllib.parse
@@ -148,12 +149,56 @@ def _quoted(text: str, i: int) -> tuple[str, int]:
     raise _bad("unterminated quoted string")
 
 
+_TOKEN_RE = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_FAST_HEAD = re.compile(r"[ \t\r\n]*(" + _TOKEN_RE + r")[ \t\r\n]+")
+_FAST_PARAM = re.compile(
+    r"(" + _TOKEN_RE + r")[ \t\r\n]*=[ \t\r\n]*"
+    r'(?:"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\t\x20-\x7e\x80-\U0010ffff])*)"|(' + _TOKEN_RE + r"))"
+    r"[ \t\r\n]*(?:,[ \t\r\n,]*|$)"
+)
+_UNESCAPE = re.compile(r"\\(.)")
+
+
 def parse_auth_params(text: str) -> tuple[str, dict[str, str], frozenset[str]]:
     """Split ``Scheme name=value, name="quoted", ...`` into the scheme, a dict of
     lowercased names to unquoted values, and the set of names whose value was quoted.
 
     Empty list elements are allowed (``a=1,,b=2``); duplicates and garbage are not.
+    Well-formed values take a regex fast path; anything else goes through the
+    character-by-character reader, which names the problem.
     """
+    if isinstance(text, str) and len(text) <= _MAX_LEN:
+        fast = _parse_fast(text)
+        if fast is not None:
+            return fast
+    return _parse_slow(text)
+
+
+def _parse_fast(text: str) -> tuple[str, dict[str, str], frozenset[str]] | None:
+    head = _FAST_HEAD.match(text)
+    if head is None:
+        return None
+    i, n = head.end(), len(text)
+    params: dict[str, str] = {}
+    quoted: set[str] = set()
+    while i < n:
+        m = _FAST_PARAM.match(text, i)
+        if m is None:
+            return None
+        key = m.group(1).lower()
+        if key in params:
+            return None
+        q = m.group(2)
+        if q is not None:
+            params[key] = _UNESCAPE.sub(r"\1", q) if "\\" in q else q
+            quoted.add(key)
+        else:
+            params[key] = m.group(3)
+        i = m.end()
+    return head.group(1), params, frozenset(quoted)
+
+
+def _parse_slow(text: str) -> tuple[str, dict[str, str], frozenset[str]]:
     if not isinstance(text, str):
         raise _bad("header value is not text")
     if len(text) > _MAX_LEN:
