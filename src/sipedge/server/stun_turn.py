@@ -44,7 +44,8 @@ from ..turn.server import (
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-_RECV_BATCH = 64
+_LISTENER_BATCH = 32
+_RELAY_BATCH = 8
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
 IP_PMTUDISC_DONT = getattr(socket, "IP_PMTUDISC_DONT", 0)
@@ -174,21 +175,51 @@ class SocketPortAllocator:
         return out
 
 
-class _UdpListener(asyncio.DatagramProtocol):
-    def __init__(self, service: TurnService, local: Address) -> None:
+class _UdpListener:
+    """One client-facing UDP socket, read with ``loop.add_reader``. ChannelData
+    takes a fast path straight to the relay socket; the rest goes through
+    :meth:`TurnService.feed`."""
+
+    def __init__(self, service: TurnService, sock: socket.socket, local: Address) -> None:
         self.service = service
+        self.sock = sock
         self.local = local
-        self.transport: asyncio.DatagramTransport | None = None
+        self.flows: dict[tuple[str | int, ...], Flow] = {}
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def readable(self) -> None:
+        # Many clients share this socket: drain a bounded batch per wake-up.
+        recv = self.sock.recvfrom
+        svc = self.service
+        for _ in range(_LISTENER_BATCH):
+            try:
+                data, addr = recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                svc.counters["turn_udp_errors"] += 1
+                return
+            flow = self.flows.get(addr)
+            if flow is None:
+                if len(self.flows) >= 65536:
+                    self.flows.clear()
+                flow = self.flows[addr] = Flow("udp", self.local, (str(addr[0]), int(addr[1])))
+            if data and 0x40 <= data[0] <= 0x7F:
+                try:
+                    out = svc.core.channel_data(flow, data, svc.loop.time())
+                except Exception:
+                    svc.counters["turn_internal_errors"] += 1
+                    log.exception("x TURN: internal error on ChannelData from %s", flow.remote)
+                    continue
+                if out is not None:
+                    svc.send_peer(out)
+            else:
+                svc.feed(flow, data)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        remote = (str(addr[0]), int(addr[1]))
-        self.service.feed(Flow("udp", self.local, remote), data)
-
-    def error_received(self, exc: Exception) -> None:
-        self.service.counters["turn_udp_errors"] += 1
+    def sendto(self, data: bytes, remote: Address) -> None:
+        try:
+            self.sock.sendto(data, remote)
+        except OSError:
+            self.service.counters["turn_send_errors"] += 1
 
 
 class _StreamConn(asyncio.Protocol):
@@ -221,8 +252,14 @@ class _StreamConn(asyncio.Protocol):
             self.service.counters["turn_stream_framing_errors"] += 1
             self.transport.close()
             return
+        svc = self.service
         for f in frames:
-            self.service.feed(self.flow, f)
+            if 0x40 <= f[0] <= 0x7F:
+                out = svc.core.channel_data(self.flow, f, svc.loop.time())
+                if out is not None:
+                    svc.send_peer(out)
+            else:
+                svc.feed(self.flow, f)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.flow is not None:
@@ -239,7 +276,7 @@ class TurnService:
     ports: SocketPortAllocator
     loop: asyncio.AbstractEventLoop
     ssl_context: ssl.SSLContext | None = None
-    udp: dict[Address, asyncio.DatagramTransport] = field(default_factory=dict)
+    udp: dict[Address, _UdpListener] = field(default_factory=dict)
     conns: dict[Flow, asyncio.Transport] = field(default_factory=dict)
     servers: list[asyncio.Server] = field(default_factory=list)
     bound: list[tuple[str, str, int]] = field(default_factory=list)
@@ -315,18 +352,23 @@ class TurnService:
                 if extra not in udp_addrs:
                     udp_addrs.append(extra)
         for host, port in udp_addrs:
-            local: Address = (host, port)
-
-            def make(local: Address = local) -> _UdpListener:
-                return _UdpListener(self, local)
-
-            transport, proto_obj = await self.loop.create_datagram_endpoint(
-                make, local_addr=(host, port)
-            )
-            real = transport.get_extra_info("sockname")
-            bound: Address = (host, int(real[1]))
-            proto_obj.local = bound
-            self.udp[bound] = transport
+            af = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(af, socket.SOCK_DGRAM)
+            try:
+                if af == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+                sock.setblocking(False)
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                raise
+            bound: Address = (host, int(sock.getsockname()[1]))
+            listener = _UdpListener(self, sock, bound)
+            self.loop.add_reader(sock.fileno(), listener.readable)
+            self.udp[bound] = listener
             self.bound.append(("udp", host, bound[1]))
         log.info("- TURN listening on %s", ", ".join(f"{t}:{h}:{p}" for t, h, p in self.bound))
 
@@ -343,7 +385,9 @@ class TurnService:
             except TimeoutError:
                 pass
         for u in self.udp.values():
-            u.close()
+            self.loop.remove_reader(u.sock.fileno())
+            u.sock.close()
+        self.udp.clear()
         self.ports.close_all()
 
     def stats(self) -> dict[str, int | float]:
@@ -375,19 +419,19 @@ class TurnService:
         self.perform(self.core.client_closed(flow, self.loop.time()))
 
     def relay_readable(self, sock: socket.socket, relay: Address) -> None:
-        now = self.loop.time()
-        core = self.core
-        for _ in range(_RECV_BATCH):
+        """Drain a bounded batch from one relay socket. (Reading one datagram per wake-up
+        saves the EAGAIN call but measured 10-40 ms RTT under load with uvloop.)"""
+        for _ in range(_RELAY_BATCH):
             try:
                 data, addr = sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
-                break
+                return
             except OSError:
                 # ICMP errors surface here (e.g. port unreachable): count and go on.
                 self.counters["turn_send_errors"] += 1
-                continue
+                return
             try:
-                out = core.handle_peer(relay, (addr[0], addr[1]), data, now)
+                out = self.core.handle_peer(relay, (addr[0], addr[1]), data, self.loop.time())
             except Exception:
                 self.counters["turn_internal_errors"] += 1
                 log.exception("x TURN: internal error on a peer datagram from %s", addr)
@@ -407,7 +451,7 @@ class TurnService:
             if isinstance(a, ToClient):
                 self._send_client(a.flow, a.data)
             elif isinstance(a, ToPeer):
-                self._send_peer(a)
+                self.send_peer(a)
             elif isinstance(a, AllocationCreated):
                 log.info("- TURN allocation %s for %s relays %s", a.flow.remote, a.account, a.relays)
             elif isinstance(a, AllocationDeleted):
@@ -428,11 +472,11 @@ class TurnService:
         if c is not None and not c.is_closing():
             c.write(data)
 
-    def _send_peer(self, a: ToPeer) -> None:
+    def send_peer(self, a: ToPeer) -> None:
         s = self.ports.sockets.get(a.relay)
         if s is None:
             return
-        if s.family == socket.AF_INET and self._df.get(a.relay, False) != a.dont_fragment:
+        if a.dont_fragment != self._df.get(a.relay, False) and s.family == socket.AF_INET:
             try:
                 s.setsockopt(
                     socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if a.dont_fragment else IP_PMTUDISC_DONT
