@@ -180,6 +180,49 @@ def scenario_call(rec: Recorder, browser: Any, server: Server, outdir: Path) -> 
         bob.close()
 
 
+def scenario_flows(rec: Recorder, browser: Any, server: Server, outdir: Path) -> None:
+    """Reject, CANCEL while ringing, and a BYE from the callee (bob calls alice)."""
+    alice = Phone(browser, server, "alice", outdir)
+    bob = Phone(browser, server, "bob", outdir)
+    try:
+        wss = f"wss://{server.host}:{server.wss}"
+        alice.register(wss, server.host)
+        bob.register(wss, server.host)
+        alice.wait_state("reg-state", "registered")
+        bob.wait_state("reg-state", "registered")
+        rec.step("registered")
+
+        alice.page.fill("#target", "bob")
+        alice.page.click("#dial")
+        bob.wait_state("call-state", "incoming")
+        bob.page.click("#reject")
+        alice.wait_state("call-state", "failed")
+        bob.wait_state("call-state", "failed")
+        rec.step("rejected", caller=alice.call_state(), callee=bob.call_state())
+
+        alice.page.click("#dial")
+        bob.wait_state("call-state", "incoming")
+        alice.wait_state("call-state", "ringing")
+        alice.page.click("#hangup")  # before the answer: CANCEL
+        alice.wait_state("call-state", "failed")
+        bob.wait_state("call-state", "failed")
+        rec.step("cancelled", caller=alice.call_state(), callee=bob.call_state())
+
+        bob.page.fill("#target", "alice")
+        bob.page.click("#dial")
+        alice.wait_state("call-state", "incoming")
+        alice.page.click("#answer")
+        bob.wait_state("call-state", "confirmed")
+        alice.wait_state("call-state", "confirmed")
+        alice.page.click("#hangup")  # the callee hangs up: BYE towards the caller
+        bob.wait_state("call-state", "ended")
+        alice.wait_state("call-state", "ended")
+        rec.step("callee_hangup", caller=bob.call_state(), callee=alice.call_state())
+    finally:
+        alice.close()
+        bob.close()
+
+
 SIPP_UAS = HERE / "uas_webrtc.xml"
 
 
@@ -261,6 +304,7 @@ def scenario_register(rec: Recorder, browser: Any, server: Server, outdir: Path)
 MD5_ONLY = '[auth]\nalgorithms = ["MD5"]\n'
 SCENARIOS = {
     "call": (scenario_call, MD5_ONLY),
+    "flows": (scenario_flows, MD5_ONLY),
     "sipp": (scenario_sipp, MD5_ONLY),
     "register-default-auth": (scenario_register, ""),
 }

@@ -44,6 +44,22 @@ def test_two_browsers_call_with_media_message_and_hangup(tmp_path: Path) -> None
     assert ended["callee"] == {"state": "ended", "cause": "Terminated", "originator": "remote"}, why
 
 
+def test_two_browsers_reject_cancel_and_callee_hangup(tmp_path: Path) -> None:
+    """Over WSS: bob rejects (486 reaches alice as Busy); alice hangs up while it rings
+    (CANCEL: both see Canceled); bob calls alice, alice answers and hangs up (the callee's
+    BYE reaches the caller down its WebSocket)."""
+    result = run_scenario("flows", tmp_path, timeout=40)
+    why = report(tmp_path, result)
+    assert result["error"] is None, why
+    assert result["steps"] == ["server", "registered", "rejected", "cancelled", "callee_hangup"], why
+    assert result["rejected"]["caller"] == {"state": "failed", "cause": "Busy", "originator": "remote"}, why
+    assert result["cancelled"]["caller"] == {"state": "failed", "cause": "Canceled", "originator": "local"}, why
+    assert result["cancelled"]["callee"] == {"state": "failed", "cause": "Canceled", "originator": "remote"}, why
+    hangup = result["callee_hangup"]
+    assert hangup["caller"] == {"state": "ended", "cause": "Terminated", "originator": "remote"}, why
+    assert hangup["callee"] == {"state": "ended", "cause": "Terminated", "originator": "local"}, why
+
+
 @pytest.mark.sipp
 def test_browser_calls_sipp_on_udp(tmp_path: Path) -> None:
     """alice (JsSIP over WS) calls carol, a SIPp UAS on UDP: INVITE/180/200/ACK cross
