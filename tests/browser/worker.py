@@ -293,7 +293,8 @@ def scenario_register(rec: Recorder, browser: Any, server: Server, outdir: Path)
     try:
         alice.register(f"ws://{server.host}:{server.ws}", server.host)
         alice.wait_state("reg-state", "registered", "registration-failed", timeout_ms=4000)
-        rec.step("register", state=alice.page.get_attribute("#reg-state", "data-state"))
+        rec.step("register", state=alice.page.get_attribute("#reg-state", "data-state"),
+                 text=alice.page.text_content("#reg-state"))
     finally:
         alice.close()
 
