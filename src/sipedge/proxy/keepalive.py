@@ -333,7 +333,7 @@ class KeepaliveCore:
             if self.config.ping_nated_only and not binding_is_nated(b):
                 continue
             if sip and self.config.keepalive_timeout > 0 and self._timed_out(flow.token, now):
-                self._drop(b)
+                self._drop(b, now)
                 continue
             flows.setdefault(flow.token, (flow, b))
         for tok in self._endpoints:
@@ -352,7 +352,7 @@ class KeepaliveCore:
         since = max(p.first_sent, p.last_answer)
         return now - since >= self.config.keepalive_timeout
 
-    def _drop(self, b: Binding) -> None:
+    def _drop(self, b: Binding, now: float) -> None:
         try:
             self.location.remove(b.aor, b.contact)
         except Exception as exc:
@@ -360,6 +360,12 @@ class KeepaliveCore:
             log.error("cannot remove unanswering contact %s: %s", b.contact, exc)
             return
         self.counters["keepalive_contacts_dropped"] += 1
+        if b.flow in self._endpoints and not any(x.flow == b.flow for x in self.location.lookup(b.aor, now)):
+
+            def unregister(ep: Endpoint) -> None:
+                ep.registered_until = 0.0
+
+            self._update(b.flow, now, unregister)  # its registration is over
         log.info("removed %s of %s: no answer to keepalives for %.0f s", b.contact, b.aor,
                  self.config.keepalive_timeout)
 

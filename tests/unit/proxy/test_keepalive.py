@@ -175,9 +175,10 @@ class TestNathelperPings:
         assert isinstance(ping, Request) and ping.method == "NOTIFY"
         assert ping.get("event") == "keep-alive"
 
-    def test_unanswering_contact_is_dropped_after_timeout(self) -> None:
+    @pytest.mark.parametrize("endpoints", [False, True])
+    def test_unanswering_contact_is_dropped_after_timeout(self, endpoints: bool) -> None:
         r = rig(NatConfig(keepalive_interval=10.0, keepalive_method="OPTIONS", keepalive_timeout=25.0,
-                          endpoints=False))
+                          endpoints=endpoints))
         register_all(r)
         for _ in range(3):
             assert len(r.tick(10.0)) == 1  # t=10 first ping, 20, 30: 20 s < 25 s
@@ -185,6 +186,8 @@ class TestNathelperPings:
         assert r.location.lookup("sip:alice@203.0.113.10", r.clock.wall()) == []
         assert r.location.lookup("sip:bob@203.0.113.10", r.clock.wall()) != []
         assert r.ka.stats()["keepalive_contacts_dropped"] == 1
+        assert r.ka.stats()["keepalive_endpoints"] == 0  # its registration endpoint went too
+        assert r.tick(10.0) == []
 
     def test_answering_contact_is_kept(self) -> None:
         r = rig(NatConfig(keepalive_interval=10.0, keepalive_method="OPTIONS", keepalive_timeout=25.0))
