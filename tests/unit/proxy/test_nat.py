@@ -268,3 +268,38 @@ class TestAdvertise:
 
     def test_ipv6(self) -> None:
         assert nat.parse_advertise("udp:[::1]:5060=[2001:db8::1]:5062") == ("udp", "::1", 5060, "2001:db8::1", 5062)
+
+
+class TestProperties:
+    @given(st.text(max_size=60))
+    def test_parse_alias_never_raises(self, value: str) -> None:
+        target = nat.parse_alias(value)
+        if target is not None:
+            assert 0 < target.port <= 65535 and target.host
+
+    @given(st.builds(Flow, st.sampled_from(["udp", "tcp", "tls", "ws", "wss"]), st.just(SERVER),
+                     st.tuples(st.ip_addresses(v=4).map(str), st.integers(1, 65535))))
+    def test_alias_round_trips_any_flow(self, f: Flow) -> None:
+        target = nat.parse_alias(nat.alias_value(f))
+        assert target is not None and (target.transport, target.host, target.port) == (
+            f.transport, f.remote[0], f.remote[1])
+
+    @given(st.text(max_size=80))
+    def test_parse_advertise_raises_only_parse_error(self, entry: str) -> None:
+        try:
+            nat.parse_advertise(entry)
+        except ParseError:
+            pass
+
+    @given(st.binary(max_size=400), st.integers(0, nat.ALL_FLAGS))
+    def test_detection_never_raises_on_garbled_messages(self, data: bytes, flags: int) -> None:
+        base = invite(sdp=SDP_PRIVATE).serialize()
+        cut = base[: len(base) // 2] + data
+        try:
+            msg = parse(cut)
+        except ParseError:
+            return
+        nat.nat_uac_test(msg, NATED, flags)
+        nat.client_nat_test(msg, NATED, flags & 15)
+        nat.add_contact_alias(msg, NATED)
+        nat.fix_nated_contact(msg, NATED)
