@@ -122,8 +122,31 @@
   }
 
   // -- media --------------------------------------------------------------------------
+  let iceServers = [];
+
+  // sipedge's TURN role can hand out time-limited credentials at /turn/ice-servers; use
+  // them when that endpoint answers (no TURN, a 404 or a required API key: none).
+  async function loadIceServers(user) {
+    if (!location.protocol.startsWith("http")) return;
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), 2000);
+    try {
+      const r = await fetch(`/turn/ice-servers?user=${encodeURIComponent(user)}`, { signal: ctl.signal });
+      if (!r.ok) return;
+      const j = await r.json();
+      if (Array.isArray(j.iceServers)) {
+        iceServers = j.iceServers;
+        log(`ICE servers: ${iceServers.map((x) => [].concat(x.urls).join(" ")).join(" ")}`);
+      }
+    } catch (e) {
+      /* no TURN endpoint here */
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   function pcConfig() {
-    return { iceServers: [], bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" };
+    return { iceServers, bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" };
   }
 
   function callOptions() {
@@ -281,6 +304,7 @@
       return;
     }
     saveFields();
+    loadIceServers(user);
     if (params.get("debug")) JsSIP.debug.enable("JsSIP:*");
     let socket;
     try {
