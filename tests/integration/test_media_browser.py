@@ -1,8 +1,8 @@
-"""WebRTC through the relay: two Chromium peer connections exchange audio with every SDP
-passing through the relay (``ice = "force"``), so each browser's only ICE candidate is the
-relay's ICE-lite one. Proves, with a real browser: ICE-lite answers to Chrome's checks
-(consent included), DTLS and SRTP passed through end to end (fingerprints untouched),
-rtcp-mux and BUNDLE kept, RTP counted both ways.
+"""WebRTC through the relay: two Chromium peer connections exchange audio and video (one
+BUNDLE group) with every SDP passing through the relay (``ice = "force"``), so each
+browser's only ICE candidate is the relay's ICE-lite one. Proves, with a real browser:
+ICE-lite answers to Chrome's checks, DTLS and SRTP passed through end to end (fingerprints
+untouched), rtcp-mux kept, one BUNDLE transport in the answer, media counted both ways.
 
 The worker runs in a loopback-only network and PID namespace (``unshare``), as the field
 notes in TESTING.md advise for browsers.
@@ -52,6 +52,12 @@ WORKER = textwrap.dedent(
       const dest = ctx.createMediaStreamDestination();
       osc.connect(dest); osc.start();
       pc.addTrack(dest.stream.getAudioTracks()[0], dest.stream);
+      const canvas = document.createElement("canvas");
+      canvas.width = 64; canvas.height = 48;
+      const g = canvas.getContext("2d");
+      setInterval(() => { g.fillStyle = "#" + (100 + Math.floor(Math.random() * 899)); g.fillRect(0, 0, 64, 48); }, 40);
+      const video = canvas.captureStream(25);
+      pc.addTrack(video.getVideoTracks()[0], video);
       window.pcs[name] = pc;
     };
     window.gathered = (pc) => new Promise((resolve) => {
@@ -79,9 +85,9 @@ WORKER = textwrap.dedent(
     };
     window.inbound = async (name) => {
       const stats = await window.pcs[name].getStats();
-      let bytes = 0, state = window.pcs[name].connectionState;
-      stats.forEach((r) => { if (r.type === "inbound-rtp") bytes += r.bytesReceived; });
-      return {bytes, state};
+      const state = window.pcs[name].connectionState, kinds = {};
+      stats.forEach((r) => { if (r.type === "inbound-rtp") kinds[r.kind] = r.bytesReceived; });
+      return {state, audio: kinds.audio || 0, video: kinds.video || 0};
     };
     "ready";  // the value of the script: a function here would be called by page.evaluate
     '''
@@ -107,7 +113,7 @@ WORKER = textwrap.dedent(
                 for _ in range(80):
                     await asyncio.sleep(0.1)
                     seen = {n: await page.evaluate(f"inbound('{n}')") for n in ("a", "b")}
-                    if all(v["bytes"] > 2000 for v in seen.values()):
+                    if all(v["audio"] > 2000 and v["video"] > 2000 for v in seen.values()):
                         break
                 out = {"seen": seen, "offer": offer, "to_b": to_b, "answer": answer, "to_a": to_a,
                        "stats": media.stats()}
@@ -134,12 +140,17 @@ def test_two_chromium_peers_through_ice_lite_relay() -> None:
     out = json.loads(res.stdout.strip().splitlines()[-1])
     seen = out["seen"]
     assert seen["a"]["state"] == "connected" and seen["b"]["state"] == "connected", seen
-    assert seen["a"]["bytes"] > 2000 and seen["b"]["bytes"] > 2000, seen
+    for side in ("a", "b"):
+        assert seen[side]["audio"] > 2000 and seen[side]["video"] > 2000, seen
     # each browser was told about the relay only, as an ICE-lite agent
     for sdp in (out["to_a"], out["to_b"]):
         cands = [ln for ln in sdp.splitlines() if ln.startswith("a=candidate:")]
         assert cands and all(" 127.0.0.1 " in c and "typ host" in c for c in cands)
-        assert "a=ice-lite" in sdp and "a=rtcp-mux" in sdp and "a=group:BUNDLE" in sdp
+        assert "a=ice-lite" in sdp and "a=rtcp-mux" in sdp and "a=group:BUNDLE 0 1" in sdp
+    # the answer gives the BUNDLE group one transport (RFC 8843): one port, one ufrag
+    ports = {ln.split()[1] for ln in out["to_a"].splitlines() if ln.startswith("m=")}
+    ufrags = {ln for ln in out["to_a"].splitlines() if ln.startswith("a=ice-ufrag:")}
+    assert len(ports) == 1 and len(ufrags) == 1, out["to_a"]
     # DTLS fingerprints went through untouched
     fp = [ln for ln in out["offer"].splitlines() if ln.startswith("a=fingerprint:")]
     assert fp and all(f in out["to_b"] for f in fp)

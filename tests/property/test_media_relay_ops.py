@@ -16,8 +16,10 @@ from sipedge.media.relay import Flags, MediaRelay, RelayConfig, RelayError
 
 def sdp(host: str, port: int, streams: int, mux: bool, ice: bool) -> bytes:
     out = f"v=0\r\no=- 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
+    if ice and streams > 1:  # WebRTC style: everything in one BUNDLE group
+        out += "a=group:BUNDLE " + " ".join(str(i) for i in range(streams)) + "\r\n"
     for i in range(streams):
-        out += f"m=audio {port + 2 * i if port else 0} RTP/AVP 0\r\n"
+        out += f"m=audio {port + 2 * i if port else 0} RTP/AVP 0\r\na=mid:{i}\r\n"
         if mux:
             out += "a=rtcp-mux\r\n"
         if ice:

@@ -733,6 +733,8 @@ class MediaRelay:
                     self._allocate(p, single="require" in flags.rtcp_mux)
                     allocated.append(p)
                 self._rewrite_media(out, i, p, flags, offer, ice_mode, s, hold)
+            if not offer:
+                self._share_bundle(out, desc, theirs, mine, flags, ice_mode)
             self._rewrite_session(out, flags, desc)
         except BaseException:
             for st in allocated:
@@ -743,6 +745,41 @@ class MediaRelay:
                     side_list.remove(st)
             raise
         return out
+
+    def _share_bundle(
+        self,
+        out: SessionDescription,
+        desc: SessionDescription,
+        theirs: list[Stream],
+        mine: list[Stream],
+        flags: Flags,
+        ice_mode: str,
+    ) -> None:
+        """In an answer, the m= lines of a BUNDLE group share one transport (RFC 8843
+        §7.3.1): give every bundled section the relay port and ICE credentials of the
+        BUNDLE-tag section, and return the ports the others had."""
+        mids = desc.bundle
+        if len(mids) < 2:
+            return
+        index = {m.mid: i for i, m in enumerate(desc.media) if m.mid is not None and m.port != 0}
+        leader = index.get(mids[0])
+        if leader is None or leader >= len(theirs):
+            return
+        lp = theirs[leader]
+        if lp.rtp_port is None:
+            return
+        for mid in mids[1:]:
+            i = index.get(mid)
+            if i is None or i == leader or i >= len(theirs):
+                continue
+            fp = theirs[i]
+            if fp.rtp_port != lp.rtp_port:
+                self._release(fp)
+                fp.rtp_port, fp.rtcp_port = lp.rtp_port, lp.rtcp_port
+                fp.owns_ports, fp.port_count = False, 0
+            fp.ice_ufrag, fp.ice_pwd = lp.ice_ufrag, lp.ice_pwd
+            fp.mux = lp.mux
+            self._rewrite_media(out, i, fp, flags, False, ice_mode, mine[i], False)
 
     def _rewrite_media(
         self,

@@ -344,3 +344,48 @@ def test_jitter_clock_rate_from_sdp() -> None:
     assert call is not None
     assert call.legs[0].streams[0][0].rtp_stats.clock_rate == 48000  # opus first
     assert call.legs[0].streams[1][0].rtp_stats.clock_rate == 8000  # PCMU
+
+
+BUNDLED_ANSWER = """v=0
+o=- 99 2 IN IP4 127.0.0.1
+s=-
+t=0 0
+a=group:BUNDLE 0 1
+m=audio 9 UDP/TLS/RTP/SAVPF 111
+c=IN IP4 0.0.0.0
+a=ice-ufrag:WJAq
+a=ice-pwd:abcdefghijklmnopqrstuvwx
+a=fingerprint:sha-256 AA:BB
+a=setup:active
+a=mid:0
+a=rtcp-mux
+a=rtpmap:111 opus/48000/2
+m=video 9 UDP/TLS/RTP/SAVPF 96
+c=IN IP4 0.0.0.0
+a=ice-ufrag:WJAq
+a=ice-pwd:abcdefghijklmnopqrstuvwx
+a=fingerprint:sha-256 AA:BB
+a=setup:active
+a=mid:1
+a=rtcp-mux
+a=rtpmap:96 VP8/90000
+"""
+
+
+def test_bundled_answer_shares_one_transport() -> None:
+    from sipedge import sdp
+
+    r = relay()
+    offer = BUNDLED_ANSWER.replace("99 2", "98 2").replace("setup:active", "setup:actpass")
+    to_b = sdp.parse(r.offer("c", "f", crlf(offer), 0.0))
+    assert to_b.media[0].port != to_b.media[1].port  # offers keep unique ports (RFC 8843)
+    ports_after_offer = len(r.ports)
+    for _ in range(2):  # 183 then 200: the same answer twice
+        to_a = sdp.parse(r.answer("c", "f", "t", crlf(BUNDLED_ANSWER), 0.1))
+        audio, video = to_a.media
+        assert audio.port == video.port
+        assert (audio.ice_ufrag, audio.ice_pwd) == (video.ice_ufrag, video.ice_pwd)
+        assert [str(c) for c in audio.candidates] == [str(c) for c in video.candidates]
+        assert len(r.ports) == ports_after_offer + 2  # one pair towards the offerer, not two
+    r.delete("c", 1.0)
+    assert r.ports == []
