@@ -399,3 +399,43 @@ def test_garbled_streams_chunk_alike(pieces: list[bytes], cuts: list[int]) -> No
     for data, _, _ in whole[0]:
         if data:
             _parse_everything(data)
+
+
+# --- 4. the regex fast paths agree with the general parsers ----------------------------
+
+
+def _outcome(fn: Callable[[], object]) -> tuple[str, object]:
+    try:
+        return ("ok", fn())
+    except ParseError as exc:
+        return ("error", exc.hint)
+
+
+@st.composite
+def near_valid(draw: st.DrawFn, base: st.SearchStrategy[str]) -> str:
+    text = draw(base)
+    if text and draw(st.booleans()):
+        i = draw(st.integers(0, len(text) - 1))
+        ins = draw(st.sampled_from([" ", "%", "@", ":", ";", "=", '"', "<", ">", "\x00", "_", "[", "A", ""]))
+        text = text[:i] + ins + text[i + draw(st.integers(0, 2)) :]
+    return text
+
+
+@BOUNDED
+@given(near_valid(st.one_of(sip_uris().map(str), st.text(max_size=30))))
+def test_sip_uri_fast_path_agrees(text: str) -> None:
+    assert _outcome(lambda: SipUri.parse(text)) == _outcome(lambda: SipUri._parse_general(text))
+
+
+@BOUNDED
+@given(near_valid(st.one_of(vias.map(str), st.text(max_size=30))))
+def test_via_fast_path_agrees(text: str) -> None:
+    assert _outcome(lambda: Via.parse(text)) == _outcome(lambda: Via._parse_general(text))
+
+
+@BOUNDED
+@given(near_valid(st.one_of(name_addrs().map(str), st.text(max_size=30))))
+def test_name_addr_fast_path_agrees(text: str) -> None:
+    assert _outcome(lambda: NameAddr.parse(text, "To")) == _outcome(
+        lambda: NameAddr._parse_general(text, "To")
+    )

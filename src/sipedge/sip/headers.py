@@ -11,6 +11,7 @@ quoted string *with* its quotes. Empty parameters (``;;``) are rejected.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from ..errors import ParseError
@@ -75,6 +76,22 @@ _VALUE_CHARS = TOKEN_CHARS | frozenset(":[]")
 # Control characters that may not appear raw in a quoted string (HTAB may).
 _CTL = frozenset(chr(c) for c in range(0x20) if c != 0x09) | {"\x7f"}
 
+# Fast paths: the common forms in one C-level match each; anything else takes the
+# general path (which gives the precise error). _PARAMS = ;token[=token/host]...
+_TOKEN_RE = r"[A-Za-z0-9.!%*_+`'~\-]+"
+_PARAMS_RE = (
+    rf"((?:;{_TOKEN_RE}(?:=(?:[A-Za-z0-9.!%*_+`'~\-:\[\]]+"
+    r'|"[^";\\\x00-\x08\x0a-\x1f\x7f]*"))?)*)'
+)
+_VIA_FAST = re.compile(
+    rf"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9_][A-Za-z0-9_.\-]*|\[[0-9A-Fa-f:.]+\])(?::([0-9]{{1,5}}))?{_PARAMS_RE}"
+)
+_NAME_ADDR_FAST = re.compile(
+    r'(?:"([^"\\\x00-\x08\x0a-\x1f\x7f]*)" *|'
+    rf"({_TOKEN_RE}(?: {_TOKEN_RE})*) *)?"
+    rf"<([^<>\s\"]+)>{_PARAMS_RE}"
+)
+
 _CANON_CACHE: dict[str, str] = {}
 _CANON_CACHE_MAX = 512
 
@@ -91,9 +108,17 @@ def canonical(name: str) -> str:
     return key
 
 
+_PRETTY_CACHE: dict[str, str] = {}
+
+
 def pretty(key: str) -> str:
     """The conventional spelling of a canonical header key (``call-id`` -> ``Call-ID``)."""
-    return _PRETTY.get(key) or "-".join(p.capitalize() for p in key.split("-"))
+    p = _PRETTY_CACHE.get(key)
+    if p is None:
+        p = _PRETTY.get(key) or "-".join(p.capitalize() for p in key.split("-"))
+        if len(_PRETTY_CACHE) < _CANON_CACHE_MAX:
+            _PRETTY_CACHE[key] = p
+    return p
 
 
 def is_token(text: str) -> bool:
@@ -222,37 +247,39 @@ def _skip_ws(s: str, i: int) -> int:
 
 
 def _parse_params_quoted(s: str, what: str) -> Params:
+    """The slower path of :func:`_parse_header_params` for values with quoted strings:
+    split on ';' outside quotes, then check each ``name[=value]``."""
+    parts: list[str] = []
+    start = i = 0
+    while True:
+        semi = s.find(";", i)
+        q = s.find('"', i)
+        if q != -1 and (semi == -1 or q < semi):
+            i = _read_quoted(s, q, what)[1]
+            continue
+        if semi == -1:
+            parts.append(s[start:])
+            break
+        parts.append(s[start:semi])
+        start = i = semi + 1
+    if parts[0].strip(" \t"):
+        raise ParseError(f"garbage before parameters in {what}: {parts[0][:40]!r}", _bad(what))
     out: Params = {}
-    n = len(s)
-    i = _skip_ws(s, 0)
-    while i < n:
-        if s[i] != ";":
-            raise ParseError(f"expected ';' in {what} at {s[i:i + 20]!r}", _bad(what))
-        i = _skip_ws(s, i + 1)
-        j = i
-        while j < n and s[j] in TOKEN_CHARS:
-            j += 1
-        if j == i:
-            raise ParseError(f"empty or bad parameter name in {what}", _bad(what))
-        name = s[i:j].lower()
-        i = _skip_ws(s, j)
-        value: str | None = None
-        if i < n and s[i] == "=":
-            i = _skip_ws(s, i + 1)
-            if i < n and s[i] == '"':
-                _, end = _read_quoted(s, i, what)
-                value = s[i:end]
-                i = end
-            else:
-                j = i
-                while j < n and s[j] in _VALUE_CHARS:
-                    j += 1
-                if j == i:
-                    raise ParseError(f"empty parameter value for {name!r} in {what}", _bad(what))
-                value = s[i:j]
-                i = j
-            i = _skip_ws(s, i)
-        out[name] = value
+    for part in parts[1:]:
+        name, eq, value = part.partition("=")
+        name = name.strip(" \t")
+        if not name or not TOKEN_CHARS.issuperset(name):
+            raise ParseError(f"bad parameter {part.strip()[:40]!r} in {what}", _bad(what))
+        if eq:
+            value = value.strip(" \t")
+            if value[:1] == '"':
+                if _read_quoted(value, 0, what)[1] != len(value):
+                    raise ParseError(f"garbage after quoted value in {what}", _bad(what))
+            elif not value or not _VALUE_CHARS.issuperset(value):
+                raise ParseError(f"bad parameter value {part.strip()[:40]!r} in {what}", _bad(what))
+            out[name.lower()] = value
+        else:
+            out[name.lower()] = None
     return out
 
 
@@ -285,6 +312,20 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str, what: str = "name-addr") -> NameAddr:
+        f = _NAME_ADDR_FAST.fullmatch(text)
+        if f is not None:
+            quoted, tokens, uri_text, ptext = f.groups()
+            params: Params = {}
+            if ptext:
+                for part in ptext[1:].split(";"):
+                    name, eq, value = part.partition("=")
+                    params[name.lower()] = value if eq else None
+            return cls(_uri_in(uri_text, what), quoted if quoted is not None else tokens, params, True)
+        return cls._parse_general(text, what)
+
+    @classmethod
+    def _parse_general(cls, text: str, what: str) -> NameAddr:
+        """Every form, with precise errors (``parse`` tries a fast path first)."""
         s = text.strip(" \t")
         if not s:
             raise ParseError(f"empty {what}", _bad(what))
@@ -382,6 +423,22 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        f = _VIA_FAST.fullmatch(text)
+        if f is not None:
+            transport, host, port_text, ptext = f.groups()
+            port = int(port_text) if port_text is not None else None
+            if valid_host(host) and (port is None or 0 < port <= 65535):
+                params: Params = {}
+                if ptext:
+                    for part in ptext[1:].split(";"):
+                        name, eq, value = part.partition("=")
+                        params[name.lower()] = value if eq else None
+                return cls(transport.upper(), host, port, params, "SIP/2.0")
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> Via:
+        """Every form, with precise errors (``parse`` tries a fast path first)."""
         s = text.strip(" \t")
         semi = s.find(";")
         head = s if semi == -1 else s[:semi]
@@ -393,7 +450,15 @@ class Via:
         rest = parts[2].strip(" \t").replace("\t", " ")
         transport, _, sentby = rest.partition(" ")
         sentby = sentby.strip(" ")
-        if not is_token(name) or not is_token(version) or not is_token(transport) or not sentby:
+        if (
+            not sentby
+            or not name
+            or not version
+            or not transport
+            or not TOKEN_CHARS.issuperset(name)
+            or not TOKEN_CHARS.issuperset(version)
+            or not TOKEN_CHARS.issuperset(transport)
+        ):
             raise ParseError(f"bad Via {text[:80]!r}", _bad("Via"))
         port_text: str | None = None
         if sentby[0] == "[":

@@ -212,7 +212,19 @@ class Message:
         raws = tuple(h[2] for h in self._headers if h[0] == "via")
         if not raws:
             return []
-        return list(self._memo("vias", raws, lambda: [Via.parse(v) for v in self.get_all("via")]))
+        return list(self._memo("vias", raws, lambda: self._parse_vias(raws[0])))
+
+    def _parse_vias(self, first_raw: str) -> list[Via]:
+        values = self.get_all("via")
+        out: list[Via] = []
+        top = self._cache.get("top_via")
+        if values and top is not None and top[0] == first_raw and "," not in first_raw:
+            out.append(cast(Via, top[1]))  # already parsed by top_via
+            values = values[1:]
+        out.extend(Via.parse(v) for v in values)
+        if out:
+            self._cache["top_via"] = (first_raw, out[0])
+        return out
 
     @property
     def top_via(self) -> Via:
@@ -404,6 +416,9 @@ class Response(Message):
 # -- parsing -----------------------------------------------------------------------
 
 _BAD_REQUEST_LINE = (400, "Bad Request-Line")
+# Header names already validated as tokens -> canonical key (bounded: names come from peers)
+_HEADER_KEYS: dict[str, str] = {}
+_HEADER_KEYS_MAX = 512
 
 
 def _split_head(data: bytes, start: int) -> tuple[int, int]:
@@ -498,18 +513,28 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
         method, uri, version = parts
         if not TOKEN_CHARS.issuperset(method):
             raise ParseError(f"bad start line {start_line[:80]!r}", None)
-        if not _parse_version(version):
-            hint = _BAD_REQUEST_LINE if version[:4].upper() == "SIP/" else None
-            raise ParseError(f"bad SIP version in {start_line[:80]!r}", hint)
-        if version.upper() != SIP_VERSION:
-            raise ParseError(f"unsupported version {version[:20]}", (505, "Version Not Supported"))
+        if version != SIP_VERSION:
+            if not _parse_version(version):
+                hint = _BAD_REQUEST_LINE if version[:4].upper() == "SIP/" else None
+                raise ParseError(f"bad SIP version in {start_line[:80]!r}", hint)
+            if version.upper() != SIP_VERSION:
+                raise ParseError(f"unsupported version {version[:20]}", (505, "Version Not Supported"))
         if "\t" in uri or not uri.isprintable():
             raise ParseError(f"bad Request-URI {uri[:80]!r}", (400, "Bad Request-URI"))
         msg = Request(method, uri, None, b"", SIP_VERSION)
         bad_hint = (400, "Bad header line")
     headers = msg._headers
+    append = headers.append
     length: int | None = None
+    known = _HEADER_KEYS
     for line in lines[1:]:
+        colon = line.find(":")
+        if colon > 0:
+            name = line[:colon]
+            key = known.get(name)
+            if key is not None:  # fast path: a header name seen before (a valid token)
+                append([key, name, line[colon + 1 :].strip(" \t")])
+                continue
         c0 = line[:1]
         if c0 == " " or c0 == "\t":
             if not headers:
@@ -519,26 +544,26 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
                 prev = headers[-1][2]
                 headers[-1][2] = f"{prev} {cont}" if prev else cont
             continue
-        colon = line.find(":")
         name = line[:colon].rstrip(" \t") if colon > 0 else ""
         if not name or not TOKEN_CHARS.issuperset(name):
             raise ParseError(f"bad header line {line[:60]!r}", bad_hint)
-        headers.append([canonical(name), name, line[colon + 1 :].strip(" \t")])
-    for h in headers:
-        if h[0] == "content-length":
-            v = h[2]
-            if not is_digits(v):
-                raise ParseError(
-                    f"bad Content-Length {v[:20]!r}",
-                    (400, "Bad Content-Length header") if bad_hint else None,
-                )
-            value = _digits_value(v, "Content-Length", _MAX_UINT32)
-            if length is not None and length != value:
-                raise ParseError(
-                    "conflicting Content-Length headers",
-                    (400, "Conflicting Content-Length headers") if bad_hint else None,
-                )
-            length = value
+        key = canonical(name)
+        if len(known) < _HEADER_KEYS_MAX and colon == len(name):
+            known[name] = key
+        headers.append([key, name, line[colon + 1 :].strip(" \t")])
+    for v in [h[2] for h in headers if h[0] == "content-length"]:
+        if not is_digits(v):
+            raise ParseError(
+                f"bad Content-Length {v[:20]!r}",
+                (400, "Bad Content-Length header") if bad_hint else None,
+            )
+        value = _digits_value(v, "Content-Length", _MAX_UINT32)
+        if length is not None and length != value:
+            raise ParseError(
+                "conflicting Content-Length headers",
+                (400, "Conflicting Content-Length headers") if bad_hint else None,
+            )
+        length = value
     available = n - body_start
     if length is None:
         length = 0 if stream else available

@@ -39,6 +39,15 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 
 _BAD_RURI = (400, "Bad Request-URI")
 
+# The common case in one C-level match: lowercase scheme, user without escapes or
+# password, hostname/IPv4/IPv6 host, simple parameters, no headers. Anything else (and
+# anything this accepts but the host/port checks refuse) takes the general path.
+_SIP_FAST = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/#]+)@)?"
+    r"([A-Za-z0-9_][A-Za-z0-9_.\-]*|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+)?)*)"
+)
+
 
 def _only(text: str, allowed: frozenset[str]) -> bool:
     """Every character of ``text`` is in ``allowed`` and every '%' starts an escape."""
@@ -148,6 +157,22 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
+        f = _SIP_FAST.fullmatch(text)
+        if f is not None:
+            scheme, user, host, port_text, ptext = f.groups()
+            port = int(port_text) if port_text is not None else None
+            if valid_host(host) and (port is None or 0 < port <= 65535):
+                params: Params = {}
+                if ptext:
+                    for part in ptext[1:].split(";"):
+                        name, eq, value = part.partition("=")
+                        params[name.lower()] = value if eq else None
+                return cls(scheme, user, host.lower(), port, None, params, "")
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> SipUri:
+        """Every form, with precise errors (``parse`` tries a fast path first)."""
         text = text.strip()
         colon = text.find(":")
         if colon <= 0:
