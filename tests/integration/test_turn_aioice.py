@@ -220,3 +220,23 @@ async def test_tcp_close_frees_allocation(service: TurnService) -> None:
     inner.refresh_task.cancel()
     inner.transport.close()  # drop the connection without deleting
     await wait_for(lambda: service.stats()["turn_allocations"] == 0)
+
+
+async def test_tcp_garbage_closes_only_that_connection(service: TurnService) -> None:
+    host, port = service.address("tcp")
+    good_r, good_w = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+    bad_r, bad_w = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+    bad_w.write(b"\xff\xfe not STUN, not ChannelData")
+    assert await asyncio.wait_for(bad_r.read(), 5) == b""  # closed by the server
+    assert service.stats()["turn_stream_framing_errors"] == 1
+    # A Binding request split in two writes still gets its answer on the other connection.
+    req = sm.request(sm.Method.BINDING, b"\x05" * 12).serialize()
+    good_w.write(req[:7])
+    await good_w.drain()
+    good_w.write(req[7:])
+    head = await asyncio.wait_for(good_r.readexactly(20), 5)
+    body = await asyncio.wait_for(good_r.readexactly(int.from_bytes(head[2:4], "big")), 5)
+    r = sm.Message.parse(head + body)
+    assert r.cls is sm.Class.SUCCESS and r.transaction_id == b"\x05" * 12
+    good_w.close()
+    bad_w.close()

@@ -10,6 +10,7 @@ ports that are really open.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import random
@@ -298,6 +299,8 @@ class TurnService:
         core_cfg = server_config(config)
         rest = RestCredentials(config.secrets, wall_clock) if config.secrets else None
         creds = Credentials(users, rest)
+        if creds.supports_userhash:
+            core_cfg = dataclasses.replace(core_cfg, username_anonymity=True)
         ips: dict[Family, str] = {}
         if config.relay_ipv4:
             ips[Family.IPV4] = config.relay_ipv4

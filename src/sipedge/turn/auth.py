@@ -29,6 +29,8 @@ class UserKeys:
     account: str
     md5: bytes
     sha256: bytes | None = None
+    username: str = ""
+    """The USERNAME authenticated (set by the server core once integrity checked)."""
 
     def key(self, algorithm: int) -> bytes | None:
         if algorithm == at.PasswordAlgorithmCode.SHA256:
@@ -37,7 +39,8 @@ class UserKeys:
 
 
 class UserStore(Protocol):
-    """Long-term credential backend (the SQLite store implements it)."""
+    """Long-term credential backend (the SQLite store implements it). A store that also
+    has ``lookup_userhash(userhash, realm) -> str | None`` enables RFC 8489 USERHASH."""
 
     def lookup(self, username: str, realm: str) -> UserKeys | None: ...
 
@@ -46,6 +49,8 @@ class CredentialProvider(Protocol):
     """All keys that may be valid for ``username`` (several REST secrets may apply)."""
 
     def candidates(self, username: str, realm: str) -> list[UserKeys]: ...
+
+    def username_for_hash(self, userhash: bytes, realm: str) -> str | None: ...
 
 
 def keys_for_password(account: str, username: str, realm: str, password: str) -> UserKeys:
@@ -69,6 +74,12 @@ class StaticUsers:
 
     def lookup(self, username: str, realm: str) -> UserKeys | None:
         return self._keys.get((username, realm))
+
+    def lookup_userhash(self, userhash: bytes, realm: str) -> str | None:
+        for (name, r) in self._keys:
+            if r == realm and integrity.userhash(name, r) == userhash:
+                return name
+        return None
 
 
 def rest_password(secret: str, username: str) -> str:
@@ -123,6 +134,9 @@ class RestCredentials:
             for s in self._secrets
         ]
 
+    def username_for_hash(self, userhash: bytes, realm: str) -> str | None:
+        return None  # REST usernames change with every expiry: no anonymity
+
 
 class Credentials:
     """REST secrets first (when the username looks like one), then the user store."""
@@ -140,6 +154,17 @@ class Credentials:
             if found is not None:
                 out.append(found)
         return out
+
+    @property
+    def supports_userhash(self) -> bool:
+        return callable(getattr(self._store, "lookup_userhash", None))
+
+    def username_for_hash(self, userhash: bytes, realm: str) -> str | None:
+        finder = getattr(self._store, "lookup_userhash", None)
+        if finder is None:
+            return None
+        name = finder(userhash, realm)
+        return name if isinstance(name, str) else None
 
 
 class NonceFactory:

@@ -13,6 +13,7 @@ authentication (401 / 400 / 438 / 401) → allocation lookup (437) → credentia
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from collections.abc import Callable
@@ -115,6 +116,8 @@ class ServerConfig:
     """bytes per second per allocation, both directions (0 = unlimited)."""
     password_algorithms: bool = True
     """advertise RFC 8489 PASSWORD-ALGORITHMS (MD5, SHA-256) in the nonce cookie."""
+    username_anonymity: bool = False
+    """advertise and accept RFC 8489 USERHASH (needs a user store that maps hashes)."""
     policy: PeerPolicy = field(default_factory=PeerPolicy)
     binding: BindingConfig = field(default_factory=BindingConfig)
 
@@ -182,7 +185,9 @@ class TurnServer:
         self._creds = credentials
         self._ports = ports
         self._token = token_source
-        features = at.SecurityFeatures(password_algorithms=True) if config.password_algorithms else None
+        features = None
+        if config.password_algorithms or config.username_anonymity:
+            features = at.SecurityFeatures(config.password_algorithms, config.username_anonymity)
         self._nonces = NonceFactory(token_source(16), config.nonce_lifetime, features)
         self._algorithms = (
             at.PasswordAlgorithms(((at.PasswordAlgorithmCode.MD5, b""), (at.PasswordAlgorithmCode.SHA256, b"")))
@@ -455,9 +460,10 @@ class TurnServer:
         if not req.has_integrity:
             return self._challenge(flow, req, 401, now)
         user = req.get(at.Username)
+        uhash = req.get(at.Userhash) if self.config.username_anonymity else None
         realm = req.get(at.Realm)
         nonce = req.get(at.Nonce)
-        if user is None or realm is None or nonce is None:
+        if (user is None and uhash is None) or realm is None or nonce is None:
             self.counters["turn_auth_failures"] += 1
             return self._error(flow, req, 400, reason="Missing USERNAME, REALM or NONCE")
         if not self._nonces.valid(nonce.value, flow.remote[0], now):
@@ -475,10 +481,18 @@ class TurnServer:
         if realm.value != self.config.realm:
             self.counters["turn_auth_failures"] += 1
             return self._challenge(flow, req, 401, now)
-        for keys in self._creds.candidates(user.value, realm.value):
-            key = keys.key(algorithm)
-            if key is not None and req.check_integrity(key):
-                return keys, key, sha256
+        if user is not None:
+            username: str | None = user.value
+        elif uhash is not None:
+            # RFC 8489 §9.2.4: USERHASH instead of USERNAME (username anonymity).
+            username = self._creds.username_for_hash(uhash.value, realm.value)
+        else:
+            username = None
+        if username is not None:
+            for keys in self._creds.candidates(username, realm.value):
+                key = keys.key(algorithm)
+                if key is not None and req.check_integrity(key):
+                    return dataclasses.replace(keys, username=username), key, sha256
         self.counters["turn_auth_failures"] += 1
         return self._challenge(flow, req, 401, now)
 
@@ -495,8 +509,7 @@ class TurnServer:
     def _allocate(self, flow: Flow, req: Message, keys: UserKeys, key: bytes, sha: bool, now: float) -> list[Action]:
         """RFC 8656 §7.2."""
         err = self._err_factory(flow, req, key, sha)
-        user = req.get(at.Username)
-        username = user.value if user else ""
+        username = keys.username
         existing = self._allocs.get(flow)
         if existing is not None:
             if existing.alloc_tid == req.transaction_id:
@@ -584,8 +597,7 @@ class TurnServer:
         a = self._allocs.get(flow)
         if a is None:
             return self._err_factory(flow, req, key, sha)(437)
-        user = req.get(at.Username)
-        if user is None or user.value != a.username:
+        if keys.username != a.username:
             return self._err_factory(flow, req, key, sha)(441)
         return a
 

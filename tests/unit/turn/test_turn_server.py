@@ -255,6 +255,35 @@ def test_sha256_password_algorithm(server: TurnServer, clock: FakeClock) -> None
     assert bad.error_code in (400, 438)
 
 
+def test_userhash_anonymity(clock: FakeClock) -> None:
+    server = make_server(clock, username_anonymity=True)
+    c = Client(server, clock)
+    r = c.reply(c.send(sm.request(Method.ALLOCATE, c.tid(), [at.RequestedTransport(17)]).serialize()))
+    nonce, algs = r.get(at.Nonce), r.get(at.PasswordAlgorithms)
+    assert nonce is not None and algs is not None
+    assert nonce.features == at.SecurityFeatures(password_algorithms=True, username_anonymity=True)
+    key = integrity.long_term_key("alice", REALM, "secret", at.PasswordAlgorithmCode.SHA256)
+    attrs: list[at.Attribute] = [
+        at.RequestedTransport(17), at.Userhash(integrity.userhash("alice", REALM)), at.Realm(REALM), nonce,
+        algs, at.PasswordAlgorithm(at.PasswordAlgorithmCode.SHA256),
+    ]
+    ok = c.reply(c.send(sm.request(Method.ALLOCATE, c.tid(), attrs).serialize(key, sha256=True)))
+    assert ok.cls is Class.SUCCESS and ok.check_integrity(key)
+    a = server.allocation(c.flow)
+    assert a is not None and a.username == "alice"
+    # The same user by name owns it; an unknown hash is refused.
+    assert c.request(Method.REFRESH, []).cls is Class.SUCCESS
+    c2 = Client(server, clock, flow=Flow("udp", ("192.0.2.1", 3478), ("203.0.113.5", 77)))
+    attrs[1] = at.Userhash(integrity.userhash("nobody", REALM))
+    bad = c2.reply(c2.send(sm.request(Method.ALLOCATE, c2.tid(), attrs).serialize(key, sha256=True)))
+    assert bad.error_code in (401, 438)
+    # Without the feature, USERHASH alone is a missing USERNAME.
+    plain = make_server(clock)
+    c3 = Client(plain, clock)
+    r3 = c3.reply(c3.send(sm.request(Method.ALLOCATE, c3.tid(), attrs).serialize(key, sha256=True)))
+    assert r3.error_code == 400
+
+
 def test_permission_send_and_data(server: TurnServer, clock: FakeClock) -> None:
     c = Client(server, clock)
     relay = c.relay()
