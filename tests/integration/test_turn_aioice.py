@@ -240,3 +240,16 @@ async def test_tcp_garbage_closes_only_that_connection(service: TurnService) -> 
     assert r.cls is sm.Class.SUCCESS and r.transaction_id == b"\x05" * 12
     good_w.close()
     bad_w.close()
+
+
+async def test_idle_stream_without_allocation_is_closed() -> None:
+    svc = TurnService.create(TurnConfig(listen=["tcp:127.0.0.1:0"], stream_idle_timeout=0.3, port_min=40000, port_max=40010))
+    await svc.start()
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(*svc.address("tcp")), 5)
+        w.write(b"\x00\x01")  # half a header, then silence
+        assert await asyncio.wait_for(r.read(), 5) == b""
+        assert svc.stats()["turn_connections_idle_closed"] == 1
+        w.close()
+    finally:
+        await svc.stop()

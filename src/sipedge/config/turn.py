@@ -105,3 +105,6 @@ class TurnConfig:
     )
     alt_port: int = option(0, "second port for RFC 5780 (0 = first UDP port + 1)", port)
     max_connections: int = option(10000, "most TCP/TLS client connections", positive)
+    stream_idle_timeout: float = option(
+        60.0, "close a TCP/TLS connection without an allocation after this many idle seconds (0 = never)", non_negative
+    )

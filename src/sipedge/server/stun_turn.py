@@ -224,12 +224,17 @@ class _UdpListener:
 
 
 class _StreamConn(asyncio.Protocol):
+    """One TCP/TLS client connection. A connection that holds no allocation and has been
+    idle for ``stream_idle_timeout`` seconds is closed (slow or silent clients)."""
+
     def __init__(self, service: TurnService, transport_name: str) -> None:
         self.service = service
         self.name = transport_name
         self.framer = Framer()
         self.flow: Flow | None = None
         self.transport: asyncio.Transport | None = None
+        self.last = 0.0
+        self.idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -243,26 +248,50 @@ class _StreamConn(asyncio.Protocol):
         self.flow = Flow(self.name, (str(local[0]), int(local[1])), (str(peer[0]), int(peer[1])))
         self.service.conns[self.flow] = transport
         transport.set_write_buffer_limits(high=1 << 20)
+        self.last = self.service.loop.time()
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        timeout = self.service.config.stream_idle_timeout
+        if timeout > 0:
+            self.idle = self.service.loop.call_at(self.last + timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self.idle = None
+        if self.flow is None or self.transport is None or self.transport.is_closing():
+            return
+        svc = self.service
+        if svc.core.allocation(self.flow) is None and svc.loop.time() - self.last >= svc.config.stream_idle_timeout:
+            svc.counters["turn_connections_idle_closed"] += 1
+            self.transport.close()
+            return
+        if svc.core.allocation(self.flow) is not None:
+            self.last = svc.loop.time()
+        self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
         if self.flow is None or self.transport is None:
             return
+        svc = self.service
+        self.last = svc.loop.time()
         try:
             frames = self.framer.feed(data)
         except ValueError:
-            self.service.counters["turn_stream_framing_errors"] += 1
+            svc.counters["turn_stream_framing_errors"] += 1
             self.transport.close()
             return
-        svc = self.service
         for f in frames:
             if 0x40 <= f[0] <= 0x7F:
-                out = svc.core.channel_data(self.flow, f, svc.loop.time())
+                out = svc.core.channel_data(self.flow, f, self.last)
                 if out is not None:
                     svc.send_peer(out)
             else:
                 svc.feed(self.flow, f)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+            self.idle = None
         if self.flow is not None:
             self.service.conns.pop(self.flow, None)
             self.service.closed(self.flow)
@@ -317,7 +346,7 @@ class TurnService:
         svc.counters = dict.fromkeys(
             (
                 "turn_udp_errors", "turn_connections_refused", "turn_stream_framing_errors",
-                "turn_send_errors", "turn_internal_errors",
+                "turn_send_errors", "turn_internal_errors", "turn_connections_idle_closed",
             ),
             0,
         )
