@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ParseError
+from ..media.relay import Flags
 from ..sip.flow import Flow, Target
 from ..sip.message import Request, Response, check_request
 from ..sip.txevents import TransactionKey
@@ -32,6 +33,7 @@ class BranchTarget:
     path: tuple[str, ...] = ()  # Route values to prepend (RFC 3327 Path)
     q: float = 1.0
     fallback: Target | None = None  # tried when ``dest`` (a flow) is gone
+    nated: bool = False  # registered from behind a NAT or over WebSocket
 
 
 @dataclass(slots=True)
@@ -46,6 +48,7 @@ class RequestContext:
     stateless: bool = False
     targets: list[BranchTarget] = field(default_factory=list)
     record_routed: bool = False
+    media: Flags | None = None  # set by rtpengine_manage(): relay this call's media
     authenticated_user: str | None = None
     done: bool = False
     nat_keepalive_requested: bool = False  # set by nat_keepalive() (docs/nat.md)
@@ -181,6 +184,20 @@ class RequestContext:
         REGISTER's bindings, this SUBSCRIBE's subscription or this INVITE's dialog lasts
         (takes effect when keepalives run; see docs/nat.md)."""
         self.nat_keepalive_requested = True
+
+    def rtpengine_manage(self, flags: Flags | None = None) -> bool:
+        """Put the media relay in this call's media path, as Kamailio's
+        ``rtpengine_manage()``: offers (INVITE/UPDATE with SDP) and answers (their 18x/2xx)
+        are rewritten, BYE/CANCEL and failures delete the session. False when no relay
+        is configured."""
+        if not self.core.media_available:
+            return False
+        self.media = flags or Flags()
+        return True
+
+    def media_active(self) -> bool:
+        """The media relay already handles this call (so in-dialog requests keep it)."""
+        return self.core.media_active(self.request.get("call-id") or "")
 
     def record_route(self) -> None:
         """Stay in the path of the dialog (double Record-Route across transports)."""

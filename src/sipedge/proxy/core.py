@@ -19,6 +19,7 @@ from .._common.clock import Clock
 from .._common.ids import TokenSource
 from ..config import Config
 from ..errors import ParseError, StorageError
+from ..media.relay import Flags
 from ..sip import auth as digest
 from ..sip import transaction
 from ..sip import txevents as tx
@@ -51,6 +52,24 @@ class Send:
     key: Any = None  # the client transaction, so a failed send can be reported
 
 
+@dataclass(frozen=True, slots=True)
+class MediaJob:
+    """A media-relay step for the adapter: ``await MediaControl.<op>(...)``, then report
+    the rewritten SDP (or the error's SIP hint) with :meth:`ProxyCore.media_done`.
+    ``delete`` jobs need no report."""
+
+    token: int
+    op: str  # "offer" | "answer" | "delete"
+    call_id: str
+    from_tag: str
+    to_tag: str | None = None
+    sdp: bytes = b""
+    flags: Flags | None = None
+
+
+MediaContinuation = Callable[[bytes | None, "tuple[int, str] | None", float], None]
+
+
 @dataclass(slots=True)
 class Branch:
     key: Any
@@ -77,6 +96,7 @@ class ProxyTransaction:
     best: Response | None = None
     cancelled: bool = False
     next_index: int = 0
+    media: Flags | None = None
 
     @property
     def all_final(self) -> bool:
@@ -124,6 +144,11 @@ class ProxyCore:
         )
         self.local_response_handler: Callable[[Response, Flow], None] | None = None
         self.flow_alive: Callable[[Flow], bool] = lambda flow: True  # the adapter's answer
+        self.media_available = False  # the adapter sets it when a media relay is wired
+        self._media_jobs: list[MediaJob] = []
+        self._media_waiting: dict[int, MediaContinuation] = {}
+        self._media_calls: dict[str, None] = {}  # insertion-ordered, bounded
+        self._media_token = 0
         self._out: list[Send] = []
         self._proxied: dict[Any, ProxyTransaction] = {}
         self._branch_of: dict[Any, tuple[ProxyTransaction, Branch]] = {}
@@ -182,6 +207,39 @@ class ProxyCore:
         """The adapter could not send a client transaction's request."""
         self.tl.transport_error(key, now)
         self._drain(now)
+
+    def media_jobs(self) -> list[MediaJob]:
+        """Media-relay steps to perform (drain after every call that may create them)."""
+        jobs, self._media_jobs = self._media_jobs, []
+        return jobs
+
+    def media_done(self, token: int, sdp: bytes | None, error: tuple[int, str] | None, now: float) -> None:
+        """The result of an offer/answer :class:`MediaJob`: the rewritten SDP, or the
+        SIP status and reason to fail the call with."""
+        cont = self._media_waiting.pop(token, None)
+        if cont is not None:
+            try:
+                cont(sdp, error, now)
+            except Exception:
+                self.counters["sip_routing_errors"] += 1
+                log.exception("media continuation failed")
+        self._drain(now)
+
+    def media_active(self, call_id: str) -> bool:
+        return call_id in self._media_calls
+
+    def _media_job(self, op: str, call_id: str, from_tag: str, to_tag: str | None = None, sdp: bytes = b"",
+                   flags: Flags | None = None, then: MediaContinuation | None = None) -> None:
+        self._media_token += 1
+        self._media_jobs.append(MediaJob(self._media_token, op, call_id, from_tag, to_tag, sdp, flags))
+        if then is not None:
+            self._media_waiting[self._media_token] = then
+        if op == "delete":
+            self._media_calls.pop(call_id, None)
+        else:
+            self._media_calls[call_id] = None
+            while len(self._media_calls) > 100_000:
+                self._media_calls.pop(next(iter(self._media_calls)))
 
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = dict(self.counters)
@@ -401,7 +459,8 @@ class ProxyCore:
                     dest, fallback = flow, contact
             elif b.received:
                 dest = flow  # behind a NAT: where its binding is
-        return BranchTarget(ruri=ruri, dest=dest, path=b.path, q=b.q, fallback=fallback)
+        nated = bool(b.received) or (flow is not None and flow.transport in ("ws", "wss"))
+        return BranchTarget(ruri=ruri, dest=dest, path=b.path, q=b.q, fallback=fallback, nated=nated)
 
     # -- relaying -------------------------------------------------------------------------
     def relay(self, ctx: RequestContext) -> None:
@@ -415,9 +474,39 @@ class ProxyCore:
             groups = [[t for t in targets if t.q == q] for q in qs]
         else:
             groups = [targets]
-        ptx = ProxyTransaction(ctx.server_key, req, ctx.flow, ctx.record_routed, groups)
+        ptx = ProxyTransaction(ctx.server_key, req, ctx.flow, ctx.record_routed, groups, media=ctx.media)
         self._proxied[ctx.server_key] = ptx
+        if ctx.media is not None and self._media_step_for_request(ptx, ctx):
+            return
         self._start_next_group(ptx, ctx.now)
+
+    def _media_step_for_request(self, ptx: ProxyTransaction, ctx: RequestContext) -> bool:
+        """Offer the SDP of an INVITE/UPDATE to the relay before forking (True: the
+        branches start when the rewritten SDP comes back); BYE deletes the session."""
+        req = ptx.request
+        call_id = req.get("call-id") or ""
+        try:
+            from_tag = req.from_.tag or ""
+        except ParseError:
+            return False
+        if req.method in ("BYE",):
+            self._media_job("delete", call_id, from_tag)
+            return False
+        if req.method not in ("INVITE", "UPDATE") or not _has_sdp(req):
+            return False
+
+        def then(sdp: bytes | None, error: tuple[int, str] | None, now: float) -> None:
+            if error is not None or sdp is None:
+                status, reason = error or (500, "Media Relay Error")
+                ptx.final_sent = True
+                self.tl.respond(ptx.server_key, make_response(req, status, reason, to_tag=self._to_tag(req)), now)
+                self._proxied.pop(ptx.server_key, None)
+                return
+            req.body = sdp
+            self._start_next_group(ptx, now)
+
+        self._media_job("offer", call_id, from_tag, None, req.body, ctx.media, then)
+        return True
 
     def _start_next_group(self, ptx: ProxyTransaction, now: float) -> bool:
         while ptx.groups:
@@ -559,6 +648,31 @@ class ProxyCore:
         self._forward_response(ptx, out, now)
 
     def _forward_response(self, ptx: ProxyTransaction, resp: Response, now: float, flow: Flow | None = None) -> None:
+        if ptx.media is not None:
+            call_id = ptx.request.get("call-id") or ""
+            if resp.status >= 300:
+                try:
+                    self._media_job("delete", call_id, ptx.request.from_.tag or "")
+                except ParseError:
+                    pass
+            elif resp.status > 100 and _has_sdp(resp) and ptx.request.method in ("INVITE", "UPDATE"):
+                try:
+                    from_tag, to_tag = ptx.request.from_.tag or "", resp.to.tag or ""
+                except ParseError:
+                    from_tag = to_tag = ""
+
+                def then(sdp: bytes | None, error: tuple[int, str] | None, later: float) -> None:
+                    if sdp is not None:
+                        resp.body = sdp
+                    else:
+                        log.warning("media answer failed for %s: %s", call_id, error)
+                    self._forward_response_now(ptx, resp, later, flow)
+
+                self._media_job("answer", call_id, from_tag, to_tag, resp.body, ptx.media, then)
+                return
+        self._forward_response_now(ptx, resp, now, flow)
+
+    def _forward_response_now(self, ptx: ProxyTransaction, resp: Response, now: float, flow: Flow | None) -> None:
         if self.router.reply_route is not None:
             rctx = ReplyContext(self, resp, ptx.request, now, flow)
             try:
@@ -604,6 +718,11 @@ class ProxyCore:
         ptx.cancelled = True
         ptx.groups.clear()
         self._cancel_pending(ptx, now)
+        if ptx.media is not None:
+            try:
+                self._media_job("delete", ptx.request.get("call-id") or "", ptx.request.from_.tag or "")
+            except ParseError:
+                pass
 
     def _cancel_pending(self, ptx: ProxyTransaction, now: float, except_branch: Branch | None = None) -> None:
         """CANCEL every unanswered INVITE branch (the layer waits for a provisional
@@ -616,3 +735,5 @@ class ProxyCore:
             self.tl.cancel(b.key, now)
 
 
+def _has_sdp(msg: Request | Response) -> bool:
+    return bool(msg.body) and (msg.content_type or "application/sdp") == "application/sdp"

@@ -38,6 +38,8 @@ def request_route(ctx: RequestContext) -> None:
                 ctx.add_contact_alias()
             if nated and ctx.method == "SUBSCRIBE":
                 ctx.nat_keepalive()  # a refresh extends the subscription's keepalive
+            if ctx.media_active():
+                ctx.rtpengine_manage()  # re-offers, and BYE ends the relayed media
             ctx.relay()
         elif ctx.method == "ACK":
             ctx.drop()  # an ACK for a locally answered request, or stray: absorb it
@@ -100,6 +102,11 @@ def request_route(ctx: RequestContext) -> None:
         else:
             ctx.reply(404)
         return
+    # RTPPROXY: relay media when either side is behind a NAT (or on a WebSocket).
+    if ctx.method == "INVITE" and (
+        ctx.nat_uac_test(NAT_TESTS | nat.SDP_PRIVATE) or any(t.nated for t in ctx.targets)
+    ):
+        ctx.rtpengine_manage()
     ctx.relay()
 
 

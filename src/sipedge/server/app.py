@@ -19,8 +19,10 @@ from typing import Any
 from .._common.addr import is_ip
 from .._common.clock import SystemClock
 from ..config import Config
-from ..errors import ConfigError
-from ..proxy.core import ProxyCore, Send
+from ..errors import ConfigError, ParseError
+from ..media.control import MediaControl
+from ..media.relay import RelayError
+from ..proxy.core import MediaJob, ProxyCore, Send
 from ..proxy.identity import Identity, Listener
 from ..proxy.routing import load_router
 from ..sip.flow import Flow, Target
@@ -28,6 +30,8 @@ from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriber
 from ..web.server import WebServer
 from . import tls
 from .logsetup import setup_logging
+from .media import MediaServer
+from .ng import NgControlServer
 from .transport import TransportLayer
 from .ws import WsOptions
 
@@ -56,6 +60,7 @@ class SipService:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._purge_task: asyncio.Task[None] | None = None
+        self.media: MediaControl | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self.loop = asyncio.get_running_loop()
 
@@ -129,6 +134,10 @@ class SipService:
             return
         for item in core.outgoing():
             self._send(item)
+        for job in core.media_jobs():
+            task = asyncio.create_task(self._media(job))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
         when = core.get_timer()
         if when is not None and (self._timer_at is None or when < self._timer_at):
             if self._timer is not None:
@@ -167,6 +176,30 @@ class SipService:
         host = str(infos[0][4][0])
         return Target(target.transport, host, target.port)
 
+    async def _media(self, job: MediaJob) -> None:
+        """Perform one media-relay step and hand the result back to the core."""
+        media = self.media
+        if media is None or self.core is None:
+            return
+        sdp: bytes | None = None
+        error: tuple[int, str] | None = None
+        try:
+            if job.op == "offer":
+                sdp = await media.offer(job.call_id, job.from_tag, job.sdp, job.flags)
+            elif job.op == "answer":
+                sdp = await media.answer(job.call_id, job.from_tag, job.to_tag or "", job.sdp, job.flags)
+            else:
+                await media.delete(job.call_id, job.from_tag)
+                return
+        except (ParseError, RelayError) as exc:
+            error = exc.hint if isinstance(exc.hint, tuple) else (500, "Media Relay Error")
+            log.info("media %s for %s failed: %s", job.op, job.call_id, exc)
+        except Exception:
+            log.exception("media %s for %s failed", job.op, job.call_id)
+            error = (500, "Media Relay Error")
+        self.core.media_done(job.token, sdp, error, self.loop.time())
+        self._flush()
+
     def _failed(self, key: Any) -> None:
         if key is not None and self.core is not None:
             self.core.transport_failed(key, self.loop.time())
@@ -201,6 +234,8 @@ class App:
         self.cert_path: Path | None = None
         self.fingerprint: str = ""
         self.web: WebServer | None = None
+        self.media: MediaServer | None = None
+        self.ng: NgControlServer | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -225,19 +260,33 @@ class App:
             client_ctx = tls.client_context(verify=cfg.tls.verify_peer, ca=cfg.tls.ca or None)
         self.sip = SipService(cfg, location, subscribers, load_secret(data_dir / "nonce.key"))
         await self.sip.start(server_ctx, client_ctx)
+        if cfg.media.enabled:
+            self.media = MediaServer(cfg.media)
+            ng = cfg.media.ng_address
+            if ng is not None:
+                self.ng = NgControlServer(self.media, *ng)
+            self.sip.media = self.media
+            assert self.sip.core is not None
+            self.sip.core.media_available = True
+            log.info("media relay on %s ports %d-%d", cfg.media.listen, cfg.media.port_min, cfg.media.port_max)
         if cfg.web.enabled:
             self.web = WebServer(cfg, self.stats)
             await self.web.start()
 
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = {}
-        if self.sip is not None:
-            out.update(self.sip.stats())
+        for role in (self.sip, self.media, self.ng):
+            if role is not None:
+                out.update(role.stats())
         return out
 
     async def stop(self) -> None:
         if self.web is not None:
             await self.web.stop()
+        if self.ng is not None:
+            self.ng.close()
+        if self.media is not None:
+            self.media.close()
         if self.sip is not None:
             await self.sip.stop()
         if self.db is not None:
