@@ -6,8 +6,9 @@ the call fails: the keepalives are what keeps the phone reachable. Over UDP and 
 Topology (network namespaces built by the test; documentation/private ranges only):
 
     [phone] 192.168.77.2 --- 192.168.77.1 [router: MASQUERADE, short conntrack] 203.0.113.1
-        --- [pub] 203.0.113.2 sipedge with keepalives, 203.0.113.3 sipedge without,
-                  both running ``python -m sipedge.server.nat_app`` (sipedge serve + [nat])
+        --- [pub] 203.0.113.2 sipedge with zero-packet keepalives, 203.0.113.3 without,
+                  203.0.113.4 with SIP OPTIONS keepalives; each runs
+                  ``python -m sipedge.server.nat_app`` (sipedge serve + [nat])
 
 The public side has no route to 192.168.77.0/24. Each phone is one SIPp client
 scenario: REGISTER, then wait for an INVITE on the same socket (the caller, a SIPp in
@@ -196,7 +197,8 @@ def topology() -> Iterator[Topology]:
                   ["addr", "add", "203.0.113.1/24", "dev", f"no{tag}"], ["link", "set", f"no{tag}", "up"],
                   ["link", "set", "lo", "up"]]),
             (pub, [["addr", "add", "203.0.113.2/24", "dev", f"nu{tag}"],
-                   ["addr", "add", "203.0.113.3/24", "dev", f"nu{tag}"], ["link", "set", f"nu{tag}", "up"],
+                   ["addr", "add", "203.0.113.3/24", "dev", f"nu{tag}"],
+                   ["addr", "add", "203.0.113.4/24", "dev", f"nu{tag}"], ["link", "set", f"nu{tag}", "up"],
                    ["link", "set", "lo", "up"]]),
         ):
             for c in cmds:
@@ -214,8 +216,9 @@ def topology() -> Iterator[Topology]:
 
 
 @contextlib.contextmanager
-def sipedge(tmp: Path, ns: str, ip: str, keepalive: bool) -> Iterator[Path]:
-    """``nat_app`` in ``ns`` on ``ip``:5060 UDP+TCP; yields its database path."""
+def sipedge(tmp: Path, ns: str, ip: str, keepalive: str) -> Iterator[Path]:
+    """``nat_app`` in ``ns`` on ``ip``:5060 UDP+TCP; yields its database path.
+    ``keepalive``: "" (none), "udp" (zero packets / CRLF) or "OPTIONS"."""
     data = tmp / f"data-{ip}"
     cfg = tmp / f"sipedge-{ip}.toml"
     cfg.write_text(
@@ -236,7 +239,7 @@ enabled = false
 
 [nat]
 keepalive_interval = {0.3 if keepalive else 0}
-keepalive_method = "udp"
+keepalive_method = "{keepalive or 'udp'}"
 """
     )
     log = tmp / f"sipedge-{ip}.log"
@@ -278,28 +281,29 @@ def bindings(db: Path) -> int:
         return int(c.execute("SELECT COUNT(*) FROM location").fetchone()[0])
 
 
-def pings_sent(log: Path) -> int:
-    """``keepalive_pings_sent`` from the stats line a server logs when it stops."""
-    m = re.search(r"'keepalive_pings_sent': (\d+)", log.read_text(errors="replace"))
+def counter(log: Path, name: str) -> int:
+    """A keepalive counter from the stats line a server logs when it stops."""
+    m = re.search(rf"'{name}': (\d+)", log.read_text(errors="replace"))
     assert m is not None, "no keepalive stats in " + str(log)
     return int(m.group(1))
 
 
 def test_phones_behind_nat_reachable_only_with_keepalives(topology: Topology, tmp_path: Path) -> None:
-    """UDP and TCP phones, each registered with the keepalive server ("ka") or the one
-    without ("plain"), all idle for more than four conntrack timeouts, then called."""
+    """UDP and TCP phones, each registered with a server that sends zero-packet/CRLF
+    keepalives ("ka"), SIP OPTIONS keepalives ("sip") or none ("plain"), all idle for more
+    than four conntrack timeouts, then called."""
     tmp = tmp_path
     scen_phone = tmp / "phone.xml"
     scen_phone.write_text(PHONE)
     scen_caller = tmp / "caller.xml"
     scen_caller.write_text(CALLER)
-    ka_ip, plain_ip = "203.0.113.2", "203.0.113.3"
-    with sipedge(tmp, topology.pub, ka_ip, keepalive=True) as db_ka, \
-            sipedge(tmp, topology.pub, plain_ip, keepalive=False) as db_plain:
+    servers = {"ka": ("203.0.113.2", "udp"), "plain": ("203.0.113.3", ""), "sip": ("203.0.113.4", "OPTIONS")}
+    with contextlib.ExitStack() as stack:
+        dbs = {name: stack.enter_context(sipedge(tmp, topology.pub, ip, ka)) for name, (ip, ka) in servers.items()}
         cases = [
-            (f"{transport}-{name}", transport, server, 5070 + i)
-            for i, (transport, name, server) in enumerate(
-                [("udp", "ka", ka_ip), ("udp", "plain", plain_ip), ("tcp", "ka", ka_ip), ("tcp", "plain", plain_ip)]
+            (f"{transport}-{name}", transport, servers[name][0], 5070 + i)
+            for i, (transport, name) in enumerate(
+                (t, n) for t in ("udp", "tcp") for n in servers
             )
         ]
         phones = {
@@ -309,7 +313,7 @@ def test_phones_behind_nat_reachable_only_with_keepalives(topology: Topology, tm
         }
         try:
             deadline = time.monotonic() + 10
-            while not (bindings(db_ka) == 2 and bindings(db_plain) == 2):
+            while not all(bindings(db) == 2 for db in dbs.values()):
                 assert time.monotonic() < deadline, "the phones did not register"
                 assert all(p.poll() is None for p in phones.values())
                 time.sleep(0.05)
@@ -320,8 +324,9 @@ def test_phones_behind_nat_reachable_only_with_keepalives(topology: Topology, tm
                 for case, transport, server, port in cases
             }
             codes = {case: c.wait(20) for case, c in callers.items()}
-            for case in ("udp-ka", "tcp-ka"):
-                phones[case].wait(10)
+            for case, p in phones.items():
+                if not case.endswith("plain"):
+                    p.wait(10)
         finally:
             for p in phones.values():
                 if p.poll() is None:
@@ -332,12 +337,17 @@ def test_phones_behind_nat_reachable_only_with_keepalives(topology: Topology, tm
         return (tmp / name).read_text(errors="replace")[-4000:]
 
     for transport in ("udp", "tcp"):
-        ka, plain = f"{transport}-ka", f"{transport}-plain"
-        # with keepalives: the whole call went through the NAT (INVITE in, ACK and BYE by alias)
-        assert codes[ka] == 0, (ka, text(f"caller-{ka}.log"), text(f"sipedge-{ka_ip}.log"))
-        assert phones[ka].returncode == 0, (ka, text(f"phone-{ka}.log"))
+        for name in ("ka", "sip"):
+            case = f"{transport}-{name}"
+            # with keepalives the whole call went through the NAT (INVITE in, ACK and BYE by alias)
+            assert codes[case] == 0, (case, text(f"caller-{case}.log"), text(f"sipedge-{servers[name][0]}.log"))
+            assert phones[case].returncode == 0, (case, text(f"phone-{case}.log"))
         # without them the router has forgotten the binding: the INVITE never gets in
+        plain = f"{transport}-plain"
         assert codes[plain] != 0, (plain, text(f"caller-{plain}.log"))
         assert "INVITE sip:" not in text(f"phone-{plain}.log")
-    assert pings_sent(tmp / f"sipedge-{ka_ip}.log") > 0
-    assert pings_sent(tmp / f"sipedge-{plain_ip}.log") == 0
+    logs = {name: tmp / f"sipedge-{ip}.log" for name, (ip, _) in servers.items()}
+    assert counter(logs["ka"], "keepalive_pings_sent") > 0
+    assert counter(logs["plain"], "keepalive_pings_sent") == 0
+    # SIP pings crossed the NAT both ways: the phones (SIPp -aa) answered them
+    assert counter(logs["sip"], "keepalive_ping_answers") > 0
