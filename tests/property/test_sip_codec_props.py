@@ -308,16 +308,30 @@ def _exercise(msg: m.Request | m.Response) -> None:
             pass
 
 
+def _answer(data: bytes, exc: ParseError) -> None:
+    """error_response never raises, and what it builds is a parseable response."""
+    resp = m.error_response(data, exc, to_tag="t")
+    if resp is not None:
+        assert isinstance(exc.hint, tuple) and resp.status == exc.hint[0]
+        assert isinstance(m.parse(resp.serialize()), m.Response)
+
+
 def _parse_everything(data: bytes) -> None:
     for stream in (False, True):
         try:
             msg = m.parse(data, stream=stream)
         except ParseError as exc:
             assert exc.hint is None or isinstance(exc.hint, tuple)
+            _answer(data, exc)
             continue
         wire = msg.serialize()
         again = m.parse(wire)
         assert fields(again) == fields(msg)
+        if isinstance(msg, m.Request):
+            try:
+                m.check_request(msg)
+            except ParseError as exc:
+                _answer(data, exc)
         _exercise(msg)
 
 

@@ -285,6 +285,8 @@ def _parse_params_quoted(s: str, what: str) -> Params:
 
 def _uri_in(text: str, what: str) -> Uri:
     try:
+        if text[:4] == "sip:" or text[:5] == "sips:":
+            return SipUri.parse(text)
         return parse_uri(text)
     except ParseError as exc:
         hint = exc.hint if isinstance(exc.hint, tuple) and exc.hint[0] == 416 else _bad(what)

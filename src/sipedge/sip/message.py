@@ -666,6 +666,84 @@ def make_response(
     return resp
 
 
+def _salvage(data: bytes) -> Request | None:
+    """A tolerant read of a request that failed :func:`parse`: the first token of the
+    first line as method, and every header line that looks like one."""
+    text = data.lstrip(b"\r\n")
+    end = text.find(b"\r\n\r\n")
+    if end == -1:
+        end = text.find(b"\n\n")
+    head = text[: end if end != -1 else len(text)].decode("utf-8", "surrogateescape")
+    lines = head.replace("\r\n", "\n").split("\n")
+    first = lines[0].split()
+    if not first or not is_token(first[0]) or first[0][:4].upper() == "SIP/":
+        return None
+    headers: list[list[str]] = []
+    for line in lines[1:]:
+        if "\r" in line:
+            continue
+        if line[:1] in (" ", "\t"):
+            if headers:
+                headers[-1][2] = f"{headers[-1][2]} {line.strip()}"
+            continue
+        name, colon, value = line.partition(":")
+        name = name.strip(" \t")
+        if colon and is_token(name):
+            headers.append([canonical(name), name, value.strip(" \t")])
+    return Request(first[0], "sip:invalid", headers)
+
+
+def _warning_text(text: str) -> str:
+    clean = "".join(c if c.isprintable() and c not in '"\\' else " " for c in text)
+    return clean[:120]
+
+
+def error_response(
+    data: bytes, exc: ParseError, to_tag: str | None = None, agent: str = "sipedge"
+) -> Response | None:
+    """The stateless reply to a request that :func:`parse` or :func:`check_request`
+    refused with ``exc`` (DESIGN.md: a 400 whose Warning says what was wrong), or
+    ``None`` when it must be dropped and counted instead.
+
+    Dropped: ``exc.hint`` is None (garbage, any response), the request is an ACK (never
+    answered), its top Via cannot be read (a reply could not be routed, RFC 3261
+    §18.2.2) or it has no CSeq (a reply could not be matched, §8.2.6.2). Otherwise the reply carries the hint's status
+    and reason, every Via line and From, To (with ``to_tag`` added when it has none),
+    Call-ID and CSeq as received, and ``Warning: 399 <agent> "<what was wrong>"``.
+    """
+    if not isinstance(exc.hint, tuple):
+        return None
+    status, reason = exc.hint
+    req = _salvage(data)
+    if req is None or req.method == "ACK":
+        return None
+    try:
+        req.top_via  # noqa: B018 - the reply must be routable
+    except ParseError:
+        return None
+    if not req.has("cseq"):
+        return None  # copied as received even when malformed (RFC 4475 §3.1.2.4)
+    headers: list[list[str]] = []
+    seen: set[str] = set()
+    for h in req._headers:
+        key = h[0]
+        if key == "via" or (key in ("from", "to", "call-id", "cseq") and key not in seen):
+            seen.add(key)
+            headers.append([key, pretty(key), h[2]])
+    resp = Response(status, reason, headers)
+    if to_tag and status > 100:
+        to = resp.get("to")
+        if to is not None:
+            try:
+                na: NameAddr | None = NameAddr.parse(to, "To")
+            except ParseError:
+                na = None
+            if na is not None and na.tag is None:
+                resp.set("to", str(na.with_params(tag=to_tag)))
+    resp.add("Warning", f'399 {agent} "{_warning_text(str(exc))}"')
+    return resp
+
+
 __all__ = [
     "REASONS",
     "SINGLE_HEADERS",
@@ -675,6 +753,7 @@ __all__ = [
     "Response",
     "check_request",
     "check_response",
+    "error_response",
     "make_response",
     "parse",
 ]

@@ -86,7 +86,7 @@ def valid_host(host: str) -> bool:
         except ValueError:
             return False
         return True
-    if _IPV4.fullmatch(host):
+    if host[-1].isdigit() and _IPV4.fullmatch(host):
         return all(int(p) <= 255 for p in host.split("."))
     return _HOSTNAME.fullmatch(host) is not None
 

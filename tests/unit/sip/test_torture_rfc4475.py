@@ -508,3 +508,45 @@ def test_ncl_and_mcl01_refused_by_the_framer() -> None:
         with pytest.raises(ParseError) as info:
             StreamFramer().feed(vec(name))
         assert info.value.hint == hint
+
+
+@pytest.mark.parametrize("name", sorted(n for n, (_, hint, _) in INVALID.items() if hint))
+def test_invalid_requests_get_a_stateless_answer(name: str) -> None:
+    """error_response builds the reply the hint asks for, or None when the top Via is
+    unusable (badinv01: a reply could not be routed, so it is dropped and counted)."""
+    stage, hint, _ = INVALID[name]
+    data = vec(name)
+    try:
+        msg = m.parse(data)
+        assert isinstance(msg, m.Request)
+        m.check_request(msg)
+    except ParseError as exc:
+        resp = m.error_response(data, exc, to_tag="t1")
+    else:
+        raise AssertionError("expected a ParseError")
+    if name == "badinv01":
+        assert resp is None
+        return
+    assert resp is not None and hint is not None
+    assert (resp.status, resp.reason) == hint
+    again = m.parse(resp.serialize())
+    assert isinstance(again, m.Response)
+    raw = m._salvage(data)
+    assert raw is not None
+    assert again.get_all("via") == raw.get_all("via")
+    assert again.get("cseq") == raw.get("cseq")
+    warning = again.get("warning")
+    assert warning is not None and warning.startswith("399 sipedge ")
+
+
+def test_error_response_drops_what_it_must() -> None:
+    exc = ParseError("x", (400, "Bad Request"))
+    assert m.error_response(vec("bigcode"), ParseError("x", None)) is None  # no hint
+    assert m.error_response(vec("noreason"), exc) is None  # a response
+    assert m.error_response(b"\x16\x03\x01garbage", exc) is None
+    ack = vec("mismatch01").replace(b"OPTIONS sip:", b"ACK sip:")
+    assert m.error_response(ack, exc) is None  # never answer an ACK
+    no_cseq = vec("mismatch01").replace(b"CSeq: 8 INVITE\r\n", b"")
+    assert m.error_response(no_cseq, exc) is None
+    resp = m.error_response(vec("scalar02"), exc)  # a huge CSeq is still copied back
+    assert resp is not None and resp.get("cseq") == "36893488147419103232 REGISTER"
