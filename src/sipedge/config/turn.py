@@ -71,6 +71,10 @@ class TurnConfig:
     software: str = option("sipedge", "SOFTWARE attribute in responses (empty = none)")
     relay_ipv4: str = option("127.0.0.1", "IPv4 address relay sockets bind to (empty = no IPv4 relays)", _ip_or_empty)
     relay_ipv6: str = option("", "IPv6 address relay sockets bind to (empty = no IPv6 relays)", _ip_or_empty)
+    external_ipv4: str = option(
+        "", "public IPv4 advertised for relays when relay_ipv4 sits behind a 1:1 NAT (cloud VMs)", _ip_or_empty
+    )
+    external_ipv6: str = option("", "public IPv6 advertised for relays (like external_ipv4)", _ip_or_empty)
     port_min: int = option(49152, "lowest relay port", port)
     port_max: int = option(65535, "highest relay port", port)
     secrets: list[str] = option(

@@ -67,6 +67,8 @@ def server_config(cfg: TurnConfig) -> ServerConfig:
         software=cfg.software,
         relay_ipv4=cfg.relay_ipv4 or None,
         relay_ipv6=cfg.relay_ipv6 or None,
+        external_ipv4=cfg.external_ipv4 or None,
+        external_ipv6=cfg.external_ipv6 or None,
         default_lifetime=cfg.default_lifetime,
         max_lifetime=cfg.max_lifetime,
         permission_lifetime=cfg.permission_lifetime,

@@ -103,6 +103,10 @@ class ServerConfig:
     software: str = "sipedge"
     relay_ipv4: str | None = "127.0.0.1"
     relay_ipv6: str | None = None
+    external_ipv4: str | None = None
+    """advertised in XOR-RELAYED-ADDRESS instead of relay_ipv4 (1:1 NAT, like coturn's
+    external-ip); the sockets still bind relay_ipv4."""
+    external_ipv6: str | None = None
     default_lifetime: int = 600
     max_lifetime: int = 3600
     permission_lifetime: int = 300
@@ -179,7 +183,12 @@ class TurnServer:
         ports: PortAllocator,
         token_source: TokenSource = secrets.token_bytes,
     ) -> None:
-        own = [ip for ip in (config.relay_ipv4, config.relay_ipv6) if ip]
+        own = [
+            ip
+            for ip in (config.relay_ipv4, config.relay_ipv6, config.external_ipv4, config.external_ipv6)
+            if ip
+        ]
+        self._external = {at.Family.IPV4: config.external_ipv4, at.Family.IPV6: config.external_ipv6}
         self._policy = config.policy.with_own(own)
         self.config = config
         self._creds = credentials
@@ -576,7 +585,9 @@ class TurnServer:
                 else:
                     relays[at.Family.IPV6] = (ip6, grant6[0])
         lifetime = self._lifetime(req) or self.config.default_lifetime
-        attrs: list[at.Attribute] = [at.XorRelayedAddress(*r) for r in relays.values()]
+        attrs: list[at.Attribute] = [
+            at.XorRelayedAddress(self._external[fam] or r[0], r[1]) for fam, r in relays.items()
+        ]
         attrs += [at.Lifetime(lifetime), *extra, at.XorMappedAddress(*flow.remote), *self._software()]
         resp = self._reply(flow, req, sm.success(req, attrs), key, sha)
         a = Allocation(

@@ -336,6 +336,16 @@ def test_channel_bind_and_data(clock: FakeClock, transport: str) -> None:
     assert server.stats()["turn_channels"] == 1
 
 
+def test_external_address_is_advertised(clock: FakeClock) -> None:
+    server = make_server(clock, external_ipv4="203.0.113.77")
+    c = Client(server, clock)
+    relay = c.relay()
+    assert relay[0] == "203.0.113.77"
+    a = server.allocation(c.flow)
+    assert a is not None and a.relays[at.Family.IPV4] == (RELAY_IP, relay[1])  # bound address
+    assert c.request(Method.CREATE_PERMISSION, [at.XorPeerAddress("203.0.113.77", 9)]).error_code == 403
+
+
 def test_denied_peers(server: TurnServer, clock: FakeClock) -> None:
     c = Client(server, clock)
     c.relay()
