@@ -47,6 +47,25 @@ def _cidrs(v: Any) -> str | None:
     return None
 
 
+def _addresses(v: Any) -> str | None:
+    for item in v:
+        host, _, p = item.rpartition(":")
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+            ok = p.isdigit() and 0 < int(p) < 65536
+        except ValueError:
+            ok = False
+        if not ok:
+            return f'a list like ["203.0.113.2:3478", "[2001:db8::2]:3478"]; {item!r} is not'
+    return None
+
+
+def split_address(item: str) -> tuple[str, int]:
+    host, _, p = item.rpartition(":")
+    return host.strip("[]"), int(p)
+
+
 def _ip_or_empty(v: Any) -> str | None:
     if v == "":
         return None
@@ -108,6 +127,9 @@ class TurnConfig:
         "", "second IP for RFC 5780 NAT discovery (empty = off); UDP listeners also bind it", _ip_or_empty
     )
     alt_port: int = option(0, "second port for RFC 5780 (0 = first UDP port + 1)", port)
+    alternate_servers: list[str] = option(
+        [], "send new allocations to these ip:port with 300 Try Alternate (draining a node)", _addresses
+    )
     max_connections: int = option(10000, "most TCP/TLS client connections", positive)
     stream_idle_timeout: float = option(
         60.0, "close a TCP/TLS connection without an allocation after this many idle seconds (0 = never)", non_negative

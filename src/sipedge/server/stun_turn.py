@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from ..config import Config
-from ..config.turn import TurnConfig, split_listener
+from ..config.turn import TurnConfig, split_address, split_listener
 from ..errors import ConfigError
 from ..stun.attributes import Family
 from ..stun.server import BindingConfig
@@ -78,6 +78,7 @@ def server_config(cfg: TurnConfig) -> ServerConfig:
         max_allocations_per_user=cfg.max_allocations_per_user,
         max_bandwidth=cfg.max_bandwidth,
         password_algorithms=cfg.password_algorithms,
+        alternate_servers=tuple(split_address(a) for a in cfg.alternate_servers),
         policy=PeerPolicy.build(cfg.allow_peers, cfg.deny_peers, cfg.deny_private_peers),
         binding=BindingConfig(cfg.software, primary, other),
     )

@@ -122,6 +122,8 @@ class ServerConfig:
     """advertise RFC 8489 PASSWORD-ALGORITHMS (MD5, SHA-256) in the nonce cookie."""
     username_anonymity: bool = False
     """advertise and accept RFC 8489 USERHASH (needs a user store that maps hashes)."""
+    alternate_servers: tuple[Address, ...] = ()
+    """redirect new allocations there with 300 Try Alternate (RFC 8489 §10), round robin."""
     policy: PeerPolicy = field(default_factory=PeerPolicy)
     binding: BindingConfig = field(default_factory=BindingConfig)
 
@@ -221,7 +223,7 @@ class TurnServer:
                 "turn_packets_from_peer", "turn_bytes_from_peer", "turn_drops_malformed",
                 "turn_drops_no_allocation", "turn_drops_no_permission",
                 "turn_drops_unbound_channel", "turn_drops_bandwidth", "turn_drops_unknown_relay",
-                "turn_permissions_created", "turn_channels_bound",
+                "turn_permissions_created", "turn_channels_bound", "turn_redirects",
             ),
             0,
         )
@@ -524,6 +526,11 @@ class TurnServer:
             if existing.alloc_tid == req.transaction_id:
                 return [ToClient(flow, existing.alloc_response)]
             return err(437)
+        if self.config.alternate_servers:
+            alts = self.config.alternate_servers
+            target = alts[self.counters["turn_redirects"] % len(alts)]
+            self.counters["turn_redirects"] += 1
+            return self._error(flow, req, 300, [at.AlternateServer(*target)], key, sha)
         rt = req.get(at.RequestedTransport)
         if rt is None:
             return err(400, reason="Missing REQUESTED-TRANSPORT")

@@ -346,6 +346,20 @@ def test_external_address_is_advertised(clock: FakeClock) -> None:
     assert c.request(Method.CREATE_PERMISSION, [at.XorPeerAddress("203.0.113.77", 9)]).error_code == 403
 
 
+def test_alternate_server_redirect(clock: FakeClock) -> None:
+    server = make_server(clock, alternate_servers=(("198.51.100.1", 3478), ("2001:db8::1", 3478)))
+    got = []
+    for p in range(3):
+        c = Client(server, clock, flow=Flow("udp", ("192.0.2.1", 3478), ("203.0.113.5", 100 + p)))
+        r = c.allocate()
+        assert r.error_code == 300 and r.check_integrity(c.key)
+        alt = r.get(at.AlternateServer)
+        assert alt is not None
+        got.append(alt.address)
+    assert got == [("198.51.100.1", 3478), ("2001:db8::1", 3478), ("198.51.100.1", 3478)]
+    assert server.stats()["turn_allocations"] == 0
+
+
 def test_denied_peers(server: TurnServer, clock: FakeClock) -> None:
     c = Client(server, clock)
     c.relay()
