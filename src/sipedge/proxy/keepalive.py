@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -178,6 +179,7 @@ class KeepaliveCore:
         store: EndpointStore | None = None,
         token_source: TokenSource = secrets.token_bytes,
         now: float = 0.0,
+        slices: int = 1,
     ) -> None:
         self.config = config
         self.location = location
@@ -189,7 +191,12 @@ class KeepaliveCore:
         self._pinged: dict[str, _Pinged] = {}
         self._ping_calls: dict[str, str] = {}  # Call-ID of a SIP ping -> flow token
         self._out: list[Ping] = []
-        self._next_tick: float | None = now + config.keepalive_interval if config.keepalive_interval > 0 else None
+        # pings are spread over the interval: each flow belongs to one of ``slices``
+        # slots (by a hash of its token) and a timer fires once per slot
+        self.slices = max(1, slices)
+        self._slice = 0
+        self._step = config.keepalive_interval / self.slices
+        self._next_tick: float | None = now + self._step if config.keepalive_interval > 0 else None
         self._seq = 0
         self.counters: dict[str, int] = {
             "keepalive_pings_sent": 0,
@@ -316,19 +323,28 @@ class KeepaliveCore:
     def handle_timer(self, now: float) -> None:
         if self._next_tick is None or now < self._next_tick:
             return
-        self._next_tick = now + self.config.keepalive_interval
-        self.tick(now)
+        self._next_tick = now + self._step
+        current = self._slice
+        self._slice = (self._slice + 1) % self.slices
+        self.tick(now, current)
 
-    def tick(self, now: float) -> None:
-        """Send one round of pings and expire what is due."""
+    def _slice_of(self, tok: str) -> int:
+        return zlib.crc32(tok.encode()) % self.slices if self.slices > 1 else 0
+
+    def tick(self, now: float, slice_index: int | None = None) -> None:
+        """Expire what is due and ping the flows of one slot (every flow when
+        ``slice_index`` is None): each flow gets one ping per interval."""
         for tok in [t for t, ep in self._endpoints.items() if not ep.prune(now)]:
             self._update(tok, now, lambda ep: None)
         self._pending = {k: p for k, p in self._pending.items() if now - p.created < PENDING_TTL}
         sip = self.config.keepalive_method != "udp"
         flows: dict[str, tuple[Flow, Binding | None]] = {}
+        def mine(tok: str) -> bool:
+            return slice_index is None or self._slice_of(tok) == slice_index
+
         for b in self.location.bindings(now):
             flow = Flow.from_token(b.flow) if b.flow else None
-            if flow is None or flow.transport in ("ws", "wss"):
+            if flow is None or flow.transport in ("ws", "wss") or not mine(flow.token):
                 continue
             if self.config.ping_nated_only and not binding_is_nated(b):
                 continue
@@ -338,10 +354,9 @@ class KeepaliveCore:
             flows.setdefault(flow.token, (flow, b))
         for tok in self._endpoints:
             flow = Flow.from_token(tok)
-            if flow is not None and flow.transport not in ("ws", "wss"):
+            if flow is not None and flow.transport not in ("ws", "wss") and mine(tok):
                 flows.setdefault(tok, (flow, None))
-        live = set(flows)
-        self._pinged = {t: p for t, p in self._pinged.items() if t in live}
+        self._pinged = {t: p for t, p in self._pinged.items() if t in flows or not mine(t)}
         for flow, binding in flows.values():
             self._ping(flow, binding, now)
 

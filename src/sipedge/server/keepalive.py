@@ -27,6 +27,12 @@ from ..sip.message import Response
 log = logging.getLogger(__name__)
 
 
+def slices_for(interval: float) -> int:
+    """How many slots the pings of one interval are spread over: about one timer per
+    second, at most 20, so thousands of clients never get their pings in one burst."""
+    return max(1, min(20, int(interval)))
+
+
 class Sender(Protocol):
     def send(self, data: bytes, flow: Flow) -> bool: ...
 
@@ -56,7 +62,8 @@ class KeepaliveService:
         self._previous_handler = core.local_response_handler
 
     def start(self) -> None:
-        ka = KeepaliveCore(self.config, self.location, self.core.identity, self.store, now=self.clock.wall())
+        ka = KeepaliveCore(self.config, self.location, self.core.identity, self.store, now=self.clock.wall(),
+                           slices=slices_for(self.config.keepalive_interval))
         self.keepalive = ka
         self._router = self.core.router
         self.core.router = wrap_router(self.core.router, ka, self.clock)

@@ -362,3 +362,42 @@ class TestRestart:
             assert {e.token for e in store.load()} == {ALICE.token, "junk"}
         finally:
             db.close()
+
+
+class TestSlices:
+    def test_pings_are_spread_but_each_flow_gets_one_per_interval(self) -> None:
+        clock = FakeClock()
+        location = MemoryLocationStore()
+        identity = Identity([Listener("udp", *ME)])
+        ka = KeepaliveCore(NatConfig(keepalive_interval=10.0, endpoints=False), location, identity,
+                           now=clock.wall(), slices=5)
+        for i in range(50):
+            flow = Flow("udp", ME, ("198.51.100.7", 40000 + i))
+            location.put(Binding(f"sip:u{i}@h", f"sip:u{i}@192.168.1.20", clock.wall() + 3600, flow=flow.token))
+        per_tick = []
+        for _ in range(10):  # two intervals, five timers each
+            when = ka.get_timer()
+            assert when is not None and when - clock.wall() == pytest.approx(2.0)
+            clock.advance(2.0)
+            ka.handle_timer(clock.wall())
+            per_tick.append({p.flow.remote[1] for p in ka.outgoing()})
+        first, second = per_tick[:5], per_tick[5:]
+        assert set().union(*first) == set().union(*second) == {40000 + i for i in range(50)}
+        assert sum(len(t) for t in first) == 50  # each flow once per interval
+        assert max(len(t) for t in first) < 50  # not in one burst
+        assert first == second  # a flow keeps its slot
+
+    def test_timeout_drops_with_slices(self) -> None:
+        clock = FakeClock()
+        location = MemoryLocationStore()
+        flow = Flow("udp", ME, ("198.51.100.7", 40000))
+        location.put(Binding("sip:u@h", "sip:u@192.168.1.20", clock.wall() + 3600, flow=flow.token))
+        ka = KeepaliveCore(NatConfig(keepalive_interval=10.0, keepalive_method="OPTIONS", keepalive_timeout=25.0,
+                                     endpoints=False), location, Identity([Listener("udp", *ME)]),
+                           now=clock.wall(), slices=4)
+        for _ in range(4 * 6):
+            clock.advance(2.5)
+            ka.handle_timer(clock.wall())
+            ka.outgoing()
+        assert location.bindings(clock.wall()) == []
+        assert ka.stats()["keepalive_contacts_dropped"] == 1
