@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 UDP_PING = b"\x00\x00\x00\x00"
 STREAM_PING = b"\r\n\r\n"
 PENDING_TTL = 64.0  # seconds a request marked for keepalive waits for its final answer
+MAX_PENDING = 100_000  # requests waiting for that answer, at most
 CALL_ID_PREFIX = "sipedge-ka-"
 
 
@@ -215,8 +216,8 @@ class KeepaliveCore:
     def request_routed(self, req: Request, flow: Flow, requested: bool, now: float) -> None:
         """After ``request_route`` ran for ``req`` from ``flow``; ``requested`` is whether
         it called ``ctx.nat_keepalive()``."""
-        if not self.config.endpoints:
-            return
+        if not self.config.endpoints or self.config.keepalive_interval <= 0:
+            return  # nothing would ever ping them
         method = req.method
         call_id, ftag, ttag = _dialog_tags(req)
         if method == "BYE" and ttag:
@@ -231,13 +232,17 @@ class KeepaliveCore:
                 key = (call_id, req.cseq.number, method)
             except ParseError:
                 return
+            if len(self._pending) >= MAX_PENDING:
+                self._pending = {k: p for k, p in self._pending.items() if now - p.created < PENDING_TTL}
+                if len(self._pending) >= MAX_PENDING:
+                    return  # a flood of unanswered requests: keep none of them alive
             self._pending[key] = _Pending(flow, now)
 
     def reply_routed(self, req: Request | None, resp: Response, now: float) -> None:
         """A response forwarded upstream (reply route): finishes what ``request_routed``
         started (2xx to SUBSCRIBE/INVITE), and ends subscriptions (NOTIFY terminated is
         seen as a request, an unsubscribe by its 2xx)."""
-        if req is None or not self.config.endpoints or resp.status < 200:
+        if req is None or not self.config.endpoints or self.config.keepalive_interval <= 0 or resp.status < 200:
             return
         call_id, ftag, ttag = _dialog_tags(req)
         try:

@@ -148,8 +148,10 @@ class TestNathelperPings:
     def test_interval_zero_disables(self) -> None:
         r = rig(NatConfig(keepalive_interval=0.0))
         register_all(r)
+        r.feed(dialog_request("INVITE", "bob", "192.168.1.20:5060", "sip:alice@192.168.1.20:5060", "c0"), ALICE)
         assert r.ka.get_timer() is None
         assert r.tick(100.0) == []
+        assert r.ka.stats()["keepalive_endpoints"] == 0 and not r.ka._pending
 
     def test_sip_ping_is_a_stateless_options_to_the_contact(self) -> None:
         r = rig(NatConfig(keepalive_interval=10.0, keepalive_method="OPTIONS",
