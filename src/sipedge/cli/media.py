@@ -15,6 +15,9 @@ from ..errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+DEFAULT_NG = "127.0.0.1:22222"
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     media = subparsers.add_parser("media", help="the media relay (rtpengine class)")
     sub = media.add_subparsers(dest="media_command", required=True)
@@ -31,7 +34,7 @@ def serve_command(args: argparse.Namespace) -> int:
         sys.stderr.write(f"sipedge: {exc}\n")
         return 2
     media = config.media
-    ng = args.ng_listen or media.ng_listen
+    ng = args.ng_listen or media.ng_listen or DEFAULT_NG
     host, _, port = ng.rpartition(":")
     if not ng or not port.isdigit() or not host:
         sys.stderr.write(

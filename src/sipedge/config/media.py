@@ -36,7 +36,7 @@ def _hostport_or_empty(v: Any) -> str | None:
 class MediaConfig:
     """Media relay (rtpengine class)."""
 
-    enabled: bool = option(False, "run the media relay inside `sipedge serve`")
+    enabled: bool = option(True, "run the media relay inside `sipedge serve` (ports bound per call)")
     listen: str = option("127.0.0.1", "local address the relay's RTP/RTCP ports bind to", _ip)
     advertise: str = option(
         "", "address written into rewritten SDP (empty = listen); the public IP behind 1:1 NAT",
@@ -45,8 +45,9 @@ class MediaConfig:
     port_min: int = option(30000, "lowest relay port (RTP ports are even, RTCP = RTP + 1)", port)
     port_max: int = option(40000, "highest relay port", port)
     ng_listen: str = option(
-        "127.0.0.1:22222",
-        'UDP address of the rtpengine "ng" control socket (empty = disabled)',
+        "",
+        'UDP address of the rtpengine "ng" control socket, e.g. "127.0.0.1:22222" (empty = '
+        "none in `sipedge serve`; `sipedge media serve` then uses 127.0.0.1:22222)",
         _hostport_or_empty,
     )
     timeout: float = option(60.0, "delete a call after this many seconds without media", positive)

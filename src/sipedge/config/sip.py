@@ -90,7 +90,8 @@ class AuthConfig:
     register: bool = option(True, "challenge REGISTER (401)")
     invite: bool = option(True, "challenge INVITE and other requests from local users (407)")
     algorithms: list[str] = option(
-        ["MD5", "SHA-256"], "algorithms offered, in order (most clients answer only the first)", lambda v: None if set(v) <= {"MD5", "SHA-256"} and v else "a non-empty list of \"MD5\", \"SHA-256\""
+        ["MD5"],
+        "algorithms offered, in order; JsSIP and SIPp answer only MD5 (add \"SHA-256\" for RFC 8760 clients)", lambda v: None if set(v) <= {"MD5", "SHA-256"} and v else "a non-empty list of \"MD5\", \"SHA-256\""
     )
     nonce_lifetime: float = option(300.0, "seconds a nonce is valid before stale=true", positive)
 

@@ -102,12 +102,18 @@ def request_route(ctx: RequestContext) -> None:
         else:
             ctx.reply(404)
         return
-    # RTPPROXY: relay media when either side is behind a NAT (or on a WebSocket).
-    if ctx.method == "INVITE" and (
+    # RTPPROXY: relay plain RTP when either side is behind a NAT. WebRTC offers carry ICE,
+    # which finds its own way through NATs (and TURN), so their media is left alone.
+    if ctx.method == "INVITE" and not is_webrtc_offer(ctx.request.body) and (
         ctx.nat_uac_test(NAT_TESTS | nat.SDP_PRIVATE) or any(t.nated for t in ctx.targets)
     ):
         ctx.rtpengine_manage()
     ctx.relay()
+
+
+def is_webrtc_offer(body: bytes) -> bool:
+    """An SDP with ICE credentials or a DTLS-SRTP profile (a browser's)."""
+    return b"a=ice-ufrag" in body or b"/SAVPF" in body
 
 
 def reply_route(ctx: ReplyContext) -> None:
