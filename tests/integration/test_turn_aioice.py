@@ -253,3 +253,43 @@ async def test_idle_stream_without_allocation_is_closed() -> None:
         w.close()
     finally:
         await svc.stop()
+
+
+async def test_icmp_error_reported_in_data_indication(service: TurnService) -> None:
+    """RFC 8656 §11.5: a port-unreachable from a peer comes back as a Data indication with
+    an ICMP attribute (a raw client: aioice ignores ICMP)."""
+    from sipedge.stun import integrity
+
+    loop = asyncio.get_running_loop()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    s.bind(("127.0.0.1", 0))
+    server = service.address("udp")
+    key = integrity.long_term_key("alice", REALM, "wonderland")
+
+    async def ask(msg: sm.Message, signed: bool = True) -> sm.Message:
+        s.sendto(msg.serialize(key if signed else None), server)
+        return sm.Message.parse(await asyncio.wait_for(loop.sock_recv(s, 2048), 3))
+
+    try:
+        r = await ask(sm.request(sm.Method.ALLOCATE, b"\x01" * 12, [at.RequestedTransport(17)]), False)
+        nonce = r.get(at.Nonce)
+        assert nonce is not None
+        auth = [at.Username("alice"), at.Realm(REALM), nonce]
+        ok = await ask(sm.request(sm.Method.ALLOCATE, b"\x02" * 12, [at.RequestedTransport(17), *auth]))
+        assert ok.cls is sm.Class.SUCCESS
+        closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()
+        closed.close()
+        perm = await ask(sm.request(sm.Method.CREATE_PERMISSION, b"\x03" * 12, [at.XorPeerAddress(*dead), *auth]))
+        assert perm.cls is sm.Class.SUCCESS
+        s.sendto(sm.indication(sm.Method.SEND, b"\x04" * 12, [at.XorPeerAddress(*dead), at.Data(b"hello?")]).serialize(), server)
+        ind = sm.Message.parse(await asyncio.wait_for(loop.sock_recv(s, 2048), 3))
+        assert (ind.method, ind.cls) == (sm.Method.DATA, sm.Class.INDICATION)
+        assert ind.get(at.XorPeerAddress) == at.XorPeerAddress(*dead)
+        icmp = ind.get(at.Icmp)
+        assert icmp is not None and (icmp.icmp_type, icmp.icmp_code) == (3, 3)  # port unreachable
+        assert service.stats()["turn_icmp_reported"] == 1
+    finally:
+        s.close()

@@ -10,12 +10,14 @@ ports that are really open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import logging
 import random
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +48,10 @@ log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 _LISTENER_BATCH = 32
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+_EE = struct.Struct("=IBBBBII")  # struct sock_extended_err
+SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3
 _RELAY_BATCH = 8
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
@@ -115,6 +121,12 @@ class SocketPortAllocator:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             s.setblocking(False)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            # ICMP errors on the error queue, reported to the client (RFC 8656 §11.5).
+            with contextlib.suppress(OSError):
+                if af == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+                else:
+                    s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
             s.bind((ip, port))
         except OSError:
             s.close()
@@ -462,8 +474,8 @@ class TurnService:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                # ICMP errors surface here (e.g. port unreachable): count and go on.
-                self.counters["turn_send_errors"] += 1
+                # A pending ICMP error (e.g. port unreachable): read the error queue.
+                self._relay_errors(sock, relay)
                 return
             try:
                 out = self.core.handle_peer(relay, (addr[0], addr[1]), data, self.loop.time())
@@ -473,6 +485,26 @@ class TurnService:
                 continue
             if out is not None:
                 self._send_client(out.flow, out.data)
+
+    def _relay_errors(self, sock: socket.socket, relay: Address) -> None:
+        now = self.loop.time()
+        for _ in range(_RELAY_BATCH):
+            try:
+                _, anc, _, addr = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.counters["turn_send_errors"] += 1
+                return
+            for _level, _type, cdata in anc:
+                if len(cdata) < _EE.size:
+                    continue
+                _errno, origin, icmp_type, icmp_code, _pad, info, _data = _EE.unpack_from(cdata)
+                if origin not in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6) or not addr:
+                    continue
+                out = self.core.handle_peer_icmp(relay, (str(addr[0]), int(addr[1])), icmp_type, icmp_code, info, now)
+                if out is not None:
+                    self._send_client(out.flow, out.data)
 
     def on_timer(self) -> None:
         self._timer = None

@@ -224,6 +224,7 @@ class TurnServer:
                 "turn_drops_no_allocation", "turn_drops_no_permission",
                 "turn_drops_unbound_channel", "turn_drops_bandwidth", "turn_drops_unknown_relay",
                 "turn_permissions_created", "turn_channels_bound", "turn_redirects",
+                "turn_icmp_reported",
             ),
             0,
         )
@@ -335,6 +336,26 @@ class TurnServer:
                 return ToClient(a.flow, ch.encode(num, data, a.flow.transport != "udp"))
         ind = sm.indication(
             Method.DATA, self._token(12), [at.XorPeerAddress(*peer), at.Data(data)]
+        )
+        return ToClient(a.flow, ind.serialize())
+
+    def handle_peer_icmp(
+        self, relay: Address, peer: Address, icmp_type: int, icmp_code: int, info: int, now: float
+    ) -> ToClient | None:
+        """An ICMP error for a datagram sent from ``relay`` to ``peer`` (RFC 8656 §11.5):
+        reported to the client in a Data indication with an ICMP attribute, if the peer
+        has a permission."""
+        a = self._by_relay.get(relay)
+        if a is None:
+            return None
+        exp = a.permissions.get(peer[0])
+        if exp is None or exp <= now:
+            self.counters["turn_drops_no_permission"] += 1
+            return None
+        self.counters["turn_icmp_reported"] += 1
+        ind = sm.indication(
+            Method.DATA, self._token(12),
+            [at.XorPeerAddress(*peer), at.Icmp(icmp_type, icmp_code, info & 0xFFFFFFFF)],
         )
         return ToClient(a.flow, ind.serialize())
 
