@@ -13,6 +13,8 @@ Topology (network namespaces built by the test; documentation/private ranges onl
 The public side has no route to 192.168.77.0/24. Each phone is one SIPp client
 scenario: REGISTER, then wait for an INVITE on the same socket (the caller, a SIPp in
 ``pub``, reuses the registration's Call-ID so that SIPp maps the INVITE to that call).
+A "walker" phone never registers: it calls a far end at 203.0.113.5 that hangs up after
+the idle time, so its BYE must cross the NAT inbound (nat_traversal's dialog endpoint).
 """
 
 from __future__ import annotations
@@ -168,6 +170,101 @@ CALLER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 """
 
 
+DIALOG_PHONE = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="unregistered phone calling out">
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:[service]@203.0.113.5:[uasport] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:walker@[local_ip]>;tag=[pid]walker
+      To: <sip:[service]@203.0.113.5:[uasport]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:walker@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:walker@[local_ip]>;tag=[pid]walker
+      [last_To:]
+      [routes]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="BYE" timeout="20000"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
+
+HANGING_UP_UAS = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="far end that hangs up after a while">
+  <recv request="INVITE" rrs="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller"/>
+    </action>
+  </recv>
+  <send retrans="500">
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]far
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:far@[local_ip]:[local_port]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <pause milliseconds="{int(IDLE * 1000)}"/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: <sip:far@[local_ip]:[local_port]>;tag=[pid]far
+      To: [$caller]
+      Call-ID: [call_id]
+      CSeq: 1 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" timeout="3000"/>
+</scenario>
+"""
+
+
 def sh(*args: str) -> None:
     subprocess.run(args, check=True, timeout=10, capture_output=True)
 
@@ -198,7 +295,8 @@ def topology() -> Iterator[Topology]:
                   ["link", "set", "lo", "up"]]),
             (pub, [["addr", "add", "203.0.113.2/24", "dev", f"nu{tag}"],
                    ["addr", "add", "203.0.113.3/24", "dev", f"nu{tag}"],
-                   ["addr", "add", "203.0.113.4/24", "dev", f"nu{tag}"], ["link", "set", f"nu{tag}", "up"],
+                   ["addr", "add", "203.0.113.4/24", "dev", f"nu{tag}"],
+                   ["addr", "add", "203.0.113.5/24", "dev", f"nu{tag}"], ["link", "set", f"nu{tag}", "up"],
                    ["link", "set", "lo", "up"]]),
         ):
             for c in cmds:
@@ -229,6 +327,7 @@ log_level = "debug"
 
 [sip]
 listen = ["udp:{ip}:5060", "tcp:{ip}:5060"]
+domains = ["nat.test"]
 
 [auth]
 register = false
@@ -265,13 +364,14 @@ keepalive_method = "{keepalive or 'udp'}"
             proc.wait(5)
 
 
-def sipp(ns: str, scenario: Path, transport: str, local: tuple[str, int], remote: str, user: str,
-         call_id: str, log: Path) -> subprocess.Popen[bytes]:
+def sipp(ns: str, scenario: Path, transport: str, local: tuple[str, int], remote: str | None, user: str,
+         call_id: str, log: Path, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """One SIPp call in ``ns``: a client towards ``remote``, or a server (``remote`` None)."""
     return subprocess.Popen(
-        ["ip", "netns", "exec", ns, "sipp", remote, "-sf", str(scenario), "-m", "1", "-l", "1",
-         "-i", local[0], "-p", str(local[1]), "-s", user, "-t", "u1" if transport == "udp" else "t1",
-         "-cid_str", call_id, "-aa", "-nostdin", "-timeout", "30", "-timeout_error",
-         "-trace_msg", "-message_file", str(log)],
+        ["ip", "netns", "exec", ns, "sipp", *([remote] if remote else []), "-sf", str(scenario),
+         "-m", "1", "-l", "1", "-i", local[0], "-p", str(local[1]), "-s", user,
+         "-t", "u1" if transport == "udp" else "t1", "-cid_str", call_id, "-aa", "-nostdin",
+         "-timeout", "30", "-timeout_error", "-trace_msg", "-message_file", str(log), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
@@ -289,28 +389,38 @@ def counter(log: Path, name: str) -> int:
 
 
 def test_phones_behind_nat_reachable_only_with_keepalives(topology: Topology, tmp_path: Path) -> None:
-    """UDP and TCP phones, each registered with a server that sends zero-packet/CRLF
-    keepalives ("ka"), SIP OPTIONS keepalives ("sip") or none ("plain"), all idle for more
-    than four conntrack timeouts, then called."""
+    """Three servers: zero-packet/CRLF keepalives ("ka"), SIP OPTIONS keepalives ("sip"),
+    none ("plain"). For each, UDP and TCP phones register and stay idle for more than four
+    conntrack timeouts, then are called; and a phone that never registers calls a far end
+    which hangs up after the same idle time (nat_traversal's dialog endpoint)."""
     tmp = tmp_path
-    scen_phone = tmp / "phone.xml"
-    scen_phone.write_text(PHONE)
-    scen_caller = tmp / "caller.xml"
-    scen_caller.write_text(CALLER)
+    for name, text in (("phone", PHONE), ("caller", CALLER), ("walker", DIALOG_PHONE), ("far", HANGING_UP_UAS)):
+        (tmp / f"{name}.xml").write_text(text)
     servers = {"ka": ("203.0.113.2", "udp"), "plain": ("203.0.113.3", ""), "sip": ("203.0.113.4", "OPTIONS")}
     with contextlib.ExitStack() as stack:
         dbs = {name: stack.enter_context(sipedge(tmp, topology.pub, ip, ka)) for name, (ip, ka) in servers.items()}
         cases = [
             (f"{transport}-{name}", transport, servers[name][0], 5070 + i)
-            for i, (transport, name) in enumerate(
-                (t, n) for t in ("udp", "tcp") for n in servers
-            )
+            for i, (transport, name) in enumerate((t, n) for t in ("udp", "tcp") for n in servers)
         ]
         phones = {
-            case: sipp(topology.phone, scen_phone, transport, ("192.168.77.2", port), f"{server}:5060",
+            case: sipp(topology.phone, tmp / "phone.xml", transport, ("192.168.77.2", port), f"{server}:5060",
                        f"phone{port}", f"nat{port}-%u", tmp / f"phone-{case}.log")
             for case, transport, server, port in cases
         }
+        fars = {
+            name: sipp(topology.pub, tmp / "far.xml", "udp", ("203.0.113.5", 5190 + i), None, "far",
+                       "unused-%u", tmp / f"far-{name}.log")
+            for i, name in enumerate(servers)
+        }
+        time.sleep(0.3)  # the far ends listen
+        walkers = {
+            name: sipp(topology.phone, tmp / "walker.xml", "udp", ("192.168.77.2", 5090 + i),
+                       f"{servers[name][0]}:5060", "far", f"walk{i}-%u", tmp / f"walker-{name}.log",
+                       ("-key", "uasport", str(5190 + i)))
+            for i, name in enumerate(servers)
+        }
+        everyone = [*phones.values(), *fars.values(), *walkers.values()]
         try:
             deadline = time.monotonic() + 10
             while not all(bindings(db) == 2 for db in dbs.values()):
@@ -319,16 +429,17 @@ def test_phones_behind_nat_reachable_only_with_keepalives(topology: Topology, tm
                 time.sleep(0.05)
             time.sleep(IDLE)  # the phones say nothing; the router forgets idle bindings
             callers = {
-                case: sipp(topology.pub, scen_caller, transport, (server, port + 100), f"{server}:5060",
+                case: sipp(topology.pub, tmp / "caller.xml", transport, (server, port + 100), f"{server}:5060",
                            f"phone{port}", f"nat{port}-%u", tmp / f"caller-{case}.log")
                 for case, transport, server, port in cases
             }
             codes = {case: c.wait(20) for case, c in callers.items()}
-            for case, p in phones.items():
+            far_codes = {name: p.wait(20) for name, p in fars.items()}
+            for case, p in [*phones.items(), *walkers.items()]:
                 if not case.endswith("plain"):
                     p.wait(10)
         finally:
-            for p in phones.values():
+            for p in everyone:
                 if p.poll() is None:
                     p.kill()
                     p.wait(5)
@@ -346,6 +457,12 @@ def test_phones_behind_nat_reachable_only_with_keepalives(topology: Topology, tm
         plain = f"{transport}-plain"
         assert codes[plain] != 0, (plain, text(f"caller-{plain}.log"))
         assert "INVITE sip:" not in text(f"phone-{plain}.log")
+    for name in ("ka", "sip"):
+        # the unregistered caller was kept reachable for its dialog: the far end's BYE got in
+        assert far_codes[name] == 0, (name, text(f"far-{name}.log"), text(f"walker-{name}.log"))
+        assert walkers[name].returncode == 0, (name, text(f"walker-{name}.log"))
+    assert far_codes["plain"] != 0
+    assert "BYE sip:" not in text("walker-plain.log")
     logs = {name: tmp / f"sipedge-{ip}.log" for name, (ip, _) in servers.items()}
     assert counter(logs["ka"], "keepalive_pings_sent") > 0
     assert counter(logs["plain"], "keepalive_pings_sent") == 0
