@@ -325,10 +325,17 @@ class Message:
         raise NotImplementedError
 
     def serialize(self) -> bytes:
+        """The wire form; Content-Length is recomputed. A CR or LF that our own code put
+        into a start line or header value is turned into a space, so no value can ever
+        inject a header line or end the head early."""
         lines = [self._start_line()]
         lines.extend([f"{h[1]}: {h[2]}" for h in self._headers if h[0] != "content-length"])
-        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+        lines.append(f"Content-Length: {len(self.body)}")
+        head = "\r\n".join(lines)
+        n = len(lines) - 1
+        if head.count("\n") != n or head.count("\r") != n:
+            head = "\r\n".join(x.replace("\r\n", " ").replace("\r", " ").replace("\n", " ") for x in lines)
+        return (head + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
 
     def __bytes__(self) -> bytes:
         return self.serialize()

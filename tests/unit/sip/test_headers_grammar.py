@@ -265,3 +265,19 @@ def test_ruri_follows_uri_assignment() -> None:
     assert r.uri == "sip:dave@example.com" and isinstance(r.ruri, SipUri) and r.ruri.user == "dave"
     r.set_uri("sip:erin@example.com")
     assert isinstance(r.ruri, SipUri) and r.ruri.user == "erin"
+
+
+def test_serialize_never_lets_a_value_inject_lines() -> None:
+    r = request()
+    r.set("Subject", "hi\r\nVia: SIP/2.0/UDP evil.example.com\r\n\r\nBODY")
+    r.add("X-Lf", "a\nb\rc")
+    wire = r.serialize()
+    again = m.parse(wire)
+    assert isinstance(again, m.Request)
+    assert len(again.vias) == 1 and again.body == b""
+    assert again.get("subject") == "hi Via: SIP/2.0/UDP evil.example.com  BODY"
+    assert again.get("x-lf") == "a b c"
+    resp = m.make_response(r, 400, "Bad\r\nX-Injected: 1")
+    assert m.parse(resp.serialize()).get("x-injected") is None
+    r.uri = "sip:bob@example.com\r\nX: y"
+    assert b"\r\nX: y" not in r.serialize()
