@@ -1,5 +1,5 @@
 """coturn's own client tools against sipedge: turnutils_uclient relaying through sipedge to
-turnutils_peer (UDP and TCP, channels and Send indications, long-term and REST
+turnutils_peer (UDP, TCP and TLS, channels and Send indications, long-term and REST
 credentials) without loss, and turnutils_stunclient against the RFC 5780 binding."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sipedge.config.turn import TurnConfig
+from sipedge.server import tls
 from sipedge.server.stun_turn import TurnService
 from sipedge.turn.auth import StaticUsers
 
@@ -52,11 +53,12 @@ def free_ports(hosts: tuple[str, ...], count: int) -> int:
 
 
 @pytest.fixture
-async def turn() -> AsyncIterator[tuple[TurnService, int]]:
+async def turn(tmp_path: Path) -> AsyncIterator[tuple[TurnService, int]]:
     base = free_ports(("127.0.0.1", "127.0.0.2"), 2)
+    cert = tls.ensure_certificate(tmp_path / "cert.pem", tmp_path / "key.pem")
     cfg = TurnConfig(
         enabled=True,
-        listen=[f"udp:127.0.0.1:{base}", f"tcp:127.0.0.1:{base}"],
+        listen=[f"udp:127.0.0.1:{base}", f"tcp:127.0.0.1:{base}", f"tls:127.0.0.1:{base + 1}"],
         realm=REALM,
         relay_ipv4="127.0.0.1",
         port_min=40000,
@@ -65,7 +67,9 @@ async def turn() -> AsyncIterator[tuple[TurnService, int]]:
         allow_peers=["127.0.0.0/8"],
         alt_address="127.0.0.2",
     )
-    svc = TurnService.create(cfg, users=StaticUsers(REALM, {"alice": "wonderland"}))
+    svc = TurnService.create(
+        cfg, users=StaticUsers(REALM, {"alice": "wonderland"}), ssl_context=tls.server_context(cert.cert, cert.key)
+    )
     await svc.start()
     yield svc, base
     await svc.stop()
@@ -117,19 +121,22 @@ def totals(out: str) -> tuple[int, int, int]:
 async def test_uclient_relays_without_loss(turn: tuple[TurnService, int], peer: int) -> None:
     svc, port = turn
     common = ["-p", str(port), "-e", "127.0.0.1", "-r", str(peer), "-n", "40", "-m", "3", "-l", "170", "-z", "5"]
-    # Run the variants at once: UDP channels, TCP channels, TCP Send indications, REST creds.
+    # Run the variants at once: UDP channels, TCP channels, TCP Send indications, REST
+    # credentials (client to client), and TLS.
     outs = await asyncio.gather(
         run("turnutils_uclient", "-u", "alice", "-w", "wonderland", *common, "127.0.0.1"),
         run("turnutils_uclient", "-t", "-u", "alice", "-w", "wonderland", *common, "127.0.0.1"),
         run("turnutils_uclient", "-t", "-s", "-u", "alice", "-w", "wonderland", *common, "127.0.0.1"),
         run("turnutils_uclient", "-y", "-W", "s3cret", "-u", "rest", *common, "127.0.0.1"),
+        run("turnutils_uclient", "-S", "-t", "-u", "alice", "-w", "wonderland", *common[2:],
+            "-p", str(port + 1), "127.0.0.1"),  # TURN over TLS
     )
     for out in outs:
         sent, received, lost = totals(out)
         assert sent == received >= 120 and lost == 0, out[-1500:]
     st = svc.stats()
-    assert st["turn_allocations_total"] >= 12
-    assert st["turn_packets_to_peer"] >= 480 and st["turn_packets_from_peer"] >= 480
+    assert st["turn_allocations_total"] >= 15
+    assert st["turn_packets_to_peer"] >= 600 and st["turn_packets_from_peer"] >= 600
     assert st["turn_auth_failures"] == 0, st
     # TCP allocations end with their connections (uclient leaves some UDP ones to expire).
     assert not any(f.transport == "tcp" for f in svc.core.flows())
