@@ -8,6 +8,7 @@ the SQLite store and with TURN REST API credentials. Then bad input and denied p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -293,3 +294,38 @@ async def test_icmp_error_reported_in_data_indication(service: TurnService) -> N
         assert service.stats()["turn_icmp_reported"] == 1
     finally:
         s.close()
+
+
+async def test_tcp_client_that_stops_reading_gets_drops(service: TurnService, echo: tuple[str, int]) -> None:
+    turn, proto = await asyncio.wait_for(
+        aioice_turn.create_turn_endpoint(
+            Receiver, server_addr=service.address("tcp"), username="alice", password="wonderland",
+            transport="tcp",
+        ),
+        5,
+    )
+    try:
+        turn.sendto(b"hello", echo)  # binds a channel: permission for 127.0.0.1
+        await asyncio.wait_for(proto.queue.get(), 5)
+        relayed = turn.get_extra_info("sockname")
+        inner = turn._TurnTransport__inner_protocol
+        inner.transport.pause_reading()
+        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flood.setblocking(False)
+        flood.bind(("127.0.0.1", 0))
+        payload = bytes(1200)
+        try:
+            for _ in range(150):
+                for _ in range(100):
+                    with contextlib.suppress(BlockingIOError):
+                        flood.sendto(payload, relayed)
+                await asyncio.sleep(0.002)
+                if service.stats()["turn_drops_client_backlog"]:
+                    break
+        finally:
+            flood.close()
+        assert service.stats()["turn_drops_client_backlog"] > 0
+        assert service.stats()["turn_allocations"] == 1  # the allocation lives on
+        inner.transport.resume_reading()
+    finally:
+        turn.close()

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 _LISTENER_BATCH = 32
+_STREAM_BACKLOG = 1 << 20
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 _EE = struct.Struct("=IBBBBII")  # struct sock_extended_err
@@ -362,6 +363,7 @@ class TurnService:
             (
                 "turn_udp_errors", "turn_connections_refused", "turn_stream_framing_errors",
                 "turn_send_errors", "turn_internal_errors", "turn_connections_idle_closed",
+                "turn_drops_client_backlog",
             ),
             0,
         )
@@ -537,6 +539,10 @@ class TurnService:
             return
         c = self.conns.get(flow)
         if c is not None and not c.is_closing():
+            if c.get_write_buffer_size() > _STREAM_BACKLOG:
+                # A TCP/TLS client that does not read: drop relayed data, like UDP would.
+                self.counters["turn_drops_client_backlog"] += 1
+                return
             c.write(data)
 
     def send_peer(self, a: ToPeer) -> None:
