@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -327,5 +328,50 @@ async def test_tcp_client_that_stops_reading_gets_drops(service: TurnService, ec
         assert service.stats()["turn_drops_client_backlog"] > 0
         assert service.stats()["turn_allocations"] == 1  # the allocation lives on
         inner.transport.resume_reading()
+    finally:
+        turn.close()
+
+
+async def test_garbage_flood_leaves_other_allocations_working(service: TurnService, echo: tuple[str, int]) -> None:
+    turn, proto = await asyncio.wait_for(
+        aioice_turn.create_turn_endpoint(
+            Receiver, server_addr=service.address("udp"), username="alice", password="wonderland"
+        ),
+        5,
+    )
+    try:
+        turn.sendto(b"before", echo)
+        assert (await asyncio.wait_for(proto.queue.get(), 5))[0] == b"before"
+        rng = random.Random(5)
+        target = service.address("udp")
+        relay = turn.get_extra_info("sockname")
+        blaster = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        blaster.setblocking(False)
+        try:
+            for i in range(600):
+                kind = i % 4
+                if kind == 0:
+                    junk = rng.randbytes(rng.randrange(0, 200))
+                elif kind == 1:  # STUN-looking header, random body
+                    body = rng.randbytes(rng.randrange(0, 50) * 4)
+                    junk = bytes([0, rng.randrange(0, 64)]) + len(body).to_bytes(2, "big") + b"\x21\x12\xa4\x42" + rng.randbytes(12) + body
+                elif kind == 2:  # ChannelData for channels we never bound
+                    junk = rng.randrange(0x4000, 0x8000).to_bytes(2, "big") + (4).to_bytes(2, "big") + b"junk"
+                else:  # at the relay port: 127.0.0.1 has a permission (IP-wide), so relayed
+                    with contextlib.suppress(BlockingIOError):
+                        blaster.sendto(rng.randbytes(40), relay)
+                    continue
+                with contextlib.suppress(BlockingIOError):
+                    blaster.sendto(junk, target)
+                if i % 50 == 0:
+                    await asyncio.sleep(0)
+        finally:
+            blaster.close()
+        turn.sendto(b"after", echo)
+        while (await asyncio.wait_for(proto.queue.get(), 5))[0] != b"after":
+            pass
+        st = service.stats()
+        assert st["turn_allocations"] == 1 and st["turn_internal_errors"] == 0
+        assert st["turn_drops_malformed"] + st["turn_drops_no_allocation"] > 100
     finally:
         turn.close()
