@@ -1,4 +1,4 @@
-"""NAT keepalives of a real server process (``python -m sipedge.server.nat_app``) on
+"""NAT keepalives of a real server process (``sipedge serve``) on
 loopback, with raw-socket user agents: SIP OPTIONS pings keep contacts that answer and
 remove those that stay silent (nathelper ``keepalive_timeout``), and a dialog endpoint of
 an unregistered caller (nat_traversal) is pinged again after a restart, until its BYE."""
@@ -60,7 +60,7 @@ ping_headers = ["X-Keepalive: yes"]
 def server(cfg: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     with log.open("ab") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "sipedge.server.nat_app", "--config", str(cfg)],
+        proc = subprocess.Popen([sys.executable, "-m", "sipedge.cli", "serve", "--config", str(cfg)],
                                 stdout=logf, stderr=subprocess.STDOUT, env=env)
     try:
         try:

@@ -8,7 +8,7 @@ Topology (network namespaces built by the test; documentation/private ranges onl
     [phone] 192.168.77.2 --- 192.168.77.1 [router: MASQUERADE, short conntrack] 203.0.113.1
         --- [pub] 203.0.113.2 sipedge with zero-packet keepalives, 203.0.113.3 without,
                   203.0.113.4 with SIP OPTIONS keepalives; each runs
-                  ``python -m sipedge.server.nat_app`` (sipedge serve + [nat])
+                  ``sipedge serve`` (sipedge serve + [nat])
 
 The public side has no route to 192.168.77.0/24. Each phone is one SIPp client
 scenario: REGISTER, then wait for an INVITE on the same socket (the caller, a SIPp in
@@ -315,7 +315,7 @@ def topology() -> Iterator[Topology]:
 
 @contextlib.contextmanager
 def sipedge(tmp: Path, ns: str, ip: str, keepalive: str) -> Iterator[Path]:
-    """``nat_app`` in ``ns`` on ``ip``:5060 UDP+TCP; yields its database path.
+    """``sipedge serve`` in ``ns`` on ``ip``:5060 UDP+TCP; yields its database path.
     ``keepalive``: "" (none), "udp" (zero packets / CRLF) or "OPTIONS"."""
     data = tmp / f"data-{ip}"
     cfg = tmp / f"sipedge-{ip}.toml"
@@ -345,7 +345,7 @@ keepalive_method = "{keepalive or 'udp'}"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     with log.open("wb") as logf:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "sipedge.server.nat_app", "--config", str(cfg)],
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "sipedge.cli", "serve", "--config", str(cfg)],
             stdout=logf, stderr=subprocess.STDOUT, env=env,
         )
     try:

@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from ._schema import build, one_of, option, render
 from .media import MediaConfig
+from .nat import NatConfig
 from .sip import AuthConfig, LimitsConfig, RegistrarConfig, RoutingConfig, SipConfig, TimersConfig
 from .turn import TurnConfig
 from .web import WebConfig
@@ -23,6 +24,7 @@ __all__ = [
     "GeneralConfig",
     "LimitsConfig",
     "MediaConfig",
+    "NatConfig",
     "RegistrarConfig",
     "RoutingConfig",
     "SipConfig",
@@ -74,6 +76,7 @@ class Config:
     routing: RoutingConfig = RoutingConfig()
     turn: TurnConfig = TurnConfig()
     media: MediaConfig = MediaConfig()
+    nat: NatConfig = NatConfig()
     web: WebConfig = WebConfig()
 
     @property

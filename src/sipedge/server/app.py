@@ -22,13 +22,16 @@ from ..config import Config
 from ..errors import ConfigError, ParseError
 from ..media.control import MediaControl
 from ..media.relay import RelayError
+from ..proxy import nat
 from ..proxy.core import MediaJob, ProxyCore, Send
 from ..proxy.identity import Identity, Listener
 from ..proxy.routing import load_router
 from ..sip.flow import Flow, Target
+from ..store.keepalive import SqliteEndpointStore
 from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriberStore
 from ..web.server import WebServer
 from . import tls
+from .keepalive import KeepaliveService
 from .logsetup import setup_logging
 from .media import MediaServer
 from .ng import NgControlServer
@@ -84,6 +87,7 @@ class SipService:
             Listener(li.transport, li.host, li.port, advertise_host=adv)
             for li in self.transports.listeners
         ]
+        listeners = nat.advertised_listeners(listeners, self.config.nat.advertise)
         identity = Identity(listeners, self.config.sip.domains)
         router = load_router(self.config.routing.module)
         self.core = ProxyCore(
@@ -236,6 +240,7 @@ class App:
         self.web: WebServer | None = None
         self.media: MediaServer | None = None
         self.ng: NgControlServer | None = None
+        self.keepalive: KeepaliveService | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -260,6 +265,11 @@ class App:
             client_ctx = tls.client_context(verify=cfg.tls.verify_peer, ca=cfg.tls.ca or None)
         self.sip = SipService(cfg, location, subscribers, load_secret(data_dir / "nonce.key"))
         await self.sip.start(server_ctx, client_ctx)
+        assert self.sip.core is not None and self.sip.transports is not None
+        self.keepalive = KeepaliveService(
+            cfg.nat, location, self.sip.core, self.sip.transports, self.sip.clock, SqliteEndpointStore(self.db)
+        )
+        self.keepalive.start()
         if cfg.media.enabled:
             self.media = MediaServer(cfg.media)
             ng = cfg.media.ng_address
@@ -275,7 +285,7 @@ class App:
 
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = {}
-        for role in (self.sip, self.media, self.ng):
+        for role in (self.sip, self.keepalive, self.media, self.ng):
             if role is not None:
                 out.update(role.stats())
         return out
@@ -287,6 +297,8 @@ class App:
             self.ng.close()
         if self.media is not None:
             self.media.close()
+        if self.keepalive is not None:
+            self.keepalive.stop()
         if self.sip is not None:
             await self.sip.stop()
         if self.db is not None:
@@ -307,7 +319,8 @@ async def _serve(config: Config) -> int:
         raise ConfigError(f"sip.listen: cannot bind ({exc.strerror or exc}); is another server using the port?") from exc
     log.info("sipedge ready (pid %d)", os.getpid())
     await stop.wait()
-    log.info("shutting down")
+    # the last counters of the NAT keepalives say which bindings were still kept
+    log.info("shutting down; keepalive %s", app.keepalive.stats() if app.keepalive else {})
     await app.stop()
     return 0
 

@@ -1,5 +1,5 @@
 """NatConfig ([nat]): defaults render and load back; bad values name key, value and what
-is expected; nat_app reads [nat] whether or not Config knows the section yet."""
+is expected; the [nat] section loads as part of the whole config."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from sipedge.config._schema import build, render
 from sipedge.config.nat import NatConfig
 from sipedge.errors import ConfigError
-from sipedge.server.nat_app import load
+from sipedge.config import load_config
 
 
 def test_defaults_round_trip() -> None:
@@ -42,14 +42,12 @@ def test_bad_values_are_named(data: dict[str, object], needle: str) -> None:
     assert needle in str(info.value)
 
 
-def test_nat_app_reads_the_nat_section(tmp_path: Path) -> None:
+def test_the_nat_section_is_part_of_the_config(tmp_path: Path) -> None:
     cfg = tmp_path / "s.toml"
     cfg.write_text('[sip]\nlisten = ["udp:127.0.0.1:0"]\n\n[nat]\nkeepalive_interval = 5\nkeepalive_method = "NOTIFY"\n')
-    config, nat = load(cfg)
+    config = load_config(cfg)
     assert config.sip.listen == ["udp:127.0.0.1:0"]
-    assert (nat.keepalive_interval, nat.keepalive_method) == (5.0, "NOTIFY")
+    assert (config.nat.keepalive_interval, config.nat.keepalive_method) == (5.0, "NOTIFY")
     cfg.write_text("[nat]\nkeepalive_interval = -2\n")
     with pytest.raises(ConfigError, match=r"nat\.keepalive_interval"):
-        load(cfg)
-    with pytest.raises(ConfigError, match="cannot read"):
-        load(tmp_path / "missing.toml")
+        load_config(cfg)
