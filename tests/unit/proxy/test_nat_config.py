@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from sipedge.config import load_config
 from sipedge.config._schema import build, render
 from sipedge.config.nat import NatConfig
 from sipedge.errors import ConfigError
-from sipedge.config import load_config
 
 
 def test_defaults_round_trip() -> None:
