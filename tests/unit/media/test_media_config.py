@@ -10,7 +10,8 @@ from sipedge.errors import ConfigError
 
 def test_defaults_and_derived() -> None:
     m = parse_config({}).media
-    assert (m.listen, m.advertised_address, m.ng_address) == ("127.0.0.1", "127.0.0.1", ("127.0.0.1", 22222))
+    assert (m.enabled, m.listen, m.advertised_address, m.ng_address) == (True, "127.0.0.1", "127.0.0.1", None)
+    assert parse_config({"media": {"ng_listen": "127.0.0.1:22222"}}).media.ng_address == ("127.0.0.1", 22222)
     m = parse_config({"media": {"listen": "::", "advertise": "2001:db8::5", "ng_listen": "[::1]:2223"}}).media
     assert m.advertised_address == "2001:db8::5" and m.ng_address == ("::1", 2223)
     assert parse_config({"media": {"ng_listen": ""}}).media.ng_address is None
