@@ -247,21 +247,36 @@ class Message:
         raw = self._first_raw("cseq")
         if raw is None:
             raise _missing("cseq")
-        return self._memo("cseq", raw, lambda: CSeq.parse(raw))
+        hit = self._cache.get("cseq")
+        if hit is not None and hit[0] == raw:
+            return cast(CSeq, hit[1])
+        value = CSeq.parse(raw)
+        self._cache["cseq"] = (raw, value)
+        return value
 
     @property
     def from_(self) -> NameAddr:
         raw = self._first_raw("from")
         if raw is None:
             raise _missing("from")
-        return self._memo("from", raw, lambda: NameAddr.parse(raw, "From"))
+        hit = self._cache.get("from")
+        if hit is not None and hit[0] == raw:
+            return cast(NameAddr, hit[1])
+        value = NameAddr.parse(raw, "From")
+        self._cache["from"] = (raw, value)
+        return value
 
     @property
     def to(self) -> NameAddr:
         raw = self._first_raw("to")
         if raw is None:
             raise _missing("to")
-        return self._memo("to", raw, lambda: NameAddr.parse(raw, "To"))
+        hit = self._cache.get("to")
+        if hit is not None and hit[0] == raw:
+            return cast(NameAddr, hit[1])
+        value = NameAddr.parse(raw, "To")
+        self._cache["to"] = (raw, value)
+        return value
 
     @property
     def contacts(self) -> list[NameAddr] | str:
@@ -491,13 +506,24 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
         start += 1
     if start == n:
         raise ParseError("empty message", None)
-    head_end, body_start = _split_head(data, start)
-    head = data[start:head_end].decode("utf-8", "surrogateescape")
+    p = data.find(b"\r\n\r\n", start)
+    lines: list[str] | None = None
+    if p != -1:  # fast path: CRLF line ends only, so the first empty line is at p
+        head = data[start:p].decode("utf-8", "surrogateescape")
+        lines = head.split("\r\n")
+        k = len(lines) - 1
+        if head.count("\n") != k or head.count("\r") != k:
+            lines = None
+        body_start = p + 4
+    if lines is None:
+        head_end, body_start = _split_head(data, start)
+        head = data[start:head_end].decode("utf-8", "surrogateescape")
     is_response = head[:4].upper() == "SIP/"
-    try:
-        lines = _head_lines(head)
-    except ParseError as exc:
-        raise ParseError(str(exc), None if is_response else exc.hint) from None
+    if lines is None:
+        try:
+            lines = _head_lines(head)
+        except ParseError as exc:
+            raise ParseError(str(exc), None if is_response else exc.hint) from None
     start_line = lines[0]
     msg: Request | Response
     if is_response:
@@ -535,13 +561,12 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     length: int | None = None
     known = _HEADER_KEYS
     for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        key = known.get(name)
+        if key is not None and sep:  # fast path: a header name seen before (a valid token)
+            append([key, name, value.strip(" \t")])
+            continue
         colon = line.find(":")
-        if colon > 0:
-            name = line[:colon]
-            key = known.get(name)
-            if key is not None:  # fast path: a header name seen before (a valid token)
-                append([key, name, line[colon + 1 :].strip(" \t")])
-                continue
         c0 = line[:1]
         if c0 == " " or c0 == "\t":
             if not headers:
@@ -564,13 +589,13 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
                 f"bad Content-Length {v[:20]!r}",
                 (400, "Bad Content-Length header") if bad_hint else None,
             )
-        value = _digits_value(v, "Content-Length", _MAX_UINT32)
-        if length is not None and length != value:
+        cl_value = _digits_value(v, "Content-Length", _MAX_UINT32)
+        if length is not None and length != cl_value:
             raise ParseError(
                 "conflicting Content-Length headers",
                 (400, "Conflicting Content-Length headers") if bad_hint else None,
             )
-        length = value
+        length = cl_value
     available = n - body_start
     if length is None:
         length = 0 if stream else available
