@@ -29,12 +29,14 @@ from ..proxy.routing import load_router
 from ..sip.flow import Flow, Target
 from ..store.keepalive import SqliteEndpointStore
 from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriberStore
+from ..store.turn_users import TurnUserStore
 from ..web.server import WebServer
-from . import tls
+from . import tls, turn_http
 from .keepalive import KeepaliveService
 from .logsetup import setup_logging
 from .media import MediaServer
 from .ng import NgControlServer
+from .stun_turn import TurnService, start_from_config
 from .transport import TransportLayer
 from .ws import WsOptions
 
@@ -241,6 +243,8 @@ class App:
         self.media: MediaServer | None = None
         self.ng: NgControlServer | None = None
         self.keepalive: KeepaliveService | None = None
+        self.turn: TurnService | None = None
+        self.turn_users: TurnUserStore | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -279,13 +283,18 @@ class App:
             assert self.sip.core is not None
             self.sip.core.media_available = True
             log.info("media relay on %s ports %d-%d", cfg.media.listen, cfg.media.port_min, cfg.media.port_max)
+        if cfg.turn.enabled:
+            users_path = Path(cfg.turn.users_db) if cfg.turn.users_db else cfg.database_path
+            self.turn_users = TurnUserStore(users_path)
+            self.turn = await start_from_config(cfg, users=self.turn_users, ssl_context=server_ctx)
         if cfg.web.enabled:
-            self.web = WebServer(cfg, self.stats)
+            extra = [lambda web_app: turn_http.add_routes(web_app, cfg.turn)] if cfg.turn.enabled else []
+            self.web = WebServer(cfg, self.stats, extra)
             await self.web.start()
 
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = {}
-        for role in (self.sip, self.keepalive, self.media, self.ng):
+        for role in (self.sip, self.keepalive, self.media, self.ng, self.turn):
             if role is not None:
                 out.update(role.stats())
         return out
@@ -293,6 +302,10 @@ class App:
     async def stop(self) -> None:
         if self.web is not None:
             await self.web.stop()
+        if self.turn is not None:
+            await self.turn.stop()
+        if self.turn_users is not None:
+            self.turn_users.close()
         if self.ng is not None:
             self.ng.close()
         if self.media is not None:

@@ -1,0 +1,81 @@
+"""TURN inside ``sipedge serve``: a WebRTC app asks the HTTP endpoint for its iceServers,
+then an independent TURN client (aioice) allocates with those time-limited credentials
+and relays to an echo peer; the counters show up on /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from helpers.ports import free_port
+from helpers.sipserver import Server, running_server
+
+aioice_turn = pytest.importorskip("aioice.turn")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    turn_port = free_port()
+    low = free_port() & ~1
+    extra = (
+        f'\n[turn]\nenabled = true\nlisten = ["udp:127.0.0.1:{turn_port}", "tcp:127.0.0.1:{turn_port}"]\n'
+        f'secrets = ["s3cret-for-tests"]\nallow_peers = ["127.0.0.0/8"]\nport_min = {low}\nport_max = {low + 20}\n'
+    )
+    with running_server(tmp_path_factory.mktemp("turn"), extra=extra) as s:
+        s.turn_port = turn_port  # type: ignore[attr-defined]
+        yield s
+
+
+class Receiver(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.queue.put_nowait((data, addr))
+
+
+class Echo(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+
+def get(server: Server, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http}{path}", timeout=5) as r:
+        return bytes(r.read())
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_ice_servers_credentials_allocate_and_relay(server: Server, transport: str) -> None:
+    ice = json.loads(get(server, "/turn/ice-servers?user=webapp"))
+    entry = next(e for e in ice["iceServers"] if any(u.startswith("turn:") for u in e["urls"]))
+    loop = asyncio.get_running_loop()
+    echo_t, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    echo = echo_t.get_extra_info("sockname")
+    turn, proto = await asyncio.wait_for(
+        aioice_turn.create_turn_endpoint(
+            Receiver,
+            server_addr=("127.0.0.1", server.turn_port),  # type: ignore[attr-defined]
+            username=entry["username"],
+            password=entry["credential"],
+            transport=transport,
+        ),
+        5,
+    )
+    try:
+        for i in range(10):
+            turn.sendto(b"hello %d" % i, echo)
+        got = {(await asyncio.wait_for(proto.queue.get(), 5))[0] for _ in range(10)}
+        assert got == {b"hello %d" % i for i in range(10)}
+    finally:
+        turn.close()
+        echo_t.close()
+    metrics = get(server, "/metrics").decode()
+    assert "sipedge_turn_allocations" in metrics
