@@ -293,6 +293,17 @@ def _uri_in(text: str, what: str) -> Uri:
         raise ParseError(f"bad URI in {what}: {exc}", hint) from None
 
 
+def _is_display_tokens(text: str) -> bool:
+    """An unquoted display name: ``*(token LWS)``, tolerating non-ASCII (UTF-8) letters
+    that some user agents send unquoted. '"', '<', ',' etc. still need quotes."""
+    if text.isascii():
+        return _is_token_list(text)
+    parts = text.replace("\t", " ").split(" ")
+    return any(parts) and all(
+        not p or all(c in TOKEN_CHARS or ord(c) > 0x7F for c in p) for p in parts
+    )
+
+
 def _is_token_list(text: str) -> bool:
     parts = text.replace("\t", " ").split(" ")
     return all(not p or TOKEN_CHARS.issuperset(p) for p in parts) and any(parts)
@@ -348,7 +359,7 @@ class NameAddr:
                 return cls._addr_spec(s, what)
             tokens = s[:lt].strip(" \t")
             if tokens:
-                if not _is_token_list(tokens):
+                if not _is_display_tokens(tokens):
                     raise ParseError(f"bad display name {tokens[:40]!r} in {what}", _bad(what))
                 display = tokens
         gt = s.find(">", lt + 1)

@@ -48,6 +48,8 @@ def test_name_addr_forms() -> None:
     assert isinstance(na.uri, AbsoluteUri)
     assert NameAddr.parse("<sip:a@h> ;  tag =  x ").tag == "x"
     assert NameAddr.parse("sip:a@h ; received=2001:db8::1").params["received"] == "2001:db8::1"
+    na = NameAddr.parse("Jürgen Müller <sip:j@h>")  # unquoted UTF-8: tolerated
+    assert na.display == "Jürgen Müller" and str(na) == '"Jürgen Müller" <sip:j@h>'
 
 
 @pytest.mark.parametrize(
