@@ -5,8 +5,10 @@ Each type has ``parse(text)`` raising only :class:`ParseError` (hint names the h
 through :data:`COMPACT` and :func:`canonical`.
 
 Header parameters (``;name=value``) keep their names lowercased and their values as
-received: a token, a host (``[2001:db8::1]`` or an unbracketed IPv6 ``received``) or a
-quoted string *with* its quotes. Empty parameters (``;;``) are rejected.
+received: a token, a host (``[2001:db8::1]`` or an unbracketed IPv6 ``received``), a
+quoted string *with* its quotes, or (tolerated) any other run of printable characters
+without whitespace, ';', ',', '"', '<', '>' or '\\'. Names must be tokens; empty
+parameters (``;;``, ``;x=``) are rejected.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ _PRETTY = {
 # gen-value = token / host / quoted-string; host adds ':' '[' ']' (IPv6), and Via
 # "received" may carry an unbracketed IPv6 address.
 _VALUE_CHARS = TOKEN_CHARS | frozenset(":[]")
+_CTL_ALL = frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
+# What an unquoted parameter value may never contain. RFC 3261 wants token / host; we
+# also tolerate other printable characters ('/', '@', '=', '?', UTF-8 ...) that real user
+# agents put there, since the value is opaque to us and kept as received.
+_VALUE_BAD = _CTL_ALL | frozenset(' ;,"<>\\')
 # Control characters that may not appear raw in a quoted string (HTAB may).
 _CTL = frozenset(chr(c) for c in range(0x20) if c != 0x09) | {"\x7f"}
 
@@ -230,7 +237,7 @@ def _parse_header_params(text: str, what: str) -> Params:
                 raise ParseError(f"bad parameter {part.strip()[:40]!r} in {what}", _bad(what))
             if eq:
                 value = value.strip(" \t")
-                if not value or not _VALUE_CHARS.issuperset(value):
+                if not value or not _VALUE_BAD.isdisjoint(value):
                     raise ParseError(f"bad parameter value {part.strip()[:40]!r} in {what}", _bad(what))
                 out[name.lower()] = value
             else:
@@ -275,7 +282,7 @@ def _parse_params_quoted(s: str, what: str) -> Params:
             if value[:1] == '"':
                 if _read_quoted(value, 0, what)[1] != len(value):
                     raise ParseError(f"garbage after quoted value in {what}", _bad(what))
-            elif not value or not _VALUE_CHARS.issuperset(value):
+            elif not value or not _VALUE_BAD.isdisjoint(value):
                 raise ParseError(f"bad parameter value {part.strip()[:40]!r} in {what}", _bad(what))
             out[name.lower()] = value
         else:

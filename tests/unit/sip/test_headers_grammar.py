@@ -48,6 +48,9 @@ def test_name_addr_forms() -> None:
     assert isinstance(na.uri, AbsoluteUri)
     assert NameAddr.parse("<sip:a@h> ;  tag =  x ").tag == "x"
     assert NameAddr.parse("sip:a@h ; received=2001:db8::1").params["received"] == "2001:db8::1"
+    odd = NameAddr.parse("<sip:a@h>;did=a1/b2;x=k@v==;gr=urn:uuid:1")  # tolerated values
+    assert odd.params == {"did": "a1/b2", "x": "k@v==", "gr": "urn:uuid:1"}
+    assert NameAddr.parse(str(odd)) == odd
     na = NameAddr.parse("Jürgen Müller <sip:j@h>")  # unquoted UTF-8: tolerated
     assert na.display == "Jürgen Müller" and str(na) == '"Jürgen Müller" <sip:j@h>'
 
