@@ -461,6 +461,7 @@ class TransportLayer:
         try:
             if fam == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            _big_buffers(sock)
             sock.bind((host, port))
         except OSError as exc:
             sock.close()
@@ -750,6 +751,24 @@ class TransportLayer:
     def _callback_error(self, transport: str, remote: Any) -> None:
         self._stat["sip_callback_errors"] += 1
         log.exception("on_message failed for a %s message from %s", transport, remote)
+
+
+UDP_BUFFER = 4 << 20
+
+
+def _big_buffers(sock: socket.socket) -> None:
+    """Ask for 4 MB socket buffers so bursts queue instead of being dropped by the kernel
+    (as root past ``net.core.rmem_max`` with the FORCE options; best effort)."""
+    for force, plain in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+                         (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
+        for opt in (force, plain):
+            if opt is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER)
+                break
+            except OSError:
+                continue
 
 
 def _norm_peer(host: str) -> str:
