@@ -10,6 +10,7 @@ Contact aliases use Kamailio's wire encoding, ``;alias=ip~port~proto`` with prot
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -78,6 +79,7 @@ _RESERVED_V4 = (ipaddress.ip_network("192.0.0.0/24"),)
 _PRIVATE_V6 = (ipaddress.ip_network("fc00::/7"),)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_rfc1918(host: str, reserved: bool = True) -> bool:
     """Is ``host`` an address no NAT leaves untouched: RFC 1918 (10/8, 172.16/12,
     192.168/16), RFC 6598 shared space (100.64/10), RFC 7335 192.0.0.0/29, IPv6 unique
@@ -97,7 +99,11 @@ def is_rfc1918(host: str, reserved: bool = True) -> bool:
     return any(ip in n for n in _PRIVATE_V6)
 
 
+@functools.lru_cache(maxsize=4096)
 def _same_ip(a: str, b: str) -> bool:
+    """Equal addresses, textually different forms allowed (cached: on every request)."""
+    if a == b:
+        return True
     a, b = strip_brackets(a), strip_brackets(b)
     try:
         return ipaddress.ip_address(a) == ipaddress.ip_address(b)
