@@ -453,3 +453,45 @@ def test_name_addr_fast_path_agrees(text: str) -> None:
     assert _outcome(lambda: NameAddr.parse(text, "To")) == _outcome(
         lambda: NameAddr._parse_general(text, "To")
     )
+
+
+def _split_reference(value: str) -> list[str] | None:
+    """Character-by-character reference for split_list (None: unterminated quote). A value
+    without a comma is one element as is (its own parser judges its quotes)."""
+    if "," not in value:
+        return [value.strip(" \t")] if value.strip(" \t") else []
+    out: list[str] = []
+    in_angle = in_quote = False
+    start = i = 0
+    while i < len(value):
+        c = value[i]
+        if in_quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quote = False
+        elif c == '"':
+            in_quote = True
+        elif c == "<":
+            in_angle = True
+        elif c == ">":
+            in_angle = False
+        elif c == "," and not in_angle:
+            out.append(value[start:i].strip(" \t"))
+            start = i + 1
+        i += 1
+    if in_quote:
+        return None
+    out.append(value[start:].strip(" \t"))
+    return [p for p in out if p]
+
+
+@BOUNDED
+@given(st.text(alphabet=' ,<>"\\ab;\t', max_size=40))
+def test_split_list_matches_the_reference(value: str) -> None:
+    expected = _split_reference(value)
+    try:
+        got: list[str] | None = split_list(value)
+    except ParseError:
+        got = None
+    assert got == expected

@@ -99,6 +99,8 @@ _NAME_ADDR_FAST = re.compile(
     rf"<([^<>\s\"]+)>{_PARAMS_RE}"
 )
 
+_LIST_SPECIAL = re.compile(r'[",<>\\]')
+
 _CANON_CACHE: dict[str, str] = {}
 _CANON_CACHE_MAX = 512
 
@@ -148,13 +150,15 @@ def split_list(value: str, what: str = "header") -> list[str]:
     in_angle = False
     in_quote = False
     start = 0
-    i = 0
-    n = len(value)
-    while i < n:
+    skip = -1
+    for mt in _LIST_SPECIAL.finditer(value):  # jump from one special character to the next
+        i = mt.start()
+        if i < skip:
+            continue  # the character after a backslash inside quotes
         c = value[i]
         if in_quote:
             if c == "\\":
-                i += 1
+                skip = i + 2
             elif c == '"':
                 in_quote = False
         elif c == '"':
@@ -168,7 +172,6 @@ def split_list(value: str, what: str = "header") -> list[str]:
             if part:
                 out.append(part)
             start = i + 1
-        i += 1
     if in_quote:
         raise ParseError(f"unterminated quoted string in {what}", _bad(what))
     part = value[start:].strip(" \t")
@@ -179,15 +182,15 @@ def split_list(value: str, what: str = "header") -> list[str]:
 
 def _read_quoted(s: str, i: int, what: str) -> tuple[str, int]:
     """The unescaped content of the quoted string starting at ``s[i] == '"'`` and the
-    index just past its closing quote."""
+    index just past its closing quote. Linear: each search resumes where it stopped."""
     buf: list[str] = []
     j = i + 1
+    q = s.find('"', j)
+    b = s.find("\\", j)
     while True:
-        q = s.find('"', j)
         if q == -1:
             raise ParseError(f"unterminated quoted string in {what}", _bad(what))
-        b = s.find("\\", j, q)
-        if b == -1:
+        if b == -1 or b > q:
             seg = s[j:q]
             if not _CTL.isdisjoint(seg):
                 raise ParseError(f"control character in quoted string in {what}", _bad(what))
@@ -202,6 +205,9 @@ def _read_quoted(s: str, i: int, what: str) -> tuple[str, int]:
             raise ParseError(f"bad quoted-pair in {what}", _bad(what))
         buf.append(c)
         j = b + 2
+        if q < j:  # the escaped character was the quote we had found
+            q = s.find('"', j)
+        b = s.find("\\", j)
 
 
 def quote(text: str) -> str:
@@ -258,9 +264,14 @@ def _parse_params_quoted(s: str, what: str) -> Params:
     split on ';' outside quotes, then check each ``name[=value]``."""
     parts: list[str] = []
     start = i = 0
+    semi = s.find(";")
+    q = s.find('"')
     while True:
-        semi = s.find(";", i)
-        q = s.find('"', i)
+        # both searches only move forward: linear even with many quotes or ';'
+        if semi != -1 and semi < i:
+            semi = s.find(";", i)
+        if q != -1 and q < i:
+            q = s.find('"', i)
         if q != -1 and (semi == -1 or q < semi):
             i = _read_quoted(s, q, what)[1]
             continue
