@@ -560,6 +560,7 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
     append = headers.append
     length: int | None = None
     known = _HEADER_KEYS
+    folded: dict[int, list[str]] = {}  # header index -> continuation lines (joined once)
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         key = known.get(name)
@@ -573,8 +574,7 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
                 raise ParseError("continuation line before any header", bad_hint)
             cont = line.strip(" \t")
             if cont:
-                prev = headers[-1][2]
-                headers[-1][2] = f"{prev} {cont}" if prev else cont
+                folded.setdefault(len(headers) - 1, []).append(cont)
             continue
         name = line[:colon].rstrip(" \t") if colon > 0 else ""
         if not name or not TOKEN_CHARS.issuperset(name):
@@ -583,6 +583,9 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
         if len(known) < _HEADER_KEYS_MAX and colon == len(name):
             known[name] = key
         headers.append([key, name, line[colon + 1 :].strip(" \t")])
+    for idx, pieces in folded.items():
+        h = headers[idx]
+        h[2] = " ".join([h[2], *pieces]) if h[2] else " ".join(pieces)
     for v in [h[2] for h in headers if h[0] == "content-length"]:
         if not is_digits(v):
             raise ParseError(
