@@ -114,3 +114,16 @@ def test_uri_helpers() -> None:
     assert u.with_params(maddr="x").params == {"lr": None, "maddr": "x"}
     assert u.without_params("lr").params == {}
     assert SipUri.parse("sip:h").aor == "sip:h"
+
+
+def test_ipv6_references_in_the_spirit_of_rfc5118() -> None:
+    u = SipUri.parse("sip:[2001:db8::10:5070]")  # §4.3: no port, the 5070 is address
+    assert (u.host, u.port) == ("[2001:db8::10:5070]", None)
+    u = SipUri.parse("sip:user@[2001:db8::10]:5070")  # §4.4: unambiguous port
+    assert (u.host, u.port) == ("[2001:db8::10]", 5070)
+    for text in ("sip:[::ffff:192.0.2.10]", "sip:[2001:db8::192.0.2.1]"):  # §4.7, §4.8
+        assert SipUri.parse(text).host == text[4:]
+    with pytest.raises(ParseError):
+        SipUri.parse("sip:2001:db8::10")  # §4.2: an IPv6 address needs brackets
+    with pytest.raises(ParseError):
+        SipUri.parse("sip:[2001:db8:0:0:1:0:5:1:5060]")  # nine groups: not an address
