@@ -72,9 +72,6 @@ _PRETTY = {
     "rseq": "RSeq",
 }
 
-# gen-value = token / host / quoted-string; host adds ':' '[' ']' (IPv6), and Via
-# "received" may carry an unbracketed IPv6 address.
-_VALUE_CHARS = TOKEN_CHARS | frozenset(":[]")
 _CTL_ALL = frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
 # What an unquoted parameter value may never contain. RFC 3261 wants token / host; we
 # also tolerate other printable characters ('/', '@', '=', '?', UTF-8 ...) that real user
