@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import socket
 import struct
+import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from helpers.ports import free_port
-from helpers.sipserver import Server, running_server
+from helpers.sipserver import SIPEDGE, Server, running_server
 from helpers.ua import UA
 from sipedge.sdp.model import SessionDescription
 from sipedge.sip import message as m
@@ -20,12 +21,31 @@ from sipedge.sip import message as m
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": "dave-pw"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["built-in relay", "remote relay over ng"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """sipedge serve with its own relay, or driving a separate `sipedge media serve` node
+    over the ng protocol (the first step of media scale-out)."""
+    tmp = tmp_path_factory.mktemp("media")
     low = free_port() & ~1
-    extra = f'\n[media]\nenabled = true\nport_min = {low}\nport_max = {low + 40}\nng_listen = ""\n'
-    with running_server(tmp_path_factory.mktemp("media"), users=USERS, extra=extra) as s:
-        yield s
+    ports = f"port_min = {low}\nport_max = {low + 40}\n"
+    if request.param == "built-in relay":
+        with running_server(tmp, users=USERS, extra=f'\n[media]\n{ports}ng_listen = ""\n') as s:
+            yield s
+        return
+    ng = free_port()
+    node_cfg = tmp / "media-node.toml"
+    node_cfg.write_text(f"[media]\n{ports}")
+    node = subprocess.Popen(
+        [SIPEDGE, "media", "serve", "--config", str(node_cfg), "--ng-listen", f"127.0.0.1:{ng}"],
+        stdout=subprocess.DEVNULL, stderr=(tmp / "media-node.log").open("wb"),
+    )
+    try:
+        time.sleep(0.5)
+        with running_server(tmp / "proxy", users=USERS, extra=f'\n[media]\nremote = "127.0.0.1:{ng}"\n') as s:
+            yield s
+    finally:
+        node.terminate()
+        node.wait(10)
 
 
 def sdp(ip: str, port: int) -> bytes:

@@ -50,6 +50,12 @@ class MediaConfig:
         "none in `sipedge serve`; `sipedge media serve` then uses 127.0.0.1:22222)",
         _hostport_or_empty,
     )
+    remote: str = option(
+        "",
+        'drive a remote relay (another sipedge, or rtpengine) over ng at "host:port" instead '
+        "of the built-in one (empty = built-in)",
+        _hostport_or_empty,
+    )
     timeout: float = option(60.0, "delete a call after this many seconds without media", positive)
     hold_timeout: float = option(
         3600.0, "the same for a call on hold (sendonly/inactive/c=0.0.0.0)", positive
@@ -88,6 +94,13 @@ class MediaConfig:
     @property
     def advertised_address(self) -> str:
         return self.advertise or self.listen
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        if not self.remote:
+            return None
+        host, _, p = self.remote.rpartition(":")
+        return host.strip("[]"), int(p)
 
     @property
     def ng_address(self) -> tuple[str, int] | None:

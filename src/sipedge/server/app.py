@@ -35,7 +35,7 @@ from . import tls, turn_http
 from .keepalive import KeepaliveService
 from .logsetup import setup_logging
 from .media import MediaServer
-from .ng import NgControlServer
+from .ng import NgControlServer, NgRemote
 from .stun_turn import TurnService, start_from_config
 from .transport import TransportLayer
 from .ws import WsOptions
@@ -242,6 +242,7 @@ class App:
         self.web: WebServer | None = None
         self.media: MediaServer | None = None
         self.ng: NgControlServer | None = None
+        self.media_remote: NgRemote | None = None
         self.keepalive: KeepaliveService | None = None
         self.turn: TurnService | None = None
         self.turn_users: TurnUserStore | None = None
@@ -274,7 +275,14 @@ class App:
             cfg.nat, location, self.sip.core, self.sip.transports, self.sip.clock, SqliteEndpointStore(self.db)
         )
         self.keepalive.start()
-        if cfg.media.enabled:
+        remote = cfg.media.remote_address
+        if remote is not None:
+            self.media_remote = NgRemote(*remote)
+            self.sip.media = self.media_remote
+            assert self.sip.core is not None
+            self.sip.core.media_available = True
+            log.info("media relay: remote ng at %s:%d", *remote)
+        elif cfg.media.enabled:
             self.media = MediaServer(cfg.media)
             ng = cfg.media.ng_address
             if ng is not None:
@@ -308,6 +316,8 @@ class App:
             self.turn_users.close()
         if self.ng is not None:
             self.ng.close()
+        if self.media_remote is not None:
+            self.media_remote.close()
         if self.media is not None:
             self.media.close()
         if self.keepalive is not None:
