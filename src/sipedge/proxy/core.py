@@ -451,6 +451,11 @@ class ProxyCore:
         contact = forwarding.uri_target(ruri) if ruri is not None else None
         dest: Flow | Target | None = contact
         fallback: Target | None = None
+        if b.path:
+            # RFC 3327: through the edge proxies that recorded Path, first hop first (on
+            # the connection the REGISTER came through while it lives)
+            dest = flow if flow is not None and flow.reliable and self.flow_alive(flow) else None
+            return BranchTarget(ruri=ruri, dest=dest, path=b.path, q=b.q)
         if flow is not None:
             if flow.transport in ("ws", "wss"):
                 dest = flow

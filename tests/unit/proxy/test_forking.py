@@ -68,7 +68,7 @@ def test_parallel_best_final_is_forwarded_once_all_branches_answer(tmp_path: Pat
     answer(core, sent[7002], 7002, 486, clock.now)
     assert [r.status for r in upstream(core)] == []  # still waiting for 7003
     answer(core, sent[7003], 7003, 404, clock.now)
-    assert [r.status for r in upstream(core)] == [404]  # lowest 4xx beats 486? both 4xx: the lowest code
+    assert [r.status for r in upstream(core)] == [404]  # 4xx beats 5xx; among 4xx the lowest code
 
 
 def test_6xx_wins_and_cancels_the_other_branches(tmp_path: Path) -> None:
@@ -145,3 +145,22 @@ def test_timeout_of_a_silent_branch_gives_408(tmp_path: Path) -> None:
             assert finals == [408]
             return
     raise AssertionError("no 408 after Timer B")
+
+
+def test_contacts_registered_through_an_edge_proxy_follow_its_path(tmp_path: Path) -> None:
+    """RFC 3327: the Path recorded at registration becomes the Route set, and the request
+    goes to the first hop of it, not straight to the Contact."""
+    core, clock = core_with(tmp_path, {})
+    core.location.put(
+        Binding(
+            "sip:bob@127.0.0.1", "sip:bob@10.0.0.9:5062", clock.wall() + 600,
+            path=("<sip:edge.example.net:5070;lr>",),
+        )
+    )
+    core.receive(INVITE, CALLER, clock.now)
+    sent = [(s.target, m.parse(s.data)) for s in core.outgoing() if s.target is not None]
+    ((target, req),) = sent
+    assert target == Target("udp", "edge.example.net", 5070)
+    assert isinstance(req, m.Request)
+    assert req.uri == "sip:bob@10.0.0.9:5062"
+    assert req.get_all("route") == ["<sip:edge.example.net:5070;lr>"]
