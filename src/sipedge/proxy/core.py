@@ -311,7 +311,8 @@ class ProxyCore:
                 self._proxied.pop(ev.key, None)
 
     def _on_request(self, key: Any, req: Request, flow: Flow, now: float) -> None:
-        log.debug("< %s %s from %s (call %s)", req.method, req.uri, flow.remote, req.get("call-id"))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("< %s %s from %s (call %s)", req.method, req.uri, flow.remote, req.get("call-id"))
         ctx = RequestContext(self, req, flow, now, server_key=key)
         self._run_route(ctx)
 
@@ -547,7 +548,8 @@ class ProxyCore:
             forwarding.record_route(req, inbound, outbound)
         forwarding.add_via(req, outbound, forwarding.branch_id(ptx.request, index))
         key = self.tl.send_request(req, dest, now)
-        log.debug("> %s %s to %s (call %s)", req.method, req.uri, dest, req.get("call-id"))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("> %s %s to %s (call %s)", req.method, req.uri, dest, req.get("call-id"))
         branch = Branch(key, req, target, dest, target.fallback)
         ptx.branches.append(branch)
         self._branch_of[key] = (ptx, branch)

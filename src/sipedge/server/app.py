@@ -158,8 +158,20 @@ class SipService:
             if not self.transports.send(item.data, item.flow):
                 self._failed(key)
             return
-        if item.target is not None:
-            task = asyncio.create_task(self._send_to(item.data, item.target, key))
+        target = item.target
+        if target is not None:
+            if target.transport == "udp" and is_ip(target.host):
+                # the common case needs no task: UDP to an address leaves at once
+                family = 6 if ":" in target.host else 4
+                try:
+                    local = self.transports.listener("udp", family).address
+                except OSError:
+                    self._failed(key)
+                    return
+                if not self.transports.send(item.data, Flow("udp", local, (target.host, target.port))):
+                    self._failed(key)
+                return
+            task = asyncio.create_task(self._send_to(item.data, target, key))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
