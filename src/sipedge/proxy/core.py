@@ -9,8 +9,8 @@ moves bytes and fires the timer.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +24,7 @@ from ..sip import auth as digest
 from ..sip import transaction
 from ..sip import txevents as tx
 from ..sip.flow import Flow, Target
-from ..sip.message import Request, Response, check_response, make_response, parse
+from ..sip.message import Request, Response, check_response, error_response, make_response, parse
 from ..sip.uri import SipUri
 from . import forwarding, nat, registrar
 from .context import BranchTarget, ReplyContext, RequestContext
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 # (Kamailio's usual nat_uac_test("19") plus 64).
 REGISTER_NAT_FLAGS = nat.CONTACT_PRIVATE | nat.VIA_RECEIVED | nat.VIA_PORT | nat.WEBSOCKET
 
-_HEADER_LINE = re.compile(rb"^[A-Za-z0-9\-.!%*_+`'~]+[ \t]*:")
-_LENGTH_LINE = re.compile(rb"^(?:content-length|l)[ \t]*:", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +172,7 @@ class ProxyCore:
             self.counters["sip_parse_errors"] += 1
             log.debug("x unparseable message from %s: %s", flow.remote, exc)
             if isinstance(exc.hint, tuple):
-                self._stateless_error(data, exc.hint, flow)
+                self._stateless_error(data, exc, flow)
             return
         if isinstance(msg, Request):
             self.counters["sip_requests_received"] += 1
@@ -260,23 +258,17 @@ class ProxyCore:
         del via
         self.tl.receive(req, flow, now)
 
-    def _stateless_error(self, data: bytes, hint: tuple[int, str], flow: Flow) -> None:
-        """Answer a request whose body framing is wrong (e.g. a Content-Length larger than
-        the datagram, RFC 3261 §18.3) with ``hint``, when its head can be answered."""
-        head = data.partition(b"\r\n\r\n")[0].split(b"\r\n")
-        lines = head[:1] + [
-            ln for ln in head[1:] if _HEADER_LINE.match(ln) and not _LENGTH_LINE.match(ln)
-        ]
-        try:
-            req = parse(b"\r\n".join(lines) + b"\r\n\r\n")
-            if not isinstance(req, Request) or req.method == "ACK":
-                return
-            req.top_via  # noqa: B018 - a reply needs a Via to follow
-            resp = make_response(req, hint[0], hint[1], to_tag=self._to_tag(req))
-        except ParseError:
+    def _stateless_error(self, data: bytes, exc: ParseError, flow: Flow) -> None:
+        """Answer a request the codec refused (e.g. a Content-Length larger than the
+        datagram, RFC 3261 §18.3) with its hint and a Warning, when it can be answered."""
+        resp = error_response(data, exc, to_tag=self._to_tag_for(data), agent=self.config.sip.server_header or "sipedge")
+        if resp is None:
             return
         self.counters["sip_bad_requests"] += 1
         self._out.append(Send(resp.serialize(), flow, None))
+
+    def _to_tag_for(self, data: bytes) -> str:
+        return hashlib.blake2b(data[:512], digest_size=6).hexdigest()
 
     def _drain(self, now: float) -> None:
         for ev in self.tl.events():
