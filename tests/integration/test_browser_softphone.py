@@ -75,11 +75,6 @@ def test_browser_calls_sipp_on_udp(tmp_path: Path) -> None:
     assert result["sipp_returncode"] == 0, why
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="JsSIP reads only the LAST WWW-Authenticate of a 401 and answers only MD5: "
-    "sipedge's default challenge (MD5, then SHA-256) makes it give up (lead: see report)",
-)
 def test_jssip_registers_with_the_default_auth_algorithms(tmp_path: Path) -> None:
     result = run_scenario("register-default-auth", tmp_path, timeout=30)
     why = report(tmp_path, result)
