@@ -74,8 +74,23 @@ def unescape(text: str) -> str:
     return unquote_to_bytes(text).decode("utf-8", "surrogateescape")
 
 
+# valid_host answers per host text (bounded: hosts come from peers; a full cache just
+# stops learning). The same few hosts recur in every message of a busy proxy.
+_VALID_HOSTS: dict[str, bool] = {}
+_VALID_HOSTS_MAX = 4096
+
+
 def valid_host(host: str) -> bool:
     """hostname / IPv4address / IPv6reference (RFC 3261 §25.1), underscores tolerated."""
+    ok = _VALID_HOSTS.get(host)
+    if ok is None:
+        ok = _valid_host(host)
+        if len(_VALID_HOSTS) < _VALID_HOSTS_MAX:
+            _VALID_HOSTS[host] = ok
+    return ok
+
+
+def _valid_host(host: str) -> bool:
     if not host:
         return False
     if host[0] == "[":
