@@ -162,7 +162,7 @@ def stamp_received(req: Request, src_host: str, src_port: int) -> None:
         params["received"] = src_host
         changed = True
     if changed:
-        req.replace_first("via", str(Via(via.transport, via.host, via.port, params, via.protocol)))
+        req.set_top_via(Via(via.transport, via.host, via.port, params, via.protocol))
 
 
 def response_target(via: Via) -> Target:

@@ -232,7 +232,7 @@ def force_rport(req: Request, flow: Flow) -> bool:
     params["received"] = strip_brackets(host)
     if params == via.params:
         return False
-    req.replace_first("via", str(Via(via.transport, via.host, via.port, params, via.protocol)))
+    req.set_top_via(Via(via.transport, via.host, via.port, params, via.protocol))
     return True
 
 

@@ -185,6 +185,14 @@ class Message:
                 return
         self.add(name, value, first=True)
 
+    def set_top_via(self, via: Via) -> None:
+        """Replace the top Via with ``via`` (e.g. ``received``/``rport`` stamped); the
+        typed value is kept, so the next ``top_via`` read needs no parse."""
+        text = str(via)
+        self.replace_first("via", text)
+        if self._first_raw("via") == text:
+            self._cache["top_via"] = (text, via)
+
     # -- typed access ------------------------------------------------------
     def _memo(self, slot: str, raw: object, parse: Callable[[], _T]) -> _T:
         """The parsed value cached under ``slot`` if it was parsed from ``raw``."""
@@ -358,6 +366,11 @@ class Message:
     def headers_copy(self) -> list[list[str]]:
         return [list(h) for h in self._headers]
 
+    def _share_cache(self, other: Message) -> None:
+        """Start with ``other``'s typed values: each entry is checked against the raw
+        header it came from, so entries for headers that differ are simply not used."""
+        self._cache = dict(other._cache)
+
 
 class Request(Message):
     """A SIP request: ``method``, ``uri`` (raw text, parsed lazily as ``ruri``)."""
@@ -401,6 +414,7 @@ class Request(Message):
         r = Request(self.method, self.uri, self.headers_copy(), self.body, self.version)
         r._ruri = self._ruri
         r._ruri_text = self._ruri_text
+        r._share_cache(self)
         return r
 
     def __repr__(self) -> str:
@@ -429,7 +443,9 @@ class Response(Message):
         return f"{self.version} {self.status} {self.reason}"
 
     def copy(self) -> Response:
-        return Response(self.status, self.reason, self.headers_copy(), self.body, self.version)
+        r = Response(self.status, self.reason, self.headers_copy(), self.body, self.version)
+        r._share_cache(self)
+        return r
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
@@ -689,15 +705,17 @@ def make_response(
         if h[0] in _RESPONSE_COPY:
             headers.append(list(h))
     resp = Response(status, reason, headers)
-    if to_tag and status > 100:
-        to = request.get("to")
-        if to is not None:
-            try:
-                na: NameAddr | None = NameAddr.parse(to, "To")
-            except ParseError:
-                na = None
-            if na is not None and na.tag is None:
-                resp.set("to", str(na.with_params(tag=to_tag)))
+    resp._share_cache(request)
+    if to_tag and status > 100 and request._first_raw("to") is not None:
+        try:
+            na: NameAddr | None = request.to
+        except ParseError:
+            na = None
+        if na is not None and na.tag is None:
+            tagged = na.with_params(tag=to_tag)
+            text = str(tagged)
+            resp.set("to", text)
+            resp._cache["to"] = (text, tagged)
     return resp
 
 
