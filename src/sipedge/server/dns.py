@@ -1,0 +1,219 @@
+"""The DNS adapter: dnspython's asyncio resolver driving the RFC 3263 plan of
+``dns/naptr_srv.py``, with the TTL cache of ``dns/cache.py``.
+
+``await DnsResolver(config).resolve(uri)`` returns the targets to try in turn (first one
+first, the next on a transport error or 503/timeout); an empty list when nothing resolves.
+DNS failures never raise: they are counted (``stats()``) and give fewer targets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Collection
+
+import dns.asyncresolver
+import dns.exception
+import dns.message
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+from ..config.dns import DnsConfig, parse_nameserver
+from ..dns import naptr_srv
+from ..dns.cache import TtlCache
+from ..dns.naptr_srv import Naptr, Query, Srv
+from ..sip.flow import Target
+from ..sip.uri import SipUri
+
+log = logging.getLogger("sipedge.dns")
+
+Records = tuple[object, ...]
+
+
+def _soa_ttl(response: dns.message.Message | None) -> float | None:
+    """RFC 2308 §5: a negative answer lives min(SOA TTL, SOA MINIMUM)."""
+    if response is None:
+        return None
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            return float(min(rrset.ttl, rrset[0].minimum))
+    return None
+
+
+def _convert(rtype: str, answer: dns.resolver.Answer) -> Records:
+    out: list[object] = []
+    rrset = answer.rrset
+    if rrset is None:
+        return ()
+    for rd in rrset:
+        if rtype == "NAPTR":
+            out.append(
+                Naptr(
+                    rd.order,
+                    rd.preference,
+                    rd.flags.decode("ascii", "replace"),
+                    rd.service.decode("ascii", "replace"),
+                    rd.replacement.to_text(omit_final_dot=True),
+                    rd.regexp.decode("ascii", "replace"),
+                )
+            )
+        elif rtype == "SRV":
+            out.append(Srv(rd.priority, rd.weight, rd.port, rd.target.to_text(omit_final_dot=True)))
+        else:
+            out.append(str(rd.address))
+    return tuple(out)
+
+
+class DnsResolver:
+    """RFC 3263 next-hop resolution with cache, in-flight sharing and counters."""
+
+    def __init__(
+        self,
+        config: DnsConfig | None = None,
+        *,
+        transports: Collection[str] = ("udp", "tcp", "tls"),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config = config or DnsConfig()
+        self.transports = frozenset(transports)
+        self.rng = rng or random.Random()
+        self.families: tuple[str, ...] = ("A", "AAAA") if config.ipv6 else ("A",)
+        self.cache: TtlCache[Query, Records] = TtlCache(
+            config.cache_size,
+            min_ttl=config.min_ttl,
+            max_ttl=config.max_ttl,
+            negative_min_ttl=min(config.min_ttl, config.negative_ttl),
+            negative_ttl=config.negative_ttl,
+        )
+        self._resolver = self._make_resolver(config)
+        self._inflight: dict[Query, asyncio.Task[Records | None]] = {}
+        self.resolves = 0
+        self.resolves_empty = 0
+        self.queries = 0
+        self.failures = 0
+        self.timeouts = 0
+        self.negative = 0
+
+    @staticmethod
+    def _make_resolver(config: DnsConfig) -> dns.asyncresolver.Resolver:
+        if config.nameservers:
+            resolver = dns.asyncresolver.Resolver(configure=False)
+            servers: list[str | dns.nameserver.Nameserver] = []
+            for item in config.nameservers:
+                parsed = parse_nameserver(item)
+                if parsed is not None:
+                    servers.append(dns.nameserver.Do53Nameserver(*parsed))
+            resolver.nameservers = servers
+        else:
+            try:
+                resolver = dns.asyncresolver.Resolver()
+            except dns.exception.DNSException as exc:  # no /etc/resolv.conf: every lookup fails
+                log.warning("dns: no system resolver configuration (%s); set [dns] nameservers", exc)
+                resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.timeout = config.timeout
+        resolver.lifetime = config.timeout
+        resolver.cache = None
+        return resolver
+
+    async def resolve(self, uri: SipUri) -> list[Target]:
+        """The targets for ``uri`` in the order to try them; [] when nothing resolves."""
+        self.resolves += 1
+        plan = naptr_srv.select(uri, rng=self.rng, transports=self.transports, families=self.families)
+        targets = await self._drive(plan)
+        if not targets:
+            self.resolves_empty += 1
+        return targets
+
+    async def resolve_target(self, target: Target) -> list[Target]:
+        """A/AAAA only, keeping the transport and port (when the URI is no longer known)."""
+        self.resolves += 1
+        plan = naptr_srv._addresses([(target.transport, target.port, target.host.lower().rstrip("."))], self.families, naptr_srv.MAX_TARGETS)
+        targets = await self._drive(plan)
+        if not targets:
+            self.resolves_empty += 1
+        return targets
+
+    async def _drive(self, plan: naptr_srv.Plan) -> list[Target]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout
+        try:
+            async with asyncio.timeout(self.config.timeout + 0.5):
+                batch = next(plan)
+                while True:
+                    results = await asyncio.gather(*(self._lookup(q, deadline) for q in batch))
+                    batch = plan.send(dict(zip(batch, results, strict=True)))
+        except StopIteration as stop:
+            result: list[Target] = stop.value
+            return result
+        except TimeoutError:
+            self.timeouts += 1
+            return []
+        finally:
+            plan.close()
+
+    async def _lookup(self, q: Query, deadline: float) -> Records | None:
+        loop = asyncio.get_running_loop()
+        hit = self.cache.get(q, loop.time())
+        if hit is not None:
+            return hit[0]
+        task = self._inflight.get(q)
+        if task is None:
+            task = asyncio.create_task(self._query(q, deadline))
+            self._inflight[q] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(q, None))
+        return await asyncio.shield(task)
+
+    async def _query(self, q: Query, deadline: float) -> Records | None:
+        loop = asyncio.get_running_loop()
+        lifetime = max(0.05, deadline - loop.time())
+        self.queries += 1
+        try:
+            answer = await self._resolver.resolve(
+                q.name, q.rtype, raise_on_no_answer=False, search=False, lifetime=lifetime
+            )
+        except dns.resolver.NXDOMAIN as exc:
+            self.negative += 1
+            responses = getattr(exc, "kwargs", {}).get("responses") or {}
+            response = next(iter(responses.values()), None)
+            self.cache.put_negative(q, (), loop.time(), _soa_ttl(response))
+            return ()
+        except dns.exception.Timeout:
+            self.timeouts += 1
+            log.info("dns: %s %s timed out", q.rtype, q.name)
+            return None
+        except dns.exception.DNSException as exc:  # SERVFAIL, no servers, bad name, ...
+            self.failures += 1
+            log.info("dns: %s %s failed: %s", q.rtype, q.name, exc)
+            return None
+        except OSError as exc:
+            self.failures += 1
+            log.info("dns: %s %s failed: %s", q.rtype, q.name, exc)
+            return None
+        now = loop.time()
+        if answer.rrset is None:
+            self.negative += 1
+            self.cache.put_negative(q, (), now, _soa_ttl(answer.response))
+            return ()
+        try:
+            records = _convert(q.rtype, answer)
+        except (AttributeError, UnicodeError, ValueError) as exc:
+            self.failures += 1
+            log.info("dns: %s %s: unusable answer: %s", q.rtype, q.name, exc)
+            return None
+        self.cache.put(q, records, float(answer.rrset.ttl), now)
+        return records
+
+    def stats(self) -> dict[str, int | float]:
+        out: dict[str, int | float] = {
+            "dns_resolves": self.resolves,
+            "dns_resolves_empty": self.resolves_empty,
+            "dns_queries": self.queries,
+            "dns_failures": self.failures,
+            "dns_timeouts": self.timeouts,
+            "dns_negative_answers": self.negative,
+            "dns_inflight": len(self._inflight),
+        }
+        out.update(self.cache.stats())
+        return out
