@@ -1,0 +1,181 @@
+"""DnsResolver end to end against a tiny authoritative DNS server of our own on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import cast
+
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from sipedge.config.dns import DnsConfig
+from sipedge.server.dns import DnsResolver
+from sipedge.sip.flow import Target
+from sipedge.sip.uri import SipUri
+
+SOA = "ns.example.com. admin.example.com. 1 3600 600 86400 30"
+
+ZONE: dict[tuple[str, str], tuple[int, list[str]]] = {
+    ("example.com", "NAPTR"): (300, [
+        '10 50 "s" "SIP+D2T" "" _sip._tcp.example.com.',
+        '20 50 "s" "SIP+D2U" "" _sip._udp.example.com.',
+        '5 50 "s" "SIP+D2X" "" _sip._sctp.example.com.',
+    ]),
+    ("_sip._tcp.example.com", "SRV"): (300, [
+        "20 0 5070 backup.example.com.",
+        "10 0 5060 primary.example.com.",
+    ]),
+    ("_sip._udp.example.com", "SRV"): (300, ["10 0 5062 primary.example.com."]),
+    ("primary.example.com", "A"): (300, ["127.0.0.10"]),
+    ("primary.example.com", "AAAA"): (300, ["::1"]),
+    ("backup.example.com", "A"): (300, ["127.0.0.20"]),
+    ("plain.example.com", "A"): (300, ["127.0.0.30"]),
+}
+
+
+class ZoneServer(asyncio.DatagramProtocol):
+    def __init__(self, zone: dict[tuple[str, str], tuple[int, list[str]]]) -> None:
+        self.zone = zone
+        self.names = {name for name, _ in zone}
+        self.silent = False
+        self.queries: Counter[tuple[str, str]] = Counter()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            query = dns.message.from_wire(data)
+        except Exception:
+            return
+        question = query.question[0]
+        name = question.name.to_text(omit_final_dot=True).lower()
+        rtype = dns.rdatatype.to_text(question.rdtype)
+        self.queries[(name, rtype)] += 1
+        if self.silent or self.transport is None:
+            return
+        response = dns.message.make_response(query)
+        found = self.zone.get((name, rtype))
+        if found is not None:
+            ttl, texts = found
+            response.answer.append(dns.rrset.from_text(question.name, ttl, "IN", rtype, *texts))
+        else:
+            if name not in self.names:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            response.authority.append(dns.rrset.from_text("example.com.", 300, "IN", "SOA", SOA))
+        self.transport.sendto(response.to_wire(), addr)
+
+    @property
+    def total(self) -> int:
+        return sum(self.queries.values())
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[ZoneServer, int]]:
+    loop = asyncio.get_running_loop()
+    proto = ZoneServer(ZONE)
+    transport, _ = await loop.create_datagram_endpoint(lambda: proto, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    yield proto, port
+    transport.close()
+
+
+def resolver(port: int, **kw: object) -> DnsResolver:
+    cfg = DnsConfig(nameservers=[f"127.0.0.1:{port}"], **{"timeout": 2.0, **kw})  # type: ignore[arg-type]
+    return DnsResolver(cfg, transports=("udp", "tcp", "tls"), rng=random.Random(7))
+
+
+async def test_naptr_srv_a_chain_in_failover_order(server: tuple[ZoneServer, int]) -> None:
+    zs, port = server
+    r = resolver(port)
+    targets = await asyncio.wait_for(r.resolve(SipUri.parse("sip:bob@example.com")), 5)
+    assert targets == [
+        Target("tcp", "127.0.0.10", 5060),
+        Target("tcp", "::1", 5060),
+        Target("tcp", "127.0.0.20", 5070),  # priority 20: tried after the priority-10 host
+        Target("udp", "127.0.0.10", 5062),
+        Target("udp", "::1", 5062),
+    ]
+    assert zs.queries[("example.com", "NAPTR")] == 1
+    assert zs.queries[("_sip._sctp.example.com", "SRV")] == 0
+    assert zs.queries[("primary.example.com", "A")] == 1  # one lookup for both SRV records
+    s = r.stats()
+    assert s["dns_failures"] == 0 and s["dns_resolves"] == 1
+
+
+async def test_repeat_is_served_from_cache(server: tuple[ZoneServer, int]) -> None:
+    zs, port = server
+    r = resolver(port)
+    first = await asyncio.wait_for(r.resolve(SipUri.parse("sip:bob@example.com")), 5)
+    sent = zs.total
+    second = await asyncio.wait_for(r.resolve(SipUri.parse("sip:alice@example.com")), 5)
+    assert set(second) == set(first)
+    assert zs.total == sent
+    s = r.stats()
+    assert s["dns_cache_hits"] >= 5 and s["dns_queries"] == sent
+
+
+async def test_concurrent_lookups_share_queries(server: tuple[ZoneServer, int]) -> None:
+    zs, port = server
+    r = resolver(port)
+    uri = SipUri.parse("sip:bob@example.com")
+    results = await asyncio.wait_for(asyncio.gather(*(r.resolve(uri) for _ in range(5))), 5)
+    assert all(len(res) == 5 for res in results)
+    assert max(zs.queries.values()) == 1
+
+
+async def test_explicit_port_and_transport_shortcuts(server: tuple[ZoneServer, int]) -> None:
+    zs, port = server
+    r = resolver(port, ipv6=False)
+    targets = await asyncio.wait_for(r.resolve(SipUri.parse("sip:plain.example.com:5099")), 5)
+    assert targets == [Target("udp", "127.0.0.30", 5099)]
+    assert set(zs.queries) == {("plain.example.com", "A")}
+    targets = await asyncio.wait_for(r.resolve(SipUri.parse("sip:example.com;transport=tcp")), 5)
+    assert targets == [Target("tcp", "127.0.0.10", 5060), Target("tcp", "127.0.0.20", 5070)]
+    assert zs.queries[("example.com", "NAPTR")] == 0
+    assert await r.resolve_target(Target("tls", "backup.example.com", 5061)) == [Target("tls", "127.0.0.20", 5061)]
+
+
+async def test_nxdomain_is_cached_negatively(server: tuple[ZoneServer, int]) -> None:
+    zs, port = server
+    r = resolver(port)
+    uri = SipUri.parse("sip:bob@nx.example.com")
+    assert await asyncio.wait_for(r.resolve(uri), 5) == []
+    sent = zs.total
+    assert sent >= 4  # NAPTR, 3 SRV, A, AAAA
+    assert await asyncio.wait_for(r.resolve(uri), 5) == []
+    assert zs.total == sent
+    s = r.stats()
+    assert s["dns_negative_answers"] == sent and s["dns_cache_negative_hits"] == sent
+    assert s["dns_resolves_empty"] == 2 and s["dns_failures"] == 0
+    # the negative TTL comes from the SOA (30 s), within the configured ceiling
+    left = r.cache.ttl_left(next(iter(r.cache._entries)), asyncio.get_running_loop().time())
+    assert left is not None and 25 < left <= 30
+
+
+async def test_silent_server_times_out_to_empty_list(server: tuple[ZoneServer, int]) -> None:
+    zs, port = server
+    zs.silent = True
+    r = resolver(port, timeout=0.4)
+    start = time.monotonic()
+    targets = await asyncio.wait_for(r.resolve(SipUri.parse("sip:bob@example.com")), 5)
+    assert targets == []
+    assert time.monotonic() - start < 2.0
+    s = r.stats()
+    assert s["dns_timeouts"] >= 1 and s["dns_cache_entries"] == 0
+    assert zs.total >= 1
+
+
+async def test_no_server_listening_is_a_counted_failure() -> None:
+    r = resolver(9, timeout=0.3)  # discard port on loopback: nothing answers
+    assert await asyncio.wait_for(r.resolve(SipUri.parse("sip:bob@example.com")), 5) == []
+    assert r.stats()["dns_resolves_empty"] == 1
