@@ -16,6 +16,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from sipedge._common.clock import FakeClock
 from sipedge.config.dns import DnsConfig
 from sipedge.server.dns import DnsResolver
 from sipedge.sip.flow import Target
@@ -89,9 +90,9 @@ async def server() -> AsyncIterator[tuple[ZoneServer, int]]:
     transport.close()
 
 
-def resolver(port: int, **kw: object) -> DnsResolver:
+def resolver(port: int, clock: FakeClock | None = None, **kw: object) -> DnsResolver:
     cfg = DnsConfig(nameservers=[f"127.0.0.1:{port}"], **{"timeout": 2.0, **kw})  # type: ignore[arg-type]
-    return DnsResolver(cfg, transports=("udp", "tcp", "tls"), rng=random.Random(7))
+    return DnsResolver(cfg, transports=("udp", "tcp", "tls"), rng=random.Random(7), clock=clock)
 
 
 async def test_naptr_srv_a_chain_in_failover_order(server: tuple[ZoneServer, int]) -> None:
@@ -179,3 +180,59 @@ async def test_no_server_listening_is_a_counted_failure() -> None:
     r = resolver(9, timeout=0.3)  # discard port on loopback: nothing answers
     assert await asyncio.wait_for(r.resolve(SipUri.parse("sip:bob@example.com")), 5) == []
     assert r.stats()["dns_resolves_empty"] == 1
+
+
+def invite(ruri: str, route: str = "") -> bytes:
+    extra = f"Route: <{route}>\r\n" if route else ""
+    return (
+        f"INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKx\r\nMax-Forwards: 70\r\n"
+        f"From: <sip:a@example.org>;tag=1\r\nTo: <{ruri}>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n{extra}"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def test_resolve_send_keeps_the_cores_transport(server: tuple[ZoneServer, int]) -> None:
+    zs, port = server
+    r = resolver(port, ipv6=False)
+    # the core derived udp:example.com:5060 from the R-URI: NAPTR/SRV kept to UDP
+    got = await asyncio.wait_for(r.resolve_send(invite("sip:bob@example.com"), Target("udp", "example.com", 5060)), 5)
+    assert got == [Target("udp", "127.0.0.10", 5062)]
+    # ... and via the top Route, with transport=tcp
+    data = invite("sip:bob@elsewhere.invalid", "sip:example.com;transport=tcp;lr")
+    got = await asyncio.wait_for(r.resolve_send(data, Target("tcp", "example.com", 5060)), 5)
+    assert got == [Target("tcp", "127.0.0.10", 5060), Target("tcp", "127.0.0.20", 5070)]
+    # a destination the URI does not lead to (routing chose it): A/AAAA only
+    got = await asyncio.wait_for(r.resolve_send(invite("sip:bob@example.com"), Target("tcp", "plain.example.com", 5080)), 5)
+    assert got == [Target("tcp", "127.0.0.30", 5080)]
+    # a response: A/AAAA only
+    resp = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP plain.example.com;branch=z9hG4bKy\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    assert await r.resolve_send(resp, Target("udp", "plain.example.com", 5060)) == [Target("udp", "127.0.0.30", 5060)]
+
+
+async def test_marked_down_targets_are_tried_last(server: tuple[ZoneServer, int]) -> None:
+    _, port = server
+    clock = FakeClock()
+    r = resolver(port, clock, ipv6=False, down_time=30)
+    uri = SipUri.parse("sip:bob@example.com;transport=tcp")
+    first = await asyncio.wait_for(r.resolve(uri), 5)
+    assert first == [Target("tcp", "127.0.0.10", 5060), Target("tcp", "127.0.0.20", 5070)]
+    r.mark_down(first[0])
+    assert await r.resolve(uri) == [first[1], first[0]]
+    assert r.stats()["dns_targets_marked_down"] == 1
+    clock.advance(30)
+    assert await r.resolve(uri) == first
+    assert r.stats()["dns_targets_down"] == 0
+
+
+async def test_cache_expires_with_the_ttl(server: tuple[ZoneServer, int]) -> None:
+    zs, port = server
+    clock = FakeClock()
+    r = resolver(port, clock, ipv6=False, min_ttl=0)
+    uri = SipUri.parse("sip:plain.example.com:5060")
+    assert await r.resolve(uri) == [Target("udp", "127.0.0.30", 5060)]
+    clock.advance(299)
+    assert await r.resolve(uri) == [Target("udp", "127.0.0.30", 5060)]
+    assert zs.queries[("plain.example.com", "A")] == 1
+    clock.advance(1)  # TTL 300 s is over
+    assert await r.resolve(uri) == [Target("udp", "127.0.0.30", 5060)]
+    assert zs.queries[("plain.example.com", "A")] == 2

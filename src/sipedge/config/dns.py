@@ -54,6 +54,9 @@ class DnsConfig:
         5.0, "seconds one next-hop lookup (the whole NAPTR/SRV/A chain) may take", positive
     )
     ipv6: bool = option(True, "also look up AAAA records (IPv4 addresses are tried first)")
+    down_time: float = option(
+        30.0, "seconds a target that failed a send is moved to the end of the failover list", non_negative
+    )
     cache_size: int = option(4096, "most answers kept in the cache", positive)
     min_ttl: float = option(5.0, "shortest time an answer is cached, seconds (raises tiny TTLs)", non_negative)
     max_ttl: float = option(3600.0, "longest time an answer is cached, seconds", positive)

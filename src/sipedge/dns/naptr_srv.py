@@ -247,6 +247,27 @@ def select(
     return []
 
 
+def select_host(
+    transport: str,
+    host: str,
+    port: int,
+    *,
+    families: Sequence[str] = ("A", "AAAA"),
+    max_targets: int = MAX_TARGETS,
+) -> Plan:
+    """A/AAAA only for a known transport and port (a Target whose host is a name)."""
+    host = strip_brackets(host)
+    if transport not in TRANSPORTS or not 0 < port <= 65535:
+        return []
+    if is_ip(host):
+        return [Target(transport, str(ipaddress.ip_address(host)), port)]
+    name = normalize_name(host)
+    if name is None:
+        return []
+    fams = [f for f in families if f in ("A", "AAAA")]
+    return (yield from _addresses([(transport, port, name)], fams, max_targets))
+
+
 def _srv_chain(
     chain: Sequence[tuple[str, str]], rng: random.Random, families: Sequence[str], max_targets: int
 ) -> Plan:

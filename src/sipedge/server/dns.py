@@ -20,10 +20,14 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from .._common.clock import Clock
 from ..config.dns import DnsConfig, parse_nameserver
 from ..dns import naptr_srv
 from ..dns.cache import TtlCache
 from ..dns.naptr_srv import Naptr, Query, Srv
+from ..errors import ParseError
+from ..proxy import forwarding
+from ..sip import message
 from ..sip.flow import Target
 from ..sip.uri import SipUri
 
@@ -40,6 +44,17 @@ def _soa_ttl(response: dns.message.Message | None) -> float | None:
         if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
             return float(min(rrset.ttl, rrset[0].minimum))
     return None
+
+
+def _next_hop(data: bytes) -> SipUri | None:
+    """The URI a serialized request is sent towards, or None (a response, or unparsable)."""
+    try:
+        msg = message.parse(data)
+        if not isinstance(msg, message.Request):
+            return None
+        return forwarding.next_hop(msg)
+    except ParseError:
+        return None
 
 
 def _convert(rtype: str, answer: dns.resolver.Answer) -> Records:
@@ -75,10 +90,12 @@ class DnsResolver:
         *,
         transports: Collection[str] = ("udp", "tcp", "tls"),
         rng: random.Random | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config = config or DnsConfig()
         self.transports = frozenset(transports)
         self.rng = rng or random.Random()
+        self.clock = clock  # None: the event loop's clock
         self.families: tuple[str, ...] = ("A", "AAAA") if config.ipv6 else ("A",)
         self.cache: TtlCache[Query, Records] = TtlCache(
             config.cache_size,
@@ -89,6 +106,8 @@ class DnsResolver:
         )
         self._resolver = self._make_resolver(config)
         self._inflight: dict[Query, asyncio.Task[Records | None]] = {}
+        self._down: dict[Target, float] = {}
+        self.marked_down = 0
         self.resolves = 0
         self.resolves_empty = 0
         self.queries = 0
@@ -121,18 +140,53 @@ class DnsResolver:
         """The targets for ``uri`` in the order to try them; [] when nothing resolves."""
         self.resolves += 1
         plan = naptr_srv.select(uri, rng=self.rng, transports=self.transports, families=self.families)
-        targets = await self._drive(plan)
-        if not targets:
-            self.resolves_empty += 1
-        return targets
+        return self._finish(await self._drive(plan))
 
     async def resolve_target(self, target: Target) -> list[Target]:
         """A/AAAA only, keeping the transport and port (when the URI is no longer known)."""
         self.resolves += 1
-        plan = naptr_srv._addresses([(target.transport, target.port, target.host.lower().rstrip("."))], self.families, naptr_srv.MAX_TARGETS)
-        targets = await self._drive(plan)
+        plan = naptr_srv.select_host(target.transport, target.host, target.port, families=self.families)
+        return self._finish(await self._drive(plan))
+
+    async def resolve_send(self, data: bytes, target: Target) -> list[Target]:
+        """Targets for a core ``Send`` to ``target`` whose host is a name.
+
+        When ``target`` is what ``forwarding.uri_target`` makes of the request's next hop
+        (top Route, else Request-URI), that URI gets the full RFC 3263 treatment, kept to
+        ``target.transport`` (the core has stamped the Via for it); otherwise (a
+        routing-chosen destination, a response) A/AAAA of ``target`` only.
+        """
+        uri = _next_hop(data)
+        if uri is not None and forwarding.uri_target(uri) == Target(
+            target.transport, target.host.lower(), target.port
+        ):
+            self.resolves += 1
+            plan = naptr_srv.select(
+                uri, rng=self.rng, transports=self.transports & {target.transport}, families=self.families
+            )
+            return self._finish(await self._drive(plan))
+        return await self.resolve_target(target)
+
+    def mark_down(self, target: Target) -> None:
+        """A send to ``target`` failed: later answers list it last for ``down_time``."""
+        if self.config.down_time > 0:
+            if len(self._down) >= self.config.cache_size:
+                self._down.clear()
+            self._down[target] = self._now() + self.config.down_time
+            self.marked_down += 1
+
+    def _now(self) -> float:
+        return self.clock.monotonic() if self.clock is not None else asyncio.get_running_loop().time()
+
+    def _finish(self, targets: list[Target]) -> list[Target]:
         if not targets:
             self.resolves_empty += 1
+        elif self._down:
+            now = self._now()
+            for t in [t for t, until in self._down.items() if until <= now]:
+                del self._down[t]
+            if any(t in self._down for t in targets):
+                targets = [t for t in targets if t not in self._down] + [t for t in targets if t in self._down]
         return targets
 
     async def _drive(self, plan: naptr_srv.Plan) -> list[Target]:
@@ -154,8 +208,7 @@ class DnsResolver:
             plan.close()
 
     async def _lookup(self, q: Query, deadline: float) -> Records | None:
-        loop = asyncio.get_running_loop()
-        hit = self.cache.get(q, loop.time())
+        hit = self.cache.get(q, self._now())
         if hit is not None:
             return hit[0]
         task = self._inflight.get(q)
@@ -177,7 +230,7 @@ class DnsResolver:
             self.negative += 1
             responses = getattr(exc, "kwargs", {}).get("responses") or {}
             response = next(iter(responses.values()), None)
-            self.cache.put_negative(q, (), loop.time(), _soa_ttl(response))
+            self.cache.put_negative(q, (), self._now(), _soa_ttl(response))
             return ()
         except dns.exception.Timeout:
             self.timeouts += 1
@@ -191,7 +244,7 @@ class DnsResolver:
             self.failures += 1
             log.info("dns: %s %s failed: %s", q.rtype, q.name, exc)
             return None
-        now = loop.time()
+        now = self._now()
         if answer.rrset is None:
             self.negative += 1
             self.cache.put_negative(q, (), now, _soa_ttl(answer.response))
@@ -214,6 +267,8 @@ class DnsResolver:
             "dns_timeouts": self.timeouts,
             "dns_negative_answers": self.negative,
             "dns_inflight": len(self._inflight),
+            "dns_targets_marked_down": self.marked_down,
+            "dns_targets_down": len(self._down),
         }
         out.update(self.cache.stats())
         return out

@@ -208,3 +208,16 @@ def test_max_targets_bound() -> None:
     zone: Zone = {("many.example", "A"): [f"10.0.{i // 256}.{i % 256}" for i in range(100)]}
     targets, _ = run("sip:x@many.example:5060", zone)
     assert len(targets) == 16
+
+
+def test_select_host_is_a_and_aaaa_for_known_transport_and_port() -> None:
+    from sipedge.dns.naptr_srv import select_host
+
+    dns = Dns(ZONE)
+    assert drive(select_host("tls", "TLS1.example.com.", 5061), dns) == [
+        Target("tls", "192.0.2.3", 5061),
+        Target("tls", "2001:db8::3", 5061),
+    ]
+    assert drive(select_host("udp", "[2001:db8::1]", 5060), dns) == [Target("udp", "2001:db8::1", 5060)]
+    assert drive(select_host("sctp", "tls1.example.com", 5060), dns) == []
+    assert drive(select_host("udp", "bad host", 5060), dns) == []
