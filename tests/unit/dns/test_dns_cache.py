@@ -108,3 +108,20 @@ def test_parse_nameserver(text: str, parsed: tuple[str, int] | None) -> None:
 def test_config_defaults_are_sane() -> None:
     cfg = DnsConfig()
     assert cfg.nameservers == [] and cfg.timeout > 0 and cfg.min_ttl <= cfg.max_ttl
+
+
+def test_config_builds_from_toml_table_and_renders() -> None:
+    import tomllib
+
+    from sipedge.config._schema import build, render
+    from sipedge.errors import ConfigError
+
+    cfg = build(DnsConfig, {"nameservers": ["127.0.0.1:5353", "::1"], "timeout": 2, "ipv6": False}, "dns")
+    assert cfg.nameservers == ["127.0.0.1:5353", "::1"] and cfg.timeout == 2.0 and cfg.ipv6 is False
+    with pytest.raises(ConfigError, match=r"dns\.nameservers"):
+        build(DnsConfig, {"nameservers": ["dns.example"]}, "dns")
+    with pytest.raises(ConfigError, match=r"dns\.timeout"):
+        build(DnsConfig, {"timeout": 0}, "dns")
+    text = "\n".join(render(DnsConfig, "dns"))
+    assert "nameservers" in text and "negative_ttl" in text
+    tomllib.loads(text)
