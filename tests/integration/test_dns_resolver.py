@@ -7,6 +7,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import cast
 
 import dns.message
@@ -91,7 +92,7 @@ async def server() -> AsyncIterator[tuple[ZoneServer, int]]:
 
 
 def resolver(port: int, clock: FakeClock | None = None, **kw: object) -> DnsResolver:
-    cfg = DnsConfig(nameservers=[f"127.0.0.1:{port}"], **{"timeout": 2.0, **kw})  # type: ignore[arg-type]
+    cfg = DnsConfig(nameservers=[f"127.0.0.1:{port}"], **{"timeout": 2.0, "hosts_file": "", **kw})  # type: ignore[arg-type]
     return DnsResolver(cfg, transports=("udp", "tcp", "tls"), rng=random.Random(7), clock=clock)
 
 
@@ -236,3 +237,19 @@ async def test_cache_expires_with_the_ttl(server: tuple[ZoneServer, int]) -> Non
     clock.advance(1)  # TTL 300 s is over
     assert await r.resolve(uri) == [Target("udp", "127.0.0.30", 5060)]
     assert zs.queries[("plain.example.com", "A")] == 2
+
+
+async def test_hosts_file_answers_before_dns(server: tuple[ZoneServer, int], tmp_path: Path) -> None:
+    zs, port = server
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n::1 localhost ip6-localhost\n# x\n127.0.0.77 Plain.Example.Com pbx\nbad line\n")
+    r = resolver(port, hosts_file=str(hosts))
+    assert await r.resolve(SipUri.parse("sip:pbx:5080")) == [Target("udp", "127.0.0.77", 5080)]
+    assert await r.resolve(SipUri.parse("sip:localhost:5060;transport=tcp")) == [
+        Target("tcp", "127.0.0.1", 5060),
+        Target("tcp", "::1", 5060),
+    ]
+    assert zs.total == 0
+    assert r.stats()["dns_hosts_file_hits"] == 4
+    r2 = resolver(port, hosts_file=str(tmp_path / "missing"))
+    assert r2.hosts == {}

@@ -50,6 +50,9 @@ class DnsConfig:
     nameservers: list[str] = option(
         [], "DNS servers as IP or IP:port, \"[v6]:port\" (empty = the system's /etc/resolv.conf)", _nameservers
     )
+    hosts_file: str = option(
+        "/etc/hosts", "hosts file answered before DNS for A/AAAA, like the system resolver (empty = none)"
+    )
     timeout: float = option(
         5.0, "seconds one next-hop lookup (the whole NAPTR/SRV/A chain) may take", positive
     )

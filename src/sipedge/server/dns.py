@@ -24,6 +24,7 @@ from .._common.clock import Clock
 from ..config.dns import DnsConfig, parse_nameserver
 from ..dns import naptr_srv
 from ..dns.cache import TtlCache
+from ..dns.hosts import HostsTable, parse_hosts
 from ..dns.naptr_srv import Naptr, Query, Srv
 from ..errors import ParseError
 from ..proxy import forwarding
@@ -105,9 +106,11 @@ class DnsResolver:
             negative_ttl=config.negative_ttl,
         )
         self._resolver = self._make_resolver(config)
+        self.hosts: HostsTable = self._read_hosts(config.hosts_file)
         self._inflight: dict[Query, asyncio.Task[Records | None]] = {}
         self._down: dict[Target, float] = {}
         self.marked_down = 0
+        self.hosts_hits = 0
         self.resolves = 0
         self.resolves_empty = 0
         self.queries = 0
@@ -135,6 +138,17 @@ class DnsResolver:
         resolver.lifetime = config.timeout
         resolver.cache = None
         return resolver
+
+    @staticmethod
+    def _read_hosts(path: str) -> HostsTable:
+        if not path:
+            return {}
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return parse_hosts(f.read(1 << 20))
+        except OSError as exc:
+            log.info("dns: hosts file %s not read: %s", path, exc)
+            return {}
 
     async def resolve(self, uri: SipUri) -> list[Target]:
         """The targets for ``uri`` in the order to try them; [] when nothing resolves."""
@@ -208,6 +222,12 @@ class DnsResolver:
             plan.close()
 
     async def _lookup(self, q: Query, deadline: float) -> Records | None:
+        if self.hosts and q.rtype in ("A", "AAAA"):
+            local = self.hosts.get((q.name, q.rtype))
+            other = (q.name, "AAAA" if q.rtype == "A" else "A")
+            if local is not None or other in self.hosts:  # known there: DNS is not asked
+                self.hosts_hits += 1
+                return local or ()
         hit = self.cache.get(q, self._now())
         if hit is not None:
             return hit[0]
@@ -269,6 +289,7 @@ class DnsResolver:
             "dns_inflight": len(self._inflight),
             "dns_targets_marked_down": self.marked_down,
             "dns_targets_down": len(self._down),
+            "dns_hosts_file_hits": self.hosts_hits,
         }
         out.update(self.cache.stats())
         return out
