@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -253,3 +254,67 @@ async def test_hosts_file_answers_before_dns(server: tuple[ZoneServer, int], tmp
     assert r.stats()["dns_hosts_file_hits"] == 4
     r2 = resolver(port, hosts_file=str(tmp_path / "missing"))
     assert r2.hosts == {}
+
+
+async def test_send_failover_skips_a_refusing_server() -> None:
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[bytes] = loop.create_future()
+
+    async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read(65535)
+        if not received.done():
+            received.set_result(data)
+        writer.close()
+
+    live = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    live_port = live.sockets[0].getsockname()[1]
+    dead_port = free_tcp_port()
+    zone = {
+        ("fo.example.com", "NAPTR"): (60, ['10 10 "s" "SIP+D2T" "" _sip._tcp.fo.example.com.']),
+        ("_sip._tcp.fo.example.com", "SRV"): (60, [
+            f"10 0 {dead_port} dead.fo.example.com.",
+            f"20 0 {live_port} live.fo.example.com.",
+        ]),
+        ("dead.fo.example.com", "A"): (60, ["127.0.0.1"]),
+        ("live.fo.example.com", "A"): (60, ["127.0.0.1"]),
+    }
+    proto = ZoneServer(zone)
+    transport, _ = await loop.create_datagram_endpoint(lambda: proto, local_addr=("127.0.0.1", 0))
+    tried: list[Target] = []
+
+    async def send(t: Target) -> None:
+        tried.append(t)
+        _, writer = await asyncio.wait_for(asyncio.open_connection(t.host, t.port), 2)
+        writer.write(data)
+        await writer.drain()
+        writer.close()
+
+    try:
+        r = resolver(transport.get_extra_info("sockname")[1], ipv6=False)
+        data = invite("sip:bob@fo.example.com;transport=tcp")
+        used = await asyncio.wait_for(r.send_failover(data, Target("tcp", "fo.example.com", 5060), send), 5)
+        assert used == Target("tcp", "127.0.0.1", live_port)
+        assert tried == [Target("tcp", "127.0.0.1", dead_port), used]
+        assert await asyncio.wait_for(received, 2) == data
+        s = r.stats()
+        assert s["dns_send_failovers"] == 1 and s["dns_targets_down"] == 1
+        # the next request goes to the live server first
+        tried.clear()
+        assert await asyncio.wait_for(r.send_failover(data, Target("tcp", "fo.example.com", 5060), send), 5) == used
+        assert tried == [used]
+        # nothing resolves: None, nothing tried
+        tried.clear()
+        assert await r.send_failover(data, Target("tcp", "nx.fo.example.com", 5060), send) is None
+        assert tried == []
+    finally:
+        transport.close()
+        live.close()
+        await live.wait_closed()
+
+
+def free_tcp_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 
 import dns.asyncresolver
 import dns.exception
@@ -20,6 +20,7 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from .._common.addr import is_ip
 from .._common.clock import Clock
 from ..config.dns import DnsConfig, parse_nameserver
 from ..dns import naptr_srv
@@ -111,6 +112,7 @@ class DnsResolver:
         self._down: dict[Target, float] = {}
         self.marked_down = 0
         self.hosts_hits = 0
+        self.send_failures = 0
         self.resolves = 0
         self.resolves_empty = 0
         self.queries = 0
@@ -180,6 +182,28 @@ class DnsResolver:
             )
             return self._finish(await self._drive(plan))
         return await self.resolve_target(target)
+
+    async def send_failover(
+        self, data: bytes, target: Target, send: Callable[[Target], Awaitable[object]]
+    ) -> Target | None:
+        """Send ``data`` to the first of ``target``'s resolved addresses that takes it.
+
+        ``send(t)`` puts the bytes on the wire (e.g. ``transports.send_to(data, t,
+        tls_name=target.host)``) and raises ``OSError``/``TimeoutError``/``ValueError`` when
+        it cannot; each such target is marked down and the next one tried. Returns the
+        target used, or None when none took it (nothing resolved, or all failed).
+        """
+        candidates = [target] if is_ip(target.host) else await self.resolve_send(data, target)
+        for t in candidates:
+            try:
+                await send(t)
+            except (OSError, TimeoutError, ValueError) as exc:
+                self.send_failures += 1
+                log.info("dns: send to %s:%s:%d failed (%s), trying the next target", t.transport, t.host, t.port, exc)
+                self.mark_down(t)
+                continue
+            return t
+        return None
 
     def mark_down(self, target: Target) -> None:
         """A send to ``target`` failed: later answers list it last for ``down_time``."""
@@ -290,6 +314,7 @@ class DnsResolver:
             "dns_targets_marked_down": self.marked_down,
             "dns_targets_down": len(self._down),
             "dns_hosts_file_hits": self.hosts_hits,
+            "dns_send_failovers": self.send_failures,
         }
         out.update(self.cache.stats())
         return out
