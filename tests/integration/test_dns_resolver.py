@@ -206,6 +206,9 @@ async def test_resolve_send_keeps_the_cores_transport(server: tuple[ZoneServer, 
     # a destination the URI does not lead to (routing chose it): A/AAAA only
     got = await asyncio.wait_for(r.resolve_send(invite("sip:bob@example.com"), Target("tcp", "plain.example.com", 5080)), 5)
     assert got == [Target("tcp", "127.0.0.30", 5080)]
+    # sips with transport=ws: the core says ws, the selection wss; the target's own A/AAAA
+    got = await r.resolve_send(invite("sips:bob@plain.example.com;transport=ws"), Target("ws", "plain.example.com", 80))
+    assert got == [Target("ws", "127.0.0.30", 80)]
     # a response: A/AAAA only
     resp = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP plain.example.com;branch=z9hG4bKy\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
     assert await r.resolve_send(resp, Target("udp", "plain.example.com", 5060)) == [Target("udp", "127.0.0.30", 5060)]

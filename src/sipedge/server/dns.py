@@ -177,10 +177,11 @@ class DnsResolver:
             target.transport, target.host.lower(), target.port
         ):
             self.resolves += 1
-            plan = naptr_srv.select(
-                uri, rng=self.rng, transports=self.transports & {target.transport}, families=self.families
-            )
-            return self._finish(await self._drive(plan))
+            plan = naptr_srv.select(uri, rng=self.rng, transports=(target.transport,), families=self.families)
+            targets = await self._drive(plan)
+            if targets:
+                return self._finish(targets)
+            self.resolves -= 1  # counted again below
         return await self.resolve_target(target)
 
     async def send_failover(
