@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ._schema import build, one_of, option, render
+from .dns import DnsConfig
 from .media import MediaConfig
 from .nat import NatConfig
 from .sip import AuthConfig, LimitsConfig, RegistrarConfig, RoutingConfig, SipConfig, TimersConfig
@@ -21,6 +22,7 @@ from .web import WebConfig
 __all__ = [
     "AuthConfig",
     "Config",
+    "DnsConfig",
     "GeneralConfig",
     "LimitsConfig",
     "MediaConfig",
@@ -74,6 +76,7 @@ class Config:
     auth: AuthConfig = AuthConfig()
     registrar: RegistrarConfig = RegistrarConfig()
     routing: RoutingConfig = RoutingConfig()
+    dns: DnsConfig = DnsConfig()
     turn: TurnConfig = TurnConfig()
     media: MediaConfig = MediaConfig()
     nat: NatConfig = NatConfig()
