@@ -75,7 +75,9 @@ class Message:
     """Headers and body common to requests and responses.
 
     Headers are kept as a list of ``[key, name, value]`` (key = canonical lowercase name),
-    in received order, so a proxied message keeps its shape.
+    in received order, so a proxied message keeps its shape. The methods below never
+    edit an entry in place (they put a new one in its slot), so :meth:`copy` and
+    :func:`make_response` share the entries with their source instead of copying them.
     """
 
     __slots__ = ("_cache", "_headers", "body")
@@ -132,7 +134,7 @@ class Message:
         key = canonical(name)
         for i, h in enumerate(self._headers):
             if h[0] == key:
-                h[2] = value
+                self._headers[i] = [key, h[1], value]
                 self._headers[i + 1 :] = [x for x in self._headers[i + 1 :] if x[0] != key]
                 return
         self._headers.append([key, pretty(key), value])
@@ -165,7 +167,7 @@ class Message:
                 items = split_list(h[2], pretty(key)) if key in LIST_HEADERS else [h[2]]
                 first = items[0] if items else ""
                 if len(items) > 1:
-                    h[2] = ", ".join(items[1:])
+                    self._headers[i] = [key, h[1], ", ".join(items[1:])]
                 else:
                     del self._headers[i]
                 return first
@@ -174,14 +176,14 @@ class Message:
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first list element of a header (e.g. rewrite the top Via)."""
         key = canonical(name)
-        for h in self._headers:
+        for i, h in enumerate(self._headers):
             if h[0] == key:
                 items = split_list(h[2], pretty(key)) if key in LIST_HEADERS else [h[2]]
                 if items:
                     items[0] = value
                 else:
                     items = [value]
-                h[2] = ", ".join(items)
+                self._headers[i] = [key, h[1], ", ".join(items)]
                 return
         self.add(name, value, first=True)
 
@@ -366,6 +368,10 @@ class Message:
     def headers_copy(self) -> list[list[str]]:
         return [list(h) for h in self._headers]
 
+    def _headers_shared(self) -> list[list[str]]:
+        """A new list of the same entries (safe: entries are replaced, never edited)."""
+        return self._headers.copy()
+
     def _share_cache(self, other: Message) -> None:
         """Start with ``other``'s typed values: each entry is checked against the raw
         header it came from, so entries for headers that differ are simply not used."""
@@ -411,7 +417,7 @@ class Request(Message):
         return f"{self.method} {self.uri} {self.version}"
 
     def copy(self) -> Request:
-        r = Request(self.method, self.uri, self.headers_copy(), self.body, self.version)
+        r = Request(self.method, self.uri, self._headers_shared(), self.body, self.version)
         r._ruri = self._ruri
         r._ruri_text = self._ruri_text
         r._share_cache(self)
@@ -443,7 +449,7 @@ class Response(Message):
         return f"{self.version} {self.status} {self.reason}"
 
     def copy(self) -> Response:
-        r = Response(self.status, self.reason, self.headers_copy(), self.body, self.version)
+        r = Response(self.status, self.reason, self._headers_shared(), self.body, self.version)
         r._share_cache(self)
         return r
 
@@ -700,10 +706,7 @@ def make_response(
 ) -> Response:
     """A response to ``request`` per RFC 3261 §8.2.6: Via, From, To, Call-ID, CSeq copied
     (To gets ``to_tag`` when it has none and the status is above 100)."""
-    headers: list[list[str]] = []
-    for h in request._headers:
-        if h[0] in _RESPONSE_COPY:
-            headers.append(list(h))
+    headers = [h for h in request._headers if h[0] in _RESPONSE_COPY]  # shared entries
     resp = Response(status, reason, headers)
     resp._share_cache(request)
     if to_tag and status > 100 and request._first_raw("to") is not None:
