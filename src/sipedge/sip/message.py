@@ -78,6 +78,8 @@ class Message:
     in received order, so a proxied message keeps its shape. The methods below never
     edit an entry in place (they put a new one in its slot), so :meth:`copy` and
     :func:`make_response` share the entries with their source instead of copying them.
+    :func:`parse` stores its entries as tuples: the garbage collector stops tracking
+    tuples of strings, which matters for the messages transactions keep for 32 s.
     """
 
     __slots__ = ("_cache", "_headers", "body")
@@ -372,6 +374,13 @@ class Message:
         """A new list of the same entries (safe: entries are replaced, never edited)."""
         return self._headers.copy()
 
+    def forget_parsed(self) -> None:
+        """Drop the typed-header cache (values are parsed again if read again): for a
+        message kept only in case of retransmissions, CANCEL and the like, so it holds
+        fewer objects for the garbage collector to walk."""
+        if self._cache:
+            self._cache = {}
+
     def _share_cache(self, other: Message) -> None:
         """Start with ``other``'s typed values: each entry is checked against the raw
         header it came from, so entries for headers that differ are simply not used."""
@@ -415,6 +424,10 @@ class Request(Message):
 
     def _start_line(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
+
+    def forget_parsed(self) -> None:
+        super().forget_parsed()
+        self._ruri = None
 
     def copy(self) -> Request:
         r = Request(self.method, self.uri, self._headers_shared(), self.body, self.version)
@@ -587,7 +600,7 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
         name, sep, value = line.partition(":")
         key = known.get(name)
         if key is not None and sep:  # fast path: a header name seen before (a valid token)
-            append([key, name, value.strip(" \t")])
+            append((key, name, value.strip(" \t")))  # type: ignore[arg-type]
             continue
         colon = line.find(":")
         c0 = line[:1]
@@ -604,10 +617,10 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
         key = canonical(name)
         if len(known) < _HEADER_KEYS_MAX and colon == len(name):
             known[name] = key
-        headers.append([key, name, line[colon + 1 :].strip(" \t")])
+        headers.append((key, name, line[colon + 1 :].strip(" \t")))  # type: ignore[arg-type]
     for idx, pieces in folded.items():
         h = headers[idx]
-        h[2] = " ".join([h[2], *pieces]) if h[2] else " ".join(pieces)
+        headers[idx] = (h[0], h[1], " ".join([h[2], *pieces]) if h[2] else " ".join(pieces))  # type: ignore[call-overload]
     for v in [h[2] for h in headers if h[0] == "content-length"]:
         if not is_digits(v):
             raise ParseError(
