@@ -78,8 +78,8 @@ class Message:
     in received order, so a proxied message keeps its shape. The methods below never
     edit an entry in place (they put a new one in its slot), so :meth:`copy` and
     :func:`make_response` share the entries with their source instead of copying them.
-    :func:`parse` stores its entries as tuples: the garbage collector stops tracking
-    tuples of strings, which matters for the messages transactions keep for 32 s.
+    Entries are tuples (``replace_first`` still puts a list): the garbage collector stops
+    tracking tuples of strings, which matters for the messages transactions keep for 32 s.
     """
 
     __slots__ = ("_cache", "_headers", "body")
@@ -136,16 +136,16 @@ class Message:
         key = canonical(name)
         for i, h in enumerate(self._headers):
             if h[0] == key:
-                self._headers[i] = [key, h[1], value]
+                self._headers[i] = (key, h[1], value)  # type: ignore[call-overload]
                 self._headers[i + 1 :] = [x for x in self._headers[i + 1 :] if x[0] != key]
                 return
-        self._headers.append([key, pretty(key), value])
+        self._headers.append((key, pretty(key), value))  # type: ignore[arg-type]
 
     def add(self, name: str, value: str, first: bool = False) -> None:
         """Add a header line; ``first`` puts it before the other lines of that header
         (or at the top when there are none), as Via and Record-Route need."""
         key = canonical(name)
-        entry = [key, pretty(key), value]
+        entry: list[str] = (key, pretty(key), value)  # type: ignore[assignment]
         if first:
             for i, h in enumerate(self._headers):
                 if h[0] == key:
@@ -169,7 +169,7 @@ class Message:
                 items = split_list(h[2], pretty(key)) if key in LIST_HEADERS else [h[2]]
                 first = items[0] if items else ""
                 if len(items) > 1:
-                    self._headers[i] = [key, h[1], ", ".join(items[1:])]
+                    self._headers[i] = (key, h[1], ", ".join(items[1:]))  # type: ignore[call-overload]
                 else:
                     del self._headers[i]
                 return first
@@ -193,9 +193,14 @@ class Message:
         """Replace the top Via with ``via`` (e.g. ``received``/``rport`` stamped); the
         typed value is kept, so the next ``top_via`` read needs no parse."""
         text = str(via)
+        for i, h in enumerate(self._headers):
+            if h[0] == "via":
+                if "," in h[2]:
+                    break  # several Vias on the line: replace_first keeps the others
+                self._headers[i] = (h[0], h[1], text)  # type: ignore[call-overload]
+                self._cache["top_via"] = (text, via)
+                return
         self.replace_first("via", text)
-        if self._first_raw("via") == text:
-            self._cache["top_via"] = (text, via)
 
     # -- typed access ------------------------------------------------------
     def _memo(self, slot: str, raw: object, parse: Callable[[], _T]) -> _T:
