@@ -712,6 +712,8 @@ def select_credentials(values: Iterable[str], realm: str) -> str | None:
     """Of several Authorization values (one per realm), the one for ``realm``; the first
     unparsable one when none matches (so the caller reports MALFORMED), else None."""
     items = list(values)
+    if len(items) <= 1:
+        return items[0] if items else None  # what the loop below answers for one value
     first_bad: str | None = None
     for v in items:
         try:
