@@ -14,7 +14,7 @@ from helpers.sipserver import Server, running_server
 from helpers.ua import UA
 from sipedge.sip import message as m
 
-USERS = {f"{name}{i}": f"{name}{i}-pw" for name in ("alice", "bob", "carol") for i in range(12)}
+USERS = {f"{name}{i}": f"{name}{i}-pw" for name in ("alice", "bob", "carol", "dave") for i in range(12)}
 TRANSPORTS = ["udp", "tcp", "tls"]
 # What a browser offers: ICE and DTLS-SRTP, so the proxy leaves its media alone.
 WEBRTC_SDP = (
@@ -177,6 +177,28 @@ def test_websocket_contact_gone_is_480(server: Server) -> None:
         assert alice.expect_final().status == 480
     finally:
         alice.close()
+
+
+def test_websocket_message_without_content_length_keeps_its_body(server: Server) -> None:
+    """RFC 7118 §5: a WebSocket message is framed by the WebSocket, so Content-Length may
+    be left out; the body still reaches the callee whole (as over UDP, unlike TCP)."""
+    alice, bob = ua(server, "ws", "dave0"), ua(server, "ws", "dave1")
+    try:
+        assert bob.register().status == 200
+        req = alice.build("MESSAGE", f"sip:dave1@{server.host}", headers={"Content-Type": "text/plain"}, body=b"hello bob")
+        alice.send(req)
+        challenge = alice.expect(407)  # a local user's request is authenticated
+        wire = alice.authorize(req, challenge).serialize().replace(b"Content-Length: 9\r\n", b"")
+        assert b"content-length" not in wire.lower()
+        alice.send(wire)
+        got = bob.wait("MESSAGE")
+        assert got.body == b"hello bob"
+        assert isinstance(got, m.Request)
+        bob.answer(got, 200)
+        assert alice.expect(200).cseq.method == "MESSAGE"
+    finally:
+        alice.close()
+        bob.close()
 
 
 def test_cancel_before_answer_gives_487(server: Server) -> None:

@@ -167,7 +167,7 @@ class ProxyCore:
     def receive(self, data: bytes, flow: Flow, now: float) -> None:
         """One framed SIP message from ``flow``."""
         try:
-            msg = parse(data, stream=flow.reliable)
+            msg = parse(data, stream=flow.stream)
         except ParseError as exc:
             self.counters["sip_parse_errors"] += 1
             log.debug("x unparseable message from %s: %s", flow.remote, exc)

@@ -15,6 +15,8 @@ from .._common.addr import Address
 
 RELIABLE = frozenset({"tcp", "tls", "ws", "wss"})
 SECURE = frozenset({"tls", "wss"})
+# Byte streams, where Content-Length is the only framing (WebSocket frames each message).
+STREAM = frozenset({"tcp", "tls"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,12 @@ class Flow:
     @property
     def reliable(self) -> bool:
         return self.transport in RELIABLE
+
+    @property
+    def stream(self) -> bool:
+        """True on TCP/TLS, where the framer cut the message by Content-Length; a UDP
+        datagram or WebSocket message may omit it (RFC 3261 §18.3, RFC 7118 §5)."""
+        return self.transport in STREAM
 
     @property
     def token(self) -> str:
