@@ -179,6 +179,24 @@ def test_websocket_contact_gone_is_480(server: Server) -> None:
         alice.close()
 
 
+def test_in_dialog_request_to_a_gone_websocket_peer_is_480(server: Server) -> None:
+    """A BYE routed (by Record-Route and alias) to a browser whose connection has closed
+    is answered 480 at once: nothing is sent anywhere else, nothing waits for a timer."""
+    alice, bob = ua(server, "udp", "dave2"), ua(server, "ws", "dave3")
+    try:
+        assert bob.register().status == 200
+        ok, _, routes = call(server, alice, bob)
+        alice.send(in_dialog(alice, "ACK", ok, routes, cseq=ok.cseq.number))
+        assert bob.wait("ACK").method == "ACK"
+        bob.close()
+        time.sleep(0.3)
+        alice.send(in_dialog(alice, "BYE", ok, routes))
+        got = alice.wait(lambda x: isinstance(x, m.Response) and x.cseq.method == "BYE" and x.status >= 200, 3)
+        assert isinstance(got, m.Response) and got.status == 480
+    finally:
+        alice.close()
+
+
 def test_websocket_message_without_content_length_keeps_its_body(server: Server) -> None:
     """RFC 7118 §5: a WebSocket message is framed by the WebSocket, so Content-Length may
     be left out; the body still reaches the callee whole (as over UDP, unlike TCP)."""

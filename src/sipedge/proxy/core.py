@@ -610,8 +610,10 @@ class ProxyCore:
             if self._start_branch(ptx, retry, now):
                 return
             ptx.branches.append(branch)
-        if status == 503 and isinstance(branch.dest, Flow):
-            status = 480  # a flow-only contact (WebSocket) is unreachable
+        if status == 503 and (isinstance(branch.dest, Flow) or branch.dest.transport in ("ws", "wss")):
+            # a flow-only peer (a registered flow, or a WebSocket client reached by its
+            # alias) is unreachable once its connection is gone: nothing else can reach it
+            status = 480
         resp = make_response(branch.request, status)
         resp.pop_first("via")
         self._record_branch_final(ptx, branch, now, resp)
