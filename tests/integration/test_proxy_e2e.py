@@ -197,6 +197,27 @@ def test_in_dialog_request_to_a_gone_websocket_peer_is_480(server: Server) -> No
         alice.close()
 
 
+def test_in_dialog_request_through_a_strict_router(server: Server) -> None:
+    """A route set whose next entry has no ;lr (an RFC 2543 strict router): the proxy
+    puts that entry in the Request-URI and the old Request-URI at the end of Route."""
+    alice, bob = ua(server, "udp", "dave4"), ua(server, "udp", "dave5")
+    try:
+        assert bob.register().status == 200
+        ok, _, routes = call(server, alice, bob)
+        strict = f"<sip:{bob.host}:{bob.port}>"
+        bye = in_dialog(alice, "BYE", ok, [*routes, strict])
+        alice.send(bye)
+        got = bob.wait("BYE")
+        assert isinstance(got, m.Request)
+        assert got.uri == f"sip:{bob.host}:{bob.port}"
+        assert got.get_all("route")[-1] == f"<{bye.uri}>"
+        bob.answer(got, 200)
+        assert alice.wait(lambda x: isinstance(x, m.Response) and x.cseq.method == "BYE").status == 200
+    finally:
+        alice.close()
+        bob.close()
+
+
 def test_websocket_message_without_content_length_keeps_its_body(server: Server) -> None:
     """RFC 7118 §5: a WebSocket message is framed by the WebSocket, so Content-Length may
     be left out; the body still reaches the callee whole (as over UDP, unlike TCP)."""

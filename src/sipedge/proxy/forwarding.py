@@ -132,10 +132,25 @@ def uri_target(uri: SipUri) -> Target:
 
 
 def next_hop(req: Request) -> SipUri:
-    """The URI the request is sent towards: the top Route, else the Request-URI."""
+    """The URI the request is sent towards: the top Route, else the Request-URI.
+
+    A top Route without ``;lr`` names a strict router (RFC 2543), which routes by the
+    Request-URI: the request is rewritten for it first (RFC 3261 §16.6 step 6): the
+    Request-URI moves to the end of the Route set, the top Route becomes the
+    Request-URI, and the request goes there."""
     routes = req.get_all("route")
     if routes:
-        return NameAddr.parse(routes[0], "Route").sip_uri
+        top = NameAddr.parse(routes[0], "Route").sip_uri
+        if "lr" in top.params:
+            return top
+        ruri = req.ruri
+        rest = req.name_addrs("route")[1:]
+        req.set_uri(top)
+        req.remove("route")
+        for r in rest:
+            req.add("route", str(r))
+        req.add("route", f"<{ruri}>")
+        return top
     ruri = req.ruri
     if not isinstance(ruri, SipUri):
         raise ParseError(f"cannot route to {ruri}", (416, "Unsupported URI Scheme"))

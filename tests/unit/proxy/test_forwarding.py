@@ -94,3 +94,19 @@ def test_max_forwards() -> None:
     assert fw.decrement_max_forwards(r) == 69
     r.remove("max-forwards")
     assert fw.decrement_max_forwards(r) == 69
+
+
+def test_next_hop_rewrites_the_request_for_a_strict_router() -> None:
+    # RFC 3261 §16.6 step 6: a top Route without ;lr is an RFC 2543 strict router
+    r = req("Route: <sip:192.0.2.9:5070>, <sip:198.51.100.1;lr>\r\n", uri="sip:bob@example.com")
+    hop = fw.next_hop(r)
+    assert (hop.host, hop.port) == ("192.0.2.9", 5070)
+    assert r.uri == "sip:192.0.2.9:5070"
+    assert r.get_all("route") == ["<sip:198.51.100.1;lr>", "<sip:bob@example.com>"]
+
+
+def test_next_hop_leaves_a_loose_router_route_alone() -> None:
+    r = req("Route: <sip:192.0.2.9:5070;lr>\r\n")
+    assert fw.next_hop(r).host == "192.0.2.9"
+    assert r.uri == "sip:bob@example.com"
+    assert r.get_all("route") == ["<sip:192.0.2.9:5070;lr>"]
