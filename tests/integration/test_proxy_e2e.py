@@ -218,6 +218,26 @@ def test_in_dialog_request_through_a_strict_router(server: Server) -> None:
         bob.close()
 
 
+def test_a_contact_pointing_back_at_the_proxy_is_a_loop_482(tmp_path: Path) -> None:
+    """dave6's binding names the proxy itself: the INVITE spirals once (new Request-URI)
+    and then loops; the proxy spots its own branch in the Vias and answers 482 long
+    before Max-Forwards would run out (483). (INVITEs unauthenticated here: a spiral
+    through the same proxy would be challenged again, as in Kamailio.)"""
+    with running_server(tmp_path, extra="[auth]\ninvite = false", users=USERS) as server:
+        dave, eve = ua(server, "udp", "dave6"), ua(server, "udp", "dave7")
+        try:
+            reg = dave.build("REGISTER", f"sip:{server.host}", to=dave.aor, headers={"Expires": "300"})
+            reg.set("Contact", f"<sip:dave6@{server.host}:{server.udp}>")
+            dave.send(reg)
+            dave.send(dave.authorize(reg, dave.expect(401)))
+            assert dave.expect_final().status == 200
+            eve.send(eve.build("INVITE", f"sip:dave6@{server.host}"))
+            assert eve.expect_final().status == 482
+        finally:
+            dave.close()
+            eve.close()
+
+
 def test_websocket_message_without_content_length_keeps_its_body(server: Server) -> None:
     """RFC 7118 §5: a WebSocket message is framed by the WebSocket, so Content-Length may
     be left out; the body still reaches the callee whole (as over UDP, unlike TCP)."""
