@@ -124,7 +124,7 @@ class RestCredentials:
         if not self._secrets:
             return []
         stamp, _, user = username.partition(":")
-        if not stamp.isdigit():
+        if not (stamp.isascii() and stamp.isdigit()):  # str.isdigit() also takes '²'
             return []
         if int(stamp) < self._wall():
             return []

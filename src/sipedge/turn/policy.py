@@ -33,6 +33,7 @@ DEFAULT_DENY: tuple[str, ...] = (
     "64:ff9b:1::/48",
     "fc00::/7",
     "fe80::/10",
+    "fec0::/10",
     "ff00::/8",
 )
 
@@ -74,8 +75,16 @@ class PeerPolicy:
             ip: IP = ipaddress.ip_address(host)
         except ValueError:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        if isinstance(ip, ipaddress.IPv6Address):
+            v4 = _translated_ipv4(ip)
+            if v4 is not None:
+                return self._permits(v4)
+            tunnelled = _tunnelled_ipv4(ip)
+            if tunnelled is not None and not self._permits(tunnelled):
+                return False
+        return self._permits(ip)
+
+    def _permits(self, ip: IP) -> bool:
         if any(ip in n for n in self.allow if n.version == ip.version):
             return True
         if any(ip in n for n in self.deny if n.version == ip.version):
@@ -83,3 +92,27 @@ class PeerPolicy:
         if ip in self.own:
             return False
         return not (self.deny_defaults and any(ip in n for n in self._default if n.version == ip.version))
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_COMPAT = ipaddress.ip_network("::/96")
+
+
+def _translated_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form stands for, where packets to it reach that IPv4 host:
+    IPv4-mapped, IPv4-compatible (deprecated) and the NAT64 well-known prefix (RFC 6052)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64 or (ip in _COMPAT and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _tunnelled_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 tunnel end a 6to4 or Teredo address carries: a relay must not become a way
+    into a private IPv4 network through one."""
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None

@@ -386,6 +386,24 @@ def test_policy_allow_overrides() -> None:
     assert PeerPolicy.build(deny_defaults=False).permits("10.0.0.1")
 
 
+def test_policy_sees_ipv4_inside_ipv6_forms() -> None:
+    """An IPv6 spelling of a denied IPv4 address is denied too: IPv4-compatible, NAT64
+    (RFC 6052), 6to4 and Teredo; deprecated site-local fec0::/10 is denied by default."""
+    p = PeerPolicy.build(own=["203.0.113.1"])
+    for host in ("::10.0.0.1", "64:ff9b::a00:1", "64:ff9b::7f00:1", "2002:a00:1::1", "2002:c0a8:101::1",
+                 "2001:0:4136:e378:8000:63bf:f5ff:fffe", "64:ff9b::cb00:7101", "fec0::1"):
+        assert not p.permits(host), host
+    for host in ("64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8"):
+        assert p.permits(host), host
+    assert PeerPolicy.build(allow=["127.0.0.0/8"]).permits("64:ff9b::7f00:1")
+
+
+def test_rest_usernames_with_non_ascii_digits_are_just_unknown() -> None:
+    rest = RestCredentials(["s"], lambda: 0.0)
+    assert rest.candidates("\u00b2\u00b3:alice", "r") == []
+    assert rest.candidates("99999999999:alice", "r") != []
+
+
 def test_refresh_and_lifetimes(server: TurnServer, clock: FakeClock) -> None:
     c = Client(server, clock)
     assert c.request(Method.REFRESH, []).error_code == 437
