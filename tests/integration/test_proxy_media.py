@@ -18,7 +18,7 @@ from helpers.ua import UA
 from sipedge.sdp.model import SessionDescription
 from sipedge.sip import message as m
 
-USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": "dave-pw"}
+USERS = {name: f"{name}-pw" for name in ("alice", "bob", "carol", "dave", "erin", "frank")}
 
 
 @pytest.fixture(scope="module", params=["built-in relay", "remote relay over ng"])
@@ -74,50 +74,64 @@ def udp_socket() -> socket.socket:
     return s
 
 
+def relayed_call(caller: UA, callee: UA, a_rtp: socket.socket, b_rtp: socket.socket) -> tuple[m.Response, int, int]:
+    """A call from a caller "behind a NAT" (its SDP names a private address nobody can
+    reach) to a registered callee: both SDPs point at the relay. Returns the 200 and the
+    relay ports for the caller and for the callee."""
+    assert callee.register().status == 200
+    inv = caller.build("INVITE", callee.aor, body=sdp("192.168.77.2", 4000), headers={"Content-Type": "application/sdp"})
+    caller.send(inv)
+    caller.send(caller.authorize(inv, caller.expect(407)))
+    seen = callee.wait("INVITE")
+    assert isinstance(seen, m.Request)
+    relay_for_callee = media_of(seen.body)
+    assert relay_for_callee[0] == "127.0.0.1" and relay_for_callee[1] != 4000
+    callee.answer(seen, 200, body=sdp("127.0.0.1", b_rtp.getsockname()[1]))
+    ok = caller.expect(200)
+    relay_for_caller = media_of(ok.body)
+    assert relay_for_caller[0] == "127.0.0.1"
+    assert relay_for_caller[1] != b_rtp.getsockname()[1]
+    return ok, relay_for_caller[1], relay_for_callee[1]
+
+
+def talk(a_rtp: socket.socket, b_rtp: socket.socket, to_a: int, to_b: int, first: int) -> None:
+    """The caller speaks first (the relay latches her real address), the callee answers."""
+    for seq in range(first, first + 5):
+        a_rtp.sendto(rtp(seq), ("127.0.0.1", to_a))
+    got_b = [b_rtp.recvfrom(2048)[0] for _ in range(5)]
+    assert [struct.unpack("!H", p[2:4])[0] for p in got_b] == list(range(first, first + 5))
+    for seq in range(first + 100, first + 105):
+        b_rtp.sendto(rtp(seq), ("127.0.0.1", to_b))
+    got_a = [a_rtp.recvfrom(2048)[0] for _ in range(5)]
+    assert [struct.unpack("!H", p[2:4])[0] for p in got_a] == list(range(first + 100, first + 105))
+
+
+def in_dialog(caller: UA, method: str, ok: m.Response, body: bytes = b"") -> m.Request:
+    contacts = ok.contacts
+    assert isinstance(contacts, list)
+    req = caller.build(method, str(contacts[0].uri), to=str(ok.to.uri), to_tag=ok.to.tag, body=body,
+                       headers={"Content-Type": "application/sdp"} if body else None)
+    for r in reversed(ok.get_all("record-route")):
+        req.add("Route", r)
+    return req
+
+
 def test_natted_caller_gets_relayed_media_both_ways(server: Server) -> None:
     alice = UA("udp", (server.host, server.udp), "alice", server.host, USERS["alice"])
     bob = UA("udp", (server.host, server.udp), "bob", server.host, USERS["bob"])
     a_rtp, b_rtp = udp_socket(), udp_socket()
     try:
-        assert bob.register().status == 200
-        # alice is "behind a NAT": her SDP names a private address nobody can reach
-        inv = alice.build("INVITE", bob.aor, body=sdp("192.168.77.2", 4000), headers={"Content-Type": "application/sdp"})
-        alice.send(inv)
-        alice.send(alice.authorize(inv, alice.expect(407)))
-        seen = bob.wait("INVITE")
-        assert isinstance(seen, m.Request)
-        relay_for_bob = media_of(seen.body)
-        assert relay_for_bob[0] == "127.0.0.1" and relay_for_bob[1] != 4000
-        bob.answer(seen, 200, body=sdp("127.0.0.1", b_rtp.getsockname()[1]))
-        ok = alice.expect(200)
-        relay_for_alice = media_of(ok.body)
-        assert relay_for_alice[0] == "127.0.0.1"
-        assert relay_for_alice[1] != b_rtp.getsockname()[1]
-
-        # alice speaks first (the relay latches her real address), then bob answers back
-        for seq in range(5):
-            a_rtp.sendto(rtp(seq), ("127.0.0.1", relay_for_alice[1]))
-        got_b = [b_rtp.recvfrom(2048)[0] for _ in range(5)]
-        assert [struct.unpack("!H", p[2:4])[0] for p in got_b] == list(range(5))
-        for seq in range(100, 105):
-            b_rtp.sendto(rtp(seq), ("127.0.0.1", relay_for_bob[1]))
-        got_a = [a_rtp.recvfrom(2048)[0] for _ in range(5)]
-        assert [struct.unpack("!H", p[2:4])[0] for p in got_a] == list(range(100, 105))
+        ok, relay_for_alice, relay_for_bob = relayed_call(alice, bob, a_rtp, b_rtp)
+        talk(a_rtp, b_rtp, relay_for_alice, relay_for_bob, 0)
 
         # BYE ends the call and the relayed media with it
-        routes = list(reversed(ok.get_all("record-route")))
-        contacts = ok.contacts
-        assert isinstance(contacts, list)
-        bye = alice.build("BYE", str(contacts[0].uri), to=str(ok.to.uri), to_tag=ok.to.tag)
-        for r in routes:
-            bye.add("Route", r)
-        alice.send(bye)
+        alice.send(in_dialog(alice, "BYE", ok))
         got = bob.wait("BYE")
         assert isinstance(got, m.Request)
         bob.answer(got, 200)
         alice.expect(200)
         time.sleep(0.3)
-        a_rtp.sendto(rtp(9), ("127.0.0.1", relay_for_alice[1]))
+        a_rtp.sendto(rtp(9), ("127.0.0.1", relay_for_alice))
         b_rtp.settimeout(0.5)
         with pytest.raises(TimeoutError):
             b_rtp.recvfrom(2048)
@@ -126,6 +140,34 @@ def test_natted_caller_gets_relayed_media_both_ways(server: Server) -> None:
             s.close()
         alice.close()
         bob.close()
+
+
+def test_refused_reinvite_keeps_the_call_media(server: Server) -> None:
+    """A re-INVITE the callee refuses (488) changes nothing (RFC 3261 §14.1): the relayed
+    media of the established call keeps flowing."""
+    erin = UA("udp", (server.host, server.udp), "erin", server.host, USERS["erin"])
+    frank = UA("udp", (server.host, server.udp), "frank", server.host, USERS["frank"])
+    a_rtp, b_rtp = udp_socket(), udp_socket()
+    try:
+        ok, to_erin, to_frank = relayed_call(erin, frank, a_rtp, b_rtp)
+        talk(a_rtp, b_rtp, to_erin, to_frank, 0)
+        reinvite = in_dialog(erin, "INVITE", ok, body=sdp("192.168.77.2", 4000))
+        erin.send(reinvite)
+        seen = frank.wait("INVITE")
+        assert isinstance(seen, m.Request)
+        frank.answer(seen, 488)
+        refused = erin.wait(lambda x: isinstance(x, m.Response) and x.status == 488, 3)
+        assert isinstance(refused, m.Response)
+        ack = in_dialog(erin, "ACK", ok)
+        ack.set("CSeq", f"{reinvite.cseq.number} ACK")
+        erin.send(ack)
+        time.sleep(0.3)
+        talk(a_rtp, b_rtp, to_erin, to_frank, 20)
+    finally:
+        for s in (a_rtp, b_rtp):
+            s.close()
+        erin.close()
+        frank.close()
 
 
 def test_call_without_nat_leaves_media_alone(server: Server) -> None:

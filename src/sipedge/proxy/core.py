@@ -506,7 +506,8 @@ class ProxyCore:
             req.body = sdp
             self._start_next_group(ptx, now)
 
-        self._media_job("offer", call_id, from_tag, None, req.body, ctx.media, then)
+        to_tag = _to_tag_of(req)  # a re-offer names its dialog (the leg of a forked call)
+        self._media_job("offer", call_id, from_tag, to_tag, req.body, ctx.media, then)
         return True
 
     def _start_next_group(self, ptx: ProxyTransaction, now: float) -> bool:
@@ -656,6 +657,11 @@ class ProxyCore:
         if ptx.media is not None:
             call_id = ptx.request.get("call-id") or ""
             if resp.status >= 300:
+                if _to_tag_of(ptx.request) is not None:
+                    # a refused re-INVITE/UPDATE leaves the established call (and its
+                    # media) as it was (RFC 3261 §14.1)
+                    self._forward_response_now(ptx, resp, now, flow)
+                    return
                 try:
                     self._media_job("delete", call_id, ptx.request.from_.tag or "")
                 except ParseError:
@@ -724,7 +730,7 @@ class ProxyCore:
         ptx.cancelled = True
         ptx.groups.clear()
         self._cancel_pending(ptx, now)
-        if ptx.media is not None:
+        if ptx.media is not None and _to_tag_of(ptx.request) is None:  # not a re-INVITE's
             try:
                 self._media_job("delete", ptx.request.get("call-id") or "", ptx.request.from_.tag or "")
             except ParseError:
@@ -739,6 +745,14 @@ class ProxyCore:
                 continue
             b.cancelled = True
             self.tl.cancel(b.key, now)
+
+
+def _to_tag_of(req: Request) -> str | None:
+    """The To tag of a request (None outside a dialog, or when To does not parse)."""
+    try:
+        return req.to.tag or None
+    except ParseError:
+        return None
 
 
 def _has_sdp(msg: Request | Response) -> bool:

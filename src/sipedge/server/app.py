@@ -203,7 +203,7 @@ class SipService:
         error: tuple[int, str] | None = None
         try:
             if job.op == "offer":
-                sdp = await media.offer(job.call_id, job.from_tag, job.sdp, job.flags)
+                sdp = await media.offer(job.call_id, job.from_tag, job.sdp, job.flags, job.to_tag)
             elif job.op == "answer":
                 sdp = await media.answer(job.call_id, job.from_tag, job.to_tag or "", job.sdp, job.flags)
             else:
