@@ -18,7 +18,7 @@ from helpers.ua import UA
 from sipedge.sdp.model import SessionDescription
 from sipedge.sip import message as m
 
-USERS = {name: f"{name}-pw" for name in ("alice", "bob", "carol", "dave", "erin", "frank")}
+USERS = {name: f"{name}-pw" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace")}
 
 
 @pytest.fixture(scope="module", params=["built-in relay", "remote relay over ng"])
@@ -168,6 +168,26 @@ def test_refused_reinvite_keeps_the_call_media(server: Server) -> None:
             s.close()
         erin.close()
         frank.close()
+
+
+def test_malformed_sdp_is_refused_488_with_the_reason(server: Server) -> None:
+    """An offer the relay cannot parse is answered 488 by the proxy, saying what is wrong;
+    the callee never sees it."""
+    alice = UA("udp", (server.host, server.udp), "alice", server.host, USERS["alice"])
+    grace = UA("udp", (server.host, server.udp), "grace", server.host, USERS["grace"])
+    try:
+        assert grace.register().status == 200
+        bad = sdp("192.168.77.2", 4000).replace(b"m=audio 4000 RTP/AVP 0", b"m=audio many RTP/AVP 0")
+        inv = alice.build("INVITE", grace.aor, body=bad, headers={"Content-Type": "application/sdp"})
+        alice.send(inv)
+        alice.send(alice.authorize(inv, alice.expect(407)))
+        refused = alice.expect_final()
+        assert refused.status == 488
+        assert "port" in (refused.reason + " ".join(refused.get_all("warning"))).lower()
+        assert not [x for x in grace.inbox if isinstance(x, m.Request)]
+    finally:
+        alice.close()
+        grace.close()
 
 
 def test_call_without_nat_leaves_media_alone(server: Server) -> None:
