@@ -18,7 +18,7 @@ from helpers.ua import UA
 from sipedge.sdp.model import SessionDescription
 from sipedge.sip import message as m
 
-USERS = {name: f"{name}-pw" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace")}
+USERS = {name: f"{name}-pw" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan")}
 
 
 @pytest.fixture(scope="module", params=["built-in relay", "remote relay over ng"])
@@ -188,6 +188,56 @@ def test_malformed_sdp_is_refused_488_with_the_reason(server: Server) -> None:
     finally:
         alice.close()
         grace.close()
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@pytest.mark.parametrize("end", ["callee refuses", "caller cancels"])
+def test_a_call_that_fails_or_is_cancelled_frees_its_relay_ports(server: Server, end: str) -> None:
+    caller_name, callee_name = ("heidi", "ivan") if end == "callee refuses" else ("ivan", "heidi")
+    caller = UA("udp", (server.host, server.udp), caller_name, server.host, USERS[caller_name])
+    callee = UA("udp", (server.host, server.udp), callee_name, server.host, USERS[callee_name])
+    try:
+        assert callee.register().status == 200
+        inv = caller.build("INVITE", callee.aor, body=sdp("192.168.77.2", 4000), headers={"Content-Type": "application/sdp"})
+        caller.send(inv)
+        inv = caller.authorize(inv, caller.expect(407))
+        caller.send(inv)
+        seen = callee.wait("INVITE")
+        assert isinstance(seen, m.Request)
+        relay_port = media_of(seen.body)[1]
+        assert not port_is_free(relay_port)
+        if end == "callee refuses":
+            callee.answer(seen, 486)
+            assert caller.expect_final().status == 486
+        else:
+            callee.answer(seen, 180)
+            caller.expect(180)
+            cancel = m.Request("CANCEL", inv.uri)
+            for name in ("via", "from", "to", "call-id"):
+                cancel.add(name, inv.get(name) or "")
+            cancel.add("CSeq", f"{inv.cseq.number} CANCEL")
+            cancel.add("Max-Forwards", "70")
+            caller.send(cancel)
+            got = callee.wait("CANCEL")
+            assert isinstance(got, m.Request)
+            callee.answer(got, 200)
+            callee.answer(seen, 487)
+            assert caller.wait(lambda x: isinstance(x, m.Response) and x.status == 487, 3)
+        deadline = time.monotonic() + 2
+        while not port_is_free(relay_port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert port_is_free(relay_port)
+    finally:
+        caller.close()
+        callee.close()
 
 
 def test_call_without_nat_leaves_media_alone(server: Server) -> None:
