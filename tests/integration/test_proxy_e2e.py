@@ -238,6 +238,28 @@ def test_a_contact_pointing_back_at_the_proxy_is_a_loop_482(tmp_path: Path) -> N
             eve.close()
 
 
+def test_websocket_callee_that_drops_mid_invite_gives_480_at_once(server: Server) -> None:
+    """A browser that disconnects while its phone rings: the caller hears 480 right away,
+    not after Timer C/B (the connection's close fails the branch)."""
+    alice, bob = ua(server, "udp", "dave8"), ua(server, "ws", "dave9")
+    try:
+        assert bob.register().status == 200
+        inv = alice.build("INVITE", bob.aor, body=WEBRTC_SDP, headers={"Content-Type": "application/sdp"})
+        alice.send(inv)
+        alice.send(alice.authorize(inv, alice.expect(407)))
+        seen = bob.wait("INVITE")
+        assert isinstance(seen, m.Request)
+        bob.answer(seen, 180)
+        assert alice.expect(180).status == 180
+        bob.close()
+        started = time.monotonic()
+        got = alice.wait(lambda x: isinstance(x, m.Response) and x.cseq.method == "INVITE" and x.status >= 200 and x.status != 407, 3)
+        assert isinstance(got, m.Response) and got.status == 480
+        assert time.monotonic() - started < 3
+    finally:
+        alice.close()
+
+
 def test_websocket_message_without_content_length_keeps_its_body(server: Server) -> None:
     """RFC 7118 §5: a WebSocket message is framed by the WebSocket, so Content-Length may
     be left out; the body still reaches the callee whole (as over UDP, unlike TCP)."""

@@ -224,6 +224,24 @@ class ProxyCore:
                 log.exception("media continuation failed")
         self._drain(now)
 
+    def flow_closed(self, flow: Flow, now: float) -> None:
+        """A WebSocket connection ended: requests still waiting for an answer from that
+        peer fail now with 480 instead of at Timer B/F, since nothing else can reach a
+        browser. (A TCP/TLS peer may answer on a new connection, RFC 3261 §18.2.2: its
+        branches keep waiting.)"""
+        if flow.transport not in ("ws", "wss"):
+            return
+        remote = (flow.transport, flow.remote[0], flow.remote[1])
+        lost = [
+            key
+            for key, (_, branch) in self._branch_of.items()
+            if branch.final is None
+            and (branch.dest == flow or (branch.dest.transport, *_dest_address(branch.dest)) == remote)
+        ]
+        for key in lost:
+            self._on_branch_failure(key, 503, now)
+        self._drain(now)
+
     def media_active(self, call_id: str) -> bool:
         return call_id in self._media_calls
 
@@ -745,6 +763,10 @@ class ProxyCore:
                 continue
             b.cancelled = True
             self.tl.cancel(b.key, now)
+
+
+def _dest_address(dest: Flow | Target) -> tuple[str, int]:
+    return dest.remote if isinstance(dest, Flow) else (dest.host, dest.port)
 
 
 def _to_tag_of(req: Request) -> str | None:

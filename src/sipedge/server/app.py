@@ -76,6 +76,7 @@ class SipService:
             self._on_message,
             server_ssl=server_ctx,
             client_ssl=client_ctx,
+            on_flow_closed=self._on_flow_closed,
             ws_options=WsOptions(
                 origins=tuple(ws.origins) or None,
                 ping_interval=ws.ping_interval,
@@ -125,6 +126,11 @@ class SipService:
             return
         core.receive(data, flow, self.loop.time())
         self._flush()
+
+    def _on_flow_closed(self, flow: Flow) -> None:
+        if self.core is not None:
+            self.core.flow_closed(flow, self.loop.time())
+            self._flush()
 
     def _on_timer(self) -> None:
         self._timer = None
