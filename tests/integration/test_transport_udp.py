@@ -92,12 +92,16 @@ async def test_round_trip(udp: tuple[TransportLayer, Echo]) -> None:
     assert st["sip_udp_bytes_in"] == len(options(1))
 
 
-async def test_keepalives_and_oversize_are_dropped(udp: tuple[TransportLayer, Echo]) -> None:
+async def test_keepalives_dropped_oversize_refused(udp: tuple[TransportLayer, Echo]) -> None:
     layer, echo = udp
     lst = layer.listener("udp")
     with client() as c:
         for junk in (b"\0\0\0\0", b"\r\n", b"\r\n\r\n", b"\r\n" * 10, options(3, 2000)):
             c.sendto(junk, lst.address)
+        too_large = message.parse(await recv(c))  # RFC 3261 §18.1.1: the oversize request is refused
+        assert isinstance(too_large, message.Response) and too_large.status == 513
+        assert too_large.cseq.number == 3
+        c.sendto(b"\xff" * 2000, lst.address)  # oversize and unanswerable: only dropped
         c.sendto(options(4), lst.address)  # after the junk: still served
         data, _ = await asyncio.wait_for(echo.q.get(), T)
         assert data == options(4)
@@ -105,7 +109,7 @@ async def test_keepalives_and_oversize_are_dropped(udp: tuple[TransportLayer, Ec
     assert echo.q.empty()
     st = layer.stats()
     assert st["sip_udp_keepalives"] == 4
-    assert st["sip_udp_dropped_oversize"] == 1
+    assert st["sip_udp_dropped_oversize"] == 2
     assert st["sip_udp_messages_in"] == 1
 
 

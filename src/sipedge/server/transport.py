@@ -40,9 +40,10 @@ keepalives arriving on a SIP UDP port (RFC 5626 §4.4.2; dropped and counted wit
 WS/WSS listeners (``ws:``/``wss:`` entries) are served by ``ws.py`` with the same API.
 
 Limits: ``LimitsConfig.max_connections`` (new connections beyond it are closed at once,
-outbound ones refused), ``idle_timeout`` (0 = never), ``max_message_size`` (UDP datagrams
-over it are dropped and counted; stream messages over it get 513, unframeable ones 400
-when the head is parseable enough, then that connection is closed).
+outbound ones refused), ``idle_timeout`` (0 = never), ``max_message_size`` (a UDP request
+over it gets 513 when its head parses, else it is dropped; both are counted; stream
+messages over it get 513, unframeable ones 400 when the head is parseable enough, then
+that connection is closed).
 """
 
 from __future__ import annotations
@@ -184,11 +185,22 @@ class _Udp(asyncio.DatagramProtocol):
         sockname = transport.get_extra_info("sockname")
         self.local = (sockname[0], sockname[1])
 
+    def _refuse_oversize(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        """A request over the size limit is answered 513 when its head parses within the
+        limit (RFC 3261 §18.1.1); anything else is only dropped. Logged either way."""
+        layer = self.layer
+        reply = error_reply(data[: layer.max_message_size], (513, "Message Too Large"))
+        log.info("x udp %s: %d-byte datagram over max_message_size %d%s", addr[:2], len(data),
+                 layer.max_message_size, "; answered 513" if reply else "; dropped")
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         layer = self.layer
         n = len(data)
         if n > layer.max_message_size:
             layer._stat["sip_udp_dropped_oversize"] += 1
+            self._refuse_oversize(data, addr)
             return
         first = data[0] if n else 0
         if first < 0x20:  # SIP starts with a letter: only keepalives and STUN get here
