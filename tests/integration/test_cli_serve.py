@@ -76,3 +76,27 @@ def test_registrations_survive_a_restart(tmp_path: Path) -> None:
         proc.wait(10)
         log.close()
     time.sleep(0)
+
+
+def test_expired_contacts_are_purged_from_the_database_by_the_timer(tmp_path: Path) -> None:
+    """Nobody looks the binding up: the purge timer alone deletes the expired row."""
+    import sqlite3
+
+    users = {"fred": "fred-pw"}
+    extra = "[registrar]\nmin_expires = 1\npurge_interval = 0.5\n"
+    with running_server(tmp_path, users=users, extra=extra) as s:
+        fred = UA("udp", (s.host, s.udp), "fred", s.host, users["fred"])
+        try:
+            assert fred.register(expires=1).status == 200
+
+            def rows() -> int:
+                with sqlite3.connect(s.data_dir / "sipedge.db") as db:
+                    return int(db.execute("SELECT count(*) FROM location").fetchone()[0])
+
+            assert rows() == 1
+            deadline = time.monotonic() + 5
+            while rows() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert rows() == 0
+        finally:
+            fred.close()

@@ -104,6 +104,7 @@ class RegistrarConfig:
     max_expires: int = option(3600, "largest Expires granted (larger values are lowered)", positive)
     default_expires: int = option(3600, "Expires used when the request gives none", positive)
     max_contacts: int = option(10, "most contacts per address-of-record (403 above)", positive)
+    purge_interval: float = option(30.0, "seconds between sweeps deleting expired contacts from the store", positive)
 
 
 @dataclass(frozen=True, slots=True)

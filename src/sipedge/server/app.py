@@ -42,9 +42,6 @@ from .ws import WsOptions
 
 log = logging.getLogger("sipedge")
 
-PURGE_INTERVAL = 30.0
-
-
 class SipService:
     """The SIP proxy/registrar: transports + ProxyCore + location store."""
 
@@ -231,7 +228,7 @@ class SipService:
 
     async def _purge_loop(self) -> None:
         while True:
-            await asyncio.sleep(PURGE_INTERVAL)
+            await asyncio.sleep(self.config.registrar.purge_interval)
             try:
                 n = self.location.purge_expired(self.clock.wall())
                 if n:
