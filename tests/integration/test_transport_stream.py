@@ -271,10 +271,11 @@ async def test_garbage_closes_connection_and_server_serves_on(server: tuple[Tran
     writer.close()
 
 
-async def test_idle_timeout_closes(cert: tls.Certificate) -> None:
-    layer, echo = await make_layer("tcp", cert, idle_timeout=0.2)
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+async def test_idle_timeout_closes(cert: tls.Certificate, kind: str) -> None:
+    layer, echo = await make_layer(kind, cert, idle_timeout=0.2)
     try:
-        reader, writer = await connect(layer, "tcp")
+        reader, writer = await connect(layer, kind)
         writer.write(options(1))
         await read_message(reader)
         loop = asyncio.get_running_loop()
@@ -287,23 +288,24 @@ async def test_idle_timeout_closes(cert: tls.Certificate) -> None:
         await asyncio.wait_for(layer.close(), T)
 
 
-async def test_max_connections_refuses(cert: tls.Certificate) -> None:
-    layer, echo = await make_layer("tcp", cert, max_connections=2)
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+async def test_max_connections_refuses(cert: tls.Certificate, kind: str) -> None:
+    layer, echo = await make_layer(kind, cert, max_connections=2)
     try:
         conns = []
         for i in range(2):
-            r, w = await connect(layer, "tcp")
+            r, w = await connect(layer, kind)
             w.write(options(i))
             await read_message(r)
             conns.append((r, w))
-        r3, w3 = await connect(layer, "tcp")
+        r3, w3 = await connect(layer, kind)
         assert await expect_eof(r3) == b""
         assert layer.stats()["sip_connections_refused"] == 1
         with pytest.raises(TransportError, match="max_connections"):
-            await layer.send_to(b"x", Target("tcp", "127.0.0.1", 9))
+            await layer.send_to(b"x", Target(kind, "127.0.0.1", 9))
         conns[0][1].close()
         await until(lambda: layer.connection_count == 1)
-        r4, w4 = await connect(layer, "tcp")
+        r4, w4 = await connect(layer, kind)
         w4.write(options(4))
         assert message.parse(await read_message(r4), stream=True).status == 200  # type: ignore[union-attr]
         for _, w in (*conns, (r4, w4)):
