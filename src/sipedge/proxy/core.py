@@ -143,6 +143,8 @@ class ProxyCore:
         self.local_response_handler: Callable[[Response, Flow], None] | None = None
         self.flow_alive: Callable[[Flow], bool] = lambda flow: True  # the adapter's answer
         self.media_available = False  # the adapter sets it when a media relay is wired
+        self._refused_log_at = 0.0  # rate limit of the "unparseable message" log line
+        self._refused_held = 0
         self._media_jobs: list[MediaJob] = []
         self._media_waiting: dict[int, MediaContinuation] = {}
         self._media_calls: dict[str, None] = {}  # insertion-ordered, bounded
@@ -170,7 +172,7 @@ class ProxyCore:
             msg = parse(data, stream=flow.stream)
         except ParseError as exc:
             self.counters["sip_parse_errors"] += 1
-            log.debug("x unparseable message from %s: %s", flow.remote, exc)
+            self._log_refused(flow, exc, now)
             if isinstance(exc.hint, tuple):
                 self._stateless_error(data, exc, flow)
             return
@@ -276,6 +278,16 @@ class ProxyCore:
         forwarding.stamp_received(req, flow.remote[0], flow.remote[1])
         del via
         self.tl.receive(req, flow, now)
+
+    def _log_refused(self, flow: Flow, exc: ParseError, now: float) -> None:
+        """One info line per refused message, at most one a second (a flood of garbage
+        must not become a flood of log lines); the lines held back are counted in the next."""
+        if now < self._refused_log_at:
+            self._refused_held += 1
+            return
+        held, self._refused_held, self._refused_log_at = self._refused_held, 0, now + 1.0
+        log.info("x unparseable message from %s %s: %s%s", flow.transport, flow.remote, exc,
+                 f" ({held} more not logged)" if held else "")
 
     def _stateless_error(self, data: bytes, exc: ParseError, flow: Flow) -> None:
         """Answer a request the codec refused (e.g. a Content-Length larger than the

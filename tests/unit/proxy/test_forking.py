@@ -3,7 +3,10 @@ through ProxyCore with bytes in and bytes out: no sockets, a fake clock."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from sipedge._common.clock import FakeClock
 from sipedge.config import parse_config
@@ -164,3 +167,15 @@ def test_contacts_registered_through_an_edge_proxy_follow_its_path(tmp_path: Pat
     assert isinstance(req, m.Request)
     assert req.uri == "sip:bob@10.0.0.9:5062"
     assert req.get_all("route") == ["<sip:edge.example.net:5070;lr>"]
+
+
+def test_refused_input_is_logged_at_info_at_most_once_a_second(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    core, _ = core_with(tmp_path, {})
+    caplog.set_level(logging.INFO, logger="sipedge.proxy.core")
+    for i in range(50):  # a garbage flood within one second: one line
+        core.receive(b"\x00\xffgarbage\r\n\r\n", CALLER, 10.0 + i / 100)
+    core.receive(b"\x00\xffgarbage\r\n\r\n", CALLER, 12.0)
+    lines = [r.getMessage() for r in caplog.records if "unparseable" in r.getMessage()]
+    assert len(lines) == 2
+    assert "udp" in lines[0] and "49 more not logged" in lines[1]
+    assert core.stats()["sip_parse_errors"] == 51
