@@ -547,8 +547,10 @@ class TurnServer:
             if existing.alloc_tid == req.transaction_id:
                 return [ToClient(flow, existing.alloc_response)]
             return err(437)
-        if self.config.alternate_servers:
-            alts = self.config.alternate_servers
+        # RFC 8489 §14.15: the alternate is of the family the client reached us over
+        v6 = ":" in flow.remote[0]
+        alts = [a for a in self.config.alternate_servers if (":" in a[0]) == v6]
+        if alts:
             target = alts[self.counters["turn_redirects"] % len(alts)]
             self.counters["turn_redirects"] += 1
             return self._error(flow, req, 300, [at.AlternateServer(*target)], key, sha)

@@ -347,7 +347,8 @@ def test_external_address_is_advertised(clock: FakeClock) -> None:
 
 
 def test_alternate_server_redirect(clock: FakeClock) -> None:
-    server = make_server(clock, alternate_servers=(("198.51.100.1", 3478), ("2001:db8::1", 3478)))
+    alternates = (("198.51.100.1", 3478), ("2001:db8::1", 3478), ("198.51.100.2", 3478))
+    server = make_server(clock, alternate_servers=alternates)
     got = []
     for p in range(3):
         c = Client(server, clock, flow=Flow("udp", ("192.0.2.1", 3478), ("203.0.113.5", 100 + p)))
@@ -356,8 +357,15 @@ def test_alternate_server_redirect(clock: FakeClock) -> None:
         alt = r.get(at.AlternateServer)
         assert alt is not None
         got.append(alt.address)
-    assert got == [("198.51.100.1", 3478), ("2001:db8::1", 3478), ("198.51.100.1", 3478)]
+    # round robin over the alternates of the client's family only (RFC 8489 §14.15)
+    assert got == [("198.51.100.1", 3478), ("198.51.100.2", 3478), ("198.51.100.1", 3478)]
+    c6 = Client(server, clock, flow=Flow("udp", ("2001:db8::9", 3478), ("2001:db8::5", 100)))
+    alt6 = c6.allocate().get(at.AlternateServer)
+    assert alt6 is not None and alt6.address == ("2001:db8::1", 3478)
     assert server.stats()["turn_allocations"] == 0
+    # no alternate of that family: served here
+    only6 = make_server(clock, alternate_servers=(("2001:db8::1", 3478),))
+    assert Client(only6, clock).allocate().error_code is None
 
 
 def test_denied_peers(server: TurnServer, clock: FakeClock) -> None:
