@@ -9,6 +9,7 @@ import random
 import re
 import shutil
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pytest
 from sipedge.config.turn import TurnConfig
 from sipedge.server import tls
 from sipedge.server.stun_turn import TurnService
+from sipedge.stun import attributes as sa
+from sipedge.stun import message as sm
 from sipedge.turn.auth import StaticUsers
 
 pytestmark = [pytest.mark.coturn, pytest.mark.timeout(60)]
@@ -195,3 +198,23 @@ async def test_uclient_ipv6_and_dual_allocation() -> None:
         proc.kill()
         await proc.wait()
         await svc.stop()
+
+
+async def test_binding_over_tls(turn: tuple[TurnService, int]) -> None:
+    """A STUN Binding over the TURN-TLS port (RFC 8489 §6.2.3) reports the client's
+    own address, as over UDP and TCP."""
+    _, port = turn
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port + 1, ssl=ctx), 5)
+    try:
+        writer.write(sm.request(sm.Method.BINDING, b"\x07" * 12).serialize())
+        head = await asyncio.wait_for(reader.readexactly(20), 5)
+        body = await asyncio.wait_for(reader.readexactly(int.from_bytes(head[2:4], "big")), 5)
+        resp = sm.Message.parse(head + body)
+        mapped = resp.get(sa.XorMappedAddress)
+        assert resp.transaction_id == b"\x07" * 12 and mapped is not None
+        assert mapped.address == writer.get_extra_info("sockname")[:2]
+    finally:
+        writer.close()
