@@ -100,3 +100,17 @@ def test_expired_contacts_are_purged_from_the_database_by_the_timer(tmp_path: Pa
             assert rows() == 0
         finally:
             fred.close()
+
+
+def test_serve_shows_the_generated_certificate_path_and_fingerprint(tmp_path: Path) -> None:
+    """What a browser user needs to trust the self-signed WSS certificate, on the console."""
+    import re
+
+    from sipedge.server import tls
+
+    with running_server(tmp_path) as s:
+        found = re.search(r"TLS certificate (\S+) \(SHA-256 fingerprint ([0-9A-F:]{95})\)", s.log_text())
+        assert found, s.log_text()
+        cert = Path(found.group(1))
+        assert cert.is_file() and cert.is_relative_to(s.data_dir)
+        assert tls.fingerprint(cert) == found.group(2)
