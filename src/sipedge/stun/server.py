@@ -46,7 +46,14 @@ def answer_binding(
         extra.append(at.Software(config.software))
     change = req.get(at.ChangeRequest)
     rport = req.get(at.ResponsePort)
-    if not config.rfc5780 or config.primary is None or config.other is None:
+    # RFC 5780 answers come from the configured address pair, of one family: a listener
+    # of the other family (dual stack) is a plain Binding server
+    if (
+        not config.rfc5780
+        or config.primary is None
+        or config.other is None
+        or (":" in local[0]) != (":" in config.primary[0])
+    ):
         if change is not None or rport is not None:
             types = tuple(a.TYPE for a in (change, rport) if a is not None)
             return BindingReply(

@@ -594,3 +594,9 @@ def test_rfc5780_binding(clock: FakeClock) -> None:
     plain = make_server(clock)
     r3 = Client(plain, clock).reply(plain.handle_client(c.flow, req.serialize(), clock.now))
     assert r3.error_code == 420
+    # A listener of the other family (dual stack) answers as a plain Binding server: no
+    # OTHER-ADDRESS of the wrong family, no change of source.
+    v6 = Flow("udp", ("2001:db8::1", 3478), ("2001:db8::5", 4000))
+    r4 = Message.parse(server.handle_client(v6, sm.request(Method.BINDING, c.tid()).serialize(), clock.now)[0].data)  # type: ignore[union-attr]
+    assert r4.get(at.OtherAddress) is None
+    assert r4.get(at.XorMappedAddress) == at.XorMappedAddress("2001:db8::5", 4000)
