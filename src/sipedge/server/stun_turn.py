@@ -59,6 +59,18 @@ IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
 IP_PMTUDISC_DONT = getattr(socket, "IP_PMTUDISC_DONT", 0)
 
 
+IPV6_DONTFRAG = getattr(socket, "IPV6_DONTFRAG", 62)
+
+
+def set_dont_fragment(sock: socket.socket, on: bool) -> None:
+    """DONT-FRAGMENT (RFC 8656 §14.8) on a relay socket: the DF bit for IPv4, no source
+    fragmentation for IPv6 (routers never fragment IPv6). Raises OSError."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_DONTFRAG, 1 if on else 0)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if on else IP_PMTUDISC_DONT)
+
+
 def server_config(cfg: TurnConfig) -> ServerConfig:
     """The core's config from the ``[turn]`` section."""
     primary: Address | None = None
@@ -549,11 +561,9 @@ class TurnService:
         s = self.ports.sockets.get(a.relay)
         if s is None:
             return
-        if a.dont_fragment != self._df.get(a.relay, False) and s.family == socket.AF_INET:
+        if a.dont_fragment != self._df.get(a.relay, False):
             try:
-                s.setsockopt(
-                    socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO if a.dont_fragment else IP_PMTUDISC_DONT
-                )
+                set_dont_fragment(s, a.dont_fragment)
                 self._df[a.relay] = a.dont_fragment
             except OSError:
                 pass
