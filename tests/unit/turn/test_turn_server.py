@@ -336,6 +336,33 @@ def test_channel_bind_and_data(clock: FakeClock, transport: str) -> None:
     assert server.stats()["turn_channels"] == 1
 
 
+def test_channels_last_600_seconds(clock: FakeClock) -> None:
+    """A channel binding expires after 600 s (RFC 8656 §12) unless rebound; the peer's
+    permission, kept fresh on its own, then carries Data indications instead."""
+    server = make_server(clock)
+    c = Client(server, clock)
+    relay = c.relay()
+    assert c.request(Method.REFRESH, [at.Lifetime(3600)]).cls is Class.SUCCESS
+    assert c.request(Method.CHANNEL_BIND, [at.ChannelNumber(0x4001), at.XorPeerAddress(*PEER)]).cls is Class.SUCCESS
+    for step in (290, 290):
+        clock.advance(step)
+        server.handle_timer(clock.now)
+        assert c.request(Method.CREATE_PERMISSION, [at.XorPeerAddress(*PEER)]).cls is Class.SUCCESS
+    clock.advance(19)  # 599 s after the bind
+    server.handle_timer(clock.now)
+    out = server.handle_peer(relay, PEER, b"hi", clock.now)
+    assert out is not None and out.data == ch.ChannelData(0x4001, b"hi").serialize()
+    clock.advance(2)  # 601 s
+    server.handle_timer(clock.now)
+    out = server.handle_peer(relay, PEER, b"hi", clock.now)
+    assert out is not None and Message.parse(out.data).method == Method.DATA
+    # the number stays reserved 5 more minutes, then is gone
+    assert server.stats()["turn_channels"] == 1
+    clock.advance(300)
+    server.handle_timer(clock.now)
+    assert server.stats()["turn_channels"] == 0
+
+
 def test_external_address_is_advertised(clock: FakeClock) -> None:
     server = make_server(clock, external_ipv4="203.0.113.77")
     c = Client(server, clock)
