@@ -78,4 +78,15 @@ async def test_ice_servers_credentials_allocate_and_relay(server: Server, transp
         turn.close()
         echo_t.close()
     metrics = get(server, "/metrics").decode()
-    assert "sipedge_turn_allocations" in metrics
+    values = {}
+    for line in metrics.splitlines():
+        if line.startswith("sipedge_turn_"):
+            name, _, value = line.partition(" ")
+            values[name.split("{")[0]] = float(value)
+    # what was just relayed shows in the counters, both ways
+    assert values["sipedge_turn_allocations_total"] >= 1
+    assert values["sipedge_turn_permissions_created"] >= 1
+    assert values["sipedge_turn_packets_to_peer"] >= 10 and values["sipedge_turn_bytes_to_peer"] >= 70
+    assert values["sipedge_turn_packets_from_peer"] >= 10 and values["sipedge_turn_bytes_from_peer"] >= 70
+    for name in ("allocations", "permissions", "channels", "auth_failures", "denied_peers", "drops_malformed"):
+        assert f"sipedge_turn_{name}" in values

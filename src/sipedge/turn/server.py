@@ -712,6 +712,8 @@ class TurnServer:
             self.counters["turn_channels_bound"] += 1
         a.channels[num.number] = Channel(peer.address, now + self.config.channel_lifetime)
         a.peer_channel[peer.address] = num.number
+        if peer.host not in a.permissions:  # a ChannelBind installs a permission too (§12)
+            self.counters["turn_permissions_created"] += 1
         a.permissions[peer.host] = now + self.config.permission_lifetime
         return [self._reply(flow, req, sm.success(req, self._software()), key, sha)]
 
