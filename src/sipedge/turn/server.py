@@ -6,9 +6,11 @@ received from a peer (:meth:`TurnServer.handle_peer`), a closed stream flow
 Outputs: :class:`ToClient` and :class:`ToPeer` actions plus past-tense events the adapter
 logs. Relay ports come from an injected :class:`~sipedge.turn.ports.PortAllocator`.
 
-Request processing follows the RFC order: parse (400) → unknown attributes (420) →
-authentication (401 / 400 / 438 / 401) → allocation lookup (437) → credentials match
-(441) → method checks (400, 403, 440, 442, 443, 486, 508).
+Request processing follows the RFC order: parse (400) → authentication (401 / 400 /
+438 / 401) → unknown comprehension-required attributes (420, signed; RFC 8489 §6.3 puts
+them after the authentication checks, and an unauthenticated Binding gets it at once) →
+allocation lookup (437) → credentials match (441) → method checks (400, 403, 440, 442,
+443, 486, 508).
 """
 
 from __future__ import annotations
@@ -302,9 +304,9 @@ class TurnServer:
             return []
         self.counters["turn_requests"] += 1
         unknown = msg.unknown_required(self._understood)
-        if unknown:
-            return self._error(flow, msg, 420, [at.UnknownAttributes(unknown)])
         if msg.method == Method.BINDING:
+            if unknown:
+                return self._error(flow, msg, 420, [at.UnknownAttributes(unknown)])
             return self._binding(flow, msg)
         handler = self._HANDLERS.get(msg.method)
         if handler is None:
@@ -313,6 +315,8 @@ class TurnServer:
         if not isinstance(auth, tuple):
             return auth
         keys, key, sha256 = auth
+        if unknown:  # checked once authenticated (RFC 8489 §6.3), and signed
+            return self._error(flow, msg, 420, [at.UnknownAttributes(unknown)], key, sha256)
         return handler(self, flow, msg, keys, key, sha256, now)
 
     def handle_peer(self, relay: Address, peer: Address, data: bytes, now: float) -> ToClient | None:

@@ -182,6 +182,10 @@ def test_allocate_errors(server: TurnServer, clock: FakeClock, attrs: list[at.At
     assert r.error_code == code
     if code == 420:
         assert r.get(at.UnknownAttributes) == at.UnknownAttributes((0x0050,))
+        assert r.check_integrity(c.key)  # answered once authenticated, and signed
+        # without valid credentials the same request is only challenged (RFC 8489 §6.3)
+        stranger = Client(server, clock, password="wrong", flow=Flow("udp", ("192.0.2.1", 3478), ("203.0.113.6", 9)))
+        assert stranger.request(Method.ALLOCATE, attrs).error_code == 401
     assert server.stats()["turn_allocations"] == 0
 
 
