@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import signal
 import socket
 import sqlite3
 import ssl
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -229,10 +231,10 @@ async def test_turn_serve_cli(tmp_path: Path) -> None:
     conf = tmp_path / "t.toml"
     conf.write_text(
         f'[general]\ndata_dir = "{tmp_path}"\n[turn]\nlisten = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]\n'
-        'port_min = 40000\nport_max = 40099\n'
+        'port_min = 40000\nport_max = 40099\nsecrets = ["s3"]\n'
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sipedge.cli", "turn", "serve", "-c", str(conf),
+        sys.executable, "-m", "sipedge.cli", "turn", "serve", "-c", str(conf), "--http", "127.0.0.1:0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -243,6 +245,20 @@ async def test_turn_serve_cli(tmp_path: Path) -> None:
         port = int(udp.rstrip(",").rsplit(":", 1)[1])
         report = await probe_cli.probe("127.0.0.1", port, timeout=2)
         assert report.mapped[0] == "127.0.0.1"
+        # alone, it has the HTTP side too: metrics (counting that probe) and iceServers
+        http = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+        assert http.startswith("sipedge TURN HTTP on port"), http
+        web_port = int(http.split()[5])
+        loop = asyncio.get_running_loop()
+
+        def get(path: str) -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{web_port}{path}", timeout=5) as r:
+                return str(r.read().decode())
+
+        metrics = await loop.run_in_executor(None, get, "/metrics")
+        assert re.search(r"^sipedge_turn_binding_requests [1-9]", metrics, re.M), metrics
+        ice = json.loads(await loop.run_in_executor(None, get, "/turn/ice-servers"))
+        assert any(u.startswith("turn:") for e in ice["iceServers"] for u in e["urls"])
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -107,8 +108,10 @@ def _urls(cfg: Config) -> list[str]:
     return cfg.turn.ice_urls or default_urls(cfg.turn, "")
 
 
-async def _serve(cfg: Config) -> int:
+async def _serve(cfg: Config, http: str = "") -> int:
+    from ..server import turn_http
     from ..server.stun_turn import start_from_config
+    from ..web.server import WebServer
 
     store = TurnUserStore(users_path(cfg))
     try:
@@ -116,6 +119,17 @@ async def _serve(cfg: Config) -> int:
     except BaseException:
         store.close()
         raise
+    web_server: WebServer | None = None
+    if http:
+        # the same /metrics and /turn/ice-servers that `sipedge serve` has
+        web_cfg = dataclasses.replace(cfg, web=dataclasses.replace(cfg.web, listen=http))
+        web_server = WebServer(web_cfg, svc.stats, [lambda app: turn_http.add_routes(app, cfg.turn)])
+        try:
+            await web_server.start()
+        except OSError as exc:
+            await svc.stop()
+            store.close()
+            raise Error(f"--http {http}: cannot listen ({exc.strerror})") from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -124,10 +138,14 @@ async def _serve(cfg: Config) -> int:
     bound = ", ".join(f"{t}:{h}:{p}" for t, h, p in svc.bound)
     log.info("sipedge TURN ready on %s", bound)
     _out(f"sipedge TURN listening on {bound}")
+    if web_server is not None:
+        _out(f"sipedge TURN HTTP on port {web_server.port} (/metrics, /turn/ice-servers)")
     sys.stdout.flush()
     try:
         await stop.wait()
     finally:
+        if web_server is not None:
+            await web_server.stop()
         await svc.stop()
         store.close()
     return 0
@@ -141,9 +159,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvloop
 
-        return int(uvloop.run(_serve(cfg)))
+        return int(uvloop.run(_serve(cfg, args.http)))
     except ImportError:
-        return asyncio.run(_serve(cfg))
+        return asyncio.run(_serve(cfg, args.http))
 
 
 def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -171,6 +189,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = parser.add_subparsers(dest="turn_command", metavar="ACTION", required=True)
 
     p = sub.add_parser("serve", help="run only the STUN/TURN server from [turn]")
+    p.add_argument("--http", default="", metavar="HOST:PORT",
+                   help="also serve /metrics and /turn/ice-servers there (port 0: any free port)")
     _common(p)
     p.set_defaults(func=_guard(cmd_serve))
 
