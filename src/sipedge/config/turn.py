@@ -130,6 +130,9 @@ class TurnConfig:
     alternate_servers: list[str] = option(
         [], "send new allocations to these ip:port with 300 Try Alternate (draining a node)", _addresses
     )
+    alternate_domain: str = option(
+        "", "certificate name of the alternate servers, sent as ALTERNATE-DOMAIN to TLS clients (empty = none)"
+    )
     max_connections: int = option(10000, "most TCP/TLS client connections", positive)
     stream_idle_timeout: float = option(
         60.0, "close a TCP/TLS connection without an allocation after this many idle seconds (0 = never)", non_negative

@@ -126,6 +126,8 @@ class ServerConfig:
     """advertise and accept RFC 8489 USERHASH (needs a user store that maps hashes)."""
     alternate_servers: tuple[Address, ...] = ()
     """redirect new allocations there with 300 Try Alternate (RFC 8489 §10), round robin."""
+    alternate_domain: str = ""
+    """the name TLS clients check the alternates' certificates against (ALTERNATE-DOMAIN)."""
     policy: PeerPolicy = field(default_factory=PeerPolicy)
     binding: BindingConfig = field(default_factory=BindingConfig)
 
@@ -557,7 +559,10 @@ class TurnServer:
         if alts:
             target = alts[self.counters["turn_redirects"] % len(alts)]
             self.counters["turn_redirects"] += 1
-            return self._error(flow, req, 300, [at.AlternateServer(*target)], key, sha)
+            redirect: list[at.Attribute] = [at.AlternateServer(*target)]
+            if flow.transport == "tls" and self.config.alternate_domain:
+                redirect.append(at.AlternateDomain(self.config.alternate_domain))  # RFC 8489 §14.16
+            return self._error(flow, req, 300, redirect, key, sha)
         rt = req.get(at.RequestedTransport)
         if rt is None:
             return err(400, reason="Missing REQUESTED-TRANSPORT")

@@ -394,6 +394,12 @@ def test_alternate_server_redirect(clock: FakeClock) -> None:
     alt6 = c6.allocate().get(at.AlternateServer)
     assert alt6 is not None and alt6.address == ("2001:db8::1", 3478)
     assert server.stats()["turn_allocations"] == 0
+    assert c6.allocate().get(at.AlternateDomain) is None  # not over TLS, none configured
+    named = make_server(clock, alternate_servers=alternates, alternate_domain="turn2.example.net")
+    tls_client = Client(named, clock, flow=Flow("tls", ("192.0.2.1", 5349), ("203.0.113.5", 40000)))
+    assert tls_client.allocate().get(at.AlternateDomain) == at.AlternateDomain("turn2.example.net")
+    udp_client = Client(named, clock)
+    assert udp_client.allocate().get(at.AlternateDomain) is None
     # no alternate of that family: served here
     only6 = make_server(clock, alternate_servers=(("2001:db8::1", 3478),))
     assert Client(only6, clock).allocate().error_code is None
