@@ -141,6 +141,8 @@ async def test_uclient_relays_without_loss(turn: tuple[TurnService, int], peer: 
     assert st["turn_allocations_total"] >= 15
     assert st["turn_packets_to_peer"] >= 600 and st["turn_packets_from_peer"] >= 600
     assert st["turn_auth_failures"] == 0, st
+    # uclient allocates RTP with EVEN-PORT (R) and its RTCP with the RESERVATION-TOKEN
+    assert st["turn_reservations_made"] >= 10 and st["turn_reservations_used"] >= 10, st
     # TCP allocations end with their connections (uclient leaves some UDP ones to expire).
     assert not any(f.transport == "tcp" for f in svc.core.flows())
 

@@ -228,7 +228,7 @@ class TurnServer:
                 "turn_drops_no_allocation", "turn_drops_no_permission",
                 "turn_drops_unbound_channel", "turn_drops_bandwidth", "turn_drops_unknown_relay",
                 "turn_permissions_created", "turn_channels_bound", "turn_redirects",
-                "turn_icmp_reported",
+                "turn_icmp_reported", "turn_reservations_made", "turn_reservations_used",
             ),
             0,
         )
@@ -599,6 +599,7 @@ class TurnServer:
                 self._ports.release(res[0], res[1])
                 return err(440)
             relays[res[0]] = (ip, res[1])
+            self.counters["turn_reservations_used"] += 1
         else:
             want = raf.family if raf is not None else at.Family.IPV4
             ip = families[want]
@@ -614,6 +615,7 @@ class TurnServer:
             if reserved is not None:
                 tok = self._token(8)
                 self._reservations[tok] = (want, reserved, now + self.config.reservation_lifetime)
+                self.counters["turn_reservations_made"] += 1
                 extra.append(at.ReservationToken(tok))
             if aaf is not None:
                 ip6 = families[at.Family.IPV6]
