@@ -48,7 +48,9 @@ class Listener:
         """A SIP URI pointing at this listener (for Record-Route and Path)."""
         p: dict[str, str | None] = {}
         if self.transport != "udp":
-            p["transport"] = self.transport
+            # RFC 7118 §5.2: the URI transport is "ws" for secure WebSockets too ("WSS"
+            # exists only in Via)
+            p["transport"] = "ws" if self.transport == "wss" else self.transport
         p.update(params)
         return SipUri("sip", None, host_for_uri(self.public_host).lower(), self.public_port, None, p)
 

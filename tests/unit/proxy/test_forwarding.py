@@ -110,3 +110,13 @@ def test_next_hop_leaves_a_loose_router_route_alone() -> None:
     assert fw.next_hop(r).host == "192.0.2.9"
     assert r.uri == "sip:bob@example.com"
     assert r.get_all("route") == ["<sip:192.0.2.9:5070;lr>"]
+
+
+def test_record_route_of_a_secure_websocket_listener_says_transport_ws() -> None:
+    # RFC 7118 §5.2: "ws" is the URI transport for WS and WSS alike ("WSS" only in Via)
+    wss, udp = Listener("wss", "127.0.0.1", 4443), ME.listeners[0]
+    r = req()
+    fw.record_route(r, wss, udp)
+    assert r.get_all("record-route") == ["<sip:127.0.0.1:5060;r2=on;lr>", "<sip:127.0.0.1:4443;transport=ws;r2=on;lr>"]
+    me = Identity([udp, wss])
+    assert all(me.uri_is_me(na.sip_uri) for na in r.name_addrs("record-route"))
