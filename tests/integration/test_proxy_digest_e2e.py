@@ -11,6 +11,7 @@ import pytest
 
 from helpers.sipserver import Server, running_server
 from helpers.ua import UA, _params
+from sipedge.sip import message as m
 
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
 
@@ -26,12 +27,17 @@ def ua(server: Server, user: str) -> UA:
     return UA("udp", (server.host, server.udp), user, server.host, USERS[user])
 
 
+def challenged(server: Server, client: UA) -> tuple[m.Request, m.Response]:
+    """A REGISTER and the 401 it got."""
+    req = client.build("REGISTER", f"sip:{server.host}", to=client.aor, headers={"Expires": "300"})
+    client.send(req)
+    return req, client.expect(401)
+
+
 def test_sha256_is_offered_first_and_accepted(server: Server) -> None:
     alice = ua(server, "alice")
     try:
-        req = alice.build("REGISTER", f"sip:{server.host}", to=alice.aor, headers={"Expires": "300"})
-        alice.send(req)
-        challenge = alice.expect(401)
+        req, challenge = challenged(server, alice)
         offered = [_params(v).get("algorithm") for v in challenge.get_all("WWW-Authenticate")]
         assert offered == ["SHA-256", "MD5"]
         again = alice.authorize(req, challenge)
@@ -45,9 +51,7 @@ def test_sha256_is_offered_first_and_accepted(server: Server) -> None:
 def test_an_expired_nonce_is_stale_and_the_fresh_one_passes(server: Server) -> None:
     bob = ua(server, "bob")
     try:
-        req = bob.build("REGISTER", f"sip:{server.host}", to=bob.aor, headers={"Expires": "300"})
-        bob.send(req)
-        old = bob.expect(401)
+        req, old = challenged(server, bob)
         time.sleep(1.5)  # past nonce_lifetime
         bob.send(bob.authorize(req, old))
         stale = bob.expect_final()
@@ -62,9 +66,7 @@ def test_an_expired_nonce_is_stale_and_the_fresh_one_passes(server: Server) -> N
 def test_a_replayed_nonce_count_is_refused(server: Server) -> None:
     carol = ua(server, "carol")
     try:
-        req = carol.build("REGISTER", f"sip:{server.host}", to=carol.aor, headers={"Expires": "300"})
-        carol.send(req)
-        challenge = carol.expect(401)
+        req, challenge = challenged(server, carol)
         carol.send(carol.authorize(req, challenge))
         assert carol.expect_final().status == 200
         carol.send(carol.authorize(req, challenge))  # same nonce, nc=00000001 again

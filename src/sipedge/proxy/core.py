@@ -233,12 +233,11 @@ class ProxyCore:
         branches keep waiting.)"""
         if flow.transport not in ("ws", "wss"):
             return
-        remote = (flow.transport, flow.remote[0], flow.remote[1])
+        peer = (flow.transport, *flow.remote)  # a branch sent on that flow, or by alias to that peer
         lost = [
             key
             for key, (_, branch) in self._branch_of.items()
-            if branch.final is None
-            and (branch.dest == flow or (branch.dest.transport, *_dest_address(branch.dest)) == remote)
+            if branch.final is None and (branch.dest.transport, *_dest_address(branch.dest)) == peer
         ]
         for key in lost:
             self._on_branch_failure(key, 503, now)

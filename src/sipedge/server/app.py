@@ -42,6 +42,7 @@ from .ws import WsOptions
 
 log = logging.getLogger("sipedge")
 
+
 class SipService:
     """The SIP proxy/registrar: transports + ProxyCore + location store."""
 

@@ -132,7 +132,7 @@ class NgRemote:
             reason = str(reply.get("error-reason", "bad reply"))
             # both rtpengine and sipedge say "Failed to parse SDP": the peer's SDP is at fault
             # (sipedge nodes add what is wrong, which the 488 passes on)
-            head, found, detail = reason.partition("parse SDP")
+            _, found, detail = reason.partition("parse SDP")
             detail = detail.lstrip(": ").removeprefix("malformed SDP: ")[:200]
             hint = (488, f"Bad SDP: {detail}" if detail else "Bad SDP") if found else (503, "Media relay error")
             raise RelayError(reason, hint)

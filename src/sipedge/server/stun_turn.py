@@ -57,8 +57,6 @@ _RELAY_BATCH = 8
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
 IP_PMTUDISC_DONT = getattr(socket, "IP_PMTUDISC_DONT", 0)
-
-
 IPV6_DONTFRAG = getattr(socket, "IPV6_DONTFRAG", 62)
 
 
