@@ -6,7 +6,6 @@ test reads like a call flow: ``ua.request("REGISTER", ...)``, ``ua.expect(200)``
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import socket
 import ssl
@@ -15,8 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.typing import Subprotocol
-
+from helpers.wsclient import WsClient
 from sipedge.sip import message as m
 from sipedge.sip.framing import StreamFramer
 
@@ -57,18 +55,13 @@ class UA:
         fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self.ws: Any = None
         if self.transport in ("ws", "wss"):
-            from websockets.sync.client import connect
-
             ctx = None
             if self.transport == "wss":
                 ctx = ssl.create_default_context()
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             h = f"[{self.server[0]}]" if ":" in self.server[0] else self.server[0]
-            self._stack = contextlib.ExitStack()
-            self.ws = self._stack.enter_context(
-                connect(f"{self.transport}://{h}:{self.server[1]}/", subprotocols=[Subprotocol("sip")], ssl=ctx, open_timeout=5)
-            )
+            self.ws = WsClient(f"{self.transport}://{h}:{self.server[1]}/", "sip", ctx)
             self.sock = self.ws.socket
             self.port = self.sock.getsockname()[1]
             return
@@ -104,7 +97,7 @@ class UA:
 
     def close(self) -> None:
         if self.ws is not None:
-            self._stack.close()
+            self.ws.close()
             return
         self.sock.close()
 
