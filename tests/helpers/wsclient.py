@@ -72,7 +72,10 @@ class WsClient:
         return self._messages.pop(0)
 
     def close(self) -> None:
-        """Close handshake (1000), then drop the TCP connection."""
+        """Close handshake (1000), then drop the TCP connection (again: a no-op)."""
+        if self.proto.state is not State.OPEN:
+            self.socket.close()
+            return
         try:
             self.proto.send_close(1000)
             self._flush()

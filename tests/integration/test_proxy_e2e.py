@@ -260,6 +260,54 @@ def test_websocket_callee_that_drops_mid_invite_gives_480_at_once(server: Server
         alice.close()
 
 
+def bindings_of(asker: UA) -> list[str]:
+    """The contacts registered for ``asker``'s AoR, by a query REGISTER (no Contact)."""
+    req = asker.build("REGISTER", f"sip:{asker.domain}", to=asker.aor)
+    req.remove("contact")
+    asker.send(req)
+    asker.send(asker.authorize(req, asker.expect(401)))
+    ok = asker.expect(200)
+    contacts = ok.contacts
+    assert isinstance(contacts, list)
+    return [str(c.uri) for c in contacts]
+
+
+def test_a_closed_websocket_takes_its_binding_with_it(server: Server) -> None:
+    """A browser's binding is reachable only over its connection: when that closes the
+    registrar forgets it (registrar.drop_on_disconnect = "ws", the default), so the
+    next call finds no contact instead of a dead one. A TCP phone's binding stays: the
+    proxy can open a new connection to it."""
+    browser, phone = ua(server, "ws", "carol9"), ua(server, "tcp", "carol10")
+    try:
+        assert browser.register().status == 200
+        assert phone.register().status == 200
+        browser.close()
+        phone.close()
+        time.sleep(0.3)
+        assert bindings_of(ua(server, "udp", "carol9")) == []
+        assert len(bindings_of(ua(server, "udp", "carol10"))) == 1
+        caller = ua(server, "udp", "carol11")
+        inv = caller.build("INVITE", "sip:carol9@" + server.host)
+        caller.send(inv)
+        caller.send(caller.authorize(inv, caller.expect(407)))
+        assert caller.expect_final().status in (404, 480)
+    finally:
+        browser.close()
+        phone.close()
+
+
+def test_drop_on_disconnect_all_also_forgets_tcp_bindings(tmp_path: Path) -> None:
+    """``drop_on_disconnect = "all"``: as usrloc's handle_lost_tcp, a TCP phone's binding
+    goes with its connection too; "none" keeps even a browser's until it expires."""
+    for mode, left in (("all", 0), ("none", 1)):
+        with running_server(tmp_path / mode, extra=f'[registrar]\ndrop_on_disconnect = "{mode}"', users=USERS) as srv:
+            phone = ua(srv, "tcp" if mode == "all" else "ws", "carol9")
+            assert phone.register().status == 200
+            phone.close()
+            time.sleep(0.3)
+            assert len(bindings_of(ua(srv, "udp", "carol9"))) == left, mode
+
+
 def test_websocket_message_without_content_length_keeps_its_body(server: Server) -> None:
     """RFC 7118 §5: a WebSocket message is framed by the WebSocket, so Content-Length may
     be left out; the body still reaches the callee whole (as over UDP, unlike TCP)."""

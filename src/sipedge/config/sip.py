@@ -105,6 +105,12 @@ class RegistrarConfig:
     default_expires: int = option(3600, "Expires used when the request gives none", positive)
     max_contacts: int = option(10, "most contacts per address-of-record (403 above)", positive)
     purge_interval: float = option(30.0, "seconds between sweeps deleting expired contacts from the store", positive)
+    drop_on_disconnect: str = option(
+        "ws",
+        "remove bindings registered over a connection when it closes: ws (WebSocket only: "
+        "nothing else can reach a browser), all (TCP/TLS too, like usrloc handle_lost_tcp), none",
+        one_of("ws", "all", "none"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

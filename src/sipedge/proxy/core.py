@@ -163,6 +163,7 @@ class ProxyCore:
             "sip_routing_errors": 0,
             "sip_auth_challenges": 0,
             "sip_auth_failures": 0,
+            "sip_bindings_dropped_on_disconnect": 0,
         }
 
     # -- adapter interface -------------------------------------------------------
@@ -227,11 +228,17 @@ class ProxyCore:
         self._drain(now)
 
     def flow_closed(self, flow: Flow, now: float) -> None:
-        """A WebSocket connection ended: requests still waiting for an answer from that
-        peer fail now with 480 instead of at Timer B/F, since nothing else can reach a
-        browser. (A TCP/TLS peer may answer on a new connection, RFC 3261 §18.2.2: its
-        branches keep waiting.)"""
-        if flow.transport not in ("ws", "wss"):
+        """A stream connection ended. Bindings registered over it go, as
+        ``registrar.drop_on_disconnect`` says (by default only WebSocket ones: nothing
+        else can reach a browser, and a phone on TCP/TLS may be reached on a new
+        connection). On a WebSocket, requests still waiting for an answer from that
+        peer fail now with 480 instead of at Timer B/F. (A TCP/TLS peer may answer on a
+        new connection, RFC 3261 §18.2.2: its branches keep waiting.)"""
+        websocket = flow.transport in ("ws", "wss")
+        drop = self.config.registrar.drop_on_disconnect
+        if drop == "all" or (drop == "ws" and websocket):
+            self._drop_bindings_of(flow)
+        if not websocket:
             return
         peer = (flow.transport, *flow.remote)  # a branch sent on that flow, or by alias to that peer
         lost = [
@@ -242,6 +249,17 @@ class ProxyCore:
         for key in lost:
             self._on_branch_failure(key, 503, now)
         self._drain(now)
+
+    def _drop_bindings_of(self, flow: Flow) -> None:
+        token = flow.token
+        try:
+            for b in self.location.bindings(self.clock.wall()):
+                if b.flow == token:
+                    self.location.remove(b.aor, b.contact)
+                    self.counters["sip_bindings_dropped_on_disconnect"] += 1
+                    log.info("- binding %s of %s dropped: its %s connection closed", b.contact, b.aor, flow.transport)
+        except StorageError as exc:
+            log.warning("x could not drop the bindings of closed %s connection %s: %s", flow.transport, flow.remote, exc)
 
     def media_active(self, call_id: str) -> bool:
         return call_id in self._media_calls
