@@ -1,7 +1,8 @@
 """NAT keepalives of a real server process (``sipedge serve``) on
 loopback, with raw-socket user agents: SIP OPTIONS pings keep contacts that answer and
 remove those that stay silent (nathelper ``keepalive_timeout``), and a dialog endpoint of
-an unregistered caller (nat_traversal) is pinged again after a restart, until its BYE."""
+an unregistered caller (nat_traversal) is pinged again after a restart, until its BYE;
+a subscriber's endpoint until a terminated NOTIFY."""
 
 from __future__ import annotations
 
@@ -183,3 +184,61 @@ def test_dialog_endpoint_of_unregistered_caller_survives_restart(tmp_path: Path)
     stats = [ln for ln in log.read_text(errors="replace").splitlines() if "shutting down; keepalive" in ln]
     assert len(stats) == 2
     assert "'dialog_endpoints': 1" in stats[0] and "'keepalive_endpoints': 0" in stats[1]
+
+
+def notify(bob: UA, subscribe: m.Request, state: str) -> None:
+    """bob, the notifier, sends a NOTIFY in the subscription's dialog, along its route
+    set (the Record-Route of the SUBSCRIBE), to the subscriber's Contact."""
+    contact = subscribe.contacts
+    assert isinstance(contact, list)
+    req = bob.build("NOTIFY", str(contact[0].uri), to=str(subscribe.from_.uri), to_tag=subscribe.from_.tag,
+                    headers={"Event": "presence", "Subscription-State": state})
+    req.set("Call-ID", subscribe.call_id)
+    req.set("From", f"<{subscribe.to.uri}>;tag={bob.tag}")
+    for r in subscribe.get_all("record-route"):
+        req.add("Route", r)
+    bob.send(req)
+
+
+def test_subscription_endpoint_is_pinged_until_a_terminated_notify(tmp_path: Path) -> None:
+    """nat_traversal's subscription reason, end to end: an unregistered subscriber
+    behind a NAT is pinged while its accepted SUBSCRIBE lasts, through NOTIFYs, and no
+    more once a NOTIFY says ``Subscription-State: terminated``."""
+    port = free_port(HOST)
+    cfg = write_config(tmp_path, port)
+    log = tmp_path / "sipedge.log"
+    bob = UA("udp", (HOST, port), "bob", HOST)
+    carol = UA("udp", (HOST, port), "carol", HOST)
+    try:
+        with server(cfg, port, log):
+            assert bob.register().status == 200
+            assert pings(carol, 0.6, answer=True) == []  # not an endpoint yet
+            sub = carol.build("SUBSCRIBE", f"sip:bob@{HOST}", headers={"Event": "presence", "Expires": "60"})
+            sub.set("Contact", "<sip:carol@192.168.1.23:5060>")  # behind a NAT, never registered
+            carol.send(sub)
+            seen = bob.wait("SUBSCRIBE")
+            assert isinstance(seen, m.Request)
+            ok = m.make_response(seen, 200, to_tag=bob.tag)
+            for rr in seen.get_all("record-route"):
+                ok.add("Record-Route", rr)
+            ok.add("Contact", bob.contact)
+            ok.add("Expires", "60")
+            bob.send(ok)
+            assert carol.expect(200).cseq.method == "SUBSCRIBE"
+            notify(bob, seen, "active;expires=60")
+            got = carol.wait("NOTIFY")
+            assert isinstance(got, m.Request)
+            carol.answer(got, 200)
+            assert bob.wait(lambda x: isinstance(x, m.Response) and x.cseq.method == "NOTIFY").status == 200
+            assert len(pings(carol, 0.8, answer=True)) >= 2  # the subscription keeps carol's NAT open
+            notify(bob, seen, "terminated;reason=timeout")
+            got = carol.wait("NOTIFY")
+            assert isinstance(got, m.Request)
+            carol.answer(got, 200)
+            pings(carol, 0.3, answer=True)  # one in flight may still arrive
+            assert pings(carol, 0.6, answer=True) == []
+    finally:
+        bob.close()
+        carol.close()
+    stats = [ln for ln in log.read_text(errors="replace").splitlines() if "shutting down; keepalive" in ln]
+    assert len(stats) == 1 and "'subscribed_endpoints': 0" in stats[0]
