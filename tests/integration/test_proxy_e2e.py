@@ -14,7 +14,7 @@ from helpers.sipserver import Server, running_server
 from helpers.ua import UA
 from sipedge.sip import message as m
 
-USERS = {f"{name}{i}": f"{name}{i}-pw" for name in ("alice", "bob", "carol", "dave") for i in range(12)}
+USERS = {f"{name}{i}": f"{name}{i}-pw" for name in ("alice", "bob", "carol", "dave") for i in range(14)}
 TRANSPORTS = ["udp", "tcp", "tls"]
 # What a browser offers: ICE and DTLS-SRTP, so the proxy leaves its media alone.
 WEBRTC_SDP = (
@@ -138,10 +138,13 @@ def test_basic_call_through_the_proxy(server: Server, transport: str) -> None:
         bob.close()
 
 
-@pytest.mark.parametrize(("caller_t", "callee_t", "i"), [("ws", "udp", 8), ("udp", "wss", 9), ("wss", "ws", 10)])
+@pytest.mark.parametrize(("caller_t", "callee_t", "i"), [
+    ("ws", "udp", 8), ("udp", "wss", 9), ("wss", "ws", 10), ("tcp", "ws", 12), ("wss", "tls", 13),
+])
 def test_websocket_calls_cross_transports(server: Server, caller_t: str, callee_t: str, i: int) -> None:
     """RFC 7118: a browser-like client on WS/WSS registers with an .invalid contact and
-    calls (or is called by) a UDP phone; requests reach it down its own connection."""
+    calls (or is called by) a UDP, TCP or TLS phone; requests reach it down its own
+    connection, and a call that changes transport gets a double Record-Route."""
     alice, bob = ua(server, caller_t, f"alice{i}"), ua(server, callee_t, f"bob{i}")
     try:
         assert alice.register().status == 200
@@ -149,8 +152,8 @@ def test_websocket_calls_cross_transports(server: Server, caller_t: str, callee_
         ok, seen, routes = call(server, alice, bob)
         rr = seen.get_all("record-route")
         assert len(rr) == (2 if caller_t != callee_t else 1)
-        if "ws" in (caller_t, callee_t):
-            assert any("transport=ws" in r for r in rr)
+        for t in {caller_t, callee_t} - {"udp"}:  # each side's hop names its transport
+            assert any(f"transport={'ws' if t == 'wss' else t}" in r.lower() for r in rr), (t, rr)
         alice.send(in_dialog(alice, "ACK", ok, routes, cseq=ok.cseq.number))
         assert bob.wait("ACK").method == "ACK"
         alice.send(in_dialog(alice, "BYE", ok, routes))
