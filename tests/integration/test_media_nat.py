@@ -1,13 +1,16 @@
-"""NAT: a UA behind a masquerading router whose SDP carries its private address gets
-two-way audio through the relay (symmetric latching), and only one-way audio without it.
+"""NAT, end to end: a phone behind a masquerading router calls through ``sipedge serve``
+with its private address in the SDP. With the media relay (the default routing module
+engages it for NATed callers) both sides hear each other: the relay's address is in
+both SDPs and symmetric latching finds the phone's public mapping. With ``[media]
+enabled = false`` the callee sends to the private address, and the phone hears nothing.
 
 Topology (network namespaces built by the test, documentation/private ranges only):
 
     [ua] 192.168.77.2 --- 192.168.77.1 [router: MASQUERADE] 203.0.113.1 --- [pub]
-                                                          203.0.113.2 relay, 203.0.113.3 peer B
+                                         203.0.113.2 sipedge (SIP + relay), 203.0.113.3 callee
 
-The public side has no route to 192.168.77.0/24, like the Internet. The relay and B run
-in one helper process in ``pub``; A runs in ``ua``. Both send 100 RTP packets and count.
+The public side has no route to 192.168.77.0/24, like the Internet. Each party is a
+script in its namespace: a raw SIP UA (``helpers.ua``) and an RTP sender/counter.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,106 +31,88 @@ ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.netns,
-    pytest.mark.timeout(60),
+    pytest.mark.timeout(90),
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
     pytest.mark.skipif(shutil.which("ip") is None or shutil.which("iptables") is None,
                        reason="needs iproute2 and iptables"),
 ]
 
 N = 100
+SERVER = "203.0.113.2"
 
-PUB = textwrap.dedent(
+PARTY = textwrap.dedent(
     """
-    import json, re, socket, sys, time, random
-    from sipedge.media.ports import RangePortAllocator
-    from sipedge.media.relay import MediaRelay, RelayConfig
+    import json, re, socket, sys, time
+    from helpers.ua import UA
+    from sipedge.sip import message as m
     from sipedge.media.rtp import RtpPacket
 
-    use_relay = sys.argv[1] == "relay"
-    n = int(sys.argv[2])
+    role, server, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    host, rtp_port = ("192.168.77.2", 5000) if role == "caller" else ("203.0.113.3", 6000)
+
     def sdp(ip, port):
         return (f"v=0\\r\\no=- 1 1 IN IP4 {ip}\\r\\ns=-\\r\\nc=IN IP4 {ip}\\r\\nt=0 0\\r\\n"
-                f"m=audio {port} RTP/AVP 0\\r\\n").encode()
-    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    b.bind(("203.0.113.3", 6000))
-    b.setblocking(False)
-    socks = {}
-    if use_relay:
-        class Alloc(RangePortAllocator):
-            def allocate(self, count):
-                base = super().allocate(count)
-                for p in range(base, base + count):
-                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                    s.bind(("203.0.113.2", p))
-                    s.setblocking(False)
-                    socks[p] = s
-                return base
-        relay = MediaRelay(RelayConfig(advertised_address="203.0.113.2"), Alloc(40000, 40009, random.Random(1)))
-        to_b = relay.offer("nat", "a", sdp("192.168.77.2", 5000), 0.0)  # A's private address
-        to_a = relay.answer("nat", "a", "b", sdp("203.0.113.3", 6000), 0.0)
-        port = lambda body: int(re.search(rb"m=audio (\\d+)", body).group(1))
-        a_target, b_target = ("203.0.113.2", port(to_a)), ("203.0.113.2", port(to_b))
-    else:
-        a_target, b_target = ("203.0.113.3", 6000), ("192.168.77.2", 5000)
-    print(json.dumps({"a_target": a_target}), flush=True)
-    got_b = 0
-    start = time.monotonic()
-    sent = 0
-    while time.monotonic() - start < 3.0:
-        t = time.monotonic() - start
-        if sent < n and t >= 1.0 + sent * 0.01:
-            try:
-                b.sendto(RtpPacket(0, sent, sent * 160, 0xB, bytes(160)).serialize(), b_target)
-            except OSError:
-                pass  # no route to the private network: the packet is lost
-            sent += 1
-        for p, s in socks.items():
+                f"m=audio {port} RTP/AVP 0\\r\\na=rtpmap:0 PCMU/8000\\r\\n").encode()
+
+    def target(body):
+        ip = re.search(rb"c=IN IP4 (\\S+)", body).group(1).decode()
+        return ip, int(re.search(rb"m=audio (\\d+)", body).group(1))
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # open before the SDP names it
+    s.bind((host, rtp_port))
+    s.setblocking(False)
+
+    def rtp(dest, start_after, seconds):
+        got = sent = 0
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            if sent < n and time.monotonic() - start >= start_after + sent * 0.01:
+                try:
+                    s.sendto(RtpPacket(0, sent, sent * 160, 7, bytes(160)).serialize(), dest)
+                except OSError:
+                    pass  # no route to a private address: lost, as on the Internet
+                sent += 1
             while True:
                 try:
-                    data, src = s.recvfrom(2048)
+                    s.recv(2048)
                 except BlockingIOError:
                     break
-                out = relay.receive(data, p, src, time.monotonic())
-                if out is not None:
-                    try:
-                        socks[out[0]].sendto(out[2], out[1])
-                    except OSError:
-                        pass
-        while True:
-            try:
-                b.recv(2048)
-            except BlockingIOError:
-                break
-            got_b += 1
-        time.sleep(0.001)
-    stats = relay.stats() if use_relay else {}
-    print(json.dumps({"b_received": got_b, "stats": stats}), flush=True)
-    """
-)
+                got += 1
+            time.sleep(0.001)
+        return got
 
-UA = textwrap.dedent(
-    """
-    import json, socket, sys, time
-    from sipedge.media.rtp import RtpPacket
-    host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    a.bind(("192.168.77.2", 5000))
-    a.setblocking(False)
-    got = 0
-    start = time.monotonic()
-    sent = 0
-    while time.monotonic() - start < 2.5:
-        if sent < n and time.monotonic() - start >= sent * 0.01:
-            a.sendto(RtpPacket(0, sent, sent * 160, 0xA, bytes(160)).serialize(), (host, port))
-            sent += 1
-        while True:
-            try:
-                a.recv(2048)
-            except BlockingIOError:
-                break
-            got += 1
-        time.sleep(0.001)
-    print(json.dumps({"a_received": got}), flush=True)
+    ua = UA("udp", (server, 5060), "alice" if role == "caller" else "bob", "nat.test", host=host)
+    if role == "callee":
+        assert ua.register().status == 200
+        print(json.dumps({"registered": True}), flush=True)
+        inv = ua.wait("INVITE", 20)
+        ua.answer(inv, 180)
+        ua.answer(inv, 200, body=sdp(host, rtp_port))
+        ua.wait("ACK", 10)
+        dest = target(inv.body)
+        got = rtp(dest, 0.5, 3.0)  # the caller speaks first, as phones do when answered
+        bye = ua.wait("BYE", 10)
+        ua.answer(bye, 200)
+    else:
+        inv = ua.build("INVITE", "sip:bob@nat.test", body=sdp(host, rtp_port),
+                       headers={"Content-Type": "application/sdp"})
+        ua.send(inv)
+        ok = ua.expect(200, 10)
+        routes = list(reversed(ok.get_all("record-route")))
+        contact = str(ok.contacts[0].uri)
+        ack = ua.build("ACK", contact, to=str(ok.to.uri), to_tag=ok.to.tag)
+        ack.set("CSeq", f"{inv.cseq.number} ACK")
+        for r in routes:
+            ack.add("Route", r)
+        ua.send(ack)
+        dest = target(ok.body)
+        got = rtp(dest, 0.0, 3.0)
+        bye = ua.build("BYE", contact, to=str(ok.to.uri), to_tag=ok.to.tag)
+        for r in routes:
+            bye.add("Route", r)
+        ua.send(bye)
+        assert ua.wait(lambda x: isinstance(x, m.Response) and x.cseq.method == "BYE", 5).status == 200
+    print(json.dumps({"received": got, "sent_to": dest}), flush=True)
     """
 )
 
@@ -165,34 +151,88 @@ def topology() -> Iterator[tuple[str, str]]:
             subprocess.run(["ip", "netns", "del", ns], timeout=10, capture_output=True)
 
 
-def run_pair(ua: str, pub: str, mode: str) -> tuple[int, int, dict[str, int]]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    p = subprocess.Popen(["ip", "netns", "exec", pub, sys.executable, "-c", PUB, mode, str(N)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+def env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=f"{ROOT / 'tests'}:{ROOT / 'src'}")
+
+
+def serve(tmp: Path, pub: str, relay: bool) -> subprocess.Popen[bytes]:
+    cfg = tmp / "sipedge.toml"
+    cfg.write_text(
+        f"""
+[general]
+data_dir = "{tmp / 'data'}"
+log_level = "debug"
+
+[sip]
+listen = ["udp:{SERVER}:5060"]
+domains = ["nat.test"]
+
+[auth]
+register = false
+invite = false
+
+[web]
+enabled = false
+
+[nat]
+keepalive_interval = 0
+
+[media]
+enabled = {"true" if relay else "false"}
+listen = "{SERVER}"
+port_min = 40000
+port_max = 40019
+"""
+    )
+    log = tmp / "sipedge.log"
+    with log.open("wb") as logf:
+        proc = subprocess.Popen(["ip", "netns", "exec", pub, sys.executable, "-m", "sipedge.cli", "serve",
+                                 "--config", str(cfg)], stdout=logf, stderr=subprocess.STDOUT, env=env())
+    deadline = time.monotonic() + 15
+    while b"sipedge ready" not in log.read_bytes():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+        time.sleep(0.05)
+    return proc
+
+
+def party(ns: str, role: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", PARTY, role, SERVER, str(N)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+
+
+def call(tmp: Path, ua: str, pub: str, relay: bool) -> tuple[dict[str, object], dict[str, object], str]:
+    """One call from the NATed caller to the public callee; each side's JSON result."""
+    tmp.mkdir()
+    server = serve(tmp, pub, relay)
+    procs: list[subprocess.Popen[str]] = []
     try:
-        assert p.stdout is not None
-        first = json.loads(p.stdout.readline())
-        host, port = first["a_target"]
-        a = subprocess.run(["ip", "netns", "exec", ua, sys.executable, "-c", UA, host, str(port), str(N)],
-                           capture_output=True, text=True, timeout=20, env=env)
-        assert a.returncode == 0, a.stderr
-        out, err = p.communicate(timeout=20)
-        assert p.returncode == 0, err
+        callee = party(pub, "callee")
+        procs.append(callee)
+        assert callee.stdout is not None
+        line = callee.stdout.readline()
+        assert line, callee.communicate(timeout=10)[1]
+        caller = party(ua, "caller")
+        procs.append(caller)
+        out = {}
+        for name, p in (("caller", caller), ("callee", callee)):
+            stdout, stderr = p.communicate(timeout=40)
+            assert p.returncode == 0, (name, stderr, (tmp / "sipedge.log").read_text(errors="replace")[-3000:])
+            out[name] = json.loads(stdout.strip().splitlines()[-1])
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    last = json.loads(out.strip().splitlines()[-1])
-    return json.loads(a.stdout)["a_received"], last["b_received"], last["stats"]
+        for p in [*procs, server]:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+    return out["caller"], out["callee"], (tmp / "sipedge.log").read_text(errors="replace")
 
 
-def test_private_sdp_address_two_way_only_with_relay(topology: tuple[str, str]) -> None:
+def test_natted_caller_has_two_way_audio_only_through_the_relay(topology: tuple[str, str], tmp_path: Path) -> None:
     ua, pub = topology
-    a_got, b_got, _ = run_pair(ua, pub, "direct")
-    assert b_got == N  # A -> B works through the NAT
-    assert a_got == 0  # B -> A's private SDP address goes nowhere: one-way audio
-    a_got, b_got, stats = run_pair(ua, pub, "relay")
-    assert b_got == N
-    # B starts after A's first packet latched A's public mapping: everything reaches A
-    assert a_got == N, (a_got, stats)
-    assert stats["media_packets_dropped_stranger"] == 0
+    caller, callee, _ = call(tmp_path / "direct", ua, pub, relay=False)
+    assert callee["sent_to"] == ["192.168.77.2", 5000]  # the phone's private SDP address
+    assert callee["received"] == N  # the phone reaches the public callee through its NAT
+    assert caller["received"] == 0  # but nothing comes back: one-way audio
+    caller, callee, log = call(tmp_path / "relay", ua, pub, relay=True)
+    assert callee["sent_to"][0] == SERVER and caller["sent_to"][0] == SERVER  # both SDPs name the relay
+    assert callee["received"] == N
+    assert caller["received"] == N, log[-3000:]  # latching found the NAT mapping: two-way audio
