@@ -18,7 +18,7 @@ from helpers.ua import UA
 from sipedge.sdp.model import SessionDescription
 from sipedge.sip import message as m
 
-USERS = {name: f"{name}-pw" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan")}
+USERS = {name: f"{name}-pw" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory")}
 
 
 @pytest.fixture(scope="module", params=["built-in relay", "remote relay over ng"])
@@ -257,3 +257,41 @@ def test_call_without_nat_leaves_media_alone(server: Server) -> None:
     finally:
         carol.close()
         dave.close()
+
+
+def test_late_offer_sdp_in_200_answer_in_ack(server: Server) -> None:
+    """An INVITE without SDP (a late offer, as many phones and PBXs send): the callee's
+    offer in the 200 and the caller's answer in the ACK both go through the relay, and
+    RTP flows both ways; BYE ends it."""
+    judy = UA("udp", (server.host, server.udp), "judy", server.host, USERS["judy"])
+    mallory = UA("udp", (server.host, server.udp), "mallory", server.host, USERS["mallory"])
+    a_rtp, b_rtp = udp_socket(), udp_socket()
+    try:
+        assert mallory.register().status == 200
+        inv = judy.build("INVITE", mallory.aor)
+        inv.set("Contact", f"<sip:judy@192.168.77.2:{judy.port}>")  # behind a NAT: media is relayed
+        judy.send(inv)
+        judy.send(judy.authorize(inv, judy.expect(407)))
+        seen = mallory.wait("INVITE")
+        assert isinstance(seen, m.Request) and not seen.body
+        mallory.answer(seen, 200, body=sdp("127.0.0.1", b_rtp.getsockname()[1]))
+        ok = judy.expect(200)
+        to_judy = media_of(ok.body)
+        assert to_judy[0] == "127.0.0.1" and to_judy[1] != b_rtp.getsockname()[1]  # the relay's port
+        ack = in_dialog(judy, "ACK", ok, body=sdp("192.168.77.2", 4000))
+        ack.set("CSeq", f"{inv.cseq.number + 1} ACK")
+        judy.send(ack)
+        got = mallory.wait("ACK")
+        to_mallory = media_of(got.body)
+        assert to_mallory[0] == "127.0.0.1" and to_mallory[1] not in (4000, to_judy[1])
+        talk(a_rtp, b_rtp, to_judy[1], to_mallory[1], 0)
+        judy.send(in_dialog(judy, "BYE", ok))
+        bye = mallory.wait("BYE")
+        assert isinstance(bye, m.Request)
+        mallory.answer(bye, 200)
+        judy.expect(200)
+    finally:
+        judy.close()
+        mallory.close()
+        for s in (a_rtp, b_rtp):
+            s.close()

@@ -614,9 +614,26 @@ class ProxyCore:
             return
         outbound = self.identity.listener_for_flow(dest) if isinstance(dest, Flow) else self.identity.listener_for_target(dest)
         forwarding.add_via(req, outbound, forwarding.branch_id(ctx.request, 0))
-        self.counters["sip_requests_relayed"] += 1
-        data = req.serialize()
-        self._out.append(Send(data, dest, None) if isinstance(dest, Flow) else Send(data, None, dest))
+
+        def send(sdp: bytes | None = None, error: tuple[int, str] | None = None, now: float = 0.0) -> None:
+            if sdp is not None:
+                req.body = sdp
+            elif error is not None:
+                log.warning("media answer in ACK failed for %s: %s", req.get("call-id"), error)
+            self.counters["sip_requests_relayed"] += 1
+            data = req.serialize()
+            self._out.append(Send(data, dest, None) if isinstance(dest, Flow) else Send(data, None, dest))
+
+        if ctx.media is not None and req.method == "ACK" and _has_sdp(req):
+            # the caller's answer to a late offer (the offerer's tag is the To tag)
+            try:
+                offerer, answerer = req.to.tag or "", req.from_.tag or ""
+            except ParseError:
+                send()
+                return
+            self._media_job("answer", req.get("call-id") or "", offerer, answerer, req.body, ctx.media, send)
+            return
+        send()
 
     # -- responses ---------------------------------------------------------------------------
     def _on_branch_response(self, key: Any, resp: Response, flow: Flow | None, now: float) -> None:
@@ -719,14 +736,22 @@ class ProxyCore:
                 except ParseError:
                     from_tag = to_tag = ""
 
+                # An INVITE without SDP makes the SDP of its answer the callee's offer
+                # (late offer, RFC 3261 §13.2.1); the ACK carries the caller's answer.
+                late_offer = ptx.request.method == "INVITE" and not _has_sdp(ptx.request)
+                op = "offer" if late_offer else "answer"
+
                 def then(sdp: bytes | None, error: tuple[int, str] | None, later: float) -> None:
                     if sdp is not None:
                         resp.body = sdp
                     else:
-                        log.warning("media answer failed for %s: %s", call_id, error)
+                        log.warning("media %s failed for %s: %s", op, call_id, error)
                     self._forward_response_now(ptx, resp, later, flow)
 
-                self._media_job("answer", call_id, from_tag, to_tag, resp.body, ptx.media, then)
+                if late_offer:  # the ng from-tag is always the offerer's
+                    self._media_job("offer", call_id, to_tag, from_tag, resp.body, ptx.media, then)
+                else:
+                    self._media_job("answer", call_id, from_tag, to_tag, resp.body, ptx.media, then)
                 return
         self._forward_response_now(ptx, resp, now, flow)
 
