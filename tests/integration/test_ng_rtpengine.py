@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-import signal
 import socket
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from helpers.rtpengine import INSTALLED, running_rtpengine
 from sipedge.media.relay import Flags, RelayError
 from sipedge.media.rtp import RtpPacket
 from sipedge.server.ng import NgRemote
 
-RTPENGINE = shutil.which("rtpengine") or "/usr/bin/rtpengine"
-
 pytestmark = [
     pytest.mark.timeout(30),
-    pytest.mark.skipif(not Path(RTPENGINE).exists(), reason="rtpengine not installed (rtpengine-daemon)"),
+    pytest.mark.skipif(not INSTALLED, reason="rtpengine not installed (rtpengine-daemon)"),
 ]
 
 
@@ -51,34 +47,12 @@ def udp() -> socket.socket:
 
 @pytest.fixture
 async def rtpengine(tmp_path: Path) -> AsyncIterator[NgRemote]:
-    ng_port = free_udp()
-    conf = tmp_path / "rtpengine.conf"
-    conf.write_text("[rtpengine]\n")
-    proc = subprocess.Popen(
-        [RTPENGINE, "--config-file", str(conf), "--foreground", "--interface=127.0.0.1",
-         f"--listen-ng=127.0.0.1:{ng_port}", "--port-min=49000", "--port-max=49199", "--table=-1",
-         "--log-level=4", "--log-stderr", f"--pidfile={tmp_path}/rtpengine.pid"],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "rtpengine.log").open("wb"),
-    )
-    client = NgRemote("127.0.0.1", ng_port, timeout=1.0, retries=2)
-    try:
-        for _ in range(50):
-            try:
-                if await client.ping():
-                    break
-            except RelayError:
-                await asyncio.sleep(0.1)
-        else:
-            pytest.fail("rtpengine did not answer ping: " + (tmp_path / "rtpengine.log").read_text()[-2000:])
-        yield client
-    finally:
-        client.close()
-        proc.send_signal(signal.SIGTERM)
+    with running_rtpengine(tmp_path, 49000, 49199) as ng_port:
+        client = NgRemote("127.0.0.1", ng_port, timeout=1.0, retries=2)
         try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            yield client
+        finally:
+            client.close()
 
 
 async def test_client_drives_rtpengine(rtpengine: NgRemote) -> None:

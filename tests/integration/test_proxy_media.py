@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from helpers.ports import free_port
+from helpers.rtpengine import INSTALLED as RTPENGINE_INSTALLED
+from helpers.rtpengine import running_rtpengine
 from helpers.sipserver import SIPEDGE, Server, running_server
 from helpers.ua import UA
 from sipedge.sdp.model import SessionDescription
@@ -21,15 +23,22 @@ from sipedge.sip import message as m
 USERS = {name: f"{name}-pw" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory")}
 
 
-@pytest.fixture(scope="module", params=["built-in relay", "remote relay over ng"])
+@pytest.fixture(scope="module", params=["built-in relay", "remote relay over ng", "rtpengine over ng"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """sipedge serve with its own relay, or driving a separate `sipedge media serve` node
-    over the ng protocol (the first step of media scale-out)."""
+    over the ng protocol (the first step of media scale-out), or a real rtpengine."""
     tmp = tmp_path_factory.mktemp("media")
     low = free_port() & ~1
     ports = f"port_min = {low}\nport_max = {low + 40}\n"
     if request.param == "built-in relay":
         with running_server(tmp, users=USERS, extra=f'\n[media]\n{ports}ng_listen = ""\n') as s:
+            yield s
+        return
+    if request.param == "rtpengine over ng":
+        if not RTPENGINE_INSTALLED:
+            pytest.skip("rtpengine not installed (rtpengine-daemon)")
+        with running_rtpengine(tmp, low, low + 40) as ng, \
+                running_server(tmp / "proxy", users=USERS, extra=f'\n[media]\nremote = "127.0.0.1:{ng}"\n') as s:
             yield s
         return
     ng = free_port()
@@ -99,11 +108,12 @@ def talk(a_rtp: socket.socket, b_rtp: socket.socket, to_a: int, to_b: int, first
     for seq in range(first, first + 5):
         a_rtp.sendto(rtp(seq), ("127.0.0.1", to_a))
     got_b = [b_rtp.recvfrom(2048)[0] for _ in range(5)]
-    assert [struct.unpack("!H", p[2:4])[0] for p in got_b] == list(range(first, first + 5))
+    # (sorted: rtpengine's worker threads may reorder a burst)
+    assert sorted(struct.unpack("!H", p[2:4])[0] for p in got_b) == list(range(first, first + 5))
     for seq in range(first + 100, first + 105):
         b_rtp.sendto(rtp(seq), ("127.0.0.1", to_b))
     got_a = [a_rtp.recvfrom(2048)[0] for _ in range(5)]
-    assert [struct.unpack("!H", p[2:4])[0] for p in got_a] == list(range(first + 100, first + 105))
+    assert sorted(struct.unpack("!H", p[2:4])[0] for p in got_a) == list(range(first + 100, first + 105))
 
 
 def in_dialog(caller: UA, method: str, ok: m.Response, body: bytes = b"") -> m.Request:
@@ -170,9 +180,9 @@ def test_refused_reinvite_keeps_the_call_media(server: Server) -> None:
         frank.close()
 
 
-def test_malformed_sdp_is_refused_488_with_the_reason(server: Server) -> None:
-    """An offer the relay cannot parse is answered 488 by the proxy, saying what is wrong;
-    the callee never sees it."""
+def test_malformed_sdp_is_refused_488_with_the_reason(server: Server, request: pytest.FixtureRequest) -> None:
+    """An offer the relay cannot parse is answered 488 by the proxy, saying what is wrong
+    (rtpengine says only that it failed to parse the SDP); the callee never sees it."""
     alice = UA("udp", (server.host, server.udp), "alice", server.host, USERS["alice"])
     grace = UA("udp", (server.host, server.udp), "grace", server.host, USERS["grace"])
     try:
@@ -182,8 +192,9 @@ def test_malformed_sdp_is_refused_488_with_the_reason(server: Server) -> None:
         alice.send(inv)
         alice.send(alice.authorize(inv, alice.expect(407)))
         refused = alice.expect_final()
-        assert refused.status == 488
-        assert "port" in (refused.reason + " ".join(refused.get_all("warning"))).lower()
+        assert refused.status == 488 and refused.reason.startswith("Bad SDP")
+        if request.node.callspec.params["server"] != "rtpengine over ng":
+            assert "port" in refused.reason
         assert not [x for x in grace.inbox if isinstance(x, m.Request)]
     finally:
         alice.close()

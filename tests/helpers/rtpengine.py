@@ -1,0 +1,57 @@
+"""Debian's ``rtpengine-daemon`` as a reference media relay for tests: userspace only
+(``--table=-1``), on loopback, with an ng control port."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from helpers.ports import free_port
+
+RTPENGINE = shutil.which("rtpengine") or "/usr/bin/rtpengine"
+INSTALLED = Path(RTPENGINE).exists()
+
+
+def _pings(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        s.sendto(b"probe d7:command4:pinge", ("127.0.0.1", port))
+        try:
+            return b"pong" in s.recv(2048)
+        except OSError:
+            return False
+
+
+@contextlib.contextmanager
+def running_rtpengine(tmp: Path, port_min: int, port_max: int) -> Iterator[int]:
+    """rtpengine relaying on 127.0.0.1 ports ``port_min``..``port_max``; yields its ng port.
+    Deleted calls go at once (``--delete-delay=0``; the default keeps them 30 s)."""
+    ng_port = free_port()
+    conf = tmp / "rtpengine.conf"
+    conf.write_text("[rtpengine]\n")
+    log = tmp / "rtpengine.log"
+    proc = subprocess.Popen(
+        [RTPENGINE, "--config-file", str(conf), "--foreground", "--interface=127.0.0.1",
+         f"--listen-ng=127.0.0.1:{ng_port}", f"--port-min={port_min}", f"--port-max={port_max}", "--table=-1",
+         "--delete-delay=0", "--log-level=6", "--log-stderr", f"--pidfile={tmp}/rtpengine.pid"],
+        stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not _pings(ng_port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("rtpengine did not answer ping: " + log.read_text(errors="replace")[-2000:])
+        yield ng_port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
