@@ -73,8 +73,9 @@ class MediaConfig:
     ice: str = option(
         "auto",
         "ICE towards each party: auto (relay-only ICE-lite for ICE peers, none otherwise), "
-        "remove, force (always ICE-lite), relay (keep candidates, add the relay as one)",
-        one_of("auto", "remove", "force", "relay"),
+        "remove, force (always ICE-lite), relay (keep candidates, add the relay as one), "
+        "force-relay (the same, c=/m= left as they were)",
+        one_of("auto", "remove", "force", "relay", "force-relay"),
     )
     max_calls: int = option(10000, "most concurrent relayed calls (503 above)", positive)
     max_media: int = option(16, "most m= sections in one SDP (488 above)", positive)

@@ -70,7 +70,7 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
             rtcp_mux.append(f[len("rtcp-mux-"):])
     mode = None
     if ice is not None:
-        mode = {"remove": "remove", "force": "force", "force-relay": "relay", "optional": "relay",
+        mode = {"remove": "remove", "force": "force", "force-relay": "force-relay", "optional": "relay",
                 "default": "auto", "relay": "relay"}.get(_norm(ice))
         if mode is None:
             raise RelayError(f"unknown ICE option {ice!r}", (488, "Bad media flags"))
@@ -90,7 +90,7 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
     return Flags(
         ice=mode,
         replace_origin="origin" in replace,
-        replace_session_connection=True,
+        replace_session_connection="session-connection" in replace,
         trust_address=trust or "trust-address" in flags,
         received_from=received_from,
         media_address=media_address,
@@ -106,8 +106,8 @@ def flags_to_request(flags: Flags) -> dict[str, Any]:
     out: dict[str, Any] = {}
     fl: list[str] = []
     if flags.ice:
-        out["ICE"] = {"relay": "force-relay", "auto": "default"}.get(flags.ice, flags.ice)
-    replace = ["session-connection"]
+        out["ICE"] = {"relay": "optional", "auto": "default"}.get(flags.ice, flags.ice)
+    replace = ["session-connection"] if flags.replace_session_connection else []
     if flags.replace_origin:
         replace.append("origin")
     out["replace"] = replace

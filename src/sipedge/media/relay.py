@@ -42,7 +42,7 @@ from .stats import StreamStats
 RTP, RTCP = 1, 2
 ICE_ATTRS = ("ice-ufrag", "ice-pwd", "ice-options", "candidate", "end-of-candidates",
              "remote-candidates", "ice-mismatch", "ice-pacing", "ice2")
-ICE_MODES = ("auto", "remove", "force", "relay")
+ICE_MODES = ("auto", "remove", "force", "relay", "force-relay")
 
 
 class RelayError(Error):
@@ -76,7 +76,12 @@ class Flags:
     ``ice``: None = config default; "remove" strips ICE towards the recipient; "force"
     replaces it with the relay's own ICE-lite candidates; "relay" keeps the endpoints'
     candidates and adds the relay as a low-priority relay candidate; "auto" = force if the
-    recipient speaks ICE (or, for an offer, if the offerer does), else remove.
+    recipient speaks ICE (or, for an offer, if the offerer does), else remove;
+    "force-relay" is "relay" leaving the c=/m= lines (the default candidate) as they were,
+    as rtpengine's ICE=force-relay does (without ICE in the SDP it acts as "relay").
+
+    ``replace_session_connection``: rewrite the session-level c= line; when off it stays as
+    it was and every relayed media section gets a c= line of its own naming the relay.
     """
 
     ice: str | None = None
@@ -794,12 +799,10 @@ class MediaRelay:
     ) -> None:
         om = out.media[i]
         assert p.rtp_port is not None and p.rtcp_port is not None
-        om.m = replace(om.m, port=p.rtp_port, port_count=None)  # one relay port (pair) per m=
-        conn = om.connection
-        if conn is not None and not (conn.is_hold and zero_hold):
-            om.connection = Connection("IN", self._adv_family, self._adv)
-        elif conn is None and out.connection is None:
-            out.connection = Connection("IN", self._adv_family, self._adv)
+        had = om.ice_ufrag is not None or out.ice_ufrag is not None
+        keep_default = ice_mode == "force-relay" and had  # c=/m= stay the endpoint's
+        if not keep_default:
+            self._point_at_relay(out, om, p, flags, zero_hold)
         if offer:
             if "demux" in flags.rtcp_mux or "reject" in flags.rtcp_mux:
                 om.remove_attrs("rtcp-mux")
@@ -809,13 +812,13 @@ class MediaRelay:
             om.remove_attrs("rtcp-mux")  # never answer rtcp-mux to an offerer that did not offer it
         elif not om.rtcp_mux:
             om.add_attr("rtcp-mux")  # accepted back towards the offerer (we demux)
-        om.set_attr("rtcp", str(p.rtcp_port))
+        if not keep_default:
+            om.set_attr("rtcp", str(p.rtcp_port))
         # ICE towards the recipient p
-        mode = ice_mode
+        mode = "relay" if ice_mode == "force-relay" else ice_mode
         if mode == "auto":
             recipient_ice = p.had_ice if not offer else src.had_ice
             mode = "force" if recipient_ice else "remove"
-        had = om.ice_ufrag is not None or out.ice_ufrag is not None
         if mode == "relay" and had:
             p.ice_ufrag = p.ice_pwd = None
             om.remove_attrs("candidate", lambda v: v is not None and " typ relay" in v)
@@ -854,10 +857,27 @@ class MediaRelay:
             om.add_attr("candidate", str(c))
         om.add_attr("end-of-candidates")
 
+    def _point_at_relay(self, out: SessionDescription, om: MediaSection, p: Stream, flags: Flags,
+                        zero_hold: bool) -> None:
+        """The m= port and the c= line that applies to ``om`` name the relay."""
+        assert p.rtp_port is not None
+        om.m = replace(om.m, port=p.rtp_port, port_count=None)  # one relay port (pair) per m=
+        relay = Connection("IN", self._adv_family, self._adv)
+        conn = om.connection
+        if conn is not None:
+            if not (conn.is_hold and zero_hold):
+                om.connection = relay
+        elif out.connection is None:
+            out.connection = relay
+        elif not flags.replace_session_connection and not (out.connection.is_hold and zero_hold):
+            om.connection = relay  # the session line stays: this section says where to send
+
     def _rewrite_session(self, out: SessionDescription, flags: Flags, desc: SessionDescription) -> None:
         conn = out.connection
         uses_ice = desc.ice_ufrag is not None or any(m.ice_ufrag is not None for m in desc.media)
-        if conn is not None and not (conn.is_hold and not uses_ice):
+        keep_default = uses_ice and (flags.ice or self.config.ice) == "force-relay"
+        if conn is not None and flags.replace_session_connection and not keep_default \
+                and not (conn.is_hold and not uses_ice):
             out.connection = Connection("IN", self._adv_family, self._adv)
         if flags.replace_origin:
             o = out.origin

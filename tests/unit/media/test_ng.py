@@ -126,8 +126,23 @@ def test_flag_spellings() -> None:
     f = flags_from_request({"flags": [b"SIP source address", b"asymmetric", b"strict_source", b"ICE=force-relay",
                                       b"rtcp-mux-demux", b"replace-origin"],
                             "received-from": [b"IP4", b"192.0.2.9"]})
-    assert (f.trust_address, f.symmetric, f.strict_source, f.ice) == (False, False, True, "relay")
+    assert (f.trust_address, f.symmetric, f.strict_source, f.ice) == (False, False, True, "force-relay")
     assert f.rtcp_mux == ("demux",) and f.replace_origin and f.received_from == "192.0.2.9"
+    assert not f.replace_session_connection  # only when asked, as rtpengine
+    assert flags_from_request({"flags": [b"replace-session-connection"]}).replace_session_connection
+    assert flags_from_request({"ice": b"optional"}).ice == "relay"
+
+
+def test_session_connection_is_replaced_only_when_asked() -> None:
+    """Without ``replace: session-connection`` the session-level c= line is left alone and
+    the media section gets its own c= naming the relay, so media still reaches the relay."""
+    srv = server()
+    kept = call(srv, b"1", {"command": "offer", "call-id": "k", "from-tag": "f", "sdp": SDP_A})["sdp"]
+    assert kept.count(b"c=IN IP4 198.51.100.1") == 1  # the session line, as it was
+    assert kept.index(b"c=IN IP4 203.0.113.1") > kept.index(b"m=audio")  # the media line's own
+    replaced = call(srv, b"2", {"command": "offer", "call-id": "r", "from-tag": "f", "sdp": SDP_A,
+                                "replace": [b"session-connection"]})["sdp"]
+    assert b"198.51.100.1\r\nt=" not in replaced and replaced.count(b"c=IN IP4 203.0.113.1") == 1
 
 
 def test_client_codec_round_trip_through_server() -> None:

@@ -246,6 +246,22 @@ def test_auto_answer_to_ice_offerer_gets_lite_ice_and_phone_gets_none() -> None:
     assert b"typ host" in to_browser
 
 
+def test_ice_force_relay_leaves_the_default_candidate() -> None:
+    """rtpengine's ICE=force-relay: the endpoints' candidates and their c=/m= (the default
+    candidate) stay; the relay is added only as a relay candidate, ICE picks it if needed."""
+    r = relay()
+    out = r.offer("c", "f", crlf(CHROME), 0.0, Flags(ice="force-relay"))
+    text = out.decode()
+    assert "m=audio 53892 " in text and "c=IN IP4 192.168.1.34" in text and "a=rtcp:9 IN IP4 0.0.0.0" in text
+    assert "typ host" in text and "typ srflx" in text
+    relay_lines = [ln for ln in text.splitlines() if "typ relay" in ln]
+    assert len(relay_lines) == 1 and " 203.0.113.1 " in relay_lines[0]
+    assert int(relay_lines[0].split()[5]) in r.ports  # a port the relay holds for this call
+    # without ICE in the SDP there is no candidate to add: the relay takes c=/m= as "relay" does
+    plain = r.offer("d", "f", crlf(PHONE_A), 0.0, Flags(ice="force-relay")).decode()
+    assert "c=IN IP4 203.0.113.1" in plain and "m=audio 2000 " not in plain
+
+
 def test_rtcp_mux_flags() -> None:
     r = relay()
     out = r.offer("c", "f", crlf(PHONE_A), 0.0, Flags(rtcp_mux=("require",)))
