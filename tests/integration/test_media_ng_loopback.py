@@ -16,7 +16,7 @@ import pytest
 
 from sipedge.config.media import MediaConfig
 from sipedge.media import bencode
-from sipedge.media.relay import RelayError
+from sipedge.media.relay import Flags, RelayError
 from sipedge.media.rtp import RtpPacket
 from sipedge.server.media import MediaServer
 from sipedge.server.ng import NgControlServer, NgRemote
@@ -271,6 +271,47 @@ async def test_ipv6_relay_and_control() -> None:
         q = await client.query("v6")
         assert q["tags"]["ft"]["medias"][0]["streams"][0]["endpoint"]["family"] == "IPv6"
         assert await client.delete("v6", "ft") is not None
+    finally:
+        a.close()
+        b.close()
+        client.close()
+        control.close()
+        server.close()
+
+
+async def test_direction_bridges_two_interfaces_over_ng() -> None:
+    """Two named interfaces on different loopback addresses (a private and a public
+    network): an ng offer with ``direction: [priv, pub]`` gives each party the relay
+    address of its own network, and media crosses between them with the right sources."""
+    base = 43000 + (os.getpid() % 200) * 20
+    cfg = MediaConfig(interfaces=["priv/127.0.0.2", "pub/127.0.0.3"], port_min=base, port_max=base + 9)
+    server = MediaServer(cfg)
+    control = NgControlServer(server, "127.0.0.1", 0)
+    client = NgRemote(*control.address, timeout=3.0)
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind(("127.0.0.2", 0))
+    b.bind(("127.0.0.3", 0))
+    a.setblocking(False)
+    b.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        offer = sdp(a.getsockname()[1]).replace(b"127.0.0.1", b"127.0.0.2")
+        to_b = await client.offer("dir-1", "ft", offer, Flags(direction=("priv", "pub")))
+        to_a = await client.answer("dir-1", "ft", "tt", sdp(b.getsockname()[1]).replace(b"127.0.0.1", b"127.0.0.3"))
+        assert b"c=IN IP4 127.0.0.3" in to_b and b"c=IN IP4 127.0.0.2" in to_a
+        pa, pb = port_of(to_a), port_of(to_b)
+        a.sendto(rtp(1, 1), ("127.0.0.2", pa))
+        async with asyncio.timeout(5):
+            data, src = await loop.sock_recvfrom(b, 2048)
+        assert data == rtp(1, 1) and src == ("127.0.0.3", pb)  # out of the public side
+        b.sendto(rtp(2, 2), ("127.0.0.3", pb))
+        async with asyncio.timeout(5):
+            data, src = await loop.sock_recvfrom(a, 2048)
+        assert data == rtp(2, 2) and src == ("127.0.0.2", pa)  # out of the private side
+        with pytest.raises(RelayError) as exc:
+            await client.offer("dir-2", "ft", offer, Flags(direction=("priv", "dmz")))
+        assert exc.value.hint[0] == 488
     finally:
         a.close()
         b.close()

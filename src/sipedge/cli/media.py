@@ -57,9 +57,8 @@ async def _serve(media_config: MediaConfig, host: str, port: int) -> int:
 
     server = MediaServer(media_config)
     control = NgControlServer(server, host, port)
-    log.info("media relay: ng on %s:%d, ports %s %d-%d, advertising %s", *control.address,
-             media_config.listen, media_config.port_min, media_config.port_max,
-             media_config.advertised_address)
+    log.info("media relay: ng on %s:%d, ports %d-%d on %s", *control.address,
+             media_config.port_min, media_config.port_max, media_config.describe_interfaces())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

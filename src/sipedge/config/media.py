@@ -32,6 +32,34 @@ def _hostport_or_empty(v: Any) -> str | None:
     return None
 
 
+def parse_interface(spec: str) -> tuple[str, str, str]:
+    """``NAME/IP`` or ``NAME/IP!ADVERTISED`` (rtpengine's --interface syntax) as (name, listen,
+    advertised); ValueError when malformed."""
+    name, slash, rest = spec.partition("/")
+    listen, _, adv = rest.partition("!")
+    if not slash or not name or _ip(listen) or (adv and _ip(adv)):
+        raise ValueError(spec)
+    if ipaddress.ip_address(listen).is_unspecified and not adv:
+        raise ValueError(spec)
+    return name, listen, adv or listen
+
+
+def _interfaces(v: Any) -> str | None:
+    names: set[str] = set()
+    for item in v:
+        try:
+            name, _, _ = parse_interface(item)
+        except (ValueError, TypeError):
+            return (
+                'a list like ["priv/10.0.0.5", "pub/10.0.1.5!203.0.113.10"] (name/listen-ip, '
+                f"optionally !advertised-ip, needed when listening on 0.0.0.0); {item!r} is not"
+            )
+        if name in names:
+            return f"interfaces with distinct names; {name!r} appears twice"
+        names.add(name)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class MediaConfig:
     """Media relay (rtpengine class)."""
@@ -41,6 +69,13 @@ class MediaConfig:
     advertise: str = option(
         "", "address written into rewritten SDP (empty = listen); the public IP behind 1:1 NAT",
         _ip_or_empty,
+    )
+    interfaces: list[str] = option(
+        [],
+        "named interfaces for bridging networks, as rtpengine's --interface: "
+        '["priv/10.0.0.5", "pub/10.0.1.5!203.0.113.10"]; the ng "direction" flag picks one per '
+        "side; the first is the default (empty = one interface from listen/advertise)",
+        _interfaces,
     )
     port_min: int = option(30000, "lowest relay port (RTP ports are even, RTCP = RTP + 1)", port)
     port_max: int = option(40000, "highest relay port", port)
@@ -81,7 +116,7 @@ class MediaConfig:
     max_media: int = option(16, "most m= sections in one SDP (488 above)", positive)
 
     def __post_init__(self) -> None:
-        if not self.advertise and ipaddress.ip_address(self.listen).is_unspecified:
+        if not self.interfaces and not self.advertise and ipaddress.ip_address(self.listen).is_unspecified:
             raise ConfigError(
                 f"media.listen = {self.listen!r} with media.advertise empty: expected an advertise "
                 "address (the IP peers send media to) when listening on all interfaces"
@@ -94,7 +129,22 @@ class MediaConfig:
 
     @property
     def advertised_address(self) -> str:
-        return self.advertise or self.listen
+        return self.interface_list[0][2]
+
+    @property
+    def interface_list(self) -> list[tuple[str, str, str]]:
+        """(name, listen, advertised) of each interface; the first is the default."""
+        if not self.interfaces:
+            return [("default", self.listen, self.advertise or self.listen)]
+        return [parse_interface(spec) for spec in self.interfaces]
+
+    def describe_interfaces(self) -> str:
+        """For the start-up log: where the relay ports bind and what SDP will say."""
+        parts = []
+        for name, listen, adv in self.interface_list:
+            label = "" if not self.interfaces else f"{name} "
+            parts.append(f"{label}{listen}" + (f" (as {adv})" if adv != listen else ""))
+        return ", ".join(parts)
 
     @property
     def remote_address(self) -> tuple[str, int] | None:

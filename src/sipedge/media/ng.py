@@ -58,10 +58,13 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
     replace = {_norm(f) for f in _strlist(req.get("replace"))}
     rtcp_mux = [_norm(f) for f in _strlist(req.get("rtcp-mux"))]
     ice = _str(req.get("ice"))
+    direction = _strlist(req.get("direction"))
     for f in list(flags):  # Kamailio may pass "key=value" flags through verbatim
         key, eq, value = f.partition("=")
         if eq and key == "ice":
             ice = value
+        elif eq and key == "direction":
+            direction.append(value)
         elif eq and key == "rtcp-mux":
             rtcp_mux.append(value)
         elif f.startswith("replace-"):
@@ -85,6 +88,8 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
                 ipaddress.ip_address(addr)
             except ValueError:
                 raise RelayError(f"bad address {addr!r}", (488, "Bad media flags")) from None
+    if direction and len(direction) != 2:
+        raise RelayError(f"direction needs two interfaces, got {direction!r}", (488, "Bad media flags"))
     trust = "sip-source-address" not in flags
     strict = True if "strict-source" in flags else (False if "media-handover" in flags else None)
     return Flags(
@@ -98,6 +103,7 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
         strict_source=strict,
         rtcp_mux=tuple(m for m in rtcp_mux if m in ("offer", "require", "demux", "accept", "reject")),
         label=_str(req.get("label")),
+        direction=(direction[0], direction[1]) if direction else None,
     )
 
 
@@ -125,6 +131,8 @@ def flags_to_request(flags: Flags) -> dict[str, Any]:
         out["rtcp-mux"] = list(flags.rtcp_mux)
     if flags.label:
         out["label"] = flags.label
+    if flags.direction:
+        out["direction"] = list(flags.direction)
     out["flags"] = fl
     return out
 

@@ -8,10 +8,12 @@ from typing import Protocol
 
 
 class PortAllocator(Protocol):
-    """Hands out relay ports. ``count`` is 1 (rtcp-mux) or 2 (an even RTP port + RTCP)."""
+    """Hands out relay ports. ``count`` is 1 (rtcp-mux) or 2 (an even RTP port + RTCP).
+    Port numbers are unique across interfaces (one range), so a port names its socket."""
 
-    def allocate(self, count: int) -> int | None:
-        """The first port of a free block, or None when the range is exhausted."""
+    def allocate(self, count: int, interface: str = "") -> int | None:
+        """The first port of a free block on the named interface ("" = the default), or
+        None when the range is exhausted."""
         ...
 
     def release(self, port: int, count: int) -> None: ...
@@ -31,7 +33,7 @@ class RangePortAllocator:
         self._used: set[int] = set()
         self.size = len(bases)
 
-    def allocate(self, count: int) -> int | None:
+    def allocate(self, count: int, interface: str = "") -> int | None:
         if not self._free:
             return None
         base = self._free.popleft()

@@ -58,6 +58,9 @@ class RelayConfig:
     """Core settings (built from ``config.media.MediaConfig`` by the adapter)."""
 
     advertised_address: str = "127.0.0.1"
+    # named interfaces (name, advertised address) for the ng "direction" flag; the first is
+    # the default. Empty: one interface, "default", at ``advertised_address``.
+    interfaces: tuple[tuple[str, str], ...] = ()
     timeout: float = 60.0
     hold_timeout: float = 3600.0
     offer_timeout: float = 3600.0  # calls that never carried media (ringing, held from start)
@@ -80,6 +83,10 @@ class Flags:
     "force-relay" is "relay" leaving the c=/m= lines (the default candidate) as they were,
     as rtpengine's ICE=force-relay does (without ICE in the SDP it acts as "relay").
 
+    ``direction``: the named interfaces facing the offerer and the recipient (rtpengine's
+    ``direction``), to bridge two networks; honoured where a stream's ports are not yet
+    allocated (an initial offer), remembered after.
+
     ``replace_session_connection``: rewrite the session-level c= line; when off it stays as
     it was and every relayed media section gets a c= line of its own naming the relay.
     """
@@ -94,6 +101,7 @@ class Flags:
     strict_source: bool | None = None
     rtcp_mux: tuple[str, ...] = ()
     label: str | None = None
+    direction: tuple[str, str] | None = None  # (offerer's interface, recipient's), first offer
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +166,7 @@ class Stream:
 
     __slots__ = (
         "call", "direction", "egress", "expected_rtcp", "expected_rtp", "had_ice", "hold",
-        "ice_pwd", "ice_ufrag", "index", "ingress", "last_signal", "latched_rtcp", "latched_rtp",
+        "ice_pwd", "ice_ufrag", "index", "ingress", "interface", "last_signal", "latched_rtcp", "latched_rtp",
         "leg", "media", "mux", "no_dest", "owns_ports", "peer", "port_count", "profile",
         "rtcp_port", "rtcp_stats", "rtp_port", "rtp_stats", "side", "strangers", "strict",
         "symmetric",
@@ -175,6 +183,7 @@ class Stream:
         self.rtcp_port: int | None = None
         self.port_count = 0
         self.owns_ports = True
+        self.interface = ""  # the named interface its ports are on ("" = the default)
         self.expected_rtp: Address | None = None
         self.expected_rtcp: Address | None = None
         self.latched_rtp: Address | None = None
@@ -276,7 +285,9 @@ class MediaRelay:
         self._events: list[Event] = []
         self._next_sweep: float | None = None
         self._adv = config.advertised_address
-        self._adv_family = _family(self._adv)
+        self._ifaces: dict[str, str] = dict(config.interfaces) or {"default": config.advertised_address}
+        if config.interfaces:
+            self._adv = config.interfaces[0][1]
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "media_calls_created", "media_calls_deleted", "media_calls_timed_out",
@@ -588,11 +599,12 @@ class MediaRelay:
         for i, (pa, pb) in enumerate(zip(primary.streams[0], primary.streams[1], strict=False)):
             a = Stream(call, leg, 0, i)
             for name in ("media", "profile", "expected_rtp", "expected_rtcp", "mux", "hold",
-                         "direction", "had_ice", "symmetric", "strict"):
+                         "direction", "had_ice", "symmetric", "strict", "interface"):
                 setattr(a, name, getattr(pa, name))
             b = Stream(call, leg, 1, i)
             b.media, b.profile = pb.media, pb.profile
             b.rtp_port, b.rtcp_port, b.owns_ports = pb.rtp_port, pb.rtcp_port, False
+            b.interface = pb.interface
             b.port_count = pb.port_count
             b.ice_ufrag, b.ice_pwd = pb.ice_ufrag, pb.ice_pwd
             for port in {pb.rtp_port, pb.rtcp_port} - {None}:
@@ -656,7 +668,7 @@ class MediaRelay:
 
     def _allocate(self, s: Stream, single: bool) -> None:
         count = 1 if single else 2
-        base = self._alloc.allocate(count)
+        base = self._alloc.allocate(count, s.interface)
         if base is None:
             self.counters["media_port_exhaustion"] += 1
             raise RelayError("relay port range exhausted", (503, "Media relay out of ports"))
@@ -667,6 +679,21 @@ class MediaRelay:
         self._sockets[base] = _Socket(s, rtcp=False)
         if not single:
             self._sockets[base + 1] = _Socket(s, rtcp=True)
+
+    def _direction(self, flags: Flags) -> tuple[str, str] | None:
+        """The interfaces the ng ``direction`` names; RelayError 488 for an unknown one.
+        rtpengine's legacy "internal"/"external" mean nothing unless configured."""
+        if flags.direction is None:
+            return None
+        names = [n if n in self._ifaces else "" for n in flags.direction]
+        for asked, got in zip(flags.direction, names, strict=True):
+            if not got and asked not in ("internal", "external"):
+                raise RelayError(f"unknown interface {asked!r} in direction", (488, "Unknown media interface"))
+        return names[0], names[1]
+
+    def _adv_of(self, s: Stream) -> str:
+        """The address written into SDP for ports of ``s`` (its interface's advertised one)."""
+        return self._ifaces.get(s.interface, self._adv) if s.interface else self._adv
 
     def _new_token(self, n: int) -> str:
         return token(n, self._token) if self._token is not None else token(n)
@@ -686,6 +713,7 @@ class MediaRelay:
         allocated: list[Stream] = []
         strict = self.config.strict_source if flags.strict_source is None else flags.strict_source
         ice_mode = flags.ice or self.config.ice
+        towards = self._direction(flags) if offer else None
         try:
             for i, m in enumerate(desc.media):
                 if i >= len(mine):
@@ -696,6 +724,11 @@ class MediaRelay:
                     created.append(theirs[-1])
                 s, p = mine[i], theirs[i]
                 s.peer, p.peer = p, s
+                if towards is not None:  # ports still to allocate go on the named interfaces
+                    if s.rtp_port is None:
+                        s.interface = towards[0]
+                    if p.rtp_port is None:
+                        p.interface = towards[1]
                 s.last_signal = now
                 s.media, s.profile = m.media, m.proto
                 s.symmetric, s.strict = flags.symmetric, strict
@@ -740,7 +773,7 @@ class MediaRelay:
                 self._rewrite_media(out, i, p, flags, offer, ice_mode, s, hold)
             if not offer:
                 self._share_bundle(out, desc, theirs, mine, flags, ice_mode)
-            self._rewrite_session(out, flags, desc)
+            self._rewrite_session(out, flags, desc, self._adv_of(theirs[0]) if theirs else self._adv)
         except BaseException:
             for st in allocated:
                 self._release(st)
@@ -826,9 +859,9 @@ class MediaRelay:
             for comp, port in ((1, p.rtp_port), (2, p.rtcp_port)):
                 if comp == 2 and (p.rtcp_port == p.rtp_port or om.rtcp_mux):
                     continue
+                adv = self._adv_of(p)
                 c = Candidate(
-                    "sipedge", comp, "UDP", candidate_priority(0, 65535, comp), self._adv, port,
-                    "relay", self._adv, port,
+                    "sipedge", comp, "UDP", candidate_priority(0, 65535, comp), adv, port, "relay", adv, port,
                 )
                 om.add_attr("candidate", str(c))
             return
@@ -853,7 +886,7 @@ class MediaRelay:
         for comp, port in ((1, p.rtp_port), (2, p.rtcp_port)):
             if comp == 2 and (p.rtcp_port == p.rtp_port or om.rtcp_mux):
                 continue
-            c = Candidate("sipedge", comp, "UDP", candidate_priority(126, 65535, comp), self._adv, port, "host")
+            c = Candidate("sipedge", comp, "UDP", candidate_priority(126, 65535, comp), self._adv_of(p), port, "host")
             om.add_attr("candidate", str(c))
         om.add_attr("end-of-candidates")
 
@@ -862,7 +895,8 @@ class MediaRelay:
         """The m= port and the c= line that applies to ``om`` name the relay."""
         assert p.rtp_port is not None
         om.m = replace(om.m, port=p.rtp_port, port_count=None)  # one relay port (pair) per m=
-        relay = Connection("IN", self._adv_family, self._adv)
+        adv = self._adv_of(p)
+        relay = Connection("IN", _family(adv), adv)
         conn = om.connection
         if conn is not None:
             if not (conn.is_hold and zero_hold):
@@ -872,13 +906,13 @@ class MediaRelay:
         elif not flags.replace_session_connection and not (out.connection.is_hold and zero_hold):
             om.connection = relay  # the session line stays: this section says where to send
 
-    def _rewrite_session(self, out: SessionDescription, flags: Flags, desc: SessionDescription) -> None:
+    def _rewrite_session(self, out: SessionDescription, flags: Flags, desc: SessionDescription, adv: str) -> None:
         conn = out.connection
         uses_ice = desc.ice_ufrag is not None or any(m.ice_ufrag is not None for m in desc.media)
         keep_default = uses_ice and (flags.ice or self.config.ice) == "force-relay"
         if conn is not None and flags.replace_session_connection and not keep_default \
                 and not (conn.is_hold and not uses_ice):
-            out.connection = Connection("IN", self._adv_family, self._adv)
+            out.connection = Connection("IN", _family(adv), adv)
         if flags.replace_origin:
             o = out.origin
-            out.origin = replace(o, addrtype=self._adv_family, address=self._adv)
+            out.origin = replace(o, addrtype=_family(adv), address=adv)

@@ -306,7 +306,8 @@ class App:
             self.sip.media = self.media
             assert self.sip.core is not None
             self.sip.core.media_available = True
-            log.info("media relay on %s ports %d-%d", cfg.media.listen, cfg.media.port_min, cfg.media.port_max)
+            log.info("media relay on %s ports %d-%d", cfg.media.describe_interfaces(), cfg.media.port_min,
+                     cfg.media.port_max)
         if cfg.turn.enabled:
             users_path = Path(cfg.turn.users_db) if cfg.turn.users_db else cfg.database_path
             self.turn_users = TurnUserStore(users_path)

@@ -32,19 +32,22 @@ _RCVBUF = 1 << 20
 
 
 class SocketPortAllocator:
-    """A :class:`PortAllocator` that binds the UDP sockets of each block it hands out,
-    skipping ports some other process holds."""
+    """A :class:`PortAllocator` that binds the UDP sockets of each block it hands out on
+    the address of the interface asked for, skipping ports some other process holds.
+    ``hosts`` maps interface names to listen addresses; the first is the default."""
 
-    def __init__(self, host: str, low: int, high: int, rng: random.Random | None = None) -> None:
+    def __init__(self, hosts: dict[str, str], low: int, high: int, rng: random.Random | None = None) -> None:
         self._inner = RangePortAllocator(low, high, rng)
-        self._host = host
-        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._hosts = hosts
+        self._default = next(iter(hosts.values()))
         self.sockets: dict[int, socket.socket] = {}
         self.on_bind: Any = None  # set by MediaServer: callable(port, sock)
         self.on_close: Any = None
         self.bind_failures = 0
 
-    def allocate(self, count: int) -> int | None:
+    def allocate(self, count: int, interface: str = "") -> int | None:
+        host = self._hosts.get(interface, self._default) if interface else self._default
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         for _ in range(16):
             base = self._inner.allocate(count)
             if base is None:
@@ -52,14 +55,14 @@ class SocketPortAllocator:
             opened: list[tuple[int, socket.socket]] = []
             try:
                 for port in range(base, base + count):
-                    sock = socket.socket(self._family, socket.SOCK_DGRAM)
+                    sock = socket.socket(family, socket.SOCK_DGRAM)
                     opened.append((port, sock))
                     sock.setblocking(False)
                     try:
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
                     except OSError:
                         pass
-                    sock.bind((self._host, port))
+                    sock.bind((host, port))
             except OSError as exc:
                 for _, sock in opened:
                     sock.close()
@@ -91,6 +94,7 @@ class SocketPortAllocator:
 def relay_config(cfg: MediaConfig) -> RelayConfig:
     return RelayConfig(
         advertised_address=cfg.advertised_address,
+        interfaces=tuple((name, adv) for name, _, adv in cfg.interface_list) if cfg.interfaces else (),
         timeout=cfg.timeout,
         hold_timeout=cfg.hold_timeout,
         offer_timeout=cfg.offer_timeout,
@@ -108,7 +112,9 @@ class MediaServer:
     def __init__(self, config: MediaConfig, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.config = config
         self.loop = loop or asyncio.get_running_loop()
-        self.allocator = SocketPortAllocator(config.listen, config.port_min, config.port_max)
+        self.allocator = SocketPortAllocator(
+            {name: listen for name, listen, _ in config.interface_list}, config.port_min, config.port_max
+        )
         self.allocator.on_bind = self._watch
         self.allocator.on_close = self._unwatch
         self.relay = MediaRelay(relay_config(config), self.allocator)

@@ -134,7 +134,12 @@ class NgRemote:
             # (sipedge nodes add what is wrong, which the 488 passes on)
             _, found, detail = reason.partition("parse SDP")
             detail = detail.lstrip(": ").removeprefix("malformed SDP: ")[:200]
-            hint = (488, f"Bad SDP: {detail}" if detail else "Bad SDP") if found else (503, "Media relay error")
+            if found:
+                hint = (488, f"Bad SDP: {detail}" if detail else "Bad SDP")
+            elif "interface" in reason.lower():  # a direction naming no configured interface
+                hint = (488, "Unknown media interface")
+            else:
+                hint = (503, "Media relay error")
             raise RelayError(reason, hint)
         sdp: bytes = reply["sdp"]
         return sdp

@@ -16,6 +16,10 @@ def test_defaults_and_derived() -> None:
     assert m.advertised_address == "2001:db8::5" and m.ng_address == ("::1", 2223)
     assert parse_config({"media": {"ng_listen": ""}}).media.ng_address is None
     assert "[media]" in default_toml() and "offer_timeout = 3600.0" in default_toml()
+    m = parse_config({"media": {"interfaces": ["priv/10.0.0.5", "pub/0.0.0.0!203.0.113.10"]}}).media
+    assert m.interface_list == [("priv", "10.0.0.5", "10.0.0.5"), ("pub", "0.0.0.0", "203.0.113.10")]
+    assert m.advertised_address == "10.0.0.5"  # the first is the default
+    assert m.describe_interfaces() == "priv 10.0.0.5, pub 0.0.0.0 (as 203.0.113.10)"
 
 
 @pytest.mark.parametrize(
@@ -28,6 +32,9 @@ def test_defaults_and_derived() -> None:
         ({"ng_listen": "localhost"}, 'expected an "ip:port"'),
         ({"ice": "sometimes"}, "expected one of 'auto', 'remove', 'force', 'relay'"),
         ({"timeout": 0}, "expected a number greater than 0"),
+        ({"interfaces": ["pub"]}, "name/listen-ip"),
+        ({"interfaces": ["pub/0.0.0.0"]}, "needed when listening on 0.0.0.0"),
+        ({"interfaces": ["a/10.0.0.1", "a/10.0.0.2"]}, "'a' appears twice"),
         ({"bogus": 1}, "media.bogus: unknown option"),
     ],
 )
