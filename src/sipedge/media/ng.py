@@ -54,12 +54,13 @@ def _normalize_request(raw: dict[bytes, Any]) -> dict[str, Any]:
 
 def flags_from_request(req: dict[str, Any]) -> Flags:
     """Build relay :class:`Flags` from a normalized ng request dictionary."""
-    flags = {_norm(f) for f in _strlist(req.get("flags"))}
+    flag_list = [_norm(f) for f in _strlist(req.get("flags"))]  # in order: direction=a direction=b
+    flags = set(flag_list)
     replace = {_norm(f) for f in _strlist(req.get("replace"))}
     rtcp_mux = [_norm(f) for f in _strlist(req.get("rtcp-mux"))]
     ice = _str(req.get("ice"))
     direction = _strlist(req.get("direction"))
-    for f in list(flags):  # Kamailio may pass "key=value" flags through verbatim
+    for f in flag_list:  # Kamailio may pass "key=value" flags through verbatim
         key, eq, value = f.partition("=")
         if eq and key == "ice":
             ice = value
