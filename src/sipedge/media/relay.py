@@ -28,6 +28,7 @@ Timers: :meth:`get_timer` / :meth:`handle_timer` time out silent calls. Events
 from __future__ import annotations
 
 import ipaddress
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -217,6 +218,21 @@ class Stream:
         return max(self.rtp_stats.last_packet, self.rtcp_stats.last_packet)
 
 
+STUN_ROUTE_TTL = 40.0  # seconds a passed-on check waits for its answer (RFC 8489 Rc/RTO)
+MAX_STUN_ROUTES = 20000
+
+
+@dataclass(slots=True)
+class _StunRoute:
+    """Where the answer to a passed-on ICE check goes: back out of ``port`` to ``source``."""
+
+    port: int
+    source: Address
+    stream: Stream
+    nominate: bool
+    expires: float
+
+
 class _Socket:
     """A local port: the stream(s) receiving on it (several only for forked branches)."""
 
@@ -282,6 +298,7 @@ class MediaRelay:
         self._wall = wall_clock
         self._calls: dict[str, Call] = {}
         self._sockets: dict[int, _Socket] = {}
+        self._stun_routes: OrderedDict[bytes, _StunRoute] = OrderedDict()
         self._events: list[Event] = []
         self._next_sweep: float | None = None
         self._adv = config.advertised_address
@@ -294,7 +311,7 @@ class MediaRelay:
                 "media_packets_relayed", "media_bytes_relayed", "media_packets_dropped_stranger",
                 "media_packets_dropped_no_destination", "media_packets_dropped_unknown_port",
                 "media_packets_dropped_malformed", "media_stun_answered", "media_port_exhaustion",
-                "media_offers", "media_answers", "media_deletes",
+                "media_offers", "media_answers", "media_deletes", "media_stun_relayed",
             ),
             0,
         )
@@ -425,12 +442,25 @@ class MediaRelay:
             self.counters["media_packets_dropped_malformed"] += 1
             return None
         b0 = data[0]
-        if b0 < 4 and s.ice_pwd is not None:
-            return self._stun(s, data, local_port, remote, now, sock.rtcp)
         rtcp = sock.rtcp or (128 <= b0 < 192 and len(data) > 1 and 192 <= data[1] <= 223)
-        # latching (symmetric RTP): accept the latched source, learn or re-learn it safely
         latched = s.latched_rtcp if rtcp else s.latched_rtp
-        if latched != remote and not self._accept(s, rtcp, remote, data, now, latched):
+        another_candidate = False
+        if b0 < 4:
+            if s.ice_pwd is not None:
+                return self._stun(s, data, local_port, remote, now, sock.rtcp)
+            stun = stunlite.peek(data)
+            if stun is not None:  # the endpoints' own ICE, through us (the relay candidate)
+                if stun.cls >= 2:
+                    routed = self._route_stun_response(s, stun, data, now)
+                    if routed is not None:
+                        return routed
+                elif stun.cls == 0:
+                    self._remember_stun(stun, local_port, remote, s, now)
+                    # a check from another of the party's candidates passes on without
+                    # latching; its answer goes back to it by transaction id
+                    another_candidate = latched is not None and latched != remote
+        # latching (symmetric RTP): accept the latched source, learn or re-learn it safely
+        if latched != remote and not another_candidate and not self._accept(s, rtcp, remote, data, now, latched):
             s.strangers += 1
             self.counters["media_packets_dropped_stranger"] += 1
             return None
@@ -467,6 +497,36 @@ class MediaRelay:
                 return None
             data = wire
         return port, dest, data
+
+    def _remember_stun(self, stun: stunlite.PassingStun, port: int, remote: Address, s: Stream, now: float) -> None:
+        routes = self._stun_routes
+        routes[stun.transaction_id] = _StunRoute(port, remote, s, stun.use_candidate, now + STUN_ROUTE_TTL)
+        while len(routes) > MAX_STUN_ROUTES:
+            routes.popitem(last=False)
+
+    def _route_stun_response(self, s: Stream, stun: stunlite.PassingStun, data: bytes,
+                             now: float) -> tuple[int, Address, bytes] | None:
+        """The peer's answer to a check we passed on goes back to the candidate that sent
+        it, out of the port it came in on. A success for a nominating check (USE-CANDIDATE)
+        latches that party's stream on the nominated candidate: its media comes from there."""
+        route = self._stun_routes.pop(stun.transaction_id, None)
+        if route is None or route.expires < now or route.stream.peer is not s:
+            return None
+        x = route.stream
+        if stun.cls == 2 and route.nominate:
+            rtcp = self._sockets.get(route.port) is not None and self._sockets[route.port].rtcp
+            current = x.latched_rtcp if rtcp else x.latched_rtp
+            if current != route.source:
+                if rtcp:
+                    x.latched_rtcp = route.source
+                else:
+                    x.latched_rtp = route.source
+                    if x.mux:
+                        x.latched_rtcp = route.source
+                self._events.append(StreamLatched(x.call.call_id, x.tag, x.index, RTCP if rtcp else RTP,
+                                                  route.source, current is not None))
+        self.counters["media_stun_relayed"] += 1
+        return route.port, route.source, data
 
     def _accept(self, s: Stream, rtcp: bool, remote: Address, data: bytes, now: float, latched: Address | None) -> bool:
         if not s.symmetric:

@@ -24,6 +24,36 @@ _FP_XOR = 0x5354554E
 
 
 @dataclass(frozen=True, slots=True)
+class PassingStun:
+    """What a relay that forwards endpoints' own ICE checks needs of a STUN message,
+    without credentials: its class (0 request, 1 indication, 2 success, 3 error), the
+    transaction id and whether a request nominates (USE-CANDIDATE)."""
+
+    cls: int
+    transaction_id: bytes
+    use_candidate: bool
+
+
+def peek(data: bytes) -> PassingStun | None:
+    """The header facts of a well-framed STUN message, or None when it is not one."""
+    if len(data) < 20:
+        return None
+    mtype, length, cookie = struct.unpack_from("!HHI", data)
+    if cookie != MAGIC or mtype & 0xC000 or length + 20 != len(data) or length % 4:
+        return None
+    cls = ((mtype >> 7) & 0x2) | ((mtype >> 4) & 0x1)
+    nominate = False
+    pos = 20
+    while cls == 0 and pos + 4 <= len(data):
+        atype, alen = struct.unpack_from("!HH", data, pos)
+        if atype == USE_CANDIDATE:
+            nominate = True
+            break
+        pos += 4 + alen + (-alen % 4)
+    return PassingStun(cls, data[8:20], nominate)
+
+
+@dataclass(frozen=True, slots=True)
 class BindingRequest:
     transaction_id: bytes
     username: str

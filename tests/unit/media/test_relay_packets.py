@@ -289,3 +289,45 @@ def test_ringing_call_without_media_uses_offer_timeout() -> None:
     assert r.calls() == ["ring"]
     r.handle_timer(216.0)  # 120 s after the last signalling, never any media
     assert r.calls() == []
+
+
+def _stun(mtype: int, txid: bytes, use_candidate: bool = False) -> bytes:
+    attrs = struct.pack("!HH", stunlite.USE_CANDIDATE, 0) if use_candidate else b""
+    return struct.pack("!HHI", mtype, len(attrs), stunlite.MAGIC) + txid + attrs
+
+
+def test_relay_candidate_passes_checks_of_every_candidate_and_latches_on_the_nominated() -> None:
+    """ICE through the relay candidate (``ice = "relay"``): the relay is not an ICE agent,
+    it passes the endpoints' checks on. A check from another of A's addresses is not a
+    stranger: it reaches B, and B's answer goes back to that address by transaction id.
+    When B accepts a nominating check (USE-CANDIDATE), A's media is expected from there."""
+    ice = "a=ice-ufrag:{u}\r\na=ice-pwd:{u}{u}{u}{u}{u}{u}\r\na=candidate:1 1 udp 2130706431 {ip} {port} typ host\r\n"
+    r = MediaRelay(RelayConfig(advertised_address="203.0.113.1", ice="relay"),
+                   RangePortAllocator(40000, 40099, random.Random(3)))
+    to_b = r.offer("call", "ft", sdp(A, ice.format(u="aaaa", ip=A[0], port=A[1])), 0.0)
+    to_a = r.answer("call", "ft", "tt", sdp(B, ice.format(u="bbbb", ip=B[0], port=B[1])), 0.0)
+    pa, pb = port_of(to_a), port_of(to_b)
+    assert b"typ relay" in to_a and b"typ relay" in to_b
+    a2 = ("198.51.100.9", 2002)  # A's other candidate (a second interface, say)
+    check1, check2 = _stun(0x0001, b"1" * 12), _stun(0x0001, b"2" * 12)
+    assert r.receive(check1, pa, A, 1.0) == (pb, B, check1)  # the first source latches, as RTP
+    assert r.receive(check2, pa, a2, 1.1) == (pb, B, check2)  # passed on, not a stranger
+    ok2 = _stun(0x0101, b"2" * 12)
+    assert r.receive(ok2, pb, B, 1.2) == (pa, a2, ok2)  # back to the candidate that asked
+    assert r.receive(rtp(1), pa, a2, 1.3) is None  # media still latched on A, not a2
+    nominate = _stun(0x0001, b"3" * 12, use_candidate=True)
+    assert r.receive(nominate, pa, a2, 1.4) == (pb, B, nominate)
+    err = _stun(0x0111, b"3" * 12)  # an error answer does not move the latch
+    assert r.receive(err, pb, B, 1.45) == (pa, a2, err)
+    assert r.receive(nominate, pa, a2, 1.5) == (pb, B, nominate)
+    r.events()
+    ok3 = _stun(0x0101, b"3" * 12)
+    assert r.receive(ok3, pb, B, 1.6) == (pa, a2, ok3)
+    assert [e for e in r.events() if isinstance(e, StreamLatched)] == [StreamLatched("call", "ft", 0, 1, a2, True)]
+    assert r.receive(rtp(2), pa, a2, 1.7) == (pb, B, rtp(2))  # the nominated pair carries media
+    assert r.receive(rtp(3, 99), pb, B, 1.8) == (pa, a2, rtp(3, 99))
+    # an answer nobody asked for takes the ordinary path (to A's latched address)
+    stray = _stun(0x0101, b"9" * 12)
+    assert r.receive(stray, pb, B, 1.9) == (pa, a2, stray)
+    assert r.stats()["media_packets_dropped_stranger"] == 1  # only the early RTP from a2
+    assert r.stats()["media_stun_relayed"] == 3
