@@ -124,6 +124,7 @@ def test_basic_call_through_the_proxy(server: Server, transport: str) -> None:
         assert len(rr) == (1 if transport == "udp" else 2)
         assert len(seen.vias) == 2
         assert seen.max_forwards == 69
+        assert seen.get_all("proxy-authorization") == []  # the caller's credentials were for us
         ack = in_dialog(alice, "ACK", ok, routes, cseq=ok.cseq.number)
         alice.send(ack)
         assert bob.wait("ACK").method == "ACK"

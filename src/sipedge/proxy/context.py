@@ -229,6 +229,11 @@ class RequestContext:
         """
         return self.core.authenticate(self)
 
+    def consume_credentials(self) -> None:
+        """After ``auth_check``: drop this proxy's own Proxy-Authorization so the next hop
+        never sees the caller's digest response (credentials for other realms stay)."""
+        self.core.consume_credentials(self)
+
     # -- finishing -------------------------------------------------------------
     def reply(self, status: int, reason: str | None = None, headers: list[tuple[str, str]] | None = None) -> None:
         """Answer the request (statefully when it has a transaction)."""

@@ -440,6 +440,29 @@ class ProxyCore:
         ctx.reply(status, reason, [(challenge_header, c) for c in challenges])
         return False
 
+    def consume_credentials(self, ctx: RequestContext) -> None:
+        """Remove the Proxy-Authorization values for our realm: they were for us, and the
+        next hop has no business seeing them. Credentials for other realms stay (RFC 3261
+        §22.3: a proxy leaves alone the credentials that are not its own)."""
+        req = ctx.request
+        realm = self._realm(req)
+        values = req.get_all("proxy-authorization")
+        if not values:
+            return
+        kept = []
+        for v in values:
+            try:
+                _, params, _ = digest.parse_auth_params(v)
+            except ParseError:
+                kept.append(v)
+                continue
+            if params.get("realm") != realm:
+                kept.append(v)
+        if len(kept) != len(values):
+            req.remove("proxy-authorization")
+            for v in kept:
+                req.add("Proxy-Authorization", v)
+
     def _realm(self, req: Request) -> str:
         if self.config.auth.realm:
             return self.config.auth.realm

@@ -69,8 +69,10 @@ def request_route(ctx: RequestContext) -> None:
         return
 
     needs_auth = ctx.core.config.auth.invite and ctx.is_from_local()
-    if needs_auth and ctx.method not in ("ACK", "CANCEL", "PRACK") and not ctx.auth_check():
-        return
+    if needs_auth and ctx.method not in ("ACK", "CANCEL", "PRACK"):
+        if not ctx.auth_check():
+            return
+        ctx.consume_credentials()  # ours: the callee has no use for them
 
     # NATMANAGE: requests from NATed or WebSocket clients carry their flow in the Contact,
     # and the client is kept reachable while its dialog or subscription lasts.

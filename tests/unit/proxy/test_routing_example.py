@@ -116,3 +116,33 @@ def test_loading_errors_name_the_problem(tmp_path: Path) -> None:
         load_router(str(bad))
     with pytest.raises(ConfigError, match="failed to import"):
         load_router("sipedge.no_such_module")
+
+
+def test_consume_credentials_drops_ours_and_keeps_other_realms(tmp_path: Path) -> None:
+    """Kamailio's consume_credentials(): after auth_check the proxy's own
+    Proxy-Authorization is removed; one for a downstream realm goes on (RFC 3261 §22.3)."""
+    mod = tmp_path / "consume.py"
+    mod.write_text(
+        "from sipedge.proxy.context import BranchTarget\n"
+        "from sipedge.sip.flow import Target\n"
+        "def request_route(ctx):\n"
+        "    if not ctx.auth_check():\n"
+        "        return\n"
+        "    ctx.consume_credentials()\n"
+        "    ctx.relay([BranchTarget(dest=Target('udp', '127.0.0.1', 5070))])\n"
+    )
+    core = make_core(tmp_path)
+    core.router = load_router(str(mod))
+    uri = "sip:+15551234@127.0.0.1"
+    core.receive(invite(uri), PHONE, 1000.0)
+    challenge = next(
+        r for r in (m.parse(s.data) for s in core.outgoing()) if isinstance(r, m.Response) and r.status == 407
+    )
+    ch = digest.Challenge.parse(challenge.get_all("proxy-authenticate")[0])
+    ours = digest.authorize(ch, username="alice", password="alice-pw", method="INVITE", uri=uri, cnonce="c0ffee")
+    theirs = 'Digest username="alice", realm="trunk.example", nonce="n1", uri="' + uri + '", response="00"'
+    data = invite(uri, 2, str(ours)).replace(b"Content-Length", f"Proxy-Authorization: {theirs}\r\nContent-Length".encode())
+    core.receive(data, PHONE, 1000.1)
+    forwarded = [m.parse(s.data) for s in core.outgoing() if s.target == Target("udp", "127.0.0.1", 5070)]
+    assert forwarded and isinstance(forwarded[0], m.Request)
+    assert forwarded[0].get_all("proxy-authorization") == [theirs]
