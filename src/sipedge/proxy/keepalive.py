@@ -13,8 +13,9 @@ Two sources of clients to keep alive, both reduced to the flow to ping:
   alive while any reason lasts: its registration (until the bindings from that flow
   expire), each subscription accepted with a 2xx (until its Expires, ended by an
   unsubscribe or a terminated NOTIFY) and each dialog started with a 2xx (until a BYE, or
-  ``dialog_lifetime``). Endpoints are written through a :class:`EndpointStore` and
-  loaded back at start, so a restart keeps pinging them.
+  ``dialog_lifetime``). UDP endpoints are written through a :class:`EndpointStore` and
+  loaded back at start, so a restart keeps pinging them (a TCP/TLS endpoint's connection
+  closes with the process; WebSocket clients are left to WebSocket pings altogether).
 
 A flow is pinged once per interval however many reasons it has. Pings are 4-byte zero
 UDP datagrams (a double CRLF on TCP/TLS, RFC 5626 §4.4.1) or a stateless OPTIONS/NOTIFY
@@ -222,8 +223,8 @@ class KeepaliveCore:
         call_id, ftag, ttag = _dialog_tags(req)
         if method == "BYE" and ttag:
             self._end_dialog(call_id, ftag, ttag, now)
-        if not requested:
-            return
+        if not requested or flow.transport in ("ws", "wss"):
+            return  # (a WebSocket is kept open by WebSocket pings: nothing here pings it)
         if method == "REGISTER":
             self._registration_saved(req, flow, now)
             return
@@ -305,7 +306,8 @@ class KeepaliveCore:
         change(new)
         alive = new.prune(now)
         try:
-            if self.store is not None:
+            # only UDP endpoints outlive a restart: every TCP/TLS connection closes with us
+            if self.store is not None and tok.startswith("udp~"):
                 if alive:
                     self.store.save(new)
                 elif ep is not None:

@@ -325,6 +325,25 @@ class TestEndpoints:
         assert r.ka.stats()["keepalive_ping_send_failures"] == 1
 
 
+    def test_websocket_clients_are_no_endpoints_and_tcp_ones_are_not_stored(self, tmp_path: Path) -> None:
+        """A browser's connection is kept by WebSocket pings: asking for a keepalive adds
+        nothing to track. A TCP endpoint is pinged but not written to the database: its
+        connection would not survive a restart anyway. A UDP one is written."""
+        db = SqliteDatabase(tmp_path / "s.db")
+        try:
+            r = rig(store=SqliteEndpointStore(db))
+            dave = Flow("ws", ME, ("198.51.100.9", 50222), 9)
+            r.feed(register("dave", "sip:dave@df7jal23ls0d.invalid;transport=ws", "df7jal23ls0d.invalid", "WS"), dave)
+            assert r.last().status == 200  # type: ignore[union-attr]
+            assert r.ka.stats()["keepalive_endpoints"] == 0
+            r.feed(register("carol", "sip:carol@10.0.0.3:5060;transport=tcp", "10.0.0.3:5060", "TCP"), CAROL)
+            register_all(r)
+            assert r.ka.stats()["keepalive_endpoints"] == 2  # carol (TCP) and alice (UDP)
+            assert [e.token for e in SqliteEndpointStore(db).load()] == [ALICE.token]
+        finally:
+            db.close()
+
+
 class TestRestart:
     def test_state_survives_a_restart(self, tmp_path: Path) -> None:
         db = SqliteDatabase(tmp_path / "s.db")
