@@ -35,28 +35,9 @@ SCRIPT = textwrap.dedent(
     """
     import asyncio, json
     import aioice
-    from sipedge import sdp as sdpmod
+    from helpers.ice_agents import configure, offer_sdp
     from sipedge.config.media import MediaConfig
     from sipedge.server.media import MediaServer
-
-    def offer_sdp(conn):
-        host = conn.local_candidates[0]
-        lines = ["v=0", "o=- 1 1 IN IP4 " + host.host, "s=-", "c=IN IP4 " + host.host, "t=0 0",
-                 f"m=application {host.port} UDP/DTLS/SCTP webrtc-datachannel",
-                 "a=ice-ufrag:" + conn.local_username, "a=ice-pwd:" + conn.local_password]
-        lines += ["a=candidate:" + c.to_sdp() for c in conn.local_candidates]
-        lines += ["a=end-of-candidates", "a=rtcp-mux", ""]
-        return "\\r\\n".join(lines).encode()
-
-    async def configure(conn, body):
-        d = sdpmod.parse(body)
-        m = d.media[0]
-        conn.remote_username, conn.remote_password = m.ice_ufrag, m.ice_pwd
-        conn.remote_is_lite = d.ice_lite
-        for c in m.candidates:
-            await conn.add_remote_candidate(aioice.Candidate.from_sdp(str(c)))
-        await conn.add_remote_candidate(None)
-        return d, m
 
     async def main():
         media = MediaServer(MediaConfig(listen="192.0.2.1", port_min=40000, port_max=40099, ice="force"))
@@ -95,7 +76,7 @@ NETNS_SETUP = (
 
 
 def test_aioice_agents_connect_through_ice_lite_relay() -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'tests'}:{ROOT / 'src'}")
     res = subprocess.run(
         ["unshare", "--net", "sh", "-c", NETNS_SETUP, sys.executable, SCRIPT],
         capture_output=True, text=True, timeout=45, env=env,

@@ -42,32 +42,19 @@ SCRIPT = textwrap.dedent(
     """
     import asyncio, json, sys
     import aioice
-    from sipedge import sdp as sdpmod
+    from helpers.ice_agents import configure, offer_sdp
     from sipedge.config.media import MediaConfig
     from sipedge.server.media import MediaServer
 
     blocked = sys.argv[1] == "blocked"
 
-    def offer_sdp(conn):
-        cands = list(conn.local_candidates)
-        if blocked:  # what the far side is told leads nowhere: a closed port on each address
-            cands = [aioice.Candidate(c.foundation, c.component, c.transport, c.priority, c.host, 9, c.type)
-                     for c in cands]
-        first = cands[0]
-        lines = ["v=0", "o=- 1 1 IN IP4 " + first.host, "s=-", "c=IN IP4 " + first.host, "t=0 0",
-                 f"m=application {first.port} UDP/DTLS/SCTP webrtc-datachannel",
-                 "a=ice-ufrag:" + conn.local_username, "a=ice-pwd:" + conn.local_password]
-        lines += ["a=candidate:" + c.to_sdp() for c in cands]
-        lines += ["a=end-of-candidates", "a=rtcp-mux", ""]
-        return "\\r\\n".join(lines).encode()
-
-    async def configure(conn, body):
-        m = sdpmod.parse(body).media[0]
-        conn.remote_username, conn.remote_password = m.ice_ufrag, m.ice_pwd
-        for c in m.candidates:
-            await conn.add_remote_candidate(aioice.Candidate.from_sdp(str(c)))
-        await conn.add_remote_candidate(None)
-        return m
+    def told(conn):
+        # what the far side is told: the agent's own candidates, or (blocked) the same
+        # addresses at a closed port, so that no direct path works
+        if not blocked:
+            return None
+        return [aioice.Candidate(c.foundation, c.component, c.transport, c.priority, c.host, 9, c.type)
+                for c in conn.local_candidates]
 
     async def main():
         media = MediaServer(MediaConfig(listen="192.0.2.3", port_min=40000, port_max=40099, ice="relay"))
@@ -75,9 +62,9 @@ SCRIPT = textwrap.dedent(
         b = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
         await a.gather_candidates()
         await b.gather_candidates()
-        to_b = await media.offer("ice-call", "a-tag", offer_sdp(a))
-        to_a = await media.answer("ice-call", "a-tag", "b-tag", offer_sdp(b))
-        ma = await configure(a, to_a)
+        to_b = await media.offer("ice-call", "a-tag", offer_sdp(a, told(a)))
+        to_a = await media.answer("ice-call", "a-tag", "b-tag", offer_sdp(b, told(b)))
+        _, ma = await configure(a, to_a)
         await configure(b, to_b)
         await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
         for i in range(5):
@@ -110,7 +97,7 @@ NETNS_SETUP = (
 
 
 def run(mode: str) -> dict[str, object]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'tests'}:{ROOT / 'src'}")
     res = subprocess.run(
         ["unshare", "--net", "sh", "-c", NETNS_SETUP, sys.executable, SCRIPT, mode],
         capture_output=True, text=True, timeout=75, env=env,

@@ -21,13 +21,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers.netns import Topology, env, nat_topology, sipedge_in
 
 pytestmark = [
     pytest.mark.netns,
@@ -117,45 +116,13 @@ PARTY = textwrap.dedent(
 )
 
 
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, timeout=10, capture_output=True)
-
-
 @pytest.fixture
-def topology() -> Iterator[tuple[str, str]]:
-    tag = f"{os.getpid() % 100000}"
-    ua, rt, pub = f"smu{tag}", f"smr{tag}", f"smp{tag}"
-    for ns in (ua, rt, pub):
-        sh("ip", "netns", "add", ns)
-    try:
-        sh("ip", "link", "add", f"u{tag}", "netns", ua, "type", "veth", "peer", "name", f"ri{tag}", "netns", rt)
-        sh("ip", "link", "add", f"ro{tag}", "netns", rt, "type", "veth", "peer", "name", f"p{tag}", "netns", pub)
-        for ns, cmds in (
-            (ua, [["addr", "add", "192.168.77.2/24", "dev", f"u{tag}"], ["link", "set", f"u{tag}", "up"],
-                  ["link", "set", "lo", "up"], ["route", "add", "default", "via", "192.168.77.1"]]),
-            (rt, [["addr", "add", "192.168.77.1/24", "dev", f"ri{tag}"], ["link", "set", f"ri{tag}", "up"],
-                  ["addr", "add", "203.0.113.1/24", "dev", f"ro{tag}"], ["link", "set", f"ro{tag}", "up"],
-                  ["link", "set", "lo", "up"]]),
-            (pub, [["addr", "add", "203.0.113.2/24", "dev", f"p{tag}"],
-                   ["addr", "add", "203.0.113.3/24", "dev", f"p{tag}"], ["link", "set", f"p{tag}", "up"],
-                   ["link", "set", "lo", "up"]]),
-        ):
-            for c in cmds:
-                sh("ip", "-n", ns, *c)
-        sh("ip", "netns", "exec", rt, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-        sh("ip", "netns", "exec", rt, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", f"ro{tag}",
-           "-j", "MASQUERADE")
-        yield ua, pub
-    finally:
-        for ns in (ua, rt, pub):
-            subprocess.run(["ip", "netns", "del", ns], timeout=10, capture_output=True)
+def topology() -> Iterator[Topology]:
+    with nat_topology("sm", [SERVER, "203.0.113.3"]) as topo:
+        yield topo
 
 
-def env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=f"{ROOT / 'tests'}:{ROOT / 'src'}")
-
-
-def serve(tmp: Path, pub: str, relay: bool) -> subprocess.Popen[bytes]:
+def config(tmp: Path, relay: bool) -> Path:
     cfg = tmp / "sipedge.toml"
     cfg.write_text(
         f"""
@@ -184,15 +151,7 @@ port_min = 40000
 port_max = 40019
 """
     )
-    log = tmp / "sipedge.log"
-    with log.open("wb") as logf:
-        proc = subprocess.Popen(["ip", "netns", "exec", pub, sys.executable, "-m", "sipedge.cli", "serve",
-                                 "--config", str(cfg)], stdout=logf, stderr=subprocess.STDOUT, env=env())
-    deadline = time.monotonic() + 15
-    while b"sipedge ready" not in log.read_bytes():
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
-        time.sleep(0.05)
-    return proc
+    return cfg
 
 
 def party(ns: str, role: str) -> subprocess.Popen[str]:
@@ -200,39 +159,39 @@ def party(ns: str, role: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
 
 
-def call(tmp: Path, ua: str, pub: str, relay: bool) -> tuple[dict[str, object], dict[str, object], str]:
+def call(tmp: Path, topo: Topology, relay: bool) -> tuple[dict[str, object], dict[str, object], str]:
     """One call from the NATed caller to the public callee; each side's JSON result."""
     tmp.mkdir()
-    server = serve(tmp, pub, relay)
+    log = tmp / "sipedge.log"
     procs: list[subprocess.Popen[str]] = []
-    try:
-        callee = party(pub, "callee")
-        procs.append(callee)
-        assert callee.stdout is not None
-        line = callee.stdout.readline()
-        assert line, callee.communicate(timeout=10)[1]
-        caller = party(ua, "caller")
-        procs.append(caller)
-        out = {}
-        for name, p in (("caller", caller), ("callee", callee)):
-            stdout, stderr = p.communicate(timeout=40)
-            assert p.returncode == 0, (name, stderr, (tmp / "sipedge.log").read_text(errors="replace")[-3000:])
-            out[name] = json.loads(stdout.strip().splitlines()[-1])
-    finally:
-        for p in [*procs, server]:
-            if p.poll() is None:
-                p.kill()
-            p.wait(10)
-    return out["caller"], out["callee"], (tmp / "sipedge.log").read_text(errors="replace")
+    with sipedge_in(topo.pub, config(tmp, relay), log):
+        try:
+            callee = party(topo.pub, "callee")
+            procs.append(callee)
+            assert callee.stdout is not None
+            line = callee.stdout.readline()
+            assert line, callee.communicate(timeout=10)[1]
+            caller = party(topo.phone, "caller")
+            procs.append(caller)
+            out = {}
+            for name, p in (("caller", caller), ("callee", callee)):
+                stdout, stderr = p.communicate(timeout=40)
+                assert p.returncode == 0, (name, stderr, log.read_text(errors="replace")[-3000:])
+                out[name] = json.loads(stdout.strip().splitlines()[-1])
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.wait(10)
+    return out["caller"], out["callee"], log.read_text(errors="replace")
 
 
-def test_natted_caller_has_two_way_audio_only_through_the_relay(topology: tuple[str, str], tmp_path: Path) -> None:
-    ua, pub = topology
-    caller, callee, _ = call(tmp_path / "direct", ua, pub, relay=False)
+def test_natted_caller_has_two_way_audio_only_through_the_relay(topology: Topology, tmp_path: Path) -> None:
+    caller, callee, _ = call(tmp_path / "direct", topology, relay=False)
     assert callee["sent_to"] == ["192.168.77.2", 5000]  # the phone's private SDP address
     assert callee["received"] == N  # the phone reaches the public callee through its NAT
     assert caller["received"] == 0  # but nothing comes back: one-way audio
-    caller, callee, log = call(tmp_path / "relay", ua, pub, relay=True)
+    caller, callee, log = call(tmp_path / "relay", topology, relay=True)
     assert callee["sent_to"][0] == SERVER and caller["sent_to"][0] == SERVER  # both SDPs name the relay
     assert callee["received"] == N
     assert caller["received"] == N, log[-3000:]  # latching found the NAT mapping: two-way audio

@@ -25,15 +25,14 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers.netns import Topology, nat_topology, sipedge_in
+
 CONNTRACK_TIMEOUT = 1  # seconds, UDP (both states) and TCP established, in the router
 IDLE = 4.5  # seconds the phones stay idle before the call: > 4 conntrack timeouts
 
@@ -265,52 +264,11 @@ HANGING_UP_UAS = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 """
 
 
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, timeout=10, capture_output=True)
-
-
-@dataclass
-class Topology:
-    phone: str
-    router: str
-    pub: str
-
-
 @pytest.fixture
 def topology() -> Iterator[Topology]:
-    tag = f"{os.getpid() % 100000}{time.monotonic_ns() % 1000}"
-    phone, rt, pub = f"snp{tag}", f"snr{tag}", f"snu{tag}"
-    made: list[str] = []
-    try:
-        for ns in (phone, rt, pub):
-            sh("ip", "netns", "add", ns)
-            made.append(ns)
-        sh("ip", "link", "add", f"np{tag}", "netns", phone, "type", "veth", "peer", "name", f"ni{tag}", "netns", rt)
-        sh("ip", "link", "add", f"no{tag}", "netns", rt, "type", "veth", "peer", "name", f"nu{tag}", "netns", pub)
-        for ns, cmds in (
-            (phone, [["addr", "add", "192.168.77.2/24", "dev", f"np{tag}"], ["link", "set", f"np{tag}", "up"],
-                     ["link", "set", "lo", "up"], ["route", "add", "default", "via", "192.168.77.1"]]),
-            (rt, [["addr", "add", "192.168.77.1/24", "dev", f"ni{tag}"], ["link", "set", f"ni{tag}", "up"],
-                  ["addr", "add", "203.0.113.1/24", "dev", f"no{tag}"], ["link", "set", f"no{tag}", "up"],
-                  ["link", "set", "lo", "up"]]),
-            (pub, [["addr", "add", "203.0.113.2/24", "dev", f"nu{tag}"],
-                   ["addr", "add", "203.0.113.3/24", "dev", f"nu{tag}"],
-                   ["addr", "add", "203.0.113.4/24", "dev", f"nu{tag}"],
-                   ["addr", "add", "203.0.113.5/24", "dev", f"nu{tag}"], ["link", "set", f"nu{tag}", "up"],
-                   ["link", "set", "lo", "up"]]),
-        ):
-            for c in cmds:
-                sh("ip", "-n", ns, *c)
-        sh("ip", "netns", "exec", rt, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-        sh("ip", "netns", "exec", rt, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", f"no{tag}",
-           "-j", "MASQUERADE")
-        for key in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream",
-                    "nf_conntrack_tcp_timeout_established"):
-            sh("ip", "netns", "exec", rt, "sysctl", "-q", "-w", f"net.netfilter.{key}={CONNTRACK_TIMEOUT}")
-        yield Topology(phone, rt, pub)
-    finally:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], timeout=10, capture_output=True)
+    pub = ["203.0.113.2", "203.0.113.3", "203.0.113.4", "203.0.113.5"]
+    with nat_topology("sn", pub, conntrack_timeout=CONNTRACK_TIMEOUT) as topo:
+        yield topo
 
 
 @contextlib.contextmanager
@@ -341,27 +299,8 @@ keepalive_interval = {0.3 if keepalive else 0}
 keepalive_method = "{keepalive or 'udp'}"
 """
     )
-    log = tmp / f"sipedge-{ip}.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    with log.open("wb") as logf:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "sipedge.cli", "serve", "--config", str(cfg)],
-            stdout=logf, stderr=subprocess.STDOUT, env=env,
-        )
-    try:
-        deadline = time.monotonic() + 15
-        while b"sipedge ready" not in log.read_bytes():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+    with sipedge_in(ns, cfg, tmp / f"sipedge-{ip}.log"):
         yield data / "sipedge.db"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def sipp(ns: str, scenario: Path, transport: str, local: tuple[str, int], remote: str | None, user: str,
