@@ -91,7 +91,7 @@ request_route {{
     }}
     if (is_method("INVITE")) {{
         record_route();
-        rtpengine_manage("trust-address replace-origin replace-session-connection ICE=remove");
+        rtpengine_manage("trust-address replace-origin replace-session-connection ICE=remove{direction}");
         t_on_reply("MEDIA");
     }}
     t_relay();
@@ -175,15 +175,22 @@ async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> int:
         raise
 
 
-async def test_kamailio_rtpengine_module_drives_sipedge(tmp_path: Path) -> None:
+@pytest.mark.parametrize("interfaces", [[], ["priv/127.0.0.1", "pub/127.0.0.2"]], ids=["one", "direction"])
+async def test_kamailio_rtpengine_module_drives_sipedge(tmp_path: Path, interfaces: list[str]) -> None:
+    """With two named interfaces, Kamailio's ``direction=priv direction=pub`` puts the
+    caller's ports on one address and the callee's on the other."""
     sip_port, uas_port, ng_port = free_udp(), free_udp(), free_udp()
     base = 44000 + (os.getpid() % 100) * 20
-    media = MediaServer(MediaConfig(listen="127.0.0.1", port_min=base, port_max=base + 19))
+    media = MediaServer(MediaConfig(listen="127.0.0.1", interfaces=interfaces, port_min=base, port_max=base + 19))
+    bound: set[str] = set()
+    watch = media.allocator.on_bind
+    media.allocator.on_bind = lambda port, sock: (bound.add(sock.getsockname()[0]), watch(port, sock))
     events: list[Event] = []
     media.listeners.append(events.append)
     control = NgControlServer(media, "127.0.0.1", ng_port)
     cfg = tmp_path / "kamailio.cfg"
-    cfg.write_text(KAMAILIO_CFG.format(sip_port=sip_port, ng_port=ng_port))
+    direction = " direction=priv direction=pub" if interfaces else ""
+    cfg.write_text(KAMAILIO_CFG.format(sip_port=sip_port, ng_port=ng_port, direction=direction))
     uac_xml = tmp_path / "uac_pcap.xml"
     uac_xml.write_text(UAC_XML.format(uas_port=uas_port, pcap=PCAP))
     kam = await asyncio.create_subprocess_exec(
@@ -237,3 +244,4 @@ async def test_kamailio_rtpengine_module_drives_sipedge(tmp_path: Path) -> None:
     stats = media.stats()
     assert stats["media_offers"] == 1 and stats["media_answers"] >= 1 and stats["media_deletes"] == 1
     assert stats["media_ports_in_use"] == 0
+    assert bound == ({"127.0.0.1", "127.0.0.2"} if interfaces else {"127.0.0.1"})
