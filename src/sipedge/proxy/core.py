@@ -251,13 +251,11 @@ class ProxyCore:
         self._drain(now)
 
     def _drop_bindings_of(self, flow: Flow) -> None:
-        token = flow.token
         try:
-            for b in self.location.bindings(self.clock.wall()):
-                if b.flow == token:
-                    self.location.remove(b.aor, b.contact)
-                    self.counters["sip_bindings_dropped_on_disconnect"] += 1
-                    log.info("- binding %s of %s dropped: its %s connection closed", b.contact, b.aor, flow.transport)
+            for b in self.location.on_flow(flow.token):
+                self.location.remove(b.aor, b.contact)
+                self.counters["sip_bindings_dropped_on_disconnect"] += 1
+                log.info("- binding %s of %s dropped: its %s connection closed", b.contact, b.aor, flow.transport)
         except StorageError as exc:
             log.warning("x could not drop the bindings of closed %s connection %s: %s", flow.transport, flow.remote, exc)
 

@@ -79,6 +79,43 @@ class LocationStore(Protocol):
 
     def count(self, aor: str, now: float) -> int: ...
 
+    def on_flow(self, flow: str) -> list[Binding]:
+        """The bindings registered over the flow (connection) token ``flow``, without
+        scanning the store: a closed WebSocket's are dropped this way."""
+        ...
+
+
+class FlowIndex:
+    """Which (aor, contact) each flow token registered: the stores keep one beside their
+    bindings so that a closed connection's bindings are found without a scan."""
+
+    __slots__ = ("_by_flow",)
+
+    def __init__(self) -> None:
+        self._by_flow: dict[str, set[tuple[str, str]]] = {}
+
+    def add(self, b: Binding) -> None:
+        if b.flow:
+            self._by_flow.setdefault(b.flow, set()).add((b.aor, b.contact))
+
+    def discard(self, b: Binding) -> None:
+        keys = self._by_flow.get(b.flow)
+        if keys is not None:
+            keys.discard((b.aor, b.contact))
+            if not keys:
+                del self._by_flow[b.flow]
+
+    def find(self, flow: str, by_aor: dict[str, dict[str, tuple[int, Binding]]]) -> list[Binding]:
+        out = []
+        for aor, contact in self._by_flow.get(flow, ()):
+            entry = by_aor.get(aor, {}).get(contact)
+            if entry is not None and entry[1].flow == flow:
+                out.append(entry[1])
+        return out
+
+    def clear(self) -> None:
+        self._by_flow.clear()
+
 
 class DuplicateSubscriber(Error):
     """``SubscriberStore.add`` of a user that already exists."""
@@ -150,6 +187,7 @@ class MemoryLocationStore:
 
     def __init__(self) -> None:
         self._by_aor: dict[str, dict[str, tuple[int, Binding]]] = {}
+        self._flows = FlowIndex()
         self._seq = 0
 
     def lookup(self, aor: str, now: float) -> list[Binding]:
@@ -160,31 +198,38 @@ class MemoryLocationStore:
 
     def put(self, binding: Binding) -> None:
         entries = self._by_aor.setdefault(binding.aor, {})
-        for contact in [c for c, (_, b) in entries.items() if binding.replaces(b)]:
-            del entries[contact]
+        for contact in [c for c, (_, b) in entries.items() if binding.replaces(b) or c == binding.contact]:
+            self._flows.discard(entries.pop(contact)[1])
         self._seq += 1
         entries[binding.contact] = (self._seq, binding)
+        self._flows.add(binding)
 
     def remove(self, aor: str, contact: str) -> None:
         entries = self._by_aor.get(aor)
         if entries is not None:
-            entries.pop(contact, None)
+            gone = entries.pop(contact, None)
+            if gone is not None:
+                self._flows.discard(gone[1])
             if not entries:
                 del self._by_aor[aor]
 
     def remove_aor(self, aor: str) -> None:
-        self._by_aor.pop(aor, None)
+        for _, b in self._by_aor.pop(aor, {}).values():
+            self._flows.discard(b)
 
     def purge_expired(self, now: float) -> int:
         n = 0
         for aor in list(self._by_aor):
             entries = self._by_aor[aor]
             for contact in [c for c, (_, b) in entries.items() if b.expires_at <= now]:
-                del entries[contact]
+                self._flows.discard(entries.pop(contact)[1])
                 n += 1
             if not entries:
                 del self._by_aor[aor]
         return n
+
+    def on_flow(self, flow: str) -> list[Binding]:
+        return self._flows.find(flow, self._by_aor)
 
     def bindings(self, now: float) -> list[Binding]:
         out: list[Binding] = []

@@ -26,6 +26,7 @@ from ..errors import StorageError
 from ..proxy.location import (
     Binding,
     DuplicateSubscriber,
+    FlowIndex,
     order_bindings,
     subscriber_hashes,
 )
@@ -222,6 +223,7 @@ class SqliteLocationStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
         self._by_aor: dict[str, dict[str, tuple[int, Binding]]] = {}
+        self._flows = FlowIndex()
         self._seq = 0
         self._stats = {"location_db_writes": 0, "location_db_errors": 0}
         self.reload()
@@ -231,9 +233,11 @@ class SqliteLocationStore:
             rows = c.execute(f"SELECT {_COLUMNS} FROM location").fetchall()
         by_aor: dict[str, dict[str, tuple[int, Binding]]] = {}
         seq = 0
+        self._flows.clear()
         for row in rows:
             s, b = _binding(row)
             by_aor.setdefault(b.aor, {})[b.contact] = (s, b)
+            self._flows.add(b)
             seq = max(seq, s)
         self._by_aor = by_aor
         self._seq = seq
@@ -268,23 +272,29 @@ class SqliteLocationStore:
             )
         self._seq = seq
         entries = self._by_aor.setdefault(binding.aor, {})
-        for contact in replaced:
-            entries.pop(contact, None)
+        for contact in [*replaced, binding.contact]:
+            old = entries.pop(contact, None)
+            if old is not None:
+                self._flows.discard(old[1])
         entries[binding.contact] = (seq, binding)
+        self._flows.add(binding)
 
     def remove(self, aor: str, contact: str) -> None:
         with self._write() as c:
             c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (aor, contact))
         entries = self._by_aor.get(aor)
         if entries is not None:
-            entries.pop(contact, None)
+            gone = entries.pop(contact, None)
+            if gone is not None:
+                self._flows.discard(gone[1])
             if not entries:
                 del self._by_aor[aor]
 
     def remove_aor(self, aor: str) -> None:
         with self._write() as c:
             c.execute("DELETE FROM location WHERE aor = ?", (aor,))
-        self._by_aor.pop(aor, None)
+        for _, b in self._by_aor.pop(aor, {}).values():
+            self._flows.discard(b)
 
     def purge_expired(self, now: float) -> int:
         with self._write() as c:
@@ -293,7 +303,7 @@ class SqliteLocationStore:
         for aor in list(self._by_aor):
             entries = self._by_aor[aor]
             for contact in [k for k, (_, b) in entries.items() if b.expires_at <= now]:
-                del entries[contact]
+                self._flows.discard(entries.pop(contact)[1])
                 n += 1
             if not entries:
                 del self._by_aor[aor]
@@ -310,6 +320,9 @@ class SqliteLocationStore:
         if not entries:
             return 0
         return sum(1 for _, b in entries.values() if b.expires_at > now)
+
+    def on_flow(self, flow: str) -> list[Binding]:
+        return self._flows.find(flow, self._by_aor)
 
     def stats(self) -> dict[str, int | float]:
         return {

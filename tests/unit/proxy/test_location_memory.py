@@ -95,9 +95,25 @@ def instance_contract(store: LocationStore) -> None:
     store.put(b("sip:a@192.0.2.9:40000", instance=inst, reg_id=1, flow="f3"))
     got = {(x.contact, x.reg_id, x.flow) for x in store.lookup(AOR, NOW)}
     assert got == {("sip:a@192.0.2.9:40000", 1, "f3"), ("sip:a@10.0.0.1:5062", 2, "f2")}
+    # each binding is found by the flow it registered over, and only by that one
+    assert store.on_flow("f1") == [] and [x.contact for x in store.on_flow("f3")] == ["sip:a@192.0.2.9:40000"]
     # a binding matching one by contact and another by instance replaces both
     store.put(b("sip:a@10.0.0.1:5062", instance=inst, reg_id=1))
     assert [(x.contact, x.reg_id) for x in store.lookup(AOR, NOW)] == [("sip:a@10.0.0.1:5062", 1)]
+    assert store.on_flow("f2") == [] and store.on_flow("f3") == []
+    # re-registered over another connection: the old flow no longer holds it
+    store.put(b("sip:a@10.0.0.9", flow="f4"))
+    store.put(b("sip:a@10.0.0.9", flow="f5", cseq=2))
+    assert store.on_flow("f4") == [] and [x.flow for x in store.on_flow("f5")] == ["f5"]
+    store.remove(AOR, "sip:a@10.0.0.9")
+    assert store.on_flow("f5") == []
+    store.put(b("sip:a@10.0.0.10", 5, flow="f6"))
+    store.purge_expired(NOW + 6)
+    assert store.on_flow("f6") == []
+    store.put(b("sip:a@10.0.0.11", flow="f7"))
+    store.remove_aor(AOR)
+    assert store.on_flow("f7") == []
+    store.put(b("sip:a@10.0.0.10:5060", flow="f8"))
     # no instance: never matched by instance
     store.put(b("sip:a@10.0.0.7"))
     store.put(b("sip:a@10.0.0.8"))

@@ -91,6 +91,7 @@ def test_restart_survival_and_order(dbfile: Path) -> None:
         assert again.lookup(AOR, NOW) == before
         assert [b.contact for b in before] == ["sip:a@198.51.100.8", "sip:a@198.51.100.7", first.contact]
         assert again.lookup(AOR, NOW)[2] == first  # every field round-trips
+        assert again.on_flow(first.flow) == [first]  # the flow index is rebuilt on load
         # new writes after restart are still "newest"
         again.put(Binding(AOR, "sip:a@198.51.100.7", NOW + 100))
         assert again.lookup(AOR, NOW)[0].contact == "sip:a@198.51.100.7"
