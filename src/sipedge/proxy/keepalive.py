@@ -197,6 +197,9 @@ class KeepaliveCore:
         # slots (by a hash of its token) and a timer fires once per slot
         self.slices = max(1, slices)
         self._slice = 0
+        # registered contacts by slot, read from the location service once per round of
+        # slots (at slot 0), not once per slot: one scan per interval however many slots
+        self._round: list[list[tuple[Flow, Binding]]] | None = None
         self._step = config.keepalive_interval / self.slices
         self._next_tick: float | None = now + self._step if config.keepalive_interval > 0 else None
         self._seq = 0
@@ -349,23 +352,38 @@ class KeepaliveCore:
         def mine(tok: str) -> bool:
             return slice_index is None or self._slice_of(tok) == slice_index
 
-        for b in self.location.bindings(now):
-            flow = Flow.from_token(b.flow) if b.flow else None
-            if flow is None or flow.transport in ("ws", "wss") or not mine(flow.token):
-                continue
-            if self.config.ping_nated_only and not binding_is_nated(b):
-                continue
+        if slice_index is None:
+            contacts = self._pingable(now)
+        else:
+            if slice_index == 0 or self._round is None:
+                self._round = [[] for _ in range(self.slices)]
+                for fb in self._pingable(now):
+                    self._round[self._slice_of(fb[0].token)].append(fb)
+            contacts = self._round[slice_index]
+        for flow, b in contacts:
             if sip and self.config.keepalive_timeout > 0 and self._timed_out(flow.token, now):
                 self._drop(b, now)
                 continue
             flows.setdefault(flow.token, (flow, b))
         for tok in self._endpoints:
-            flow = Flow.from_token(tok)
-            if flow is not None and flow.transport not in ("ws", "wss") and mine(tok):
-                flows.setdefault(tok, (flow, None))
+            ep_flow = Flow.from_token(tok)
+            if ep_flow is not None and ep_flow.transport not in ("ws", "wss") and mine(tok):
+                flows.setdefault(tok, (ep_flow, None))
         self._pinged = {t: p for t, p in self._pinged.items() if t in flows or not mine(t)}
         for flow, binding in flows.values():
             self._ping(flow, binding, now)
+
+    def _pingable(self, now: float) -> list[tuple[Flow, Binding]]:
+        """Registered contacts to ping, with their flows (WebSocket ones have their own pings)."""
+        out = []
+        for b in self.location.bindings(now):
+            flow = Flow.from_token(b.flow) if b.flow else None
+            if flow is None or flow.transport in ("ws", "wss"):
+                continue
+            if self.config.ping_nated_only and not binding_is_nated(b):
+                continue
+            out.append((flow, b))
+        return out
 
     def _timed_out(self, tok: str, now: float) -> bool:
         p = self._pinged.get(tok)
@@ -375,6 +393,8 @@ class KeepaliveCore:
         return now - since >= self.config.keepalive_timeout
 
     def _drop(self, b: Binding, now: float) -> None:
+        if not any(x.contact == b.contact and x.flow == b.flow for x in self.location.lookup(b.aor, now)):
+            return  # re-registered (or gone) since this round began: not ours to drop
         try:
             self.location.remove(b.aor, b.contact)
         except Exception as exc:

@@ -422,3 +422,52 @@ class TestSlices:
             ka.outgoing()
         assert location.bindings(clock.wall()) == []
         assert ka.stats()["keepalive_contacts_dropped"] == 1
+
+    def test_the_location_service_is_read_once_per_interval_not_per_slot(self) -> None:
+        class Counting(MemoryLocationStore):
+            reads = 0
+
+            def bindings(self, now: float) -> list[Binding]:
+                Counting.reads += 1
+                return super().bindings(now)
+
+        clock = FakeClock()
+        location = Counting()
+        for i in range(20):
+            flow = Flow("udp", ME, ("198.51.100.7", 40000 + i))
+            location.put(Binding(f"sip:u{i}@h", f"sip:u{i}@192.168.1.20", clock.wall() + 3600, flow=flow.token))
+        ka = KeepaliveCore(NatConfig(keepalive_interval=10.0, endpoints=False), location,
+                           Identity([Listener("udp", *ME)]), now=clock.wall(), slices=5)
+        pinged = set()
+        for _ in range(5):
+            clock.advance(2.0)
+            ka.handle_timer(clock.wall())
+            pinged |= {p.flow.remote[1] for p in ka.outgoing()}
+        assert Counting.reads == 1 and len(pinged) == 20
+
+    def test_a_contact_that_moved_to_a_new_flow_is_not_dropped_for_the_old_ones_silence(self) -> None:
+        """The round's list is read at slot 0. A phone that re-registers its contact from a
+        new NAT mapping later in the round must not lose it when the old flow's slot comes
+        up timed out."""
+        clock = FakeClock()
+        location = MemoryLocationStore()
+        ka = KeepaliveCore(NatConfig(keepalive_interval=10.0, keepalive_method="OPTIONS", keepalive_timeout=25.0,
+                                     endpoints=False), location, Identity([Listener("udp", *ME)]),
+                           now=clock.wall(), slices=4)
+        old = next(f for f in (Flow("udp", ME, ("198.51.100.7", p)) for p in range(40000, 40100))
+                   if ka._slice_of(f.token) == 3)  # the last slot of each round
+        location.put(Binding("sip:u@h", "sip:u@192.168.1.20", clock.wall() + 3600, flow=old.token))
+
+        def tick() -> None:
+            clock.advance(2.5)
+            ka.handle_timer(clock.wall())
+            ka.outgoing()
+
+        for _ in range(13):  # pinged from t=10 on, never answered; t=32.5 starts a round
+            tick()
+        new = Flow("udp", ME, ("198.51.100.7", 40101))
+        location.put(Binding("sip:u@h", "sip:u@192.168.1.20", clock.wall() + 3600, flow=new.token))
+        for _ in range(3):  # t=40: the old flow's slot, 30 s of silence on it
+            tick()
+        assert [b.flow for b in location.bindings(clock.wall())] == [new.token]
+        assert ka.stats()["keepalive_contacts_dropped"] == 0
