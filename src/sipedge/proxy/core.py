@@ -769,10 +769,8 @@ class ProxyCore:
                         log.warning("media %s failed for %s: %s", op, call_id, error)
                     self._forward_response_now(ptx, resp, later, flow)
 
-                if late_offer:  # the ng from-tag is always the offerer's
-                    self._media_job("offer", call_id, to_tag, from_tag, resp.body, ptx.media, then)
-                else:
-                    self._media_job("answer", call_id, from_tag, to_tag, resp.body, ptx.media, then)
+                offerer, answerer = (to_tag, from_tag) if late_offer else (from_tag, to_tag)  # as ng's tags
+                self._media_job(op, call_id, offerer, answerer, resp.body, ptx.media, then)
                 return
         self._forward_response_now(ptx, resp, now, flow)
 
