@@ -458,7 +458,7 @@ class MediaRelay:
                     self._remember_stun(stun, local_port, remote, s, now)
                     # a check from another of the party's candidates passes on without
                     # latching; its answer goes back to it by transaction id
-                    another_candidate = latched is not None and latched != remote
+                    another_candidate = latched is not None and latched != remote and not s.strict
         # latching (symmetric RTP): accept the latched source, learn or re-learn it safely
         if latched != remote and not another_candidate and not self._accept(s, rtcp, remote, data, now, latched):
             s.strangers += 1
