@@ -32,7 +32,10 @@ calls = st.sampled_from(["c1", "c2"])
 tags = st.sampled_from(["a", "b", "c", "d"])
 op = st.one_of(
     st.tuples(st.just("offer"), calls, tags, st.none() | tags, st.integers(0, 3), st.booleans(), st.booleans(),
-              st.sampled_from([None, "remove", "force", "relay", "auto"]), st.sampled_from([(), ("require",), ("demux",)])),
+              st.sampled_from([None, "remove", "force", "relay", "force-relay", "auto"]),
+              st.sampled_from([(), ("require",), ("demux",)]),
+              st.sampled_from([None, ("priv", "pub"), ("pub", "pub"), ("internal", "external"), ("priv", "dmz")]),
+              st.booleans()),
     st.tuples(st.just("answer"), calls, tags, tags, st.integers(0, 3), st.booleans(), st.booleans(),
               st.sampled_from([None, "remove", "force", "relay"]), st.just(())),
     st.tuples(st.just("delete"), calls, st.none() | tags, st.none() | tags, st.booleans()),
@@ -45,14 +48,15 @@ op = st.one_of(
 @given(st.lists(op, max_size=25))
 def test_random_signalling_keeps_ports_balanced(ops: list[tuple[Any, ...]]) -> None:
     alloc = RangePortAllocator(40000, 40029, random.Random(0))  # 15 pairs: exhaustion happens
-    r = MediaRelay(RelayConfig(timeout=30.0), alloc)
+    r = MediaRelay(RelayConfig(timeout=30.0, interfaces=(("priv", "10.9.0.1"), ("pub", "203.0.113.9"))), alloc)
     now = 0.0
     for o in ops:
         kind = o[0]
         try:
             if kind == "offer":
-                _, call, frm, to, n, mux, ice, mode, rmux = o
-                r.offer(call, frm, sdp("10.0.0.1", 2000, n, mux, ice), now, Flags(ice=mode, rtcp_mux=rmux), to)
+                _, call, frm, to, n, mux, ice, mode, rmux, direction, session_c = o
+                flags = Flags(ice=mode, rtcp_mux=rmux, direction=direction, replace_session_connection=session_c)
+                r.offer(call, frm, sdp("10.0.0.1", 2000, n, mux, ice), now, flags, to)
             elif kind == "answer":
                 _, call, frm, to, n, mux, ice, mode, _ = o
                 r.answer(call, frm, to, sdp("10.0.0.2", 4000, n, mux, ice), now, Flags(ice=mode))
