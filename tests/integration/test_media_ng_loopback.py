@@ -318,3 +318,40 @@ async def test_direction_bridges_two_interfaces_over_ng() -> None:
         client.close()
         control.close()
         server.close()
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+async def test_direction_bridges_ipv4_and_ipv6() -> None:
+    """An IPv4 and an IPv6 interface: ``direction: [v4, v6]`` bridges an IPv4 phone to an
+    IPv6 one (rtpengine's address-family bridging, through named interfaces)."""
+    base = 43500 + (os.getpid() % 200) * 20
+    server = MediaServer(MediaConfig(interfaces=["v4/127.0.0.1", "v6/::1"], port_min=base, port_max=base + 9))
+    control = NgControlServer(server, "127.0.0.1", 0)
+    client = NgRemote(*control.address, timeout=3.0)
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    a.bind(("127.0.0.1", 0))
+    b.bind(("::1", 0))
+    a.setblocking(False)
+    b.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        to_b = await client.offer("fam-1", "ft", sdp(a.getsockname()[1]), Flags(direction=("v4", "v6")))
+        b_sdp = sdp(b.getsockname()[1]).replace(b"IN IP4 127.0.0.1", b"IN IP6 ::1")
+        to_a = await client.answer("fam-1", "ft", "tt", b_sdp)
+        assert b"c=IN IP6 ::1" in to_b and b"c=IN IP4 127.0.0.1" in to_a
+        pa, pb = port_of(to_a), port_of(to_b)
+        a.sendto(rtp(1, 1), ("127.0.0.1", pa))
+        async with asyncio.timeout(5):
+            data, src = await loop.sock_recvfrom(b, 2048)
+        assert data == rtp(1, 1) and src[:2] == ("::1", pb)
+        b.sendto(rtp(2, 2), ("::1", pb))
+        async with asyncio.timeout(5):
+            data, src = await loop.sock_recvfrom(a, 2048)
+        assert data == rtp(2, 2) and src == ("127.0.0.1", pa)
+    finally:
+        a.close()
+        b.close()
+        client.close()
+        control.close()
+        server.close()
