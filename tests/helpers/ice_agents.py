@@ -4,6 +4,7 @@ rewrote for it. Imported inside the network-namespace scripts (PYTHONPATH=tests:
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aioice
@@ -35,3 +36,21 @@ async def configure(conn: aioice.Connection, body: bytes) -> tuple[Any, Any]:
         await conn.add_remote_candidate(aioice.Candidate.from_sdp(str(c)))
     await conn.add_remote_candidate(None)
     return d, m
+
+
+async def agents_through(media: Any, controlling_b: bool, told: Any = None) -> tuple[Any, Any, Any, Any]:
+    """Two gathered agents ``a`` (controlling) and ``b``, an offer from a and an answer
+    from b through the relay ``media`` (a ``MediaServer``), each agent given the SDP the
+    relay wrote for it, connected. ``told(conn)`` may replace the candidates an agent
+    announces. Returns a, b and the (session, media section) each was given."""
+    a = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    b = aioice.Connection(ice_controlling=controlling_b, components=1, use_ipv6=False)
+    await a.gather_candidates()
+    await b.gather_candidates()
+    tell = told or (lambda conn: None)
+    to_b = await media.offer("ice-call", "a-tag", offer_sdp(a, tell(a)))
+    to_a = await media.answer("ice-call", "a-tag", "b-tag", offer_sdp(b, tell(b)))
+    given_a = await configure(a, to_a)
+    given_b = await configure(b, to_b)
+    await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
+    return a, b, given_a, given_b

@@ -34,22 +34,14 @@ pytestmark = [
 SCRIPT = textwrap.dedent(
     """
     import asyncio, json
-    import aioice
-    from helpers.ice_agents import configure, offer_sdp
+    from helpers.ice_agents import agents_through
     from sipedge.config.media import MediaConfig
     from sipedge.server.media import MediaServer
 
     async def main():
         media = MediaServer(MediaConfig(listen="192.0.2.1", port_min=40000, port_max=40099, ice="force"))
-        a = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
-        b = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
-        await a.gather_candidates()
-        await b.gather_candidates()
-        to_b = await media.offer("ice-call", "a-tag", offer_sdp(a))
-        to_a = await media.answer("ice-call", "a-tag", "b-tag", offer_sdp(b))
-        da, ma = await configure(a, to_a)
-        db, mb = await configure(b, to_b)
-        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 15)
+        # both agents controlling: the relay is ICE-lite, the controlled side
+        a, b, (da, ma), (db, mb) = await agents_through(media, controlling_b=True)
         await a.send(b"hello from a")
         got_b = await asyncio.wait_for(b.recv(), 5)
         await b.send(b"hello from b")

@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent(
     """
     import asyncio, json, sys
     import aioice
-    from helpers.ice_agents import configure, offer_sdp
+    from helpers.ice_agents import agents_through
     from sipedge.config.media import MediaConfig
     from sipedge.server.media import MediaServer
 
@@ -58,15 +58,7 @@ SCRIPT = textwrap.dedent(
 
     async def main():
         media = MediaServer(MediaConfig(listen="192.0.2.3", port_min=40000, port_max=40099, ice="relay"))
-        a = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
-        b = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
-        await a.gather_candidates()
-        await b.gather_candidates()
-        to_b = await media.offer("ice-call", "a-tag", offer_sdp(a, told(a)))
-        to_a = await media.answer("ice-call", "a-tag", "b-tag", offer_sdp(b, told(b)))
-        _, ma = await configure(a, to_a)
-        await configure(b, to_b)
-        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
+        a, b, (_, ma), _ = await agents_through(media, controlling_b=False, told=told)
         for i in range(5):
             await a.send(b"a%d" % i)
             await b.send(b"b%d" % i)
