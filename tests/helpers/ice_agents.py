@@ -5,6 +5,7 @@ rewrote for it. Imported inside the network-namespace scripts (PYTHONPATH=tests:
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aioice
@@ -54,3 +55,11 @@ async def agents_through(media: Any, controlling_b: bool, told: Any = None) -> t
     given_b = await configure(b, to_b)
     await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
     return a, b, given_a, given_b
+
+
+async def report(out: dict[str, Any], media: Any, *agents: aioice.Connection) -> None:
+    """Close the agents and the relay, then print ``out`` as the script's JSON result."""
+    for conn in agents:
+        await conn.close()
+    media.close()
+    print(json.dumps(out), flush=True)

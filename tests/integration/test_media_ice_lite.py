@@ -33,8 +33,8 @@ pytestmark = [
 
 SCRIPT = textwrap.dedent(
     """
-    import asyncio, json
-    from helpers.ice_agents import agents_through
+    import asyncio
+    from helpers.ice_agents import agents_through, report
     from sipedge.config.media import MediaConfig
     from sipedge.server.media import MediaServer
 
@@ -52,10 +52,7 @@ SCRIPT = textwrap.dedent(
             "candidates": [str(c) for c in ma.candidates + mb.candidates],
             "stats": media.stats(),
         }
-        await a.close()
-        await b.close()
-        media.close()
-        print(json.dumps(out), flush=True)
+        await report(out, media, a, b)
 
     asyncio.run(main())
     """

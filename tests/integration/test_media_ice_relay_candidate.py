@@ -40,9 +40,9 @@ pytestmark = [
 
 SCRIPT = textwrap.dedent(
     """
-    import asyncio, json, sys
+    import asyncio, sys
     import aioice
-    from helpers.ice_agents import agents_through
+    from helpers.ice_agents import agents_through, report
     from sipedge.config.media import MediaConfig
     from sipedge.server.media import MediaServer
 
@@ -72,10 +72,7 @@ SCRIPT = textwrap.dedent(
             "nominated": [c._nominated[1].remote_candidate.type for c in (a, b)],
             "stats": media.stats(),
         }
-        await a.close()
-        await b.close()
-        media.close()
-        print(json.dumps(out), flush=True)
+        await report(out, media, a, b)
 
     asyncio.run(main())
     """

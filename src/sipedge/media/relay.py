@@ -301,10 +301,8 @@ class MediaRelay:
         self._stun_routes: OrderedDict[bytes, _StunRoute] = OrderedDict()
         self._events: list[Event] = []
         self._next_sweep: float | None = None
-        self._adv = config.advertised_address
         self._ifaces: dict[str, str] = dict(config.interfaces) or {"default": config.advertised_address}
-        if config.interfaces:
-            self._adv = config.interfaces[0][1]
+        self._adv = next(iter(self._ifaces.values()))  # the default interface's address
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "media_calls_created", "media_calls_deleted", "media_calls_timed_out",

@@ -94,7 +94,7 @@ class SocketPortAllocator:
 def relay_config(cfg: MediaConfig) -> RelayConfig:
     return RelayConfig(
         advertised_address=cfg.advertised_address,
-        interfaces=tuple((name, adv) for name, _, adv in cfg.interface_list) if cfg.interfaces else (),
+        interfaces=tuple((name, adv) for name, _, adv in cfg.interface_list),
         timeout=cfg.timeout,
         hold_timeout=cfg.hold_timeout,
         offer_timeout=cfg.offer_timeout,
