@@ -28,6 +28,14 @@ def _pings(port: int) -> bool:
             return False
 
 
+def wait_pong(ng_port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 10.0) -> None:
+    """Until the ng relay run by ``proc`` (rtpengine or ``sipedge media serve``) answers ping."""
+    deadline = time.monotonic() + timeout
+    while not _pings(ng_port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.args[0]} did not answer ng ping: " + log.read_text(errors="replace")[-2000:])
+
+
 @contextlib.contextmanager
 def running_rtpengine(tmp: Path, port_min: int, port_max: int) -> Iterator[int]:
     """rtpengine relaying on 127.0.0.1 ports ``port_min``..``port_max``; yields its ng port.
@@ -43,10 +51,7 @@ def running_rtpengine(tmp: Path, port_min: int, port_max: int) -> Iterator[int]:
         stdout=subprocess.DEVNULL, stderr=log.open("wb"),
     )
     try:
-        deadline = time.monotonic() + 10
-        while not _pings(ng_port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("rtpengine did not answer ping: " + log.read_text(errors="replace")[-2000:])
+        wait_pong(ng_port, proc, log)
         yield ng_port
     finally:
         proc.send_signal(signal.SIGTERM)

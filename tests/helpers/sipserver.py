@@ -126,7 +126,12 @@ def running_server(tmp: Path, host: str = "127.0.0.1", extra: str = "", users: d
         proc = subprocess.Popen([SIPEDGE, "serve", "--config", str(cfg)], stdout=logf, stderr=subprocess.STDOUT, env=os.environ.copy())
         server = Server(proc, cfg, data, host, udp, tcp, tls, log, ws, wss, http)
         try:
-            wait_ready(host, udp, proc)
+            try:
+                wait_ready(host, udp, proc)
+            except RuntimeError as exc:
+                logf.flush()
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
             yield server
         finally:
             if proc.poll() is None:

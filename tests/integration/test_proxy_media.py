@@ -14,7 +14,7 @@ import pytest
 
 from helpers.ports import free_port
 from helpers.rtpengine import INSTALLED as RTPENGINE_INSTALLED
-from helpers.rtpengine import running_rtpengine
+from helpers.rtpengine import running_rtpengine, wait_pong
 from helpers.sipserver import SIPEDGE, Server, running_server
 from helpers.ua import UA
 from sipedge.sdp.model import SessionDescription
@@ -49,7 +49,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         stdout=subprocess.DEVNULL, stderr=(tmp / "media-node.log").open("wb"),
     )
     try:
-        time.sleep(0.5)
+        wait_pong(ng, node, tmp / "media-node.log")
         with running_server(tmp / "proxy", users=USERS, extra=f'\n[media]\nremote = "127.0.0.1:{ng}"\n') as s:
             yield s
     finally:
