@@ -62,7 +62,9 @@ def add_users(cfg: Path, host: str, users: dict[str, str]) -> None:
         db.close()
 
 
-def write_config(tmp: Path, host: str = "127.0.0.1", extra: str = "") -> tuple[Path, int, int, int, int, int, int]:
+def write_config(
+    tmp: Path, host: str = "127.0.0.1", extra: str = "", general: str = ""
+) -> tuple[Path, int, int, int, int, int, int]:
     udp = free_port(host)
     tcp = udp  # same port number for UDP and TCP, as SIP servers usually do
     tls = free_port(host)
@@ -75,6 +77,7 @@ def write_config(tmp: Path, host: str = "127.0.0.1", extra: str = "") -> tuple[P
 [general]
 data_dir = "{data}"
 log_level = "debug"
+{general}
 
 [sip]
 listen = ["udp:{h}:{udp}", "tcp:{h}:{tcp}", "tls:{h}:{tls}", "ws:{h}:{ws}", "wss:{h}:{wss}"]
@@ -115,9 +118,13 @@ def wait_ready(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
 
 
 @contextlib.contextmanager
-def running_server(tmp: Path, host: str = "127.0.0.1", extra: str = "", users: dict[str, str] | None = None) -> Iterator[Server]:
+def running_server(
+    tmp: Path, host: str = "127.0.0.1", extra: str = "", users: dict[str, str] | None = None, general: str = ""
+) -> Iterator[Server]:
+    """``sipedge serve`` on every transport; ``extra`` is appended to its TOML config and
+    ``general`` goes into its ``[general]`` table."""
     tmp.mkdir(parents=True, exist_ok=True)
-    cfg, udp, tcp, tls, ws, wss, http = write_config(tmp, host, extra)
+    cfg, udp, tcp, tls, ws, wss, http = write_config(tmp, host, extra, general)
     log = tmp / "sipedge.log"
     data = tmp / "data"
     if users:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._schema import build, one_of, option, render
+from ._schema import build, non_negative, one_of, option, render
 from .dns import DnsConfig
 from .media import MediaConfig
 from .nat import NatConfig
@@ -46,6 +46,13 @@ class GeneralConfig:
     data_dir: str = option("./sipedge-data", "directory for the database, certificates and state")
     log_level: str = option("info", "log level", one_of("debug", "info", "warning", "error"))
     log_format: str = option("text", "log line format", one_of("text", "json"))
+    gc_interval: float = option(
+        300.0,
+        "seconds between full garbage collections, run by sipedge instead of CPython's "
+        "schedule, whose frequent full passes over live transactions pause a loaded server "
+        "(0 = CPython's schedule)",
+        non_negative,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriber
 from ..store.turn_users import TurnUserStore
 from ..web.server import WebServer
 from . import tls, turn_http
+from .gcschedule import GcSchedule
 from .keepalive import KeepaliveService
 from .logsetup import setup_logging
 from .media import MediaServer
@@ -262,6 +263,7 @@ class App:
         self.keepalive: KeepaliveService | None = None
         self.turn: TurnService | None = None
         self.turn_users: TurnUserStore | None = None
+        self.gc = GcSchedule(config.general.gc_interval)
 
     async def start(self) -> None:
         cfg = self.config
@@ -316,15 +318,17 @@ class App:
             extra = [lambda web_app: turn_http.add_routes(web_app, cfg.turn)] if cfg.turn.enabled else []
             self.web = WebServer(cfg, self.stats, extra)
             await self.web.start()
+        self.gc.start()
 
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = {}
-        for role in (self.sip, self.keepalive, self.media, self.ng, self.turn):
+        for role in (self.sip, self.keepalive, self.media, self.ng, self.turn, self.gc):
             if role is not None:
                 out.update(role.stats())
         return out
 
     async def stop(self) -> None:
+        await self.gc.stop()
         if self.web is not None:
             await self.web.stop()
         if self.turn is not None:

@@ -162,7 +162,8 @@ class _Transaction:
     ) -> None:
         self.layer = layer
         self.key = key
-        self.request = request
+        # None once a non-INVITE transaction only absorbs retransmissions (see _linger)
+        self.request: Request | None = request
         self.reliable = reliable
         self.state = TxState.TRYING
         self.timers: dict[str, int] = {}
@@ -193,6 +194,12 @@ class _Transaction:
     def _disarm(self, *names: str) -> None:
         for name in names:
             self.timers.pop(name, None)
+
+    def _linger(self) -> None:
+        """Completed non-INVITE: only the stored bytes answer retransmissions now, so the
+        parsed messages go. A loaded UDP server keeps tens of thousands of transactions
+        lingering (Timer J: 32 s) and the garbage collector walks every object they hold."""
+        self.request = None
 
     def _terminate(self) -> None:
         if self.state is TxState.TERMINATED:
@@ -278,6 +285,7 @@ class _ClientInvite(_ClientTransaction):
             else:
                 self._disarm("A", "B", "C", "X")
                 self._set_state(TxState.COMPLETED)
+                assert self.request is not None  # an INVITE keeps it
                 self.ack_bytes = make_ack(self.request, resp).serialize()
                 self._transmit(self.ack_bytes)
                 self._emit(ResponseReceived(self.key, resp, flow))
@@ -345,6 +353,7 @@ class _ClientNonInvite(_ClientTransaction):
             else:
                 self._disarm("E", "F")
                 self._set_state(TxState.COMPLETED)
+                self._linger()
                 self._emit(ResponseReceived(self.key, resp, flow))
                 self._arm("K", 0 if self.reliable else self.layer.t4, now)
         else:
@@ -385,9 +394,10 @@ class _ServerTransaction(_Transaction):
         self.layer._send(data, self.flow, self.key, retransmit)
 
     def _store(self, resp: Response) -> bytes:
-        """Serialize once (the bytes are reused for every retransmission) and keep the
-        response: an RFC 2543 ACK is matched on its To tag (read only then)."""
-        self.last_response = resp
+        """Serialize once (the bytes are reused for every retransmission); an INVITE
+        also keeps the response, as an RFC 2543 ACK is matched on its To tag."""
+        if self.kind is TxKind.SERVER_INVITE:
+            self.last_response = resp
         return resp.serialize()
 
     def response_to_tag(self) -> str | None:
@@ -422,8 +432,10 @@ class _ServerInvite(_ServerTransaction):
     def start(self, now: float) -> None:
         self.state = TxState.PROCEEDING
         if self.layer.send_100:
-            trying = make_response(self.request, 100)
-            stamp = self.request.get("timestamp")
+            request = self.request
+            assert request is not None  # an INVITE keeps it
+            trying = make_response(request, 100)
+            stamp = request.get("timestamp")
             if stamp is not None:
                 trying.set("Timestamp", stamp)
             self.provisional_bytes = trying.serialize()
@@ -518,6 +530,7 @@ class _ServerNonInvite(_ServerTransaction):
             self.final_bytes = data
             self._disarm("U")
             self._set_state(TxState.COMPLETED)
+            self._linger()
             self._arm("J", 0 if self.reliable else 64 * self.layer.t1, now)
         return True
 
@@ -823,6 +836,7 @@ class TransactionLayer:
         if key in self._table:
             self._mark_cancelled(invite, now)
             return
+        assert invite.request is not None  # an INVITE keeps it
         cancel = make_cancel(invite.request, invite.cancel_reason)
         tx = _ClientNonInvite(self, key, cancel, invite.dest)
         tx.silent = True
