@@ -786,6 +786,19 @@ class ProxyCore:
         self.counters["sip_responses_relayed"] += 1
         self.tl.respond(ptx.server_key, resp, now)
         resp.forget_parsed()
+        if resp.status >= 200 and ptx.request.method != "INVITE":
+            self._forget(ptx)
+
+    def _forget(self, ptx: ProxyTransaction) -> None:
+        """A non-INVITE's final response went out: nothing of it is relayed any more (late
+        answers of other branches are dropped, RFC 3261 §16.7 step 5, and the transactions
+        absorb retransmissions), so it is not kept while they linger (Timer J: 32 s)."""
+        if self._proxied.get(ptx.server_key) is ptx:
+            del self._proxied[ptx.server_key]
+        for b in ptx.branches:
+            found = self._branch_of.get(b.key)
+            if found is not None and found[0] is ptx:
+                del self._branch_of[b.key]
 
     def _forward_stray_response(self, resp: Response, flow: Flow) -> None:
         """A response with no transaction (e.g. a 2xx retransmission): forward it by its

@@ -162,7 +162,7 @@ class _Transaction:
     ) -> None:
         self.layer = layer
         self.key = key
-        # None once a non-INVITE transaction only absorbs retransmissions (see _linger)
+        # None once a final response was sent or received (see _linger)
         self.request: Request | None = request
         self.reliable = reliable
         self.state = TxState.TRYING
@@ -196,9 +196,10 @@ class _Transaction:
             self.timers.pop(name, None)
 
     def _linger(self) -> None:
-        """Completed non-INVITE: only the stored bytes answer retransmissions now, so the
-        parsed messages go. A loaded UDP server keeps tens of thousands of transactions
-        lingering (Timer J: 32 s) and the garbage collector walks every object they hold."""
+        """After the final response only stored bytes (or nothing) answer retransmissions,
+        so the parsed request goes. A loaded UDP server keeps tens of thousands of
+        transactions lingering (Timers J, L, M: 32 s) and the garbage collector walks
+        every object they hold."""
         self.request = None
 
     def _terminate(self) -> None:
@@ -280,13 +281,15 @@ class _ClientInvite(_ClientTransaction):
             elif status < 300:
                 self._disarm("A", "B", "C", "X")
                 self._set_state(TxState.ACCEPTED)
+                self._linger()
                 self._emit(ResponseReceived(self.key, resp, flow))
                 self._arm("M", 64 * self.layer.t1, now)
             else:
                 self._disarm("A", "B", "C", "X")
                 self._set_state(TxState.COMPLETED)
-                assert self.request is not None  # an INVITE keeps it
+                assert self.request is not None  # kept until a final response
                 self.ack_bytes = make_ack(self.request, resp).serialize()
+                self._linger()
                 self._transmit(self.ack_bytes)
                 self._emit(ResponseReceived(self.key, resp, flow))
                 self._arm("D", 0 if self.reliable else 64 * self.layer.t1, now)
@@ -377,7 +380,7 @@ class _ClientNonInvite(_ClientTransaction):
 
 
 class _ServerTransaction(_Transaction):
-    __slots__ = ("flow", "last_response")
+    __slots__ = ("flow", "sent_tag")
 
     def __init__(
         self,
@@ -388,26 +391,21 @@ class _ServerTransaction(_Transaction):
     ) -> None:
         super().__init__(layer, key, request, flow.reliable)
         self.flow = flow
-        self.last_response: Response | None = None
+        self.sent_tag: str | None = None  # To tag of our last response, for RFC 2543 ACKs
 
     def _transmit(self, data: bytes, retransmit: bool = False) -> None:
         self.layer._send(data, self.flow, self.key, retransmit)
 
     def _store(self, resp: Response) -> bytes:
-        """Serialize once (the bytes are reused for every retransmission); an INVITE
-        also keeps the response, as an RFC 2543 ACK is matched on its To tag."""
-        if self.kind is TxKind.SERVER_INVITE:
-            self.last_response = resp
+        """Serialize once (the bytes are reused for every retransmission). An RFC 2543
+        peer's ACK is matched on the To tag we sent (its key has no sent-by), so for
+        those INVITEs that tag is kept."""
+        if self.kind is TxKind.SERVER_INVITE and not self.key.sent_by:
+            try:
+                self.sent_tag = resp.to.tag
+            except ParseError:
+                self.sent_tag = None
         return resp.serialize()
-
-    def response_to_tag(self) -> str | None:
-        resp = self.last_response
-        if resp is None:
-            return None
-        try:
-            return resp.to.tag
-        except ParseError:
-            return None
 
     def on_request(self, req: Request, flow: Flow, now: float) -> None:
         """A retransmission of the request (RFC 3261 §17.2.1/§17.2.2): re-send the most
@@ -433,7 +431,7 @@ class _ServerInvite(_ServerTransaction):
         self.state = TxState.PROCEEDING
         if self.layer.send_100:
             request = self.request
-            assert request is not None  # an INVITE keeps it
+            assert request is not None  # kept until a final response
             trying = make_response(request, 100)
             stamp = request.get("timestamp")
             if stamp is not None:
@@ -451,10 +449,12 @@ class _ServerInvite(_ServerTransaction):
                 self.provisional_bytes = data
             elif status < 300:
                 self._set_state(TxState.ACCEPTED)
+                self._linger()
                 self._arm("L", 64 * self.layer.t1, now)
             else:
                 self.final_bytes = data
                 self._set_state(TxState.COMPLETED)
+                self._linger()
                 if not self.reliable:
                     self._arm("G", self.interval, now)
                 self._arm("H", 64 * self.layer.t1, now)
@@ -710,7 +710,8 @@ class TransactionLayer:
         return tx.kind if tx is not None else None
 
     def request(self, key: TransactionKey) -> Request | None:
-        """The request that opened transaction ``key``."""
+        """The request that opened transaction ``key``, until its final response (None
+        after, as for a transaction that is gone)."""
         tx = self._table.get(key)
         return tx.request if tx is not None else None
 
@@ -804,7 +805,7 @@ class TransactionLayer:
             tx = self._table.get(self._server_key(ack, via, "INVITE", ack_tag))
             if tx is None and ack_tag:
                 tx = self._table.get(self._server_key(ack, via, "INVITE", ""))
-                sent_tag = tx.response_to_tag() if isinstance(tx, _ServerTransaction) else None
+                sent_tag = tx.sent_tag if isinstance(tx, _ServerTransaction) else None
                 if sent_tag not in (None, ack_tag):
                     tx = None
         if isinstance(tx, _ServerInvite):
@@ -836,7 +837,7 @@ class TransactionLayer:
         if key in self._table:
             self._mark_cancelled(invite, now)
             return
-        assert invite.request is not None  # an INVITE keeps it
+        assert invite.request is not None  # kept until a final response (no CANCEL after)
         cancel = make_cancel(invite.request, invite.cancel_reason)
         tx = _ClientNonInvite(self, key, cancel, invite.dest)
         tx.silent = True
