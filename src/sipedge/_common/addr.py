@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 Address = tuple[str, int]
 
+_SHARED_SPACE = ipaddress.ip_network("100.64.0.0/10")
 
+# These run several times per SIP message on the same few hosts; ipaddress parsing is
+# slow next to a dictionary lookup, so answers are remembered (bounded, per host string).
+_cached = functools.lru_cache(maxsize=4096)
+
+
+@_cached
 def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -16,6 +24,12 @@ def is_ip(host: str) -> bool:
 
 
 def is_ipv6(host: str) -> bool:
+    # an IPv6 literal has a colon, and an IPv4 address or a host name never has one
+    return ":" in host and _is_ipv6_literal(host)
+
+
+@_cached
+def _is_ipv6_literal(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).version == 6
     except ValueError:
@@ -33,12 +47,13 @@ def strip_brackets(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
+@_cached
 def is_private(host: str) -> bool:
     """RFC 1918, RFC 6598 shared space (100.64/10), loopback, link-local, ULA."""
     try:
         ip = ipaddress.ip_address(strip_brackets(host))
     except ValueError:
         return False
-    if ip.version == 4 and ip in ipaddress.ip_network("100.64.0.0/10"):
+    if ip.version == 4 and ip in _SHARED_SPACE:
         return True
     return ip.is_private or ip.is_loopback or ip.is_link_local
