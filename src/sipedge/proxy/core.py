@@ -152,6 +152,8 @@ class ProxyCore:
         self._out: list[Send] = []
         self._proxied: dict[Any, ProxyTransaction] = {}
         self._branch_of: dict[Any, tuple[ProxyTransaction, Branch]] = {}
+        # branches sent to a WebSocket peer, by (transport, ip, port): what fails when it closes
+        self._ws_branches: dict[tuple[str, str, int], set[Any]] = {}
         self.counters: dict[str, int] = {
             "sip_requests_received": 0,
             "sip_responses_received": 0,
@@ -240,12 +242,9 @@ class ProxyCore:
             self._drop_bindings_of(flow)
         if not websocket:
             return
-        peer = (flow.transport, *flow.remote)  # a branch sent on that flow, or by alias to that peer
-        lost = [
-            key
-            for key, (_, branch) in self._branch_of.items()
-            if branch.final is None and (branch.dest.transport, *_dest_address(branch.dest)) == peer
-        ]
+        # a branch sent on that flow, or by alias to that peer
+        keys = self._ws_branches.pop((flow.transport, *flow.remote), set())
+        lost = [key for key in keys if (found := self._branch_of.get(key)) is not None and found[1].final is None]
         for key in lost:
             self._on_branch_failure(key, 503, now)
         self._drain(now)
@@ -343,7 +342,7 @@ class ProxyCore:
         elif isinstance(ev, tx.TransportFailed):
             self._on_branch_failure(ev.key, 503, now)
         elif isinstance(ev, tx.Terminated):
-            self._branch_of.pop(ev.key, None)
+            self._unlink_branch(ev.key)
             ptx = self._proxied.get(ev.key)
             if ptx is not None and ptx.final_sent:
                 self._proxied.pop(ev.key, None)
@@ -618,6 +617,8 @@ class ProxyCore:
         branch = Branch(key, req, target, dest, target.fallback)
         ptx.branches.append(branch)
         self._branch_of[key] = (ptx, branch)
+        if dest.transport in ("ws", "wss"):
+            self._ws_branches.setdefault((dest.transport, *_dest_address(dest)), set()).add(key)
         self.counters["sip_requests_relayed"] += 1
         return True
 
@@ -690,7 +691,7 @@ class ProxyCore:
             return
         if status == 503 and isinstance(branch.dest, Flow) and branch.fallback is not None and branch.target is not None:
             # the registered connection is gone: try the Contact address itself, once
-            self._branch_of.pop(key, None)
+            self._unlink_branch(key)
             ptx.branches.remove(branch)
             retry = BranchTarget(branch.target.ruri, branch.fallback, branch.target.path, branch.target.q)
             if self._start_branch(ptx, retry, now):
@@ -798,7 +799,21 @@ class ProxyCore:
         for b in ptx.branches:
             found = self._branch_of.get(b.key)
             if found is not None and found[0] is ptx:
-                del self._branch_of[b.key]
+                self._unlink_branch(b.key)
+
+    def _unlink_branch(self, key: Any) -> None:
+        """Forget the branch of client transaction ``key`` (from every index)."""
+        found = self._branch_of.pop(key, None)
+        if found is None:
+            return
+        dest = found[1].dest
+        if dest.transport in ("ws", "wss"):
+            peer = (dest.transport, *_dest_address(dest))
+            keys = self._ws_branches.get(peer)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._ws_branches[peer]
 
     def _forward_stray_response(self, resp: Response, flow: Flow) -> None:
         """A response with no transaction (e.g. a 2xx retransmission): forward it by its
