@@ -111,6 +111,15 @@ class RegistrarConfig:
         "nothing else can reach a browser), all (TCP/TLS too, like usrloc handle_lost_tcp), none",
         one_of("ws", "all", "none"),
     )
+    db_mode: str = option(
+        "write-through",
+        "how bindings reach the database: write-through (committed before the 200 OK, like "
+        "usrloc db_mode=1) or write-back (kept in memory and committed together every "
+        "db_flush_interval and at shutdown, like db_mode=2: less CPU per REGISTER, and a "
+        "crash loses at most that interval)",
+        one_of("write-through", "write-back"),
+    )
+    db_flush_interval: float = option(10.0, "seconds between commits in write-back mode", positive)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from typing import Any
 from .._common.addr import is_ip
 from .._common.clock import SystemClock
 from ..config import Config
-from ..errors import ConfigError, ParseError
+from ..errors import ConfigError, ParseError, StorageError
 from ..media.control import MediaControl
 from ..media.relay import RelayError
 from ..proxy import nat
@@ -264,6 +264,8 @@ class App:
         self.turn: TurnService | None = None
         self.turn_users: TurnUserStore | None = None
         self.gc = GcSchedule(config.general.gc_interval)
+        self.location: SqliteLocationStore | None = None
+        self._location_flush: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -273,7 +275,9 @@ class App:
         except OSError as exc:
             raise ConfigError(f"general.data_dir = {str(data_dir)!r}: cannot create it ({exc.strerror})") from exc
         self.db = SqliteDatabase(cfg.database_path)
-        location = SqliteLocationStore(self.db)
+        location = self.location = SqliteLocationStore(
+            self.db, write_back=cfg.registrar.db_mode == "write-back"
+        )
         subscribers = SqliteSubscriberStore(self.db)
         needs_tls = any(li.split(":", 1)[0] in ("tls", "wss") for li in cfg.sip.listen)
         server_ctx = client_ctx = None
@@ -293,6 +297,8 @@ class App:
             cfg.nat, location, self.sip.core, self.sip.transports, self.sip.clock, SqliteEndpointStore(self.db)
         )
         self.keepalive.start()
+        if location.write_back:
+            self._location_flush = asyncio.create_task(self._flush_location_loop(cfg.registrar.db_flush_interval))
         remote = cfg.media.remote_address
         if remote is not None:
             self.media_remote = NgRemote(*remote)
@@ -345,8 +351,29 @@ class App:
             self.keepalive.stop()
         if self.sip is not None:
             await self.sip.stop()
+        if self._location_flush is not None:
+            self._location_flush.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._location_flush
+        if self.location is not None:
+            self._flush_location()  # write-back: nothing more comes in; keep it all
         if self.db is not None:
             self.db.close()
+
+    async def _flush_location_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self._flush_location()
+
+    def _flush_location(self) -> None:
+        assert self.location is not None
+        try:
+            n = self.location.flush()
+        except StorageError as exc:
+            log.warning("x location write-back failed, kept for the next flush: %s", exc)
+            return
+        if n:
+            log.debug("location write-back: %d changes committed", n)
 
 
 async def _serve(config: Config) -> int:

@@ -2,13 +2,14 @@
 
 :class:`SqliteDatabase` opens (and on first use creates) the file in WAL mode and brings
 its schema up to date through numbered migrations recorded in ``schema_version``.
-:class:`SqliteLocationStore` writes through to the file and answers lookups from an
-in-memory copy (no disk I/O on the call path); it is loaded at open, so bindings survive a
-restart. :class:`SqliteSubscriberStore` keeps HA1 hashes only.
+:class:`SqliteLocationStore` answers lookups from an in-memory copy (no disk I/O on the
+call path), loaded at open so bindings survive a restart, and writes through to the file;
+or, in write-back mode, commits the changes of a whole interval in one transaction.
+:class:`SqliteSubscriberStore` keeps HA1 hashes only.
 
-Every write is one transaction: it commits whole or not at all, and the cache changes only
-after the commit. Any sqlite failure surfaces as :class:`~sipedge.errors.StorageError`
-naming the file.
+A write-through write is one transaction: it commits whole or not at all, and the cache
+changes only after the commit. Any sqlite failure surfaces as
+:class:`~sipedge.errors.StorageError` naming the file.
 """
 
 from __future__ import annotations
@@ -214,21 +215,54 @@ def _binding(row: tuple[Any, ...]) -> tuple[int, Binding]:
 
 
 class SqliteLocationStore:
-    """:class:`~sipedge.proxy.location.LocationStore` on SQLite with a write-through cache.
+    """:class:`~sipedge.proxy.location.LocationStore` on SQLite with an in-memory cache.
 
     The cache is loaded at construction; writes by other processes after that are not
     seen until :meth:`reload` (one sipedge process owns a file's location table).
+
+    Write-through (default, usrloc ``db_mode=1``): every change is committed before it
+    shows in the cache, so a 200 OK means the binding is on disk. Write-back
+    (``write_back=True``, usrloc ``db_mode=2``): changes show at once and wait in
+    memory, last state per contact, until :meth:`flush` commits them all in one
+    transaction; the owner calls it on a timer and at shutdown, and a crash loses what
+    was not flushed. A failed flush keeps the changes for the next one.
     """
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, *, write_back: bool = False) -> None:
         self.db = db
+        self.write_back = write_back
         self._by_aor: dict[str, dict[str, tuple[int, Binding]]] = {}
         self._flows = FlowIndex()
         self._seq = 0
+        # write-back: (aor, contact) -> its row to write, or None to delete it
+        self._unflushed: dict[tuple[str, str], tuple[int, Binding] | None] = {}
         self._stats = {"location_db_writes": 0, "location_db_errors": 0}
         self.reload()
 
+    def flush(self) -> int:
+        """Commit the write-back changes in one transaction; returns how many rows it
+        wrote or deleted (0 in write-through mode: nothing waits)."""
+        if not self._unflushed:
+            return 0
+        changes, self._unflushed = self._unflushed, {}
+        try:
+            with self._write() as c:
+                for (aor, contact), row in changes.items():
+                    if row is None:
+                        c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (aor, contact))
+                    else:
+                        c.execute(
+                            f"INSERT OR REPLACE INTO location ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                            _row(row[1], row[0]),
+                        )
+        except StorageError:
+            for key, row in changes.items():  # newer changes made meanwhile win
+                self._unflushed.setdefault(key, row)
+            raise
+        return len(changes)
+
     def reload(self) -> None:
+        self.flush()
         with self.db.read() as c:
             rows = c.execute(f"SELECT {_COLUMNS} FROM location").fetchall()
         by_aor: dict[str, dict[str, tuple[int, Binding]]] = {}
@@ -261,15 +295,21 @@ class SqliteLocationStore:
 
     def put(self, binding: Binding) -> None:
         entries = self._by_aor.get(binding.aor, {})
-        replaced = [c for c, (_, b) in entries.items() if binding.replaces(b)]
+        # the same contact is overwritten by INSERT OR REPLACE; others it replaces go
+        replaced = [c for c, (_, b) in entries.items() if binding.replaces(b) and c != binding.contact]
         seq = self._seq + 1
-        with self._write() as c:
+        if self.write_back:
             for contact in replaced:
-                c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (binding.aor, contact))
-            c.execute(
-                f"INSERT OR REPLACE INTO location ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                _row(binding, seq),
-            )
+                self._unflushed[(binding.aor, contact)] = None
+            self._unflushed[(binding.aor, binding.contact)] = (seq, binding)
+        else:
+            with self._write() as c:
+                for contact in replaced:
+                    c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (binding.aor, contact))
+                c.execute(
+                    f"INSERT OR REPLACE INTO location ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _row(binding, seq),
+                )
         self._seq = seq
         entries = self._by_aor.setdefault(binding.aor, {})
         for contact in [*replaced, binding.contact]:
@@ -280,8 +320,11 @@ class SqliteLocationStore:
         self._flows.add(binding)
 
     def remove(self, aor: str, contact: str) -> None:
-        with self._write() as c:
-            c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (aor, contact))
+        if self.write_back:
+            self._unflushed[(aor, contact)] = None
+        else:
+            with self._write() as c:
+                c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (aor, contact))
         entries = self._by_aor.get(aor)
         if entries is not None:
             gone = entries.pop(contact, None)
@@ -291,19 +334,27 @@ class SqliteLocationStore:
                 del self._by_aor[aor]
 
     def remove_aor(self, aor: str) -> None:
-        with self._write() as c:
-            c.execute("DELETE FROM location WHERE aor = ?", (aor,))
+        if self.write_back:
+            # the cache holds every row of the file (and every change since the flush)
+            for contact in self._by_aor.get(aor, {}):
+                self._unflushed[(aor, contact)] = None
+        else:
+            with self._write() as c:
+                c.execute("DELETE FROM location WHERE aor = ?", (aor,))
         for _, b in self._by_aor.pop(aor, {}).values():
             self._flows.discard(b)
 
     def purge_expired(self, now: float) -> int:
-        with self._write() as c:
-            c.execute("DELETE FROM location WHERE expires_at <= ?", (now,))
+        if not self.write_back:
+            with self._write() as c:
+                c.execute("DELETE FROM location WHERE expires_at <= ?", (now,))
         n = 0
         for aor in list(self._by_aor):
             entries = self._by_aor[aor]
             for contact in [k for k, (_, b) in entries.items() if b.expires_at <= now]:
                 self._flows.discard(entries.pop(contact)[1])
+                if self.write_back:
+                    self._unflushed[(aor, contact)] = None
                 n += 1
             if not entries:
                 del self._by_aor[aor]
@@ -328,6 +379,7 @@ class SqliteLocationStore:
         return {
             "location_aors": len(self._by_aor),
             "location_bindings": sum(len(e) for e in self._by_aor.values()),
+            "location_db_unflushed": len(self._unflushed),
             **self._stats,
         }
 

@@ -69,11 +69,78 @@ def test_created_on_first_open_with_schema_and_wal(dbfile: Path) -> None:
     raw.close()
 
 
-def test_location_contract(dbfile: Path) -> None:
+@pytest.mark.parametrize("write_back", [False, True], ids=["write-through", "write-back"])
+def test_location_contract(dbfile: Path, write_back: bool) -> None:
     with SqliteDatabase(dbfile) as db:
-        CONTRACTS.store_contract(SqliteLocationStore(db))
+        CONTRACTS.store_contract(SqliteLocationStore(db, write_back=write_back))
     with SqliteDatabase(dbfile.with_name("other.db")) as db:
-        CONTRACTS.instance_contract(SqliteLocationStore(db))
+        CONTRACTS.instance_contract(SqliteLocationStore(db, write_back=write_back))
+
+
+def _rows(dbfile: Path) -> set[tuple[str, str]]:
+    raw = sqlite3.connect(dbfile)
+    try:
+        return {(a, c) for a, c in raw.execute("SELECT aor, contact FROM location")}
+    finally:
+        raw.close()
+
+
+def test_write_back_commits_the_last_state_of_each_contact_on_flush(dbfile: Path) -> None:
+    inst = "<urn:uuid:1>"
+    with SqliteDatabase(dbfile) as db:
+        store = SqliteLocationStore(db, write_back=True)
+        store.put(Binding(AOR, "sip:a@192.0.2.1", NOW + 60, instance=inst, reg_id=1))
+        store.put(Binding(AOR, "sip:a@192.0.2.9", NOW + 60))
+        store.put(Binding("sip:bob@example.com", "sip:bob@192.0.2.5", NOW + 5))
+        assert store.count(AOR, NOW) == 2  # seen at once
+        assert _rows(dbfile) == set()  # but nothing committed yet
+        assert store.flush() == 3 and store.stats()["location_db_unflushed"] == 0
+        assert _rows(dbfile) == {(AOR, "sip:a@192.0.2.1"), (AOR, "sip:a@192.0.2.9"),
+                                 ("sip:bob@example.com", "sip:bob@192.0.2.5")}
+        # a re-registration from a new address replaces the instance's binding, one is
+        # removed, one expires: the flush writes only the outcome
+        store.put(Binding(AOR, "sip:a@192.0.2.2", NOW + 60, instance=inst, reg_id=1))
+        store.remove(AOR, "sip:a@192.0.2.9")
+        store.put(Binding(AOR, "sip:a@192.0.2.9", NOW + 60))
+        store.remove(AOR, "sip:a@192.0.2.9")
+        assert store.purge_expired(NOW + 10) == 1
+        assert store.stats()["location_db_unflushed"] == 4
+        writes = store.stats()["location_db_writes"]
+        store.flush()
+        assert store.stats()["location_db_writes"] == writes + 1  # one transaction
+        assert _rows(dbfile) == {(AOR, "sip:a@192.0.2.2")}
+        store.remove_aor(AOR)
+        assert store.flush() == 1 and _rows(dbfile) == set()
+        store.put(full_binding())
+        store.flush()
+    with SqliteDatabase(dbfile) as db:
+        assert SqliteLocationStore(db, write_back=True).lookup(AOR, NOW) == [full_binding()]
+
+
+def test_a_failed_write_back_is_kept_for_the_next_flush(dbfile: Path) -> None:
+    with SqliteDatabase(dbfile) as db:
+        store = SqliteLocationStore(db, write_back=True)
+        raw = sqlite3.connect(dbfile)
+        raw.execute(
+            "CREATE TRIGGER no_bad BEFORE INSERT ON location WHEN NEW.contact = 'sip:bad@x' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+        )
+        raw.commit()
+        store.put(Binding(AOR, "sip:a@192.0.2.1", NOW + 60))
+        store.put(Binding(AOR, "sip:bad@x", NOW + 60))
+        with pytest.raises(StorageError, match="refused by test"):
+            store.flush()
+        assert store.stats()["location_db_unflushed"] == 2 and store.stats()["location_db_errors"] == 1
+        assert _rows(dbfile) == set()  # all or nothing
+        store.put(Binding(AOR, "sip:a@192.0.2.1", NOW + 120))  # a newer change meanwhile wins
+        raw.execute("DROP TRIGGER no_bad")
+        raw.commit()
+        raw.close()
+        assert store.flush() == 2
+        assert _rows(dbfile) == {(AOR, "sip:a@192.0.2.1"), (AOR, "sip:bad@x")}
+    with SqliteDatabase(dbfile) as db:
+        again = SqliteLocationStore(db)
+        assert {b.contact: b.expires_at for b in again.lookup(AOR, NOW)}["sip:a@192.0.2.1"] == NOW + 120
 
 
 def test_restart_survival_and_order(dbfile: Path) -> None:
