@@ -20,7 +20,7 @@ from helpers.ua import UA
 from sipedge.sdp.model import SessionDescription
 from sipedge.sip import message as m
 
-USERS = {name: f"{name}-pw" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory")}
+USERS = {name: f"{name}-pw" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "oscar", "peggy")}
 
 
 @pytest.fixture(scope="module", params=["built-in relay", "remote relay over ng", "rtpengine over ng"])
@@ -201,6 +201,45 @@ def test_malformed_sdp_is_refused_488_with_the_reason(server: Server, request: p
         grace.close()
 
 
+def cancel_of(inv: m.Request) -> m.Request:
+    cancel = m.Request("CANCEL", inv.uri)
+    for name in ("via", "from", "to", "call-id"):
+        cancel.add(name, inv.get(name) or "")
+    cancel.add("CSeq", f"{inv.cseq.number} CANCEL")
+    cancel.add("Max-Forwards", "70")
+    return cancel
+
+
+def test_a_cancel_that_crosses_the_200_leaves_the_call_media(server: Server) -> None:
+    """A CANCEL that arrives after the INVITE was answered has no effect on it (RFC 3261
+    §9.2): it gets its 200, the callee sees nothing, and the relayed media of the call
+    keeps flowing."""
+    oscar = UA("udp", (server.host, server.udp), "oscar", server.host, USERS["oscar"])
+    peggy = UA("udp", (server.host, server.udp), "peggy", server.host, USERS["peggy"])
+    a_rtp, b_rtp = udp_socket(), udp_socket()
+    try:
+        assert peggy.register().status == 200
+        inv = oscar.build("INVITE", peggy.aor, body=sdp("192.168.77.2", 4000), headers={"Content-Type": "application/sdp"})
+        oscar.send(inv)
+        inv = oscar.authorize(inv, oscar.expect(407))
+        oscar.send(inv)
+        seen = peggy.wait("INVITE")
+        assert isinstance(seen, m.Request)
+        peggy.answer(seen, 200, body=sdp("127.0.0.1", b_rtp.getsockname()[1]))
+        ok = oscar.expect(200)
+        oscar.send(cancel_of(inv))
+        assert oscar.wait(lambda x: isinstance(x, m.Response) and x.status == 200 and x.cseq.method == "CANCEL")
+        oscar.send(in_dialog(oscar, "ACK", ok))
+        time.sleep(0.3)
+        assert not [x for x in peggy.inbox if isinstance(x, m.Request) and x.method == "CANCEL"]
+        talk(a_rtp, b_rtp, media_of(ok.body)[1], media_of(seen.body)[1], 0)
+    finally:
+        for sock in (a_rtp, b_rtp):
+            sock.close()
+        oscar.close()
+        peggy.close()
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
@@ -231,12 +270,7 @@ def test_a_call_that_fails_or_is_cancelled_frees_its_relay_ports(server: Server,
         else:
             callee.answer(seen, 180)
             caller.expect(180)
-            cancel = m.Request("CANCEL", inv.uri)
-            for name in ("via", "from", "to", "call-id"):
-                cancel.add(name, inv.get(name) or "")
-            cancel.add("CSeq", f"{inv.cseq.number} CANCEL")
-            cancel.add("Max-Forwards", "70")
-            caller.send(cancel)
+            caller.send(cancel_of(inv))
             got = callee.wait("CANCEL")
             assert isinstance(got, m.Request)
             callee.answer(got, 200)

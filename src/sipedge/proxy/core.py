@@ -846,6 +846,8 @@ class ProxyCore:
             if invite is not None:
                 self.tl.respond(invite_key, make_response(invite, 487, to_tag=self._to_tag(invite)), now)
             return
+        if ptx.final_sent:
+            return  # answered already: the CANCEL has no effect on it (RFC 3261 §9.2)
         ptx.cancelled = True
         ptx.groups.clear()
         self._cancel_pending(ptx, now)
