@@ -190,10 +190,29 @@ _COLUMNS = (
 )
 
 
+def _db_text(s: str) -> str | bytes:
+    """Text from the wire as SQLite can take it. The SIP parser keeps bytes that are not
+    UTF-8 (an old phone's Latin-1 User-Agent) as surrogate escapes, which sqlite3 refuses
+    to encode; such a value is stored as its original bytes and read back by _py_text
+    to the same string."""
+    if s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape")
+    return s
+
+
+def _py_text(v: object) -> str:
+    return v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)
+
+
 def _row(b: Binding, seq: int) -> tuple[object, ...]:
+    t = _db_text
     return (
-        b.aor, b.contact, b.expires_at, b.q, b.call_id, b.cseq, b.received, json.dumps(list(b.path)),
-        b.instance, b.reg_id, b.flow, b.user_agent, b.socket, seq,
+        t(b.aor), t(b.contact), b.expires_at, b.q, t(b.call_id), b.cseq, t(b.received), json.dumps(list(b.path)),
+        t(b.instance), b.reg_id, t(b.flow), t(b.user_agent), t(b.socket), seq,
     )
 
 
@@ -201,16 +220,17 @@ def _binding(row: tuple[Any, ...]) -> tuple[int, Binding]:
     (aor, contact, expires_at, q, call_id, cseq, received, path, instance, reg_id, flow,
      user_agent, socket, seq) = row
     try:
-        path_list = json.loads(str(path))
+        path_list = json.loads(_py_text(path))
     except ValueError:
         path_list = []
     if not isinstance(path_list, list):
         path_list = []
+    t = _py_text
     return int(seq), Binding(
-        aor=str(aor), contact=str(contact), expires_at=float(expires_at), q=float(q),
-        call_id=str(call_id), cseq=int(cseq), received=str(received),
-        path=tuple(str(p) for p in path_list), instance=str(instance), reg_id=int(reg_id),
-        flow=str(flow), user_agent=str(user_agent), socket=str(socket),
+        aor=t(aor), contact=t(contact), expires_at=float(expires_at), q=float(q),
+        call_id=t(call_id), cseq=int(cseq), received=t(received),
+        path=tuple(str(p) for p in path_list), instance=t(instance), reg_id=int(reg_id),
+        flow=t(flow), user_agent=t(user_agent), socket=t(socket),
     )
 
 
@@ -249,16 +269,18 @@ class SqliteLocationStore:
             with self._write() as c:
                 for (aor, contact), row in changes.items():
                     if row is None:
-                        c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (aor, contact))
+                        c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (_db_text(aor), _db_text(contact)))
                     else:
                         c.execute(
                             f"INSERT OR REPLACE INTO location ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                             _row(row[1], row[0]),
                         )
-        except StorageError:
+        except Exception as exc:
             for key, row in changes.items():  # newer changes made meanwhile win
                 self._unflushed.setdefault(key, row)
-            raise
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"database {self.db.path}: location write-back failed: {exc!r}") from exc
         return len(changes)
 
     def reload(self) -> None:
@@ -305,7 +327,7 @@ class SqliteLocationStore:
         else:
             with self._write() as c:
                 for contact in replaced:
-                    c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (binding.aor, contact))
+                    c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (_db_text(binding.aor), _db_text(contact)))
                 c.execute(
                     f"INSERT OR REPLACE INTO location ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     _row(binding, seq),
@@ -324,7 +346,7 @@ class SqliteLocationStore:
             self._unflushed[(aor, contact)] = None
         else:
             with self._write() as c:
-                c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (aor, contact))
+                c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (_db_text(aor), _db_text(contact)))
         entries = self._by_aor.get(aor)
         if entries is not None:
             gone = entries.pop(contact, None)
@@ -340,7 +362,7 @@ class SqliteLocationStore:
                 self._unflushed[(aor, contact)] = None
         else:
             with self._write() as c:
-                c.execute("DELETE FROM location WHERE aor = ?", (aor,))
+                c.execute("DELETE FROM location WHERE aor = ?", (_db_text(aor),))
         for _, b in self._by_aor.pop(aor, {}).values():
             self._flows.discard(b)
 
@@ -396,8 +418,8 @@ class SqliteSubscriberStore:
 
     def ha1(self, username: str, realm: str, algorithm: str) -> str | None:
         column = _HA1_COLUMNS.get(algorithm)
-        if column is None:
-            return None
+        if column is None or isinstance(_db_text(username), bytes) or isinstance(_db_text(realm), bytes):
+            return None  # not UTF-8: no subscriber has that name
         with self.db.read() as c:
             row = c.execute(
                 f"SELECT {column} FROM subscriber WHERE username = ? AND domain = ?",

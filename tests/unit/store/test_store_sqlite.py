@@ -316,3 +316,34 @@ def test_registrar_on_sqlite_survives_restart(dbfile: Path) -> None:
         assert register(req(1, "<sip:alice@192.0.2.1;transport=tcp>"), store, cfg, NOW).status == 500
         assert register(req(2, "<sip:alice@192.0.2.1;transport=tcp>;expires=0"), store, cfg, NOW).status == 200
         assert store.count(AOR, NOW) == 0
+
+
+@pytest.mark.parametrize("write_back", [False, True], ids=["write-through", "write-back"])
+def test_bytes_that_are_not_utf8_are_stored_and_read_back_unchanged(dbfile: Path, write_back: bool) -> None:
+    """The SIP parser keeps non-UTF-8 header bytes as surrogate escapes (an old phone's
+    Latin-1 User-Agent); sqlite3 refuses those strings, so they are kept as their bytes."""
+    latin1 = b"T\xe9l\xe9phone".decode("utf-8", "surrogateescape")
+    odd = Binding(AOR, "sip:a@192.0.2.1;x=" + latin1, NOW + 60, user_agent=latin1, call_id=latin1 + "@h")
+    with SqliteDatabase(dbfile) as db:
+        store = SqliteLocationStore(db, write_back=write_back)
+        store.put(odd)
+        store.put(Binding(AOR, "sip:a@192.0.2.2", NOW + 60, user_agent="caf\u00e9"))
+        store.flush()
+    with SqliteDatabase(dbfile) as db:
+        again = SqliteLocationStore(db, write_back=write_back)
+        got = {b.contact: b for b in again.lookup(AOR, NOW)}
+        assert got[odd.contact] == odd and got["sip:a@192.0.2.2"].user_agent == "caf\u00e9"
+        again.remove(AOR, odd.contact)
+        again.flush()
+    assert _rows(dbfile) == {(AOR, "sip:a@192.0.2.2")}
+
+
+def test_a_write_back_flush_that_fails_in_python_is_a_storage_error_and_keeps_the_changes(dbfile: Path) -> None:
+    with SqliteDatabase(dbfile) as db:
+        store = SqliteLocationStore(db, write_back=True)
+        store.put(Binding(AOR, "sip:a@192.0.2.1", NOW + 60, path=(object(),)))  # type: ignore[arg-type]
+        with pytest.raises(StorageError, match="write-back failed"):
+            store.flush()
+        assert store.stats()["location_db_unflushed"] == 1
+        store.put(Binding(AOR, "sip:a@192.0.2.1", NOW + 60))
+        assert store.flush() == 1 and _rows(dbfile) == {(AOR, "sip:a@192.0.2.1")}
