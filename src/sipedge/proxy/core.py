@@ -78,6 +78,7 @@ class Branch:
     provisional: bool = False
     final: Response | None = None
     cancelled: bool = False
+    timed_out: bool = False  # Timer C: its 487 stands for a 408 (RFC 3261 §16.8)
 
 
 @dataclass(slots=True)
@@ -337,8 +338,10 @@ class ProxyCore:
         elif isinstance(ev, tx.StrayResponse):
             self._forward_stray_response(ev.response, ev.flow)
         elif isinstance(ev, tx.TimedOut):
-            if ev.timer != "C":  # Timer C already sent a CANCEL; the 487 will follow
+            if ev.timer != "C":
                 self._on_branch_failure(ev.key, 408, now)
+            elif (found := self._branch_of.get(ev.key)) is not None:
+                found[1].timed_out = True  # the layer sent a CANCEL; the 487 that follows is a 408
         elif isinstance(ev, tx.TransportFailed):
             self._on_branch_failure(ev.key, 503, now)
         elif isinstance(ev, tx.Terminated):
@@ -563,7 +566,16 @@ class ProxyCore:
         if req.method not in ("INVITE", "UPDATE") or not _has_sdp(req):
             return False
 
+        to_tag = _to_tag_of(req)  # a re-offer names its dialog (the leg of a forked call)
+
         def then(sdp: bytes | None, error: tuple[int, str] | None, now: float) -> None:
+            if ptx.cancelled:  # CANCELled while the offer was at the relay: no branch left
+                ptx.final_sent = True
+                self.tl.respond(ptx.server_key, make_response(req, 487, to_tag=self._to_tag(req)), now)
+                self._proxied.pop(ptx.server_key, None)
+                if error is None and to_tag is None:  # after the offer, so nothing is left
+                    self._media_job("delete", call_id, from_tag)
+                return
             if error is not None or sdp is None:
                 status, reason = error or (500, "Media Relay Error")
                 ptx.final_sent = True
@@ -573,7 +585,6 @@ class ProxyCore:
             req.body = sdp
             self._start_next_group(ptx, now)
 
-        to_tag = _to_tag_of(req)  # a re-offer names its dialog (the leg of a forked call)
         self._media_job("offer", call_id, from_tag, to_tag, req.body, ctx.media, then)
         return True
 
@@ -674,6 +685,10 @@ class ProxyCore:
             return
         if branch.final is not None and resp.status >= 300:
             return
+        if branch.timed_out and resp.status >= 300:
+            # Timer C fired: the caller is told the callee did not answer in time, not that
+            # it cancelled (RFC 3261 §16.8; Kamailio's tm does the same)
+            resp.status, resp.reason = 408, "Request Timeout"
         if 200 <= resp.status < 300:
             branch.final = resp
             self._forward_response(ptx, resp, now, flow)
@@ -743,9 +758,10 @@ class ProxyCore:
         if ptx.media is not None:
             call_id = ptx.request.get("call-id") or ""
             if resp.status >= 300:
-                if _to_tag_of(ptx.request) is not None:
+                if _to_tag_of(ptx.request) is not None and resp.status not in (408, 481):
                     # a refused re-INVITE/UPDATE leaves the established call (and its
-                    # media) as it was (RFC 3261 §14.1)
+                    # media) as it was (RFC 3261 §14.1); a 481 or 408 ends the dialog
+                    # (§12.2.1.2), and its media goes with it
                     self._forward_response_now(ptx, resp, now, flow)
                     return
                 try:
@@ -783,7 +799,11 @@ class ProxyCore:
             except Exception:
                 log.exception("reply_route raised")
             if rctx.dropped:
-                return
+                if resp.status < 200:
+                    return
+                # a final response is what ends the caller's transaction: as in Kamailio,
+                # only provisional ones can be dropped
+                log.warning("reply_route dropped a final %d response; it is forwarded anyway", resp.status)
         self.counters["sip_responses_relayed"] += 1
         self.tl.respond(ptx.server_key, resp, now)
         resp.forget_parsed()
@@ -850,6 +870,8 @@ class ProxyCore:
             return  # answered already: the CANCEL has no effect on it (RFC 3261 §9.2)
         ptx.cancelled = True
         ptx.groups.clear()
+        if not ptx.branches:
+            return  # its offer is still at the relay; the answer to that ends it with 487
         self._cancel_pending(ptx, now)
         if ptx.media is not None and _to_tag_of(ptx.request) is None:  # not a re-INVITE's
             try:
