@@ -148,7 +148,9 @@ class ProxyCore:
         self._refused_held = 0
         self._media_jobs: list[MediaJob] = []
         self._media_waiting: dict[int, MediaContinuation] = {}
-        self._media_calls: dict[str, None] = {}  # insertion-ordered, bounded
+        # calls whose media is relayed (insertion-ordered, bounded): True when the offer came
+        # from the callee (late offer), so the caller's SDP in ACK or PRACK is the answer
+        self._media_calls: dict[str, bool] = {}
         self._media_token = 0
         self._out: list[Send] = []
         self._proxied: dict[Any, ProxyTransaction] = {}
@@ -263,7 +265,7 @@ class ProxyCore:
         return call_id in self._media_calls
 
     def _media_job(self, op: str, call_id: str, from_tag: str, to_tag: str | None = None, sdp: bytes = b"",
-                   flags: Flags | None = None, then: MediaContinuation | None = None) -> None:
+                   flags: Flags | None = None, then: MediaContinuation | None = None, late_offer: bool = False) -> None:
         self._media_token += 1
         self._media_jobs.append(MediaJob(self._media_token, op, call_id, from_tag, to_tag, sdp, flags))
         if then is not None:
@@ -271,7 +273,10 @@ class ProxyCore:
         if op == "delete":
             self._media_calls.pop(call_id, None)
         else:
-            self._media_calls[call_id] = None
+            if op == "offer":
+                self._media_calls[call_id] = late_offer
+            else:
+                self._media_calls.setdefault(call_id, False)
             while len(self._media_calls) > 100_000:
                 self._media_calls.pop(next(iter(self._media_calls)))
 
@@ -563,6 +568,18 @@ class ProxyCore:
         if req.method in ("BYE",):
             self._media_job("delete", call_id, from_tag)
             return False
+        if req.method == "PRACK" and _has_sdp(req) and self._media_calls.get(call_id):
+            # the caller's answer to the offer of a reliable provisional (late offer,
+            # RFC 3262 §5), as Kamailio's rtpengine_manage does; the offerer's tag is the To tag
+            def forward(sdp: bytes | None, error: tuple[int, str] | None, now: float) -> None:
+                if sdp is not None:
+                    req.body = sdp
+                else:
+                    log.warning("media answer in PRACK failed for %s: %s", call_id, error)
+                self._start_next_group(ptx, now)
+
+            self._media_job("answer", call_id, _to_tag_of(req) or "", from_tag, req.body, ctx.media, forward)
+            return True
         if req.method not in ("INVITE", "UPDATE") or not _has_sdp(req):
             return False
 
@@ -787,7 +804,7 @@ class ProxyCore:
                     self._forward_response_now(ptx, resp, later, flow)
 
                 offerer, answerer = (to_tag, from_tag) if late_offer else (from_tag, to_tag)  # as ng's tags
-                self._media_job(op, call_id, offerer, answerer, resp.body, ptx.media, then)
+                self._media_job(op, call_id, offerer, answerer, resp.body, ptx.media, then, late_offer=late_offer)
                 return
         self._forward_response_now(ptx, resp, now, flow)
 

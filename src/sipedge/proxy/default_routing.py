@@ -110,6 +110,7 @@ def request_route(ctx: RequestContext) -> None:
         ctx.nat_uac_test(NAT_TESTS | nat.SDP_PRIVATE) or any(t.nated for t in ctx.targets)
     ):
         ctx.rtpengine_manage()
+        ctx.record_route()  # even with routing.record_route off: BYE and re-offers must pass here
     ctx.relay()
 
 

@@ -173,3 +173,56 @@ def test_a_reply_route_cannot_drop_a_final_response() -> None:
     assert to_caller(core) == []  # a provisional one is dropped
     core.receive(m.make_response(inv, 486, to_tag="b1").serialize(), CALLEE, clock.now)
     assert to_caller(core) == [486]  # the final one still ends the caller's transaction
+
+
+def test_the_sdp_of_a_prack_answers_a_late_offer_made_in_a_reliable_183() -> None:
+    """INVITE without SDP; the callee offers in a reliable 183 (RFC 3262); the caller's
+    answer comes in the PRACK and goes through the relay like an ACK's would."""
+    core, clock = make_core()
+    core.receive(request("INVITE", b""), CALLER, clock.now)
+    assert jobs(core) == []
+    (inv,) = [msg for _, port, msg in sent(core) if port == 7001 and isinstance(msg, m.Request)]
+    assert isinstance(inv, m.Request)
+    ringing = m.make_response(inv, 183, to_tag="b1")
+    for rr in inv.get_all("record-route"):
+        ringing.add("Record-Route", rr)
+    for k, v in (("Contact", "<sip:bob@127.0.0.1:7001>"), ("Require", "100rel"), ("RSeq", "1"),
+                 ("Content-Type", "application/sdp")):
+        ringing.add(k, v)
+    ringing.body = SDP
+    core.receive(ringing.serialize(), CALLEE, clock.now)
+    (offer,) = jobs(core)
+    assert (offer.op, offer.from_tag, offer.to_tag) == ("offer", "b1", "a1")  # the callee offers
+    core.media_done(offer.token, RELAYED, None, clock.now)
+    assert to_caller(core) == [183]
+    route = "".join(f"Route: {rr}\r\n" for rr in inv.get_all("record-route"))
+    prack = request("PRACK", cseq=2, to_tag="b1", branch="z9hG4bKpr1", uri="sip:bob@127.0.0.1:7001",
+                    extra=route + "RAck: 1 1 INVITE\r\n")
+    core.receive(prack, CALLER, clock.now)
+    (answer,) = jobs(core)
+    assert (answer.op, answer.from_tag, answer.to_tag, answer.sdp) == ("answer", "b1", "a1", SDP)
+    core.media_done(answer.token, RELAYED, None, clock.now)
+    (relayed,) = [msg for _, port, msg in sent(core) if port == 7001 and isinstance(msg, m.Request)]
+    assert isinstance(relayed, m.Request) and relayed.method == "PRACK" and relayed.body == RELAYED
+
+
+def test_the_default_routing_records_the_route_of_a_relayed_call_even_with_record_route_off() -> None:
+    """Without it the BYE would bypass the proxy and the relay session would linger."""
+    from sipedge.proxy.routing import load_router
+
+    clock = FakeClock()
+    location = MemoryLocationStore()
+    location.put(Binding("sip:bob@127.0.0.1", "sip:bob@127.0.0.1:7001", clock.wall() + 600))
+    config = parse_config({"auth": {"invite": False, "register": False}, "routing": {"record_route": False}})
+    for body, relayed in ((SDP, True), (SDP.replace(b"10.0.0.1", b"198.51.100.1"), False)):
+        core = ProxyCore(config, Identity([Listener("udp", *ME)]), location, MemorySubscriberStore(),
+                         load_router("sipedge.proxy.default_routing"), clock, secret=b"s" * 32)
+        core.media_available = True
+        core.receive(request("INVITE", body), CALLER, clock.now)
+        offers = jobs(core)
+        for job in offers:
+            core.media_done(job.token, RELAYED, None, clock.now)
+        (inv,) = [msg for _, port, msg in sent(core) if port == 7001 and isinstance(msg, m.Request)]
+        assert isinstance(inv, m.Request)
+        assert bool(offers) is relayed
+        assert bool(inv.get_all("record-route")) is relayed  # off, unless media is relayed
