@@ -220,6 +220,11 @@ class KeepaliveCore:
     def request_routed(self, req: Request, flow: Flow, requested: bool, now: float) -> None:
         """After ``request_route`` ran for ``req`` from ``flow``; ``requested`` is whether
         it called ``ctx.nat_keepalive()``."""
+        pinged = self._pinged.get(flow.token)
+        if pinged is not None:
+            # a request from the flow (a REGISTER refresh, a call) answers for it as well as
+            # a ping's reply would: usrloc refreshes its keepalive time on every update too
+            pinged.last_answer = now
         if not self.config.endpoints or self.config.keepalive_interval <= 0:
             return  # nothing would ever ping them
         method = req.method

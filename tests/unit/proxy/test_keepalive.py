@@ -202,6 +202,18 @@ class TestNathelperPings:
         assert r.ka.stats()["keepalive_contacts_dropped"] == 0
         assert r.ka.stats()["keepalive_ping_answers"] == 6
 
+    def test_a_contact_that_refreshes_its_registration_is_kept_without_answering_pings(self) -> None:
+        """usrloc refreshes a contact's keepalive time on every update: a phone that
+        re-registers every 10 s but ignores OPTIONS (many do) is not dropped."""
+        r = rig(NatConfig(keepalive_interval=10.0, keepalive_method="OPTIONS", keepalive_timeout=25.0))
+        register_all(r)
+        for i in range(6):
+            assert len(r.tick(10.0)) == 1  # pinged, never answered
+            r.feed(register("alice", "sip:alice@192.168.1.20:5060", "192.168.1.20:5060", expires=299 - i), ALICE)
+            assert r.last().status == 200  # type: ignore[union-attr]
+        assert r.ka.stats()["keepalive_contacts_dropped"] == 0
+        assert r.location.lookup("sip:alice@203.0.113.10", r.clock.wall()) != []
+
     def test_unknown_responses_are_not_answers(self) -> None:
         r = rig(NatConfig(keepalive_interval=10.0, keepalive_method="OPTIONS"))
         resp = parse(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.10;branch=z9hG4bKzz\r\n"
