@@ -133,12 +133,15 @@ class RequestContext:
         return nat.add_contact_alias(self.request, self.flow)
 
     def handle_ruri_alias(self) -> bool:
-        """Route by an ``;alias=`` in the Request-URI (removing it); True when found."""
+        """Route by an ``;alias=`` in the Request-URI (removing it); True when found.
+        Not while a Route is left: the next hop is another proxy, and the alias is its
+        own (Kamailio's default script calls it only when no destination is set)."""
+        if self.request.has("route"):
+            return False
         target = nat.handle_ruri_alias(self.request)
         if target is None:
             return False
-        if not self.request.has("route"):
-            self.targets = [BranchTarget(dest=target)]
+        self.targets = [BranchTarget(dest=target)]
         return True
 
     # -- NAT traversal (docs/nat.md) -------------------------------------------------------

@@ -345,8 +345,9 @@ def fix_message_sdp(msg: Message, ip: str, flags: int) -> bool:
 
 # -- aliases ----------------------------------------------------------------------------------
 def alias_value(flow: Flow) -> str:
+    """``ip~port~proto`` as Kamailio writes it: an IPv6 address in brackets."""
     host, port = flow.remote
-    return f"{strip_brackets(host)}~{port}~{PROTO_NUMBERS.get(flow.transport, '1')}"
+    return f"{host_for_uri(strip_brackets(host))}~{port}~{PROTO_NUMBERS.get(flow.transport, '1')}"
 
 
 def parse_alias(value: str) -> Target | None:
@@ -361,11 +362,17 @@ def parse_alias(value: str) -> Target | None:
 
 
 def contact_matches_source(na: NameAddr, flow: Flow) -> bool:
+    """Does the Contact name the flow's source: address, port and transport (a TCP
+    client whose Contact says UDP is not reached by it, so it needs an alias too)?"""
     uri = na.uri
-    if not isinstance(uri, SipUri):
+    if not isinstance(uri, SipUri) or flow.transport in ("ws", "wss"):
         return False
-    port = uri.port or (5061 if uri.transport in ("tls", "wss") else 5060)
-    return strip_brackets(uri.host) == strip_brackets(flow.remote[0]) and port == flow.remote[1] and flow.transport not in ("ws", "wss")
+    transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).lower()
+    port = uri.port or (5061 if transport == "tls" else 5060)
+    return (
+        strip_brackets(uri.host) == strip_brackets(flow.remote[0]) and port == flow.remote[1]
+        and transport == flow.transport
+    )
 
 
 def add_contact_alias(msg: Message, flow: Flow) -> bool:

@@ -246,6 +246,26 @@ class TestAliases:
         assert target is not None and (target.transport, target.host, target.port) == ("udp", "198.51.100.7", 40123)
         assert req.uri == "sip:alice@192.168.1.20:5060"
 
+    def test_an_ipv6_alias_is_bracketed_as_kamailio_writes_it_and_read_back(self) -> None:
+        v6 = Flow("udp", ("2001:db8::1", 5060), ("2001:db8::7", 40123))
+        msg = invite(contact="sip:alice@[fd00::5]:5060")
+        assert nat.add_contact_alias(msg, v6)
+        assert msg.get("contact") == "<sip:alice@[fd00::5]:5060;alias=[2001:db8::7]~40123~1>"
+        req = invite()
+        req.set_uri("sip:alice@[fd00::5]:5060;alias=[2001:db8::7]~40123~1")
+        target = nat.handle_ruri_alias(req)
+        assert target is not None and (target.transport, target.host, target.port) == ("udp", "2001:db8::7", 40123)
+
+    def test_a_contact_naming_the_source_over_another_transport_still_gets_an_alias(self) -> None:
+        """Kamailio compares the protocol too: a TCP client whose Contact says nothing of
+        TCP would be reached over UDP at that address."""
+        tcp = Flow("tcp", ("203.0.113.10", 5060), ("192.0.2.44", 5060), conn_id=3)
+        plain = invite(via="192.0.2.44:5060", contact="sip:alice@192.0.2.44:5060", transport="TCP")
+        assert nat.add_contact_alias(plain, tcp)
+        assert str(plain.get("contact")).endswith(";alias=192.0.2.44~5060~2>")
+        tagged = invite(via="192.0.2.44:5060", contact="sip:alice@192.0.2.44:5060;transport=tcp", transport="TCP")
+        assert not nat.add_contact_alias(tagged, tcp)
+
     @pytest.mark.parametrize("value", ["1.2.3.4~x~1", "1.2.3.4~5060~9", "~5060~1", "1.2.3.4~0~1", "a~b"])
     def test_bad_alias(self, value: str) -> None:
         assert nat.parse_alias(value) is None

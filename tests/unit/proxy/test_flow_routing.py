@@ -1,5 +1,6 @@
-"""Branches sent to a WebSocket peer are indexed by that peer: its closed connection
-fails them at once (480), and the index forgets every branch when its transaction ends."""
+"""Requests routed by flow: branches sent to a WebSocket peer are indexed by that peer
+(its closed connection fails them at once with 480, and the index forgets every branch
+when its transaction ends), and ``;alias=`` in a Request-URI is used only at the last hop."""
 
 from __future__ import annotations
 
@@ -88,3 +89,22 @@ def test_answered_calls_leave_nothing_in_the_index(tmp_path: Path) -> None:
         core.handle_timer(clock.now)
         core.outgoing()
     assert core._ws_branches == {} and core._branch_of == {}
+
+
+def test_an_alias_for_the_next_proxy_is_left_to_it() -> None:
+    """An in-dialog request whose Route set goes on to another proxy keeps the alias in
+    its Request-URI: it is that proxy's, for its own NATed user (Kamailio calls
+    handle_ruri_alias only when no destination is set)."""
+    core, clock, _ = core_with_browser(0)
+    uri = "sip:carol@192.168.1.9:5060;alias=198.51.100.7~40123~1"
+    bye = (
+        f"BYE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKbye1\r\n"
+        "Route: <sip:127.0.0.1:5060;lr>, <sip:192.0.2.80:5060;lr>\r\nMax-Forwards: 70\r\n"
+        "From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:carol@example.net>;tag=c1\r\nCall-ID: d-1\r\n"
+        "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    core.receive(bye, CALLER, clock.now)
+    (out,) = [s for s in core.outgoing() if isinstance(m.parse(s.data), m.Request)]
+    relayed = m.parse(out.data)
+    assert isinstance(relayed, m.Request) and relayed.uri == uri
+    assert out.target is not None and (out.target.host, out.target.port) == ("192.0.2.80", 5060)
