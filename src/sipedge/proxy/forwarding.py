@@ -5,6 +5,7 @@ and returns or edits it, so routing modules and tests can call them alone.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 from .._common.addr import strip_brackets
@@ -71,16 +72,37 @@ def decrement_max_forwards(req: Request) -> int:
 
 def record_route(req: Request, inbound: Listener, outbound: Listener) -> None:
     """Insert our Record-Route; two of them (``r2=on``) when the request changes transport
-    or interface, so each side of the dialog reaches us the way it can."""
+    or interface, so each side of the dialog reaches us the way it can. For a ``sips:``
+    request each entry on a secure listener is a ``sips:`` URI (RFC 3261 §16.6 step 4)."""
+    secure = _is_sips(req)
+
+    def entry(li: Listener, **params: str | None) -> str:
+        uri = li.uri(**params)
+        if secure and li.transport in ("tls", "wss"):
+            uri = dataclasses.replace(uri, scheme="sips")
+        return f"<{uri}>"
+
     if (inbound.transport, inbound.public_host, inbound.public_port) == (
         outbound.transport,
         outbound.public_host,
         outbound.public_port,
     ):
-        req.add("record-route", f"<{inbound.uri(lr=None)}>", first=True)
+        req.add("record-route", entry(inbound, lr=None), first=True)
         return
-    req.add("record-route", f"<{inbound.uri(r2='on', lr=None)}>", first=True)
-    req.add("record-route", f"<{outbound.uri(r2='on', lr=None)}>", first=True)
+    req.add("record-route", entry(inbound, r2="on", lr=None), first=True)
+    req.add("record-route", entry(outbound, r2="on", lr=None), first=True)
+
+
+def _is_sips(req: Request) -> bool:
+    """A ``sips:`` Request-URI, or a top Route that is one."""
+    try:
+        uri = req.ruri
+        routes = req.name_addrs("route")
+    except ParseError:
+        return False
+    if isinstance(uri, SipUri) and uri.scheme == "sips":
+        return True
+    return bool(routes) and isinstance(routes[0].uri, SipUri) and routes[0].uri.scheme == "sips"
 
 
 def loose_route(req: Request, identity: Identity) -> bool:

@@ -120,3 +120,24 @@ def test_record_route_of_a_secure_websocket_listener_says_transport_ws() -> None
     assert r.get_all("record-route") == ["<sip:127.0.0.1:5060;r2=on;lr>", "<sip:127.0.0.1:4443;transport=ws;r2=on;lr>"]
     me = Identity([udp, wss])
     assert all(me.uri_is_me(na.sip_uri) for na in r.name_addrs("record-route"))
+
+
+def test_a_sips_request_is_record_routed_with_sips_uris_on_secure_listeners() -> None:
+    """RFC 3261 §16.6 step 4: a sips: Request-URI (or top Route) gets sips: Record-Route,
+    and the dialog's requests with it still find us (both entries popped)."""
+    tls, wss = ME.listeners[2], Listener("wss", "127.0.0.1", 4443)
+    r = req(uri="sips:bob@example.com")
+    fw.record_route(r, wss, tls)
+    assert r.get_all("record-route") == [
+        "<sips:127.0.0.1:5061;transport=tls;r2=on;lr>",
+        "<sips:127.0.0.1:4443;transport=ws;r2=on;lr>",
+    ]
+    me = Identity([*ME.listeners, wss])
+    back = req("Route: " + ", ".join(reversed(r.get_all("record-route"))) + "\r\n", uri="sips:alice@192.0.2.7")
+    assert fw.loose_route(back, me) is True and not back.has("route")
+    r = req("Route: <sips:next.example.net;lr>\r\n")
+    fw.record_route(r, tls, tls)
+    assert r.get_all("record-route") == ["<sips:127.0.0.1:5061;transport=tls;lr>"]
+    plain = req()
+    fw.record_route(plain, tls, tls)
+    assert plain.get_all("record-route") == ["<sip:127.0.0.1:5061;transport=tls;lr>"]
