@@ -63,7 +63,7 @@ def add_users(cfg: Path, host: str, users: dict[str, str]) -> None:
 
 
 def write_config(
-    tmp: Path, host: str = "127.0.0.1", extra: str = "", general: str = ""
+    tmp: Path, host: str = "127.0.0.1", extra: str = "", general: str = "", more_listen: tuple[str, ...] = ()
 ) -> tuple[Path, int, int, int, int, int, int]:
     udp = free_port(host)
     tcp = udp  # same port number for UDP and TCP, as SIP servers usually do
@@ -80,7 +80,7 @@ log_level = "debug"
 {general}
 
 [sip]
-listen = ["udp:{h}:{udp}", "tcp:{h}:{tcp}", "tls:{h}:{tls}", "ws:{h}:{ws}", "wss:{h}:{wss}"]
+listen = ["udp:{h}:{udp}", "tcp:{h}:{tcp}", "tls:{h}:{tls}", "ws:{h}:{ws}", "wss:{h}:{wss}"{"".join(f', "{li}"' for li in more_listen)}]
 
 [web]
 listen = "{h}:{http}"
@@ -119,12 +119,13 @@ def wait_ready(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
 
 @contextlib.contextmanager
 def running_server(
-    tmp: Path, host: str = "127.0.0.1", extra: str = "", users: dict[str, str] | None = None, general: str = ""
+    tmp: Path, host: str = "127.0.0.1", extra: str = "", users: dict[str, str] | None = None, general: str = "",
+    more_listen: tuple[str, ...] = (),
 ) -> Iterator[Server]:
-    """``sipedge serve`` on every transport; ``extra`` is appended to its TOML config and
-    ``general`` goes into its ``[general]`` table."""
+    """``sipedge serve`` on every transport; ``extra`` is appended to its TOML config,
+    ``general`` goes into its ``[general]`` table and ``more_listen`` into ``sip.listen``."""
     tmp.mkdir(parents=True, exist_ok=True)
-    cfg, udp, tcp, tls, ws, wss, http = write_config(tmp, host, extra, general)
+    cfg, udp, tcp, tls, ws, wss, http = write_config(tmp, host, extra, general, more_listen)
     log = tmp / "sipedge.log"
     data = tmp / "data"
     if users:

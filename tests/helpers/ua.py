@@ -47,6 +47,8 @@ class UA:
     port: int = field(init=False)
     framer: StreamFramer = field(default_factory=StreamFramer)
     inbox: list[m.Request | m.Response] = field(default_factory=list)
+    # UDP: every message with the address it came from (which of the server's sockets)
+    arrivals: list[tuple[m.Request | m.Response, tuple[str, int]]] = field(default_factory=list)
     cseq: int = 0
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
@@ -122,8 +124,10 @@ class UA:
             return
         try:
             if self.transport == "udp":
-                data, _ = self.sock.recvfrom(65535)
-                self.inbox.append(m.parse(data))
+                data, source = self.sock.recvfrom(65535)
+                msg = m.parse(data)
+                self.inbox.append(msg)
+                self.arrivals.append((msg, (source[0], source[1])))
                 return
             data = self.sock.recv(65535)
         except (TimeoutError, ssl.SSLWantReadError):

@@ -21,6 +21,7 @@ from . import forwarding, nat
 
 if TYPE_CHECKING:
     from .core import ProxyCore
+    from .identity import Listener
     from .location import Binding
 
 
@@ -51,6 +52,7 @@ class RequestContext:
     media: Flags | None = None  # set by rtpengine_manage(): relay this call's media
     authenticated_user: str | None = None
     done: bool = False
+    socket: Listener | None = None  # where to send from (set by loose_route)
     nat_keepalive_requested: bool = False  # set by nat_keepalive() (docs/nat.md)
 
     # -- facts about the request ------------------------------------------
@@ -120,8 +122,10 @@ class RequestContext:
 
     # -- routing steps ---------------------------------------------------------
     def loose_route(self) -> bool:
-        """Process the Route set (RFC 3261 §16.4); True when the request has one."""
-        return forwarding.loose_route(self.request, self.core.identity)
+        """Process the Route set (RFC 3261 §16.4); True when the request has one. The
+        request will leave from the listener our last Route entry names."""
+        routed, self.socket = forwarding.route_set(self.request, self.core.identity)
+        return routed
 
     def is_nated(self) -> bool:
         """The sender is behind a NAT or on a WebSocket: its Contact or top Via does not

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._common.addr import is_ip, is_ipv6, strip_brackets
 from .._common.clock import Clock
 from .._common.ids import TokenSource
 from ..config import Config
@@ -28,7 +29,7 @@ from ..sip.message import Request, Response, check_response, error_response, mak
 from ..sip.uri import SipUri
 from . import forwarding, nat, registrar
 from .context import BranchTarget, ReplyContext, RequestContext
-from .identity import Identity
+from .identity import Identity, Listener
 from .location import Binding, LocationStore, SubscriberStore
 from .routing import Router
 
@@ -96,6 +97,7 @@ class ProxyTransaction:
     cancelled: bool = False
     next_index: int = 0
     media: Flags | None = None
+    socket: Listener | None = None  # the listener its branches leave from (loose_route)
 
     @property
     def all_final(self) -> bool:
@@ -535,6 +537,8 @@ class ProxyCore:
                     dest, fallback = flow, contact
             elif b.received:
                 dest = flow  # behind a NAT: where its binding is
+        if isinstance(dest, Target) and b.socket:
+            dest = _leave_from(dest, self.identity.listener_by_name(b.socket))  # as it registered
         nated = bool(b.received) or (flow is not None and flow.transport in ("ws", "wss"))
         return BranchTarget(ruri=ruri, dest=dest, path=b.path, q=b.q, fallback=fallback, nated=nated)
 
@@ -550,7 +554,8 @@ class ProxyCore:
             groups = [[t for t in targets if t.q == q] for q in qs]
         else:
             groups = [targets]
-        ptx = ProxyTransaction(ctx.server_key, req, ctx.flow, ctx.record_routed, groups, media=ctx.media)
+        ptx = ProxyTransaction(ctx.server_key, req, ctx.flow, ctx.record_routed, groups, media=ctx.media,
+                               socket=ctx.socket)
         self._proxied[ctx.server_key] = ptx
         if ctx.media is not None and self._media_step_for_request(ptx, ctx):
             return
@@ -627,6 +632,7 @@ class ProxyCore:
                 for value in reversed(target.path):
                     req.add("route", value, first=True)
             dest = target.dest if target.dest is not None else forwarding.uri_target(forwarding.next_hop(req))
+            dest = _leave_from(dest, ptx.socket)
         except ParseError as exc:
             resp = Response(*exc.hint) if isinstance(exc.hint, tuple) else Response(400)
             self._record_branch_final(ptx, Branch(None, req, target, Target("udp", "", 0), final=resp), now)
@@ -659,6 +665,7 @@ class ProxyCore:
                 req.set_uri(target.ruri)
             forwarding.decrement_max_forwards(req)
             dest = target.dest if target.dest is not None else forwarding.uri_target(forwarding.next_hop(req))
+            dest = _leave_from(dest, ctx.socket)
         except ParseError as exc:
             log.debug("x cannot forward %s statelessly: %s", req.method, exc)
             return
@@ -905,6 +912,18 @@ class ProxyCore:
                 continue
             b.cancelled = True
             self.tl.cancel(b.key, now)
+
+
+def _leave_from(dest: Flow | Target, socket: Listener | None) -> Flow | Target:
+    """A UDP target to be sent from ``socket``: as a flow from that listener, so a proxy
+    on several interfaces sends a dialog's requests, or a phone's calls, from the address
+    the other side knows (a NAT drops anything else). Other targets are unchanged."""
+    if socket is None or socket.transport != "udp" or not isinstance(dest, Target) or dest.transport != "udp":
+        return dest
+    host = strip_brackets(dest.host)
+    if not is_ip(host) or is_ipv6(host) != socket.ipv6:
+        return dest
+    return Flow("udp", (socket.host, socket.port), (host, dest.port))
 
 
 def _dest_address(dest: Flow | Target) -> tuple[str, int]:

@@ -113,9 +113,16 @@ def loose_route(req: Request, identity: Identity) -> bool:
     Route becomes the Request-URI. Returns True when the request carried Route headers
     (it is being routed by its route set), like Kamailio's ``loose_route()``.
     """
+    return route_set(req, identity)[0]
+
+
+def route_set(req: Request, identity: Identity) -> tuple[bool, Listener | None]:
+    """:func:`loose_route`, and the listener named by the last of our entries it popped:
+    the side of a double Record-Route that faces the next hop, where the request must
+    leave from (Kamailio sends from that socket too)."""
     routes = req.name_addrs("route")
     if not routes:
-        return False
+        return False, None
     ruri = req.ruri
     if isinstance(ruri, SipUri) and identity.uri_is_me(ruri) and ruri.user is None:
         last = routes[-1]
@@ -123,18 +130,20 @@ def loose_route(req: Request, identity: Identity) -> bool:
         _set_routes(req, routes[:-1])
         routes = routes[:-1]
     popped = 0
+    ours: SipUri | None = None
     while routes and popped < 2:
         top = routes[0].uri
         if isinstance(top, SipUri) and identity.uri_is_me(top):
             routes = routes[1:]
             popped += 1
+            ours = top
             if top.params.get("r2") != "on":
                 break
         else:
             break
     if popped:
         _set_routes(req, routes)
-    return True
+    return True, identity.listener_named(ours) if ours is not None else None
 
 
 def _set_routes(req: Request, routes: list[NameAddr]) -> None:

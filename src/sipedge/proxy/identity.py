@@ -81,6 +81,24 @@ class Identity:
     def uri_is_me(self, uri: SipUri) -> bool:
         return self.is_me(uri.host, uri.port, uri.transport)
 
+    def listener_named(self, uri: SipUri) -> Listener | None:
+        """The listener one of our URIs (a Record-Route entry) stands for: same transport
+        ("ws" in a URI is WS or WSS), host and port, bound or advertised."""
+        transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).lower()
+        host = strip_brackets(uri.host).lower()
+        for li in self.listeners:
+            if ("ws" if li.transport == "wss" else li.transport) != transport:
+                continue
+            if host in (strip_brackets(li.host).lower(), strip_brackets(li.public_host).lower()) and (
+                uri.port is None or uri.port in (li.port, li.public_port)
+            ):
+                return li
+        return None
+
+    def listener_by_name(self, name: str) -> Listener | None:
+        """The listener called ``name`` (``Listener.name``, as bindings store it)."""
+        return next((li for li in self.listeners if li.name == name), None)
+
     def is_local_domain(self, host: str) -> bool:
         """True when ``host`` is a domain we are responsible for (RFC 3261 §16.4)."""
         h = strip_brackets(host).lower()

@@ -107,4 +107,4 @@ def test_an_alias_for_the_next_proxy_is_left_to_it() -> None:
     (out,) = [s for s in core.outgoing() if isinstance(m.parse(s.data), m.Request)]
     relayed = m.parse(out.data)
     assert isinstance(relayed, m.Request) and relayed.uri == uri
-    assert out.target is not None and (out.target.host, out.target.port) == ("192.0.2.80", 5060)
+    assert out.flow is not None and out.flow.remote == ("192.0.2.80", 5060)  # from the listener in the Route

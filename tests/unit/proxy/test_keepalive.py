@@ -275,7 +275,7 @@ class TestEndpoints:
             "Content-Length: 0\r\n\r\n"
         )
         r.feed(bye, BOB)
-        assert r.sent[-1].target is not None and r.sent[-1].target.port == 40123  # by alias
+        assert r.sent[-1].flow is not None and r.sent[-1].flow.remote[1] == 40123  # by alias
         assert r.ka.stats()["keepalive_endpoints"] == 0
 
     def test_failed_invite_adds_nothing(self) -> None:
