@@ -274,11 +274,8 @@ class ProxyCore:
             self._media_waiting[self._media_token] = then
         if op == "delete":
             self._media_calls.pop(call_id, None)
-        else:
-            if op == "offer":
-                self._media_calls[call_id] = late_offer
-            else:
-                self._media_calls.setdefault(call_id, False)
+        elif op == "offer":  # (an answer never revives a call: a 2xx retransmitted after the BYE)
+            self._media_calls[call_id] = late_offer
             while len(self._media_calls) > 100_000:
                 self._media_calls.pop(next(iter(self._media_calls)))
 

@@ -226,3 +226,21 @@ def test_the_default_routing_records_the_route_of_a_relayed_call_even_with_recor
         assert isinstance(inv, m.Request)
         assert bool(offers) is relayed
         assert bool(inv.get_all("record-route")) is relayed  # off, unless media is relayed
+
+
+def test_a_2xx_retransmitted_after_the_bye_does_not_revive_the_call() -> None:
+    core, clock = make_core()
+    inv = established(core, clock)
+    assert core.media_active("c-1")
+    route = "".join(f"Route: {rr}\r\n" for rr in inv.get_all("record-route"))
+    core.receive(request("BYE", b"", cseq=3, to_tag="b1", branch="z9hG4bKbye", extra=route,
+                         uri="sip:bob@127.0.0.1:7001"), CALLER, clock.now)
+    assert [j.op for j in jobs(core)] == ["delete"] and not core.media_active("c-1")
+    ok = m.make_response(inv, 200, to_tag="b1")
+    ok.add("Contact", "<sip:bob@127.0.0.1:7001>")
+    ok.set("Content-Type", "application/sdp")
+    ok.body = SDP
+    core.receive(ok.serialize(), CALLEE, clock.now)  # the callee did not hear our ACK
+    for job in jobs(core):
+        core.media_done(job.token, None, (404, "Unknown call"), clock.now)
+    assert not core.media_active("c-1")  # in-dialog requests of the ended call stay unrelayed
