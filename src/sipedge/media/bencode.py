@@ -89,7 +89,9 @@ def _encode(value: Value, out: list[bytes]) -> None:
     if isinstance(value, int):
         out.append(b"i%de" % value)
     elif isinstance(value, str | bytes):
-        raw = value.encode() if isinstance(value, str) else value
+        # text taken from the wire keeps its non-UTF-8 bytes as surrogate escapes (SDP is
+        # decoded that way): they go back out as those same bytes
+        raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
         out.append(b"%d:" % len(raw))
         out.append(raw)
     elif isinstance(value, list | tuple):
@@ -100,7 +102,7 @@ def _encode(value: Value, out: list[bytes]) -> None:
     elif isinstance(value, dict):
         out.append(b"d")
         items = sorted(
-            (((k.encode() if isinstance(k, str) else k), v) for k, v in value.items()),
+            (((k.encode("utf-8", "surrogateescape") if isinstance(k, str) else k), v) for k, v in value.items()),
             key=lambda kv: kv[0],
         )
         for k, v in items:

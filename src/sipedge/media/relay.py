@@ -814,11 +814,13 @@ class MediaRelay:
                     s.latched_rtp = s.latched_rtcp = None
                 s.expected_rtp = new_rtp
                 r = m.rtcp
+                # RTCP on the next port (RFC 3550 §11), which RTP on 65535 does not have
+                next_port = (ip, m.port + 1) if ip and m.port < 65535 else None
                 if r is not None and r.port:
                     rip = _ip_or_none(r.connection.address) if r.connection else ip
-                    s.expected_rtcp = (rip, r.port) if rip else (new_rtp and (new_rtp[0], m.port + 1))
+                    s.expected_rtcp = (rip, r.port) if rip else next_port
                 else:
-                    s.expected_rtcp = (ip, m.port + 1) if ip else None
+                    s.expected_rtcp = next_port
                 s.mux = m.rtcp_mux or "require" in flags.rtcp_mux
                 if not offer and "reject" in flags.rtcp_mux:
                     p.mux = False

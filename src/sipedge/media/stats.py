@@ -16,7 +16,9 @@ class StreamStats:
     """Receive-side counters of one stream (one party, one m= line, one component)."""
 
     __slots__ = (
-        "_transit",
+        "_arrival",
+        "_bad_seq",
+        "_ts",
         "base_seq",
         "bytes",
         "clock_rate",
@@ -40,7 +42,9 @@ class StreamStats:
         self.max_seq = 0
         self.cycles = 0
         self.jitter = 0.0
-        self._transit: float | None = None
+        self._arrival: float | None = None  # of the last packet, in timestamp units
+        self._ts = 0
+        self._bad_seq = -1  # after a big jump, the number that would confirm it (A.1)
 
     def count(self, size: int, now: float) -> None:
         self.packets += 1
@@ -53,14 +57,15 @@ class StreamStats:
         self.bytes += len(data)
         self.last_packet = now
         seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+        arrival = now * self.clock_rate
         if ssrc != self.ssrc:  # new source: restart sequence and jitter state (A.1)
             self.ssrc = ssrc
             self.base_seq = self.max_seq = seq
             self.cycles = 0
             self.rtp_packets = 1
-            self._transit = now * self.clock_rate - ts
+            self._bad_seq = -1
+            self._arrival, self._ts = arrival, ts
             return
-        self.rtp_packets += 1
         delta = (seq - self.max_seq) & 0xFFFF
         if delta < _MAX_DROPOUT:
             if seq < self.max_seq:
@@ -68,15 +73,21 @@ class StreamStats:
             self.max_seq = seq
         elif delta > 0xFFFF - _MAX_MISORDER:
             pass  # a late or duplicate packet
-        else:  # a big jump: resynchronise
+        elif seq == self._bad_seq:  # the jump goes on: the source restarted its numbering
             self.base_seq = self.max_seq = seq
             self.cycles = 0
-            self.rtp_packets = 1
-        transit = now * self.clock_rate - ts
-        if self._transit is not None:
-            d = abs(transit - self._transit)
+            self.rtp_packets = 0
+            self._bad_seq = -1
+        else:  # one stray number: not counted until the next packet confirms it
+            self._bad_seq = (seq + 1) & 0xFFFF
+            return
+        self.rtp_packets += 1
+        if self._arrival is not None:
+            # D(i-1, i) of A.8, with the timestamp difference taken modulo 2^32 (signed)
+            dts = ((ts - self._ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            d = abs((arrival - self._arrival) - dts)
             self.jitter += (d - self.jitter) / 16.0
-        self._transit = transit
+        self._arrival, self._ts = arrival, ts
 
     @property
     def expected(self) -> int:

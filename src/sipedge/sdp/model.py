@@ -94,7 +94,7 @@ def _check_attr(value: str) -> None:
 def _check_line(kind: str, value: str) -> None:
     if kind == "v":
         if value != "0":
-            raise bad(f"unsupported version v={value[:10]}")
+            raise bad(f"unsupported version v={value[:10]!r}")
     elif kind == "o":
         Origin.parse(value)
     elif kind == "c":

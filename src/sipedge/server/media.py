@@ -196,7 +196,7 @@ class MediaServer:
                 continue
             try:
                 out_sock.sendto(out[2], out[1])
-            except OSError:
+            except (OSError, OverflowError):  # (OverflowError: a port the core let through)
                 self.send_errors += 1
         if self.relay.has_events:  # latching and similar are rare: drain only when present
             self._drain()

@@ -47,6 +47,18 @@ def test_bencode_garbage(data: bytes) -> None:
         bencode.decode(data)
 
 
+def test_an_sdp_that_is_not_utf8_gets_an_error_reply_not_silence() -> None:
+    """Its bytes come back in the error text as they were; the server keeps answering."""
+    srv = server()
+    bad = b"v=\xff\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\n"
+    r = call(srv, b"u1", {"command": "offer", "call-id": "x", "from-tag": "f", "sdp": bad})
+    assert r["result"] == "error" and "version" in r["error-reason"]
+    latin1 = SDP_A.replace(b"s=-", b"s=Caf\xe9")  # a session name in Latin-1: kept as its bytes
+    r = call(srv, b"u2", {"command": "offer", "call-id": "y", "from-tag": "f", "sdp": latin1})
+    assert r["result"] == "ok" and b"s=Caf\xe9\r\n" in r["sdp"]
+    assert bencode.encode(b"\xff".decode("utf-8", "surrogateescape")) == b"1:\xff"
+
+
 def test_ping() -> None:
     srv = server()
     assert srv.handle(b"5323_1 d7:command4:pinge", 0.0) == b"5323_1 d6:result4:ponge"

@@ -331,3 +331,19 @@ def test_relay_candidate_passes_checks_of_every_candidate_and_latches_on_the_nom
     assert r.receive(stray, pb, B, 1.9) == (pa, a2, stray)
     assert r.stats()["media_packets_dropped_stranger"] == 1  # only the early RTP from a2
     assert r.stats()["media_stun_relayed"] == 3
+
+
+def test_rtp_on_port_65535_has_no_rtcp_port_to_send_to() -> None:
+    """RTCP goes to the RTP port + 1 (RFC 3550 §11), which 65535 does not have: the relay
+    expects none there instead of sending to port 65536."""
+    hi = ("198.51.100.2", 65535)
+    r = MediaRelay(RelayConfig(advertised_address="203.0.113.1"), RangePortAllocator(40000, 40099, random.Random(3)))
+    to_b = r.offer("call", "ft", sdp(A), 0.0)
+    r.answer("call", "ft", "tt", sdp(hi), 0.0)
+    call = r.query("call")
+    assert call is not None
+    b_stream = call.legs[0].streams[1][0]
+    assert b_stream.expected_rtp == hi and b_stream.expected_rtcp is None
+    rtcp = struct.pack("!BBHI", 0x81, 201, 7, 0x1234) + bytes(24)
+    out = r.receive(rtcp, port_of(to_b) + 1, A, 1.0)  # A's RTCP, towards B
+    assert out is None or (0 < out[1][1] <= 65535)

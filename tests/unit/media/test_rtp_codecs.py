@@ -83,3 +83,27 @@ def test_stats_duplicates_reorder_and_ssrc_change() -> None:
     assert st.ssrc == 2 and st.expected == 1
     st.rtp(_pkt(40000, 0, ssrc=2), 2.0)  # a big jump resynchronises
     assert st.expected == 1
+
+
+def test_jitter_across_the_timestamp_wrap() -> None:
+    """RFC 3550 A.8 takes timestamp differences modulo 2^32: evenly spaced packets whose
+    timestamps wrap have no jitter (it was 25,920 s here)."""
+    st = StreamStats(8000)
+    start = 0xFFFFFFFF - 160 * 50
+    for i in range(100):
+        st.rtp(_pkt(i, (start + i * 160) & 0xFFFFFFFF), 10.0 + i * 0.02)
+    assert st.jitter_ms < 0.01
+
+
+def test_one_stray_sequence_number_keeps_the_loss_count() -> None:
+    """RFC 3550 A.1: a single big jump is held until the next packet confirms it."""
+    st = StreamStats()
+    for seq in [s for s in range(1, 100) if s % 10]:  # 9 lost
+        st.rtp(_pkt(seq, seq * 160), 1.0)
+    st.rtp(_pkt(40000, 0), 1.0)  # one stray
+    for seq in range(100, 110):
+        st.rtp(_pkt(seq, seq * 160), 1.0)
+    assert st.lost == 9 and st.expected == 109
+    st.rtp(_pkt(50000, 0), 2.0)
+    st.rtp(_pkt(50001, 160), 2.02)  # a confirmed jump: the source restarted its numbering
+    assert st.expected == 1 and st.rtp_packets == 1 and st.lost == 0
