@@ -414,7 +414,9 @@ class MediaRelay:
         self.counters["media_deletes"] += 1
         if branch_only and to_tag is not None and len(call.legs) > 1:
             legs = [leg for leg in call.legs if to_tag in leg.tags and (from_tag is None or from_tag in leg.tags)]
-            if legs and len(legs) < len(call.legs):
+            if not legs:
+                return None  # a fork that never answered with SDP: nothing of it to delete
+            if len(legs) < len(call.legs):
                 totals = self._totals(call)
                 for leg in legs:
                     self._drop_leg(call, leg)
