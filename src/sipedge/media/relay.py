@@ -169,7 +169,7 @@ class Stream:
         "call", "direction", "egress", "expected_rtcp", "expected_rtp", "had_ice", "hold",
         "ice_pwd", "ice_ufrag", "index", "ingress", "interface", "last_signal", "latched_rtcp", "latched_rtp",
         "leg", "media", "mux", "no_dest", "owns_ports", "peer", "port_count", "profile",
-        "rtcp_port", "rtcp_stats", "rtp_port", "rtp_stats", "side", "strangers", "strict",
+        "rtcp_port", "rtcp_stats", "rtp_port", "rtp_stats", "side", "signalled_rtp", "strangers", "strict",
         "symmetric",
     )
 
@@ -186,6 +186,7 @@ class Stream:
         self.owns_ports = True
         self.interface = ""  # the named interface its ports are on ("" = the default)
         self.expected_rtp: Address | None = None
+        self.signalled_rtp: Address | None = None  # the last real address its SDP gave
         self.expected_rtcp: Address | None = None
         self.latched_rtp: Address | None = None
         self.latched_rtcp: Address | None = None
@@ -811,10 +812,13 @@ class MediaRelay:
                 s.hold = hold or s.direction in ("sendonly", "inactive")
                 ip = None if hold else _ip_or_none(host)
                 new_rtp = (ip, m.port) if ip else None
-                if new_rtp != s.expected_rtp and s.latched_rtp is not None and new_rtp is not None:
-                    # the party moved its media (re-INVITE): learn again
+                if new_rtp is not None and new_rtp != s.signalled_rtp and s.latched_rtp is not None:
+                    # the party moved its media (re-INVITE): learn again; coming back from
+                    # a c=0.0.0.0 hold to the same address is no move
                     s.latched_rtp = s.latched_rtcp = None
                 s.expected_rtp = new_rtp
+                if new_rtp is not None:
+                    s.signalled_rtp = new_rtp
                 r = m.rtcp
                 # RTCP on the next port (RFC 3550 §11), which RTP on 65535 does not have
                 next_port = (ip, m.port + 1) if ip and m.port < 65535 else None

@@ -347,3 +347,20 @@ def test_rtp_on_port_65535_has_no_rtcp_port_to_send_to() -> None:
     rtcp = struct.pack("!BBHI", 0x81, 201, 7, 0x1234) + bytes(24)
     out = r.receive(rtcp, port_of(to_b) + 1, A, 1.0)  # A's RTCP, towards B
     assert out is None or (0 < out[1][1] <= 65535)
+
+
+def test_resuming_from_a_zero_address_hold_keeps_the_latched_address() -> None:
+    """A NATed party (its SDP names a private address) holds with c=0.0.0.0, then resumes
+    with its old SDP: that is no move, so media still goes where its packets come from."""
+    private, public = ("10.0.0.1", 2000), ("198.51.100.1", 31000)
+    r = MediaRelay(RelayConfig(advertised_address="203.0.113.1"), RangePortAllocator(40000, 40099, random.Random(3)))
+    to_b = r.offer("call", "ft", sdp(private), 0.0)
+    pa = port_of(r.answer("call", "ft", "tt", sdp(B), 0.0))
+    pb = port_of(to_b)
+    assert r.receive(rtp(1), pa, public, 1.0) == (pb, B, rtp(1))  # latched on the public side
+    hold = sdp(private).replace(b"c=IN IP4 10.0.0.1", b"c=IN IP4 0.0.0.0")
+    r.offer("call", "ft", hold, 2.0)
+    r.answer("call", "ft", "tt", sdp(B), 2.0)
+    r.offer("call", "ft", sdp(private), 3.0)  # resume
+    r.answer("call", "ft", "tt", sdp(B), 3.0)
+    assert r.receive(rtp(2, 99), pb, B, 3.1) == (pa, public, rtp(2, 99))
