@@ -96,7 +96,7 @@ class MediaConfig:
         3600.0, "the same for a call on hold (sendonly/inactive/c=0.0.0.0)", positive
     )
     offer_timeout: float = option(
-        3600.0, "the same for a call that never carried media (still ringing, or silent)", positive
+        3600.0, "the same for a call offered and not answered yet, without early media (ringing)", positive
     )
     strict_source: bool = option(
         False, "accept media only from the address in the SDP (breaks NAT latching)"

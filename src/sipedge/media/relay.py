@@ -64,7 +64,7 @@ class RelayConfig:
     interfaces: tuple[tuple[str, str], ...] = ()
     timeout: float = 60.0
     hold_timeout: float = 3600.0
-    offer_timeout: float = 3600.0  # calls that never carried media (ringing, held from start)
+    offer_timeout: float = 3600.0  # calls offered, not answered, without media (ringing)
     strict_source: bool = False
     relatch_idle: float = 1.0
     ice: str = "auto"
@@ -256,12 +256,13 @@ class Leg:
 
 
 class Call:
-    __slots__ = ("call_id", "created", "last_signal", "legs")
+    __slots__ = ("answered", "call_id", "created", "last_signal", "legs")
 
     def __init__(self, call_id: str, now: float) -> None:
         self.call_id = call_id
         self.created = now
         self.last_signal = now
+        self.answered = False  # offer_timeout until then, as rtpengine's one-sided calls
         self.legs: list[Leg] = []
 
     def streams(self) -> list[Stream]:
@@ -395,6 +396,7 @@ class MediaRelay:
                 self._drop_leg(call, leg)
             raise
         call.last_signal = now
+        call.answered = True
         self.counters["media_answers"] += 1
         return out.serialize()
 
@@ -597,14 +599,15 @@ class MediaRelay:
 
     def handle_timer(self, now: float) -> None:
         """Delete calls without media for ``timeout`` s (``hold_timeout`` when on hold;
-        ``offer_timeout`` for a call that never carried media, e.g. still ringing)."""
+        ``offer_timeout`` for a call with an offer and no answer yet, e.g. still ringing,
+        unless early media flows)."""
         if self._next_sweep is None or now < self._next_sweep:
             return
         self._next_sweep = now + self.config.sweep_interval
         cfg = self.config
         for call in list(self._calls.values()):
             last = call.last_packet()
-            if last == 0.0:
+            if not call.answered and last == 0.0:
                 limit = cfg.offer_timeout
             else:
                 limit = cfg.hold_timeout if call.on_hold() else cfg.timeout

@@ -364,3 +364,24 @@ def test_resuming_from_a_zero_address_hold_keeps_the_latched_address() -> None:
     r.offer("call", "ft", sdp(private), 3.0)  # resume
     r.answer("call", "ft", "tt", sdp(B), 3.0)
     assert r.receive(rtp(2, 99), pb, B, 3.1) == (pa, public, rtp(2, 99))
+
+
+def test_offer_timeout_is_for_unanswered_calls_and_timeout_for_answered_silent_ones() -> None:
+    """As rtpengine: a ringing call (offer, no answer, no media) lives offer_timeout; once
+    answered, a call whose media never flows is gone after timeout."""
+    def relay() -> MediaRelay:
+        return MediaRelay(RelayConfig(timeout=10.0, offer_timeout=100.0, sweep_interval=1.0),
+                          RangePortAllocator(40000, 40099, random.Random(3)))
+    ringing = relay()
+    ringing.offer("call", "ft", sdp(A), 0.0)
+    ringing.handle_timer(0.0)
+    ringing.handle_timer(50.0)
+    assert ringing.calls() == ["call"]
+    ringing.handle_timer(101.0)
+    assert ringing.calls() == []
+    silent = relay()
+    silent.offer("call", "ft", sdp(A), 0.0)
+    silent.answer("call", "ft", "tt", sdp(B), 1.0)
+    silent.handle_timer(1.0)
+    silent.handle_timer(12.0)
+    assert silent.calls() == []
