@@ -830,9 +830,18 @@ class MediaRelay:
                     s.expected_rtcp = (rip, r.port) if rip else next_port
                 else:
                     s.expected_rtcp = next_port
-                s.mux = m.rtcp_mux or "require" in flags.rtcp_mux
-                if not offer and "reject" in flags.rtcp_mux:
-                    p.mux = False
+                # rtcp-mux flags as rtpengine reads them: "require" forces it on the party that
+                # receives the rewritten offer (the answerer), not on the offerer; "reject" in
+                # the offer or in the answer keeps it off towards the offerer
+                mux_flags = flags.rtcp_mux
+                if offer:
+                    s.mux = m.rtcp_mux and "reject" not in mux_flags
+                    if "require" in mux_flags:
+                        p.mux = True
+                else:
+                    s.mux = m.rtcp_mux or "require" in mux_flags or s.mux
+                    if "reject" in mux_flags:
+                        p.mux = False
                 # otherwise the relay muxes towards an offerer that offered rtcp-mux, whatever
                 # the answerer does: it demultiplexes on the answerer's side
                 # (WebRTC offerers require rtcp-mux; SIP phones often do not do it)

@@ -405,3 +405,28 @@ def test_bundled_answer_shares_one_transport() -> None:
         assert len(r.ports) == ports_after_offer + 2  # one pair towards the offerer, not two
     r.delete("c", 1.0)
     assert r.ports == []
+
+
+def test_rtcp_mux_require_forces_the_answerer_not_the_offerer() -> None:
+    """rtpengine: "require" pretends the receiving client accepted rtcp-mux. The offerer,
+    which did not offer it, keeps RTCP on its own port and is not answered rtcp-mux
+    (RFC 5761 §5.1.1)."""
+    r = relay()
+    r.offer("c", "f", crlf(PHONE_A), 0.0, Flags(rtcp_mux=("require",)))
+    ans = r.answer("c", "f", "t", crlf(PHONE_B), 0.1, Flags(rtcp_mux=("require",)))
+    assert b"a=rtcp-mux" not in ans
+    call = r.query("c")
+    assert call is not None
+    a_side, b_side = call.legs[0].streams[0][0], call.legs[0].streams[1][0]
+    assert (a_side.mux, b_side.mux) == (False, True)
+    assert a_side.expected_rtcp == ("198.51.100.1", 2001)
+
+
+def test_rtcp_mux_reject_in_the_offer_also_keeps_it_out_of_the_answer() -> None:
+    r = relay()
+    out = r.offer("c", "f", crlf(CHROME), 0.0, Flags(ice="remove", rtcp_mux=("reject",)))
+    assert b"rtcp-mux" not in out
+    ans = r.answer("c", "f", "t", crlf(PHONE_B), 0.1)  # no flags at the answer
+    assert b"a=rtcp-mux" not in ans
+    call = r.query("c")
+    assert call is not None and call.legs[0].streams[0][0].mux is False
