@@ -83,16 +83,24 @@ def udp_socket() -> socket.socket:
     return s
 
 
-def relayed_call(caller: UA, callee: UA, a_rtp: socket.socket, b_rtp: socket.socket) -> tuple[m.Response, int, int]:
-    """A call from a caller "behind a NAT" (its SDP names a private address nobody can
-    reach) to a registered callee: both SDPs point at the relay. Returns the 200 and the
-    relay ports for the caller and for the callee."""
+def natted_invite(caller: UA, callee: UA) -> tuple[m.Request, m.Request]:
+    """The caller "behind a NAT" (its SDP names a private address nobody can reach) calls
+    the callee, who registers first; digest included. Returns the INVITE the caller sent
+    last (with credentials) and the one the callee got."""
     assert callee.register().status == 200
     inv = caller.build("INVITE", callee.aor, body=sdp("192.168.77.2", 4000), headers={"Content-Type": "application/sdp"})
     caller.send(inv)
-    caller.send(caller.authorize(inv, caller.expect(407)))
+    inv = caller.authorize(inv, caller.expect(407))
+    caller.send(inv)
     seen = callee.wait("INVITE")
     assert isinstance(seen, m.Request)
+    return inv, seen
+
+
+def relayed_call(caller: UA, callee: UA, a_rtp: socket.socket, b_rtp: socket.socket) -> tuple[m.Response, int, int]:
+    """A call from a NATed caller to a registered callee: both SDPs point at the relay.
+    Returns the 200 and the relay ports for the caller and for the callee."""
+    _, seen = natted_invite(caller, callee)
     relay_for_callee = media_of(seen.body)
     assert relay_for_callee[0] == "127.0.0.1" and relay_for_callee[1] != 4000
     callee.answer(seen, 200, body=sdp("127.0.0.1", b_rtp.getsockname()[1]))
@@ -218,13 +226,7 @@ def test_a_cancel_that_crosses_the_200_leaves_the_call_media(server: Server) -> 
     peggy = UA("udp", (server.host, server.udp), "peggy", server.host, USERS["peggy"])
     a_rtp, b_rtp = udp_socket(), udp_socket()
     try:
-        assert peggy.register().status == 200
-        inv = oscar.build("INVITE", peggy.aor, body=sdp("192.168.77.2", 4000), headers={"Content-Type": "application/sdp"})
-        oscar.send(inv)
-        inv = oscar.authorize(inv, oscar.expect(407))
-        oscar.send(inv)
-        seen = peggy.wait("INVITE")
-        assert isinstance(seen, m.Request)
+        inv, seen = natted_invite(oscar, peggy)
         peggy.answer(seen, 200, body=sdp("127.0.0.1", b_rtp.getsockname()[1]))
         ok = oscar.expect(200)
         oscar.send(cancel_of(inv))
@@ -255,13 +257,7 @@ def test_a_call_that_fails_or_is_cancelled_frees_its_relay_ports(server: Server,
     caller = UA("udp", (server.host, server.udp), caller_name, server.host, USERS[caller_name])
     callee = UA("udp", (server.host, server.udp), callee_name, server.host, USERS[callee_name])
     try:
-        assert callee.register().status == 200
-        inv = caller.build("INVITE", callee.aor, body=sdp("192.168.77.2", 4000), headers={"Content-Type": "application/sdp"})
-        caller.send(inv)
-        inv = caller.authorize(inv, caller.expect(407))
-        caller.send(inv)
-        seen = callee.wait("INVITE")
-        assert isinstance(seen, m.Request)
+        inv, seen = natted_invite(caller, callee)
         relay_port = media_of(seen.body)[1]
         assert not port_is_free(relay_port)
         if end == "callee refuses":
