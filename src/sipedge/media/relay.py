@@ -28,6 +28,7 @@ Timers: :meth:`get_timer` / :meth:`handle_timer` time out silent calls. Events
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -278,8 +279,16 @@ class Call:
         return last
 
     def on_hold(self) -> bool:
-        ss = [s for s in self.streams() if s.rtp_port is not None or s.expected_rtp]
-        return bool(ss) and any(s.hold for s in ss)
+        """Is all of the call's media held? A media section is held when either party holds
+        it (sendonly/inactive/c=0.0.0.0); one held video section beside live audio is not
+        a held call, so the audio's silence still ends it after ``timeout``."""
+        held: list[bool] = []
+        for leg in self.legs:
+            for pair in itertools.zip_longest(*leg.streams):  # one media section, both parties
+                live = [s for s in pair if s is not None and (s.rtp_port is not None or s.expected_rtp)]
+                if live:
+                    held.append(any(s.hold for s in live))
+        return bool(held) and all(held)
 
 
 class MediaRelay:

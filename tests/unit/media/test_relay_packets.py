@@ -385,3 +385,33 @@ def test_offer_timeout_is_for_unanswered_calls_and_timeout_for_answered_silent_o
     silent.handle_timer(1.0)
     silent.handle_timer(12.0)
     assert silent.calls() == []
+
+
+def test_a_held_video_section_does_not_keep_a_call_with_dead_audio() -> None:
+    """Hold is per media section: audio live (and silent) beside a sendonly video is not a
+    held call, so timeout applies; with every section held, hold_timeout does."""
+    two = "m=audio {p} RTP/AVP 0\r\na=sendrecv\r\nm=video {v} RTP/AVP 96\r\na={d}\r\n"
+
+    def media(addr: tuple[str, int], video: str) -> bytes:
+        body = sdp(addr).split(b"m=audio")[0].decode()
+        return (body + two.format(p=addr[1], v=addr[1] + 10, d=video)).encode()
+
+    for video, kept in (("sendonly", False), ("inactive", False)):
+        r = MediaRelay(RelayConfig(timeout=10.0, hold_timeout=100.0, sweep_interval=1.0),
+                       RangePortAllocator(40000, 40099, random.Random(3)))
+        r.offer("call", "ft", media(A, video), 0.0)
+        r.answer("call", "ft", "tt", media(B, "recvonly" if video == "sendonly" else "inactive"), 0.5)
+        call = r.query("call")
+        assert call is not None and call.on_hold() is kept
+        r.handle_timer(1.0)
+        r.handle_timer(20.0)
+        assert (r.calls() == ["call"]) is kept
+    held = MediaRelay(RelayConfig(timeout=10.0, hold_timeout=100.0, sweep_interval=1.0),
+                      RangePortAllocator(40000, 40099, random.Random(3)))
+    held.offer("call", "ft", media(A, "sendonly").replace(b"a=sendrecv", b"a=sendonly"), 0.0)
+    held.answer("call", "ft", "tt", media(B, "recvonly").replace(b"a=sendrecv", b"a=recvonly"), 0.5)
+    call = held.query("call")
+    assert call is not None and call.on_hold()
+    held.handle_timer(1.0)
+    held.handle_timer(20.0)
+    assert held.calls() == ["call"]
