@@ -216,6 +216,14 @@ def _row(b: Binding, seq: int) -> tuple[object, ...]:
     )
 
 
+def _write_row(c: sqlite3.Connection, b: Binding, seq: int) -> None:
+    c.execute(f"INSERT OR REPLACE INTO location ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _row(b, seq))
+
+
+def _delete_row(c: sqlite3.Connection, aor: str, contact: str) -> None:
+    c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (_db_text(aor), _db_text(contact)))
+
+
 def _binding(row: tuple[Any, ...]) -> tuple[int, Binding]:
     (aor, contact, expires_at, q, call_id, cseq, received, path, instance, reg_id, flow,
      user_agent, socket, seq) = row
@@ -269,12 +277,9 @@ class SqliteLocationStore:
             with self._write() as c:
                 for (aor, contact), row in changes.items():
                     if row is None:
-                        c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (_db_text(aor), _db_text(contact)))
+                        _delete_row(c, aor, contact)
                     else:
-                        c.execute(
-                            f"INSERT OR REPLACE INTO location ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                            _row(row[1], row[0]),
-                        )
+                        _write_row(c, row[1], row[0])
         except Exception as exc:
             for key, row in changes.items():  # newer changes made meanwhile win
                 self._unflushed.setdefault(key, row)
@@ -327,11 +332,8 @@ class SqliteLocationStore:
         else:
             with self._write() as c:
                 for contact in replaced:
-                    c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (_db_text(binding.aor), _db_text(contact)))
-                c.execute(
-                    f"INSERT OR REPLACE INTO location ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    _row(binding, seq),
-                )
+                    _delete_row(c, binding.aor, contact)
+                _write_row(c, binding, seq)
         self._seq = seq
         entries = self._by_aor.setdefault(binding.aor, {})
         for contact in [*replaced, binding.contact]:
@@ -346,7 +348,7 @@ class SqliteLocationStore:
             self._unflushed[(aor, contact)] = None
         else:
             with self._write() as c:
-                c.execute("DELETE FROM location WHERE aor = ? AND contact = ?", (_db_text(aor), _db_text(contact)))
+                _delete_row(c, aor, contact)
         entries = self._by_aor.get(aor)
         if entries is not None:
             gone = entries.pop(contact, None)

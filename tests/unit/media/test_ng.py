@@ -171,11 +171,17 @@ def test_client_codec_round_trip_through_server() -> None:
     assert NgClient.parse_reply(reply)[1]["result"] == "ok"
 
 
-def test_delete_branch_with_via_branch_else_whole_call() -> None:
+def forked_call() -> NgServer:
+    """Call "f" offered by "ft" and answered by two forks, "t1" and "t2"."""
     srv = server()
     call(srv, b"o", {"command": "offer", "call-id": "f", "from-tag": "ft", "sdp": SDP_A})
     call(srv, b"a1", {"command": "answer", "call-id": "f", "from-tag": "ft", "to-tag": "t1", "sdp": SDP_B})
     call(srv, b"a2", {"command": "answer", "call-id": "f", "from-tag": "ft", "to-tag": "t2", "sdp": SDP_B})
+    return srv
+
+
+def test_delete_branch_with_via_branch_else_whole_call() -> None:
+    srv = forked_call()
     ports = len(srv.relay.ports)
     r = call(srv, b"d1", {"command": "delete", "call-id": "f", "from-tag": "ft", "to-tag": "t1", "via-branch": "z9hG4bK1"})
     assert r["result"] == "ok" and srv.relay.calls() == ["f"] and len(srv.relay.ports) == ports - 2
@@ -185,10 +191,7 @@ def test_delete_branch_with_via_branch_else_whole_call() -> None:
 
 def test_deleting_a_fork_that_never_answered_leaves_the_others() -> None:
     """rtpengine answers such a branch delete with its warning; the call goes on."""
-    srv = server()
-    call(srv, b"o", {"command": "offer", "call-id": "f", "from-tag": "ft", "sdp": SDP_A})
-    call(srv, b"a1", {"command": "answer", "call-id": "f", "from-tag": "ft", "to-tag": "t1", "sdp": SDP_B})
-    call(srv, b"a2", {"command": "answer", "call-id": "f", "from-tag": "ft", "to-tag": "t2", "sdp": SDP_B})
+    srv = forked_call()
     ports = len(srv.relay.ports)
     r = call(srv, b"d1", {"command": "delete", "call-id": "f", "from-tag": "ft", "to-tag": "t3", "via-branch": "z9hG4bK3"})
     assert r == {"result": "ok", "warning": "Call-ID not found or tags didn't match"}
