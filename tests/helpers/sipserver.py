@@ -63,7 +63,8 @@ def add_users(cfg: Path, host: str, users: dict[str, str]) -> None:
 
 
 def write_config(
-    tmp: Path, host: str = "127.0.0.1", extra: str = "", general: str = "", more_listen: tuple[str, ...] = ()
+    tmp: Path, host: str = "127.0.0.1", extra: str = "", general: str = "", more_listen: tuple[str, ...] = (),
+    sip: str = "",
 ) -> tuple[Path, int, int, int, int, int, int]:
     udp = free_port(host)
     tcp = udp  # same port number for UDP and TCP, as SIP servers usually do
@@ -81,6 +82,7 @@ log_level = "debug"
 
 [sip]
 listen = ["udp:{h}:{udp}", "tcp:{h}:{tcp}", "tls:{h}:{tls}", "ws:{h}:{ws}", "wss:{h}:{wss}"{"".join(f', "{li}"' for li in more_listen)}]
+{sip}
 
 [web]
 listen = "{h}:{http}"
@@ -120,12 +122,13 @@ def wait_ready(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
 @contextlib.contextmanager
 def running_server(
     tmp: Path, host: str = "127.0.0.1", extra: str = "", users: dict[str, str] | None = None, general: str = "",
-    more_listen: tuple[str, ...] = (),
+    more_listen: tuple[str, ...] = (), sip: str = "",
 ) -> Iterator[Server]:
     """``sipedge serve`` on every transport; ``extra`` is appended to its TOML config,
-    ``general`` goes into its ``[general]`` table and ``more_listen`` into ``sip.listen``."""
+    ``general`` goes into its ``[general]`` table, ``sip`` into its ``[sip]`` table and
+    ``more_listen`` into ``sip.listen``."""
     tmp.mkdir(parents=True, exist_ok=True)
-    cfg, udp, tcp, tls, ws, wss, http = write_config(tmp, host, extra, general, more_listen)
+    cfg, udp, tcp, tls, ws, wss, http = write_config(tmp, host, extra, general, more_listen, sip)
     log = tmp / "sipedge.log"
     data = tmp / "data"
     if users:

@@ -241,3 +241,15 @@ def _matches(msg: m.Request | m.Response, pred: object) -> bool:
     if isinstance(pred, str):
         return isinstance(msg, m.Request) and msg.method == pred
     return False
+
+
+def in_dialog(caller: UA, method: str, ok: m.Response, routes: list[str], cseq: int | None = None) -> m.Request:
+    """``method`` inside the dialog a 2xx ``ok`` set up: to its Contact along ``routes``."""
+    contacts = ok.contacts
+    assert isinstance(contacts, list)
+    req = caller.build(method, str(contacts[0].uri), to=str(ok.to.uri), to_tag=ok.to.tag)
+    if cseq is not None:
+        req.set("CSeq", f"{cseq} {method}")
+    for r in routes:
+        req.add("Route", r)
+    return req

@@ -286,6 +286,9 @@ log_level = "debug"
 [sip]
 listen = ["udp:{ip}:5060", "tcp:{ip}:5060"]
 domains = ["nat.test"]
+# the NATed phones (seen from the router's public address) call a far end in another
+# domain without credentials (auth is off here): only trusted peers may relay there
+trusted_peers = ["203.0.113.1"]
 
 [auth]
 register = false

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers.sipserver import Server, running_server
-from helpers.ua import UA
+from helpers.ua import UA, in_dialog
 from sipedge.sip import message as m
 
 USERS = {f"{name}{i}": f"{name}{i}-pw" for name in ("alice", "bob", "carol", "dave") for i in range(14)}
@@ -98,17 +98,6 @@ def call(server: Server, caller: UA, callee: UA) -> tuple[m.Response, m.Request,
     callee.answer(seen, 200, body=WEBRTC_SDP)
     ok = caller.expect(200)
     return ok, seen, list(reversed(ok.get_all("record-route")))
-
-
-def in_dialog(caller: UA, method: str, ok: m.Response, routes: list[str], cseq: int | None = None) -> m.Request:
-    contacts = ok.contacts
-    assert isinstance(contacts, list)
-    req = caller.build(method, str(contacts[0].uri), to=str(ok.to.uri), to_tag=ok.to.tag)
-    if cseq is not None:
-        req.set("CSeq", f"{cseq} {method}")
-    for r in routes:
-        req.add("Route", r)
-    return req
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -57,3 +57,24 @@ def is_private(host: str) -> bool:
     if ip.version == 4 and ip in _SHARED_SPACE:
         return True
     return ip.is_private or ip.is_loopback or ip.is_link_local
+
+
+@_cached
+def canonical_host(host: str) -> str:
+    """The one spelling of a host for comparisons: lower case, no brackets, no trailing
+    dot of a fully qualified name, IP literals in their compressed form, and an
+    IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) as the IPv4 address it stands for.
+    Every "is this us / one of our domains" test compares canonical hosts, so a caller
+    cannot pass for a foreigner (or the reverse) by spelling our address differently."""
+    h = strip_brackets(host.strip()).lower()
+    if h.endswith(".") and len(h) > 1:
+        h = h[:-1]
+    if ":" in h or h[:1].isdigit():
+        try:
+            ip = ipaddress.ip_address(h)
+        except ValueError:
+            return h
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ip)
+    return h

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,15 @@ def _listeners(v: Any) -> str | None:
                 "a list like [\"udp:127.0.0.1:5060\", \"tls:[::1]:5061\"] "
                 f"(transport one of {', '.join(TRANSPORTS)}); {item!r} is not"
             )
+    return None
+
+
+def _networks(v: Any) -> str | None:
+    for item in v:
+        try:
+            ipaddress.ip_network(str(item), strict=False)
+        except ValueError:
+            return f"a list of IP addresses or networks like [\"192.0.2.10\", \"10.1.0.0/16\"]; {item!r} is not"
     return None
 
 
@@ -77,6 +87,13 @@ class SipConfig:
         "", "public address to put in Via/Record-Route instead of the listen address"
     )
     server_header: str = option("sipedge", "Server/User-Agent header value (empty = none)")
+    trusted_peers: list[str] = option(
+        [],
+        "addresses or networks of peers (trunks, PBXs, other proxies) trusted like "
+        "Kamailio's allow_trusted: no digest challenge, may relay to foreign destinations, "
+        "and their P-Asserted-Identity is kept (RFC 3325); from anyone else it is removed",
+        _networks,
+    )
     timers: TimersConfig = TimersConfig()
     limits: LimitsConfig = LimitsConfig()
     websocket: WebSocketConfig = WebSocketConfig()

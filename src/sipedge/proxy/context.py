@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from .location import Binding
 
 
+IDENTITY_HEADERS = ("p-asserted-identity", "p-preferred-identity", "remote-party-id")
+
+
 @dataclass(slots=True)
 class BranchTarget:
     """One destination of a relayed request: a new Request-URI and how to reach it."""
@@ -53,6 +56,7 @@ class RequestContext:
     authenticated_user: str | None = None
     done: bool = False
     socket: Listener | None = None  # where to send from (set by loose_route)
+    own_routes: tuple[SipUri, ...] = ()  # our Route entries loose_route consumed
     nat_keepalive_requested: bool = False  # set by nat_keepalive() (docs/nat.md)
 
     # -- facts about the request ------------------------------------------
@@ -124,8 +128,34 @@ class RequestContext:
     def loose_route(self) -> bool:
         """Process the Route set (RFC 3261 §16.4); True when the request has one. The
         request will leave from the listener our last Route entry names."""
-        routed, self.socket = forwarding.route_set(self.request, self.core.identity)
-        return routed
+        found = forwarding.route_set(self.request, self.core.identity)
+        self.socket, self.own_routes = found.socket, found.ours
+        return found.routed
+
+    def route_recorded_here(self) -> bool:
+        """After ``loose_route`` on an in-dialog request: the Route entry of ours it
+        followed is one we recorded for this very dialog (its ``sg`` stamp matches the
+        Call-ID and one of the request's tags, :mod:`.route_stamp`). False when the Route
+        set names only other hops, or an entry of ours without (or with a forged) stamp:
+        a stranger asking us to relay for them."""
+        return self.core.stamped_by_us(self.request, self.own_routes)
+
+    def remove_preloaded_route(self) -> bool:
+        """For an initial request: drop the Route entries that name us (a phone's
+        outbound proxy setting), so the request is routed like any other: authenticated,
+        looked up, relayed. True when a Route to another hop remains: the request asks
+        to leave for it, which is relaying to a foreign destination."""
+        return forwarding.remove_own_routes(self.request, self.core.identity)
+
+    def is_trusted_peer(self) -> bool:
+        """The request comes from ``sip.trusted_peers`` (Kamailio's ``allow_trusted``)."""
+        return self.core.is_trusted(self.flow.remote[0])
+
+    def remove_identity_headers(self) -> int:
+        """Remove the caller identities a phone would display (P-Asserted-Identity,
+        P-Preferred-Identity, Remote-Party-ID): from outside the trust domain they are
+        whatever the sender chose to claim (RFC 3325 §5). Returns how many were removed."""
+        return sum(self.request.remove(name) for name in IDENTITY_HEADERS if self.request.has(name))
 
     def is_nated(self) -> bool:
         """The sender is behind a NAT or on a WebSocket: its Contact or top Via does not

@@ -10,12 +10,13 @@ moves bytes and fires the timer.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._common.addr import is_ip, is_ipv6, strip_brackets
+from .._common.addr import canonical_host, host_for_uri, is_ip, is_ipv6, strip_brackets
 from .._common.clock import Clock
 from .._common.ids import TokenSource
 from ..config import Config
@@ -31,6 +32,8 @@ from . import forwarding, nat, registrar
 from .context import BranchTarget, ReplyContext, RequestContext
 from .identity import Identity, Listener
 from .location import Binding, LocationStore, SubscriberStore
+from .route_stamp import PARAM as STAMP_PARAM
+from .route_stamp import RouteStamp
 from .routing import Router
 
 log = logging.getLogger(__name__)
@@ -143,6 +146,8 @@ class ProxyCore:
             algorithms=tuple(config.auth.algorithms),
             nonce_lifetime=config.auth.nonce_lifetime,
         )
+        self.route_stamp = RouteStamp(secret)
+        self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in config.sip.trusted_peers)
         self.local_response_handler: Callable[[Response, Flow], None] | None = None
         self.flow_alive: Callable[[Flow], bool] = lambda flow: True  # the adapter's answer
         self.media_available = False  # the adapter sets it when a media relay is wired
@@ -409,6 +414,35 @@ class ProxyCore:
         """A stable To tag for our local replies (retransmitted replies keep it)."""
         return forwarding.loop_hash(req, "tag")[-12:]
 
+    # -- who may use us ----------------------------------------------------------------
+    def is_trusted(self, host: str) -> bool:
+        """``host`` is in ``sip.trusted_peers``."""
+        if not self._trusted:
+            return False
+        try:
+            ip = ipaddress.ip_address(strip_brackets(host))
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self._trusted)
+
+    def _stamp_for(self, req: Request) -> str | None:
+        try:
+            tag = req.from_.tag
+        except ParseError:
+            return None
+        return self.route_stamp.stamp(req.get("call-id") or "", tag) if tag else None
+
+    def stamped_by_us(self, req: Request, entries: tuple[SipUri, ...]) -> bool:
+        """One of our Route entries ``req`` followed carries our stamp for its dialog."""
+        call_id = req.get("call-id") or ""
+        try:
+            tags = (req.from_.tag, req.to.tag)
+        except ParseError:
+            return False
+        return any(self.route_stamp.verify(u.params.get(STAMP_PARAM), call_id, tags) for u in entries)
+
     # -- authentication and registrar ---------------------------------------------------
     def authenticate(self, ctx: RequestContext) -> bool:
         req = ctx.request
@@ -474,14 +508,21 @@ class ProxyCore:
             uri = req.from_.uri if req.method != "REGISTER" else req.to.uri
         except ParseError:
             uri = req.ruri
-        return uri.host if isinstance(uri, SipUri) else "sipedge"
+        # canonical, so "127.0.0.1." or "[::ffff:127.0.0.1]" are challenged in the realm
+        # of the subscribers they pretend to be
+        return host_for_uri(canonical_host(uri.host)) if isinstance(uri, SipUri) else "sipedge"
 
     def _identity_matches(self, req: Request, username: str) -> bool:
+        """The credentials are those of the user the request claims to be from (To for
+        REGISTER): same user, at one of our domains, and at the realm's own domain when
+        the realm is the request's domain (subscribers are ``user@realm``)."""
         try:
             uri = req.to.uri if req.method == "REGISTER" else req.from_.uri
         except ParseError:
             return False
-        return isinstance(uri, SipUri) and uri.user == username
+        if not isinstance(uri, SipUri) or uri.user != username or not self.identity.is_local_domain(uri.host):
+            return False
+        return bool(self.config.auth.realm) or canonical_host(uri.host) == canonical_host(self._realm(req))
 
     def save(self, ctx: RequestContext) -> None:
         req = ctx.request
@@ -639,7 +680,7 @@ class ProxyCore:
             self.identity.listener_for_flow(dest) if isinstance(dest, Flow) else self.identity.listener_for_target(dest)
         )
         if ptx.record_route and req.method in ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY", "UPDATE"):
-            forwarding.record_route(req, inbound, outbound)
+            forwarding.record_route(req, inbound, outbound, self._stamp_for(ptx.request))
         forwarding.add_via(req, outbound, forwarding.branch_id(ptx.request, index))
         key = self.tl.send_request(req, dest, now)
         if log.isEnabledFor(logging.DEBUG):

@@ -30,9 +30,21 @@ def request_route(ctx: RequestContext) -> None:
     if nated:
         ctx.force_rport()
 
-    # WITHINDLG: requests inside a dialog follow the Route set we recorded.
+    # Caller identities asserted by anyone but a trusted peer are claims, not facts.
+    trusted = ctx.is_trusted_peer()
+    if not trusted:
+        ctx.remove_identity_headers()
+
+    # WITHINDLG: requests inside a dialog follow the Route set we recorded, and only that:
+    # a Route to us that we did not record for this dialog is a stranger asking us to relay.
     if ctx.has_to_tag:
         if ctx.loose_route():
+            if not (ctx.route_recorded_here() or trusted):
+                if ctx.method == "ACK":
+                    ctx.drop()
+                else:
+                    ctx.reply(403, "Route Not Recorded Here")
+                return
             ctx.handle_ruri_alias()  # a NATed/WebSocket peer: back on its own flow
             if nated and ctx.method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"):
                 ctx.add_contact_alias()
@@ -52,8 +64,9 @@ def request_route(ctx: RequestContext) -> None:
         ctx.reply(200, None, [("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, NOTIFY, SUBSCRIBE, REFER, PRACK")])
         return
 
-    # A preloaded Route (e.g. an outbound proxy set) is honoured.
-    preloaded = ctx.loose_route()
+    # An initial request routes by its Request-URI: the Route a phone preloads for its
+    # outbound proxy (us) is consumed; a Route to another hop is a foreign destination.
+    routed_elsewhere = ctx.remove_preloaded_route()
 
     # AUTH + REGISTRAR.
     if ctx.method == "REGISTER":
@@ -68,7 +81,7 @@ def request_route(ctx: RequestContext) -> None:
         ctx.save()
         return
 
-    needs_auth = ctx.core.config.auth.invite and ctx.is_from_local()
+    needs_auth = ctx.core.config.auth.invite and ctx.is_from_local() and not trusted
     if needs_auth and ctx.method not in ("ACK", "CANCEL", "PRACK"):
         if not ctx.auth_check():
             return
@@ -81,14 +94,10 @@ def request_route(ctx: RequestContext) -> None:
         if ctx.method in ("INVITE", "SUBSCRIBE"):
             ctx.nat_keepalive()
 
-    if preloaded:
-        ctx.record_route()
-        ctx.relay()
-        return
-
-    if not ctx.is_ruri_local():
-        # Relaying to foreign domains only for our own (authenticated) users.
-        if ctx.authenticated_user is None and ctx.core.config.auth.invite:
+    if routed_elsewhere or not ctx.is_ruri_local():
+        # Relaying to foreign destinations only for our own authenticated users and
+        # trusted peers (so with auth.invite off, for trusted peers only).
+        if ctx.authenticated_user is None and not trusted:
             ctx.reply(403, "Relaying Denied")
             return
         ctx.record_route()

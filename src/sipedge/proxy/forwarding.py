@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from dataclasses import dataclass
 
 from .._common.addr import strip_brackets
 from ..errors import ParseError
@@ -14,6 +15,7 @@ from ..sip.flow import Target
 from ..sip.headers import NameAddr, Via
 from ..sip.message import Request
 from ..sip.uri import SipUri
+from . import route_stamp
 from .identity import DEFAULT_PORTS, Identity, Listener
 
 MAGIC = "z9hG4bK"
@@ -70,13 +72,16 @@ def decrement_max_forwards(req: Request) -> int:
     return value
 
 
-def record_route(req: Request, inbound: Listener, outbound: Listener) -> None:
+def record_route(req: Request, inbound: Listener, outbound: Listener, stamp: str | None = None) -> None:
     """Insert our Record-Route; two of them (``r2=on``) when the request changes transport
     or interface, so each side of the dialog reaches us the way it can. For a ``sips:``
-    request each entry on a secure listener is a ``sips:`` URI (RFC 3261 §16.6 step 4)."""
+    request each entry on a secure listener is a ``sips:`` URI (RFC 3261 §16.6 step 4).
+    ``stamp`` goes into each entry as its ``sg`` parameter (:mod:`.route_stamp`)."""
     secure = _is_sips(req)
 
     def entry(li: Listener, **params: str | None) -> str:
+        if stamp is not None:
+            params[route_stamp.PARAM] = stamp
         uri = li.uri(**params)
         if secure and li.transport in ("tls", "wss"):
             uri = dataclasses.replace(uri, scheme="sips")
@@ -113,37 +118,62 @@ def loose_route(req: Request, identity: Identity) -> bool:
     Route becomes the Request-URI. Returns True when the request carried Route headers
     (it is being routed by its route set), like Kamailio's ``loose_route()``.
     """
-    return route_set(req, identity)[0]
+    return route_set(req, identity).routed
 
 
-def route_set(req: Request, identity: Identity) -> tuple[bool, Listener | None]:
-    """:func:`loose_route`, and the listener named by the last of our entries it popped:
-    the side of a double Record-Route that faces the next hop, where the request must
-    leave from (Kamailio sends from that socket too)."""
+@dataclass(frozen=True, slots=True)
+class RouteSet:
+    """What :func:`route_set` found: whether the request had Routes, our entries it
+    consumed (to check their stamps), and the listener the last of them names (the side
+    of a double Record-Route facing the next hop, where the request must leave from;
+    Kamailio sends from that socket too)."""
+
+    routed: bool
+    ours: tuple[SipUri, ...] = ()
+    socket: Listener | None = None
+
+
+def route_set(req: Request, identity: Identity) -> RouteSet:
+    """:func:`loose_route`, with what it consumed."""
     routes = req.name_addrs("route")
     if not routes:
-        return False, None
+        return RouteSet(False)
+    ours: list[SipUri] = []
     ruri = req.ruri
     if isinstance(ruri, SipUri) and identity.uri_is_me(ruri) and ruri.user is None:
+        ours.append(ruri)  # a strict router put our Record-Route entry here
         last = routes[-1]
         req.set_uri(last.uri)
         _set_routes(req, routes[:-1])
         routes = routes[:-1]
     popped = 0
-    ours: SipUri | None = None
     while routes and popped < 2:
         top = routes[0].uri
         if isinstance(top, SipUri) and identity.uri_is_me(top):
             routes = routes[1:]
             popped += 1
-            ours = top
+            ours.append(top)
             if top.params.get("r2") != "on":
                 break
         else:
             break
     if popped:
         _set_routes(req, routes)
-    return True, identity.listener_named(ours) if ours is not None else None
+    socket = identity.listener_named(ours[-1]) if ours else None
+    return RouteSet(True, tuple(ours), socket)
+
+
+def remove_own_routes(req: Request, identity: Identity) -> bool:
+    """For an initial request (no To tag): remove the leading Route entries that name us,
+    the Route a phone preloads for its outbound proxy (RFC 3261 §8.1.2). True when
+    entries naming other hops remain: the request asks to leave for them."""
+    routes = req.name_addrs("route")
+    kept = list(routes)
+    while kept and isinstance(kept[0].uri, SipUri) and identity.uri_is_me(kept[0].uri):
+        kept.pop(0)
+    if len(kept) != len(routes):
+        _set_routes(req, kept)
+    return bool(kept)
 
 
 def _set_routes(req: Request, routes: list[NameAddr]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._common.addr import host_for_uri, is_ipv6, strip_brackets
+from .._common.addr import canonical_host, host_for_uri, is_ipv6
 from ..sip.flow import Flow, Target
 from ..sip.uri import SipUri
 
@@ -56,27 +56,31 @@ class Listener:
 
 
 class Identity:
-    """Our addresses and domains."""
+    """Our addresses and domains. Hosts are compared in their canonical spelling
+    (:func:`canonical_host`): ``127.0.0.1.``, ``[::ffff:127.0.0.1]`` and ``127.0.0.1``
+    are the same host, and so are ``Example.COM.`` and ``example.com``."""
 
     def __init__(self, listeners: list[Listener], domains: list[str] | None = None) -> None:
         if not listeners:
             raise ValueError("at least one listener is needed")
         self.listeners = listeners
-        self.domains = {d.lower() for d in (domains or [])}
+        self.domains = {canonical_host(d) for d in (domains or [])}
         self._addresses: set[tuple[str, int]] = set()
         for li in listeners:
             for h in {li.host, li.public_host}:
                 for p in {li.port, li.public_port}:
-                    self._addresses.add((strip_brackets(h).lower(), p))
+                    self._addresses.add((canonical_host(h), p))
         self._hosts = {a for a, _ in self._addresses}
+        self._ports = {p for _, p in self._addresses}
 
     def is_me(self, host: str, port: int | None, transport: str = "udp") -> bool:
         """Does ``host:port`` name one of our listeners? Without a port, any of our
         listening ports will do (Kamailio's ``myself`` check does the same)."""
-        h = strip_brackets(host).lower()
+        h = canonical_host(host)
         if port is None:
             return h in self._hosts or h in self.domains
-        return (h, port) in self._addresses
+        # a domain of ours names us on any of our ports (an outbound proxy set by name)
+        return (h, port) in self._addresses or (h in self.domains and port in self._ports)
 
     def uri_is_me(self, uri: SipUri) -> bool:
         return self.is_me(uri.host, uri.port, uri.transport)
@@ -85,11 +89,11 @@ class Identity:
         """The listener one of our URIs (a Record-Route entry) stands for: same transport
         ("ws" in a URI is WS or WSS), host and port, bound or advertised."""
         transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).lower()
-        host = strip_brackets(uri.host).lower()
+        host = canonical_host(uri.host)
         for li in self.listeners:
             if ("ws" if li.transport == "wss" else li.transport) != transport:
                 continue
-            if host in (strip_brackets(li.host).lower(), strip_brackets(li.public_host).lower()) and (
+            if host in (canonical_host(li.host), canonical_host(li.public_host)) and (
                 uri.port is None or uri.port in (li.port, li.public_port)
             ):
                 return li
@@ -101,10 +105,10 @@ class Identity:
 
     def is_local_domain(self, host: str) -> bool:
         """True when ``host`` is a domain we are responsible for (RFC 3261 §16.4)."""
-        h = strip_brackets(host).lower()
         if not self.domains:
             return True
-        return h in self.domains or any(h == a for a, _ in self._addresses)
+        h = canonical_host(host)
+        return h in self.domains or h in self._hosts
 
     def listener_for_flow(self, flow: Flow) -> Listener:
         for li in self.listeners:

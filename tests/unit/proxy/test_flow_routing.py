@@ -97,9 +97,10 @@ def test_an_alias_for_the_next_proxy_is_left_to_it() -> None:
     handle_ruri_alias only when no destination is set)."""
     core, clock, _ = core_with_browser(0)
     uri = "sip:carol@192.168.1.9:5060;alias=198.51.100.7~40123~1"
+    stamp = core.route_stamp.stamp("d-1", "a1")  # the Record-Route we wrote for this dialog
     bye = (
         f"BYE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKbye1\r\n"
-        "Route: <sip:127.0.0.1:5060;lr>, <sip:192.0.2.80:5060;lr>\r\nMax-Forwards: 70\r\n"
+        f"Route: <sip:127.0.0.1:5060;lr;sg={stamp}>, <sip:192.0.2.80:5060;lr>\r\nMax-Forwards: 70\r\n"
         "From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:carol@example.net>;tag=c1\r\nCall-ID: d-1\r\n"
         "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
     ).encode()

@@ -76,7 +76,8 @@ def test_example_sends_plus1_numbers_to_the_trunk(tmp_path: Path) -> None:
     req = m.parse(to_trunk[0].data)
     assert isinstance(req, m.Request)
     assert req.uri == "sip:+15551234@127.0.0.1:5070"
-    assert req.get_all("record-route") == ["<sip:127.0.0.1:5060;lr>"]
+    stamp = core.route_stamp.stamp(req.get("call-id") or "", req.from_.tag or "")
+    assert req.get_all("record-route") == [f"<sip:127.0.0.1:5060;lr;sg={stamp}>"]
 
 
 def test_example_answers_unknown_users_404(tmp_path: Path) -> None:
