@@ -1,4 +1,4 @@
-"""RTP/RTCP/STUN-lite parsers: arbitrary bytes parse or raise ParseError; round trips hold."""
+"""RTP/RTCP/ICE-lite parsers: arbitrary bytes parse or raise ParseError; round trips hold."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipedge.errors import ParseError
-from sipedge.media import rtp, stunlite
+from sipedge.media import icelite, rtp
 from sipedge.media.ports import RangePortAllocator
 from sipedge.media.relay import MediaRelay, RelayConfig
 from sipedge.media.rtcp import RtcpPacket
+from sipedge.stun.attributes import UseCandidate
+from sipedge.stun.message import MAGIC_COOKIE
 
 packets = st.builds(
     rtp.RtpPacket,
@@ -43,15 +45,15 @@ def test_garbage(data: bytes) -> None:
         except ParseError:
             pass
     rtp.peek(data)
-    assert stunlite.parse_binding(data, "u", "p") is None
-    seen = stunlite.peek(data)
+    assert icelite.check_binding(data, "u", "p") is None
+    seen = icelite.peek(data)
     assert seen is None or (0 <= seen.cls <= 3 and len(seen.transaction_id) == 12)
 
 
 stun_messages = st.builds(
     lambda mtype, txid, nominate, pad: (
-        struct.pack("!HHI", mtype, 4 * nominate + len(pad), stunlite.MAGIC) + bytes([txid]) * 12
-        + (struct.pack("!HH", stunlite.USE_CANDIDATE, 0) if nominate else b"") + pad
+        struct.pack("!HHI", mtype, 4 * nominate + len(pad), MAGIC_COOKIE) + bytes([txid]) * 12
+        + (struct.pack("!HH", UseCandidate.TYPE, 0) if nominate else b"") + pad
     ),
     st.sampled_from([0x0001, 0x0101, 0x0111, 0x0011, 0x0003]), st.integers(0, 3), st.booleans(),
     st.sampled_from([b"", b"\x00\x06\x00\x00", b"\xff\xff\x00\x10"]),
@@ -71,7 +73,7 @@ def test_relay_candidate_mode_survives_any_stun(packets_in: list[tuple[bytes, in
     for i, (data, which, src) in enumerate(packets_in):
         out = r.receive(data, ports[which % len(ports)], (f"192.0.2.{src}", 5000 + src), float(i))
         assert out is None or out[0] in ports
-    assert r.calls() == ["c"] and len(r._stun_routes) <= 40
+    assert r.calls() == ["c"] and len(r._packets._stun_routes) <= 40
 
 
 @settings(max_examples=100, deadline=None)

@@ -15,11 +15,8 @@ class Kind(enum.IntEnum):
     RTCP = 6
 
 
-def classify(data: bytes) -> Kind:
-    """What a datagram on a media port is (RFC 7983 §7 ranges of the first byte)."""
-    if not data:
-        return Kind.UNKNOWN
-    b = data[0]
+def _by_first_byte(b: int) -> Kind:
+    """RFC 7983 §7 ranges of the first byte."""
     if b <= 3:
         return Kind.STUN
     if 16 <= b <= 19:
@@ -29,7 +26,22 @@ def classify(data: bytes) -> Kind:
     if 64 <= b <= 79:
         return Kind.TURN_CHANNEL
     if 128 <= b <= 191:
-        if len(data) > 1 and 192 <= data[1] <= 223:
-            return Kind.RTCP
         return Kind.RTP
     return Kind.UNKNOWN
+
+
+# per packet on every media port: a table lookup, not a chain of comparisons (and module
+# globals, because attribute lookups on an enum class are slow)
+_KINDS = tuple(_by_first_byte(b) for b in range(256))
+_RTP, _RTCP, _UNKNOWN = Kind.RTP, Kind.RTCP, Kind.UNKNOWN
+
+
+def classify(data: bytes) -> Kind:
+    """What a datagram on a media port is: RFC 7983 by the first byte, and RTCP told from
+    RTP by the packet type in the second (RFC 5761 §4: 192..223)."""
+    if not data:
+        return _UNKNOWN
+    kind = _KINDS[data[0]]
+    if kind is _RTP and len(data) > 1 and 192 <= data[1] <= 223:
+        return _RTCP
+    return kind

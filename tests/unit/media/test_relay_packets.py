@@ -8,10 +8,11 @@ import re
 import struct
 import zlib
 
-from sipedge.media import stunlite
 from sipedge.media.ports import RangePortAllocator
 from sipedge.media.relay import CallDeleted, Flags, MediaRelay, RelayConfig, StreamLatched
 from sipedge.media.rtp import RtpPacket
+from sipedge.stun.attributes import UseCandidate
+from sipedge.stun.message import MAGIC_COOKIE
 
 A = ("198.51.100.1", 2000)
 B = ("198.51.100.2", 4000)
@@ -221,10 +222,10 @@ def _binding_request(ufrag: str, pwd: str, use_candidate: bool = True) -> bytes:
     attrs = struct.pack("!HH", 0x0006, len(user)) + user + b"\x00" * (-len(user) % 4)
     if use_candidate:
         attrs += struct.pack("!HH", 0x0025, 0)
-    head = struct.pack("!HHI", 1, len(attrs) + 24, stunlite.MAGIC) + txid
+    head = struct.pack("!HHI", 1, len(attrs) + 24, MAGIC_COOKIE) + txid
     mi = hmac.new(pwd.encode(), head + attrs, "sha1").digest()
     attrs += struct.pack("!HH", 0x0008, 20) + mi
-    head = struct.pack("!HHI", 1, len(attrs) + 8, stunlite.MAGIC) + txid
+    head = struct.pack("!HHI", 1, len(attrs) + 8, MAGIC_COOKIE) + txid
     crc = (zlib.crc32(head + attrs) ^ 0x5354554E) & 0xFFFFFFFF
     return head + attrs + struct.pack("!HHI", 0x8028, 4, crc)
 
@@ -244,7 +245,7 @@ def test_ice_lite_answers_checks_and_latches() -> None:
     assert resp[8:20] == bytes(range(12))
     # XOR-MAPPED-ADDRESS decodes to the source
     xport = struct.unpack_from("!H", resp, 26)[0] ^ 0x2112
-    xip = struct.unpack_from("!I", resp, 28)[0] ^ stunlite.MAGIC
+    xip = struct.unpack_from("!I", resp, 28)[0] ^ MAGIC_COOKIE
     assert (xport, ".".join(str(b) for b in xip.to_bytes(4, "big"))) == (50000, "192.0.2.50")
     # wrong password: dropped
     assert r.receive(_binding_request(ufrag, "wrong"), pb, src, 0.6) is None
@@ -292,8 +293,8 @@ def test_ringing_call_without_media_uses_offer_timeout() -> None:
 
 
 def _stun(mtype: int, txid: bytes, use_candidate: bool = False) -> bytes:
-    attrs = struct.pack("!HH", stunlite.USE_CANDIDATE, 0) if use_candidate else b""
-    return struct.pack("!HHI", mtype, len(attrs), stunlite.MAGIC) + txid + attrs
+    attrs = struct.pack("!HH", UseCandidate.TYPE, 0) if use_candidate else b""
+    return struct.pack("!HHI", mtype, len(attrs), MAGIC_COOKIE) + txid + attrs
 
 
 def test_relay_candidate_passes_checks_of_every_candidate_and_latches_on_the_nominated() -> None:

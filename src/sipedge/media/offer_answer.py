@@ -1,0 +1,313 @@
+"""SDP offer/answer through the relay (RFC 3264, rtpengine's offer and answer): each
+``m=`` line sent by one party updates that party's :class:`Stream` (where it sends from,
+what it holds, its ICE and rtcp-mux) and is rewritten for the other party to name the
+relay's ports facing it: the m= port, c= lines, ``a=rtcp``, rtcp-mux, and ICE as the
+mode asks (removed, the relay as the only ICE-lite candidate, or added as a relay
+candidate). BUNDLE answers share one transport (RFC 8843 §7.3.1).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+from .._common.ids import TokenSource, token
+from ..sdp import Candidate, Connection, MediaSection, SessionDescription, candidate_priority
+from .model import Call, Flags, Leg, RelayConfig, RelayError, Stream
+from .port_table import PortTable
+
+ICE_ATTRS = ("ice-ufrag", "ice-pwd", "ice-options", "candidate", "end-of-candidates",
+             "remote-candidates", "ice-mismatch", "ice-pacing", "ice2")
+
+
+def _family(host: str) -> str:
+    try:
+        return "IP6" if ipaddress.ip_address(host).version == 6 else "IP4"
+    except ValueError:
+        return "IP4"
+
+
+def _ip_or_none(host: str) -> str | None:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return None if ip.is_unspecified else str(ip)
+
+
+_STATIC_RATES = {10: 44100, 11: 44100, 14: 90000, 25: 90000, 26: 90000, 28: 90000,
+                 31: 90000, 32: 90000, 33: 90000, 34: 90000}  # RFC 3551; others 8000
+
+
+def _clock_rate(m: MediaSection) -> int:
+    """RTP clock rate of a media section's first format, for the jitter statistics."""
+    fmts = m.formats
+    if not fmts or not fmts[0].isdigit():
+        return 8000
+    pt = int(fmts[0])
+    rtpmap = m.rtpmaps.get(pt)
+    if rtpmap is not None:
+        return rtpmap.clock_rate
+    return _STATIC_RATES.get(pt, 8000)
+
+
+class SdpRewriter:
+    """Applies one party's SDP to a leg and rewrites it for the other party."""
+
+    def __init__(self, config: RelayConfig, table: PortTable, token_source: TokenSource | None = None) -> None:
+        self.config = config
+        self._table = table
+        self._token = token_source
+        self.interfaces: dict[str, str] = dict(config.interfaces) or {"default": config.advertised_address}
+        self.default_address = next(iter(self.interfaces.values()))  # the default interface's
+
+    def _direction(self, flags: Flags) -> tuple[str, str] | None:
+        """The interfaces the ng ``direction`` names; RelayError 488 for an unknown one.
+        rtpengine's legacy "internal"/"external" mean nothing unless configured."""
+        if flags.direction is None:
+            return None
+        names = [n if n in self.interfaces else "" for n in flags.direction]
+        for asked, got in zip(flags.direction, names, strict=True):
+            if not got and asked not in ("internal", "external"):
+                raise RelayError(f"unknown interface {asked!r} in direction", (488, "Unknown media interface"))
+        return names[0], names[1]
+
+    def address_of(self, s: Stream) -> str:
+        """The address written into SDP for ports of ``s`` (its interface's advertised one)."""
+        return self.interfaces.get(s.interface, self.default_address) if s.interface else self.default_address
+
+    def _new_token(self, n: int) -> str:
+        return token(n, self._token) if self._token is not None else token(n)
+
+    def apply(
+        self, call: Call, leg: Leg, side: int, desc: SessionDescription, flags: Flags, now: float, offer: bool
+    ) -> SessionDescription:
+        """Update ``leg`` from the SDP ``desc`` sent by party ``side``; rewrite it for the other."""
+        if len(desc.media) > self.config.max_media:
+            raise RelayError(
+                f"{len(desc.media)} media sections (at most {self.config.max_media})",
+                (488, "Too many media streams"),
+            )
+        out = desc.copy()
+        mine, theirs = leg.streams[side], leg.streams[1 - side]
+        created: list[Stream] = []
+        allocated: list[Stream] = []
+        strict = self.config.strict_source if flags.strict_source is None else flags.strict_source
+        ice_mode = flags.ice or self.config.ice
+        towards = self._direction(flags) if offer else None
+        try:
+            for i, m in enumerate(desc.media):
+                if i >= len(mine):
+                    mine.append(Stream(call, leg, side, i))
+                    created.append(mine[-1])
+                if i >= len(theirs):
+                    theirs.append(Stream(call, leg, 1 - side, i))
+                    created.append(theirs[-1])
+                s, p = mine[i], theirs[i]
+                s.peer, p.peer = p, s
+                if towards is not None:  # ports still to allocate go on the named interfaces
+                    if s.rtp_port is None:
+                        s.interface = towards[0]
+                    if p.rtp_port is None:
+                        p.interface = towards[1]
+                s.last_signal = now
+                s.media, s.profile = m.media, m.proto
+                s.symmetric, s.strict = flags.symmetric, strict
+                s.direction = desc.media_direction(i)
+                s.had_ice = desc.media[i].ice_ufrag is not None or desc.ice_ufrag is not None
+                if offer and not p.last_signal:
+                    p.profile = m.proto  # until the recipient answers with its own
+                s.rtp_stats.clock_rate = _clock_rate(desc.media[i])
+                if m.port == 0:  # rejected or disabled stream: leave it at port 0
+                    s.expected_rtp = s.expected_rtcp = None
+                    continue
+                conn = desc.media_connection(i)
+                host = conn.address if conn else ""
+                if flags.media_address:
+                    host = flags.media_address
+                elif not flags.trust_address and flags.received_from:
+                    host = flags.received_from
+                # c=0.0.0.0 is RFC 2543 hold, except with ICE (RFC 8839: no default candidate yet)
+                hold = conn is not None and conn.is_hold and not s.had_ice
+                s.hold = hold or s.direction in ("sendonly", "inactive")
+                ip = None if hold else _ip_or_none(host)
+                new_rtp = (ip, m.port) if ip else None
+                if new_rtp is not None and new_rtp != s.signalled_rtp and s.latched_rtp is not None:
+                    # the party moved its media (re-INVITE): learn again; coming back from
+                    # a c=0.0.0.0 hold to the same address is no move
+                    s.latched_rtp = s.latched_rtcp = None
+                s.expected_rtp = new_rtp
+                if new_rtp is not None:
+                    s.signalled_rtp = new_rtp
+                r = m.rtcp
+                # RTCP on the next port (RFC 3550 §11), which RTP on 65535 does not have
+                next_port = (ip, m.port + 1) if ip and m.port < 65535 else None
+                if r is not None and r.port:
+                    rip = _ip_or_none(r.connection.address) if r.connection else ip
+                    s.expected_rtcp = (rip, r.port) if rip else next_port
+                else:
+                    s.expected_rtcp = next_port
+                # rtcp-mux flags as rtpengine reads them: "require" forces it on the party that
+                # receives the rewritten offer (the answerer), not on the offerer; "reject" in
+                # the offer or in the answer keeps it off towards the offerer
+                mux_flags = flags.rtcp_mux
+                if offer:
+                    s.mux = m.rtcp_mux and "reject" not in mux_flags
+                    if "require" in mux_flags:
+                        p.mux = True
+                else:
+                    s.mux = m.rtcp_mux or "require" in mux_flags or s.mux
+                    if "reject" in mux_flags:
+                        p.mux = False
+                # otherwise the relay muxes towards an offerer that offered rtcp-mux, whatever
+                # the answerer does: it demultiplexes on the answerer's side
+                # (WebRTC offerers require rtcp-mux; SIP phones often do not do it)
+                if p.rtp_port is None:
+                    self._table.allocate(p, single="require" in flags.rtcp_mux)
+                    allocated.append(p)
+                self._rewrite_media(out, i, p, flags, offer, ice_mode, s, hold)
+            if not offer:
+                self._share_bundle(out, desc, theirs, mine, flags, ice_mode)
+            self._rewrite_session(out, flags, desc, self.address_of(theirs[0]) if theirs else self.default_address)
+        except BaseException:
+            for st in allocated:
+                self._table.release(st)
+            for st in created:
+                side_list = leg.streams[st.side]
+                if st in side_list:
+                    side_list.remove(st)
+            raise
+        return out
+
+    def _share_bundle(
+        self,
+        out: SessionDescription,
+        desc: SessionDescription,
+        theirs: list[Stream],
+        mine: list[Stream],
+        flags: Flags,
+        ice_mode: str,
+    ) -> None:
+        """In an answer, the m= lines of a BUNDLE group share one transport (RFC 8843
+        §7.3.1): give every bundled section the relay port and ICE credentials of the
+        BUNDLE-tag section, and return the ports the others had."""
+        mids = desc.bundle
+        if len(mids) < 2:
+            return
+        index = {m.mid: i for i, m in enumerate(desc.media) if m.mid is not None and m.port != 0}
+        leader = index.get(mids[0])
+        if leader is None or leader >= len(theirs):
+            return
+        lp = theirs[leader]
+        if lp.rtp_port is None:
+            return
+        for mid in mids[1:]:
+            i = index.get(mid)
+            if i is None or i == leader or i >= len(theirs):
+                continue
+            fp = theirs[i]
+            if fp.rtp_port != lp.rtp_port:
+                self._table.release(fp)
+                fp.rtp_port, fp.rtcp_port = lp.rtp_port, lp.rtcp_port
+                fp.owns_ports, fp.port_count = False, 0
+            fp.ice_ufrag, fp.ice_pwd = lp.ice_ufrag, lp.ice_pwd
+            fp.mux = lp.mux
+            self._rewrite_media(out, i, fp, flags, False, ice_mode, mine[i], False)
+
+    def _rewrite_media(
+        self,
+        out: SessionDescription,
+        i: int,
+        p: Stream,
+        flags: Flags,
+        offer: bool,
+        ice_mode: str,
+        src: Stream,
+        zero_hold: bool,
+    ) -> None:
+        om = out.media[i]
+        assert p.rtp_port is not None and p.rtcp_port is not None
+        had = om.ice_ufrag is not None or out.ice_ufrag is not None
+        keep_default = ice_mode == "force-relay" and had  # c=/m= stay the endpoint's
+        if not keep_default:
+            self._point_at_relay(out, om, p, flags, zero_hold)
+        if offer:
+            if "demux" in flags.rtcp_mux or "reject" in flags.rtcp_mux:
+                om.remove_attrs("rtcp-mux")
+            elif ("offer" in flags.rtcp_mux or "require" in flags.rtcp_mux) and not om.rtcp_mux:
+                om.add_attr("rtcp-mux")
+        elif not p.mux:
+            om.remove_attrs("rtcp-mux")  # never answer rtcp-mux to an offerer that did not offer it
+        elif not om.rtcp_mux:
+            om.add_attr("rtcp-mux")  # accepted back towards the offerer (we demux)
+        if not keep_default:
+            om.set_attr("rtcp", str(p.rtcp_port))
+        # ICE towards the recipient p
+        mode = "relay" if ice_mode == "force-relay" else ice_mode
+        if mode == "auto":
+            recipient_ice = p.had_ice if not offer else src.had_ice
+            mode = "force" if recipient_ice else "remove"
+        if mode == "relay" and had:
+            p.ice_ufrag = p.ice_pwd = None
+            om.remove_attrs("candidate", lambda v: v is not None and " typ relay" in v)
+            om.remove_attrs("end-of-candidates")
+            for comp, port in ((1, p.rtp_port), (2, p.rtcp_port)):
+                if comp == 2 and (p.rtcp_port == p.rtp_port or om.rtcp_mux):
+                    continue
+                adv = self.address_of(p)
+                c = Candidate(
+                    "sipedge", comp, "UDP", candidate_priority(0, 65535, comp), adv, port, "relay", adv, port,
+                )
+                om.add_attr("candidate", str(c))
+            return
+        for name in ICE_ATTRS:
+            om.remove_attrs(name)
+        if mode in ("remove", "relay"):
+            p.ice_ufrag = p.ice_pwd = None
+            for name in ICE_ATTRS:
+                out.remove_attrs(name)
+            out.remove_attrs("ice-lite")
+            return
+        # force: the relay is the only (ICE-lite) candidate towards p
+        if p.ice_ufrag is None:
+            p.ice_ufrag = self._new_token(6)
+            p.ice_pwd = self._new_token(16)
+        for name in ICE_ATTRS:
+            out.remove_attrs(name)
+        if not out.has_attr("ice-lite"):
+            out.add_attr("ice-lite")
+        om.add_attr("ice-ufrag", p.ice_ufrag)
+        om.add_attr("ice-pwd", p.ice_pwd)
+        for comp, port in ((1, p.rtp_port), (2, p.rtcp_port)):
+            if comp == 2 and (p.rtcp_port == p.rtp_port or om.rtcp_mux):
+                continue
+            c = Candidate("sipedge", comp, "UDP", candidate_priority(126, 65535, comp), self.address_of(p), port, "host")
+            om.add_attr("candidate", str(c))
+        om.add_attr("end-of-candidates")
+
+    def _point_at_relay(self, out: SessionDescription, om: MediaSection, p: Stream, flags: Flags,
+                        zero_hold: bool) -> None:
+        """The m= port and the c= line that applies to ``om`` name the relay."""
+        assert p.rtp_port is not None
+        om.m = replace(om.m, port=p.rtp_port, port_count=None)  # one relay port (pair) per m=
+        adv = self.address_of(p)
+        relay = Connection("IN", _family(adv), adv)
+        conn = om.connection
+        if conn is not None:
+            if not (conn.is_hold and zero_hold):
+                om.connection = relay
+        elif out.connection is None:
+            out.connection = relay
+        elif not flags.replace_session_connection and not (out.connection.is_hold and zero_hold):
+            om.connection = relay  # the session line stays: this section says where to send
+
+    def _rewrite_session(self, out: SessionDescription, flags: Flags, desc: SessionDescription, adv: str) -> None:
+        conn = out.connection
+        uses_ice = desc.ice_ufrag is not None or any(m.ice_ufrag is not None for m in desc.media)
+        keep_default = uses_ice and (flags.ice or self.config.ice) == "force-relay"
+        if conn is not None and flags.replace_session_connection and not keep_default \
+                and not (conn.is_hold and not uses_ice):
+            out.connection = Connection("IN", _family(adv), adv)
+        if flags.replace_origin:
+            o = out.origin
+            out.origin = replace(o, addrtype=_family(adv), address=adv)
