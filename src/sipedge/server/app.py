@@ -30,6 +30,7 @@ from ..sip.flow import Flow, Target
 from ..store.keepalive import SqliteEndpointStore
 from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriberStore
 from ..store.turn_users import TurnUserStore
+from ..stun import server as stun_server
 from ..web.server import WebServer
 from . import tls, turn_http
 from .gcschedule import GcSchedule
@@ -76,6 +77,7 @@ class SipService:
             server_ssl=server_ctx,
             client_ssl=client_ctx,
             on_flow_closed=self._on_flow_closed,
+            on_stun=self._on_stun,
             ws_options=WsOptions(
                 origins=tuple(ws.origins) or None,
                 ping_interval=ws.ping_interval,
@@ -125,6 +127,11 @@ class SipService:
             return
         core.receive(data, flow, self.loop.time())
         self._flush()
+
+    def _on_stun(self, data: bytes, flow: Flow) -> bytes | None:
+        """RFC 5626 §4.4.2: outbound clients check their NAT binding with STUN Binding
+        requests to the SIP port; they get their mapped address back."""
+        return stun_server.answer_sip_keepalive(data, flow.remote, self.config.sip.server_header)
 
     def _on_flow_closed(self, flow: Flow) -> None:
         if self.core is not None:

@@ -35,8 +35,9 @@ Sending
   connection. It raises :class:`TransportError` when that fails.
 
 Optional hooks: ``on_flow_closed(flow)`` when a TCP/TLS/WS connection ends (a
-registrar can forget flows at once), and ``on_stun(data, flow)`` for STUN Binding
-keepalives arriving on a SIP UDP port (RFC 5626 §4.4.2; dropped and counted without it).
+registrar can forget flows at once), and ``on_stun(data, flow) -> reply | None`` for STUN
+Binding keepalives arriving on a SIP UDP port (RFC 5626 §4.4.2): a reply is sent back and
+counted (``sip_udp_stun_bindings``); None, or no hook, drops it (``sip_udp_stun_dropped``).
 WS/WSS listeners (``ws:``/``wss:`` entries) are served by ``ws.py`` with the same API.
 
 Limits: ``LimitsConfig.max_connections`` (new connections beyond it are closed at once,
@@ -76,8 +77,9 @@ OnMessage = Callable[[bytes, Flow], None]
 OnFlowClosed = Callable[[Flow], None]
 """``on_flow_closed(flow)``: a stream connection ended; sends on that flow now fail."""
 
-# ``on_stun(data, flow)`` (an OnMessage): a STUN message on a SIP UDP port (RFC 5626
-# §4.4.2 keepalive); answer it with ``send(reply, flow)``. Without it STUN is dropped.
+OnStun = Callable[[bytes, Flow], "bytes | None"]
+"""``on_stun(data, flow)``: a STUN message on a SIP UDP port (RFC 5626 §4.4.2 keepalive);
+returns the reply to send back to its source, or None to drop it."""
 
 STREAM_TRANSPORTS = ("tcp", "tls")
 ALL_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
@@ -205,14 +207,7 @@ class _Udp(asyncio.DatagramProtocol):
         first = data[0] if n else 0
         if first < 0x20:  # SIP starts with a letter: only keepalives and STUN get here
             if first < 2 and n >= 20 and data[4:8] == _STUN_COOKIE:
-                # RFC 5626 §4.4.2 STUN keepalive on the SIP port: not SIP.
-                if layer.on_stun is None:
-                    layer._stat["sip_udp_stun_dropped"] += 1
-                    return
-                try:
-                    layer.on_stun(data, Flow("udp", self.local, (addr[0], addr[1])))
-                except Exception:
-                    layer._callback_error("stun", addr)
+                self._stun(data, addr)  # RFC 5626 §4.4.2 keepalive on the SIP port: not SIP
                 return
             if not data.strip(b"\r\n\0"):  # 4-byte zero keepalive, stray CRLFs, empty
                 layer._stat["sip_udp_keepalives"] += 1
@@ -224,6 +219,21 @@ class _Udp(asyncio.DatagramProtocol):
             layer.on_message(data, Flow("udp", self.local, (addr[0], addr[1])))
         except Exception:
             layer._callback_error("udp", addr)
+
+    def _stun(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        """Send what ``on_stun`` answers (counted as a binding), else drop and count."""
+        layer = self.layer
+        reply = None
+        if layer.on_stun is not None:
+            try:
+                reply = layer.on_stun(data, Flow("udp", self.local, (addr[0], addr[1])))
+            except Exception:
+                layer._callback_error("stun", addr)
+        if reply is None or self.transport is None:
+            layer._stat["sip_udp_stun_dropped"] += 1
+            return
+        layer._stat["sip_udp_stun_bindings"] += 1
+        self.transport.sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:
         self.layer._stat["sip_udp_errors"] += 1
@@ -410,7 +420,7 @@ class TransportLayer:
         handshake_timeout: float = 10.0,
         on_flow_closed: OnFlowClosed | None = None,
         ws_options: WsOptions | None = None,
-        on_stun: OnMessage | None = None,
+        on_stun: OnStun | None = None,
     ) -> None:
         self.config = config
         self.on_message = on_message
@@ -432,7 +442,7 @@ class TransportLayer:
                 "sip_connections_accepted", "sip_connections_outbound", "sip_connections_refused",
                 "sip_connections_closed", "sip_connections_closed_idle",
                 "sip_connections_closed_overflow", "sip_connect_failures", "sip_udp_dropped_oversize",
-                "sip_udp_keepalives", "sip_udp_stun_dropped", "sip_udp_errors", "sip_stream_pings",
+                "sip_udp_keepalives", "sip_udp_stun_bindings", "sip_udp_stun_dropped", "sip_udp_errors", "sip_stream_pings",
                 "sip_stream_errors", "sip_send_no_flow", "sip_callback_errors",
                 "sip_ws_handshake_failures", "sip_ws_protocol_errors", "sip_ws_pings_sent",
                 "sip_ws_ping_timeouts",
