@@ -298,8 +298,12 @@ async def test_max_connections_refuses(cert: tls.Certificate, kind: str) -> None
             w.write(options(i))
             await read_message(r)
             conns.append((r, w))
-        r3, w3 = await connect(layer, kind)
-        assert await expect_eof(r3) == b""
+        try:
+            r3, _ = await connect(layer, kind)
+        except (ConnectionResetError, ssl.SSLError):
+            pass  # TLS: refused before the handshake
+        else:
+            assert await expect_eof(r3) == b""
         assert layer.stats()["sip_connections_refused"] == 1
         with pytest.raises(TransportError, match="max_connections"):
             await layer.send_to(b"x", Target(kind, "127.0.0.1", 9))
