@@ -329,6 +329,9 @@ log_level = "warning"
 listen = ["udp:127.0.0.1:{self.udp}", "ws:127.0.0.1:{self.ws}"]
 domains = ["{DOMAIN}"]
 
+[sip.limits]
+max_connections_per_ip = 0  # every simulated browser comes from 127.0.0.1
+
 [auth]
 register = true
 invite = false

@@ -6,27 +6,20 @@ import asyncio
 import random
 import socket
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
 
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdatatype
-import dns.rrset
 import pytest
 
+from helpers.dnszone import Zone, ZoneTable
 from sipedge._common.clock import FakeClock
 from sipedge.config.dns import DnsConfig
 from sipedge.server.dns import DnsResolver
 from sipedge.sip.flow import Target
 from sipedge.sip.uri import SipUri
 
-SOA = "ns.example.com. admin.example.com. 1 3600 600 86400 30"
-
-ZONE: dict[tuple[str, str], tuple[int, list[str]]] = {
+ZONE: ZoneTable = {
     ("example.com", "NAPTR"): (300, [
         '10 50 "s" "SIP+D2T" "" _sip._tcp.example.com.',
         '20 50 "s" "SIP+D2U" "" _sip._udp.example.com.',
@@ -45,41 +38,32 @@ ZONE: dict[tuple[str, str], tuple[int, list[str]]] = {
 
 
 class ZoneServer(asyncio.DatagramProtocol):
-    def __init__(self, zone: dict[tuple[str, str], tuple[int, list[str]]]) -> None:
-        self.zone = zone
-        self.names = {name for name, _ in zone}
-        self.silent = False
-        self.queries: Counter[tuple[str, str]] = Counter()
+    """helpers.dnszone.Zone on an asyncio UDP endpoint of the test's loop."""
+
+    def __init__(self, records: ZoneTable) -> None:
+        self.zone = Zone(records)
+        self.queries = self.zone.queries
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            query = dns.message.from_wire(data)
-        except Exception:
-            return
-        question = query.question[0]
-        name = question.name.to_text(omit_final_dot=True).lower()
-        rtype = dns.rdatatype.to_text(question.rdtype)
-        self.queries[(name, rtype)] += 1
-        if self.silent or self.transport is None:
-            return
-        response = dns.message.make_response(query)
-        found = self.zone.get((name, rtype))
-        if found is not None:
-            ttl, texts = found
-            response.answer.append(dns.rrset.from_text(question.name, ttl, "IN", rtype, *texts))
-        else:
-            if name not in self.names:
-                response.set_rcode(dns.rcode.NXDOMAIN)
-            response.authority.append(dns.rrset.from_text("example.com.", 300, "IN", "SOA", SOA))
-        self.transport.sendto(response.to_wire(), addr)
+        reply = self.zone.answer(data)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+    @property
+    def silent(self) -> bool:
+        return self.zone.silent
+
+    @silent.setter
+    def silent(self, value: bool) -> None:
+        self.zone.silent = value
 
     @property
     def total(self) -> int:
-        return sum(self.queries.values())
+        return self.zone.total
 
 
 @pytest.fixture

@@ -298,8 +298,12 @@ async def test_max_connections_refuses(cert: tls.Certificate, kind: str) -> None
             w.write(options(i))
             await read_message(r)
             conns.append((r, w))
-        r3, w3 = await connect(layer, kind)
-        assert await expect_eof(r3) == b""
+        try:
+            r3, _ = await connect(layer, kind)
+        except (ConnectionResetError, ssl.SSLError):
+            pass  # TLS: refused before the handshake
+        else:
+            assert await expect_eof(r3) == b""
         assert layer.stats()["sip_connections_refused"] == 1
         with pytest.raises(TransportError, match="max_connections"):
             await layer.send_to(b"x", Target(kind, "127.0.0.1", 9))
@@ -355,3 +359,39 @@ async def test_tls_listener_needs_a_context() -> None:
 
 def test_cert_fixture_paths(cert: tls.Certificate) -> None:
     assert Path(cert.cert).exists() and len(cert.fingerprint) == 95
+
+
+async def test_tls_handshake_deadline_and_per_ip_cap_before_the_handshake(cert: tls.Certificate) -> None:
+    """On the plain asyncio loop too (``sipedge serve`` runs uvloop): a silent TLS client
+    holds its address's slot until handshake_timeout closes it, and the slot comes back."""
+    layer, echo = await make_layer("tls", cert, handshake_timeout=0.3, max_connections_per_ip=1)
+    lst = layer.listener("tls")
+    try:
+        silent_r, silent_w = await asyncio.wait_for(asyncio.open_connection(lst.host, lst.port), T)
+        await until(lambda: layer._handshaking == 1)
+        with pytest.raises((ConnectionResetError, ssl.SSLError)):  # the cap: refused at once
+            await connect(layer, "tls")
+        assert layer.stats()["sip_connections_refused_per_ip"] == 1
+        assert await expect_eof(silent_r) == b""  # the deadline
+        silent_w.close()
+        await until(lambda: layer.stats()["sip_tls_handshake_timeouts"] == 1)
+        r, w = await connect(layer, "tls")  # the slot is free again
+        w.write(options(1))
+        assert message.parse(await read_message(r), stream=True).status == 200  # type: ignore[union-attr]
+        w.close()
+        await until(lambda: layer.connection_count == 0 and not layer._per_ip)
+    finally:
+        await asyncio.wait_for(layer.close(), T)
+
+
+async def test_slow_message_is_dropped(cert: tls.Certificate) -> None:
+    layer, echo = await make_layer("tcp", cert, message_timeout=0.3)
+    try:
+        r, w = await connect(layer, "tcp")
+        m = options(1)
+        w.write(m[:10])
+        assert await expect_eof(r) == b""
+        assert layer.stats()["sip_connections_closed_slow"] == 1
+        assert echo.q.empty()
+    finally:
+        await asyncio.wait_for(layer.close(), T)

@@ -51,6 +51,18 @@ class LimitsConfig:
     idle_timeout: float = option(
         600.0, "close a stream connection idle this many seconds (0 = never)", non_negative
     )
+    message_timeout: float = option(
+        10.0,
+        "seconds a TCP/TLS connection has to complete a SIP message once its first byte "
+        "arrived; slower senders (slowloris) are closed (0 = no limit)",
+        non_negative,
+    )
+    handshake_timeout: float = option(
+        5.0, "seconds a new TLS connection has for its handshake, a WebSocket one for its upgrade", positive
+    )
+    max_connections_per_ip: int = option(
+        100, "most concurrent inbound TCP/TLS/WS connections from one IP address (0 = no cap)", non_negative
+    )
     max_transactions: int = option(100000, "most live transactions (503 above)", positive)
 
 

@@ -83,6 +83,7 @@ class Branch:
     final: Response | None = None
     cancelled: bool = False
     timed_out: bool = False  # Timer C: its 487 stands for a 408 (RFC 3261 §16.8)
+    unreachable: bool = False  # never sent (no address, connect failed): its 503 is our own
 
 
 @dataclass(slots=True)
@@ -780,6 +781,7 @@ class ProxyCore:
             status = 480
         resp = make_response(branch.request, status)
         resp.pop_first("via")
+        branch.unreachable = status == 503
         self._record_branch_final(ptx, branch, now, resp)
 
     def _record_branch_final(self, ptx: ProxyTransaction, branch: Branch, now: float, resp: Response | None = None) -> None:
@@ -804,8 +806,10 @@ class ProxyCore:
         if best is None:
             best = make_response(ptx.request, 480)
         out = best.copy()
-        if out.status == 503:
-            out.status, out.reason = 500, "Server Internal Error"  # RFC 3261 §16.7 step 6
+        if out.status == 503 and not any(b.final is best and b.unreachable for b in ptx.branches):
+            # RFC 3261 §16.7 step 6: a downstream 503 is not passed upstream; a next hop
+            # we could not reach (nothing resolved, nothing took the request) stays 503
+            out.status, out.reason = 500, "Server Internal Error"
         if out.status in (401, 407):
             # RFC 3261 §16.7 step 7: collect every branch's challenges
             for b in ptx.branches:

@@ -12,7 +12,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,17 @@ from ..sip.flow import Flow, Target
 from ..store.keepalive import SqliteEndpointStore
 from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriberStore
 from ..store.turn_users import TurnUserStore
+from ..stun import server as stun_server
 from ..web.server import WebServer
 from . import tls, turn_http
+from .dns import DnsResolver
 from .gcschedule import GcSchedule
 from .keepalive import KeepaliveService
 from .logsetup import setup_logging
 from .media import MediaServer
 from .ng import NgControlServer, NgRemote
 from .stun_turn import TurnService, start_from_config
-from .transport import TransportLayer
+from .transport import ALL_TRANSPORTS, TransportLayer
 from .ws import WsOptions
 
 log = logging.getLogger("sipedge")
@@ -65,6 +66,7 @@ class SipService:
         self._timer_at: float | None = None
         self._purge_task: asyncio.Task[None] | None = None
         self.media: MediaControl | None = None
+        self.dns = DnsResolver(config.dns, transports=ALL_TRANSPORTS)
         self._pending: set[asyncio.Task[None]] = set()
         self.loop = asyncio.get_running_loop()
 
@@ -76,6 +78,7 @@ class SipService:
             server_ssl=server_ctx,
             client_ssl=client_ctx,
             on_flow_closed=self._on_flow_closed,
+            on_stun=self._on_stun,
             ws_options=WsOptions(
                 origins=tuple(ws.origins) or None,
                 ping_interval=ws.ping_interval,
@@ -125,6 +128,11 @@ class SipService:
             return
         core.receive(data, flow, self.loop.time())
         self._flush()
+
+    def _on_stun(self, data: bytes, flow: Flow) -> bytes | None:
+        """RFC 5626 §4.4.2: outbound clients check their NAT binding with STUN Binding
+        requests to the SIP port; they get their mapped address back."""
+        return stun_server.answer_sip_keepalive(data, flow.remote, self.config.sip.server_header)
 
     def _on_flow_closed(self, flow: Flow) -> None:
         if self.core is not None:
@@ -181,23 +189,25 @@ class SipService:
             task.add_done_callback(self._pending.discard)
 
     async def _send_to(self, data: bytes, target: Target, key: Any) -> None:
-        assert self.transports is not None
-        try:
-            if not is_ip(target.host):
-                target = await self._resolve(target)
-            await self.transports.send_to(data, target)
-        except (OSError, TimeoutError, ValueError) as exc:
-            log.info("x cannot send to %s:%s:%d: %s", target.transport, target.host, target.port, exc)
-            self._failed(key)
+        transports = self.transports
+        assert transports is not None
+        if is_ip(target.host):
+            try:
+                await transports.send_to(data, target)
+            except (OSError, TimeoutError, ValueError) as exc:
+                log.info("x cannot send to %s:%s:%d: %s", target.transport, target.host, target.port, exc)
+                self._failed(key)
+            return
 
-    async def _resolve(self, target: Target) -> Target:
-        """A/AAAA lookup of a next hop named by host (the RFC 3263 SRV/NAPTR steps live
-        in dns/; here the port and transport are already known)."""
-        infos = await self.loop.getaddrinfo(target.host, target.port, type=socket.SOCK_DGRAM)
-        if not infos:
-            raise OSError(f"cannot resolve {target.host}")
-        host = str(infos[0][4][0])
-        return Target(target.transport, host, target.port)
+        async def send(t: Target) -> None:
+            await transports.send_to(data, t, tls_name=target.host)
+
+        # a name: only the configured resolver is asked ([dns]; RFC 3263 NAPTR/SRV/A with
+        # failover), never the system's, and a name that leads nowhere fails the branch
+        if await self.dns.send_failover(data, target, send) is None:
+            log.info("x cannot send to %s:%s:%d: no resolved address took it",
+                     target.transport, target.host, target.port)
+            self._failed(key)
 
     async def _media(self, job: MediaJob) -> None:
         """Perform one media-relay step and hand the result back to the core."""
@@ -244,6 +254,7 @@ class SipService:
             out.update(self.core.stats())
         if self.transports is not None:
             out.update(self.transports.stats())
+        out.update(self.dns.stats())
         return out
 
 

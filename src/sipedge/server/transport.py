@@ -1,8 +1,9 @@
 """SIP transports: UDP, TCP and TLS listeners and connections (the asyncio adapter).
 
-This is the only SIP module with sockets and ssl. It cuts bytes into SIP messages and
-hands each one up with the :class:`~sipedge.sip.flow.Flow` it arrived on; it never parses
-a message beyond the framing, and it knows nothing of transactions or routing.
+With ws.py and tls_listener.py, the only SIP modules with sockets and ssl. It cuts bytes
+into SIP messages and hands each one up with the :class:`~sipedge.sip.flow.Flow` it
+arrived on; it never parses a message beyond the framing, and it knows nothing of
+transactions or routing.
 
 Contract with the application
 -----------------------------
@@ -35,12 +36,17 @@ Sending
   connection. It raises :class:`TransportError` when that fails.
 
 Optional hooks: ``on_flow_closed(flow)`` when a TCP/TLS/WS connection ends (a
-registrar can forget flows at once), and ``on_stun(data, flow)`` for STUN Binding
-keepalives arriving on a SIP UDP port (RFC 5626 §4.4.2; dropped and counted without it).
+registrar can forget flows at once), and ``on_stun(data, flow) -> reply | None`` for STUN
+Binding keepalives arriving on a SIP UDP port (RFC 5626 §4.4.2): a reply is sent back and
+counted (``sip_udp_stun_bindings``); None, or no hook, drops it (``sip_udp_stun_dropped``).
 WS/WSS listeners (``ws:``/``wss:`` entries) are served by ``ws.py`` with the same API.
 
 Limits: ``LimitsConfig.max_connections`` (new connections beyond it are closed at once,
-outbound ones refused), ``idle_timeout`` (0 = never), ``max_message_size`` (a UDP request
+outbound ones refused), ``max_connections_per_ip`` (inbound ones from one address beyond
+it are closed at once; TLS/WSS ones are admitted before their handshake, by
+``tls_listener.py``), ``handshake_timeout`` (TLS handshake, WebSocket upgrade),
+``message_timeout`` (a TCP/TLS message must be whole this long after its first byte, else
+the connection is dropped), ``idle_timeout`` (0 = never), ``max_message_size`` (a UDP request
 over it gets 513 when its head parses, else it is dropped; both are counted; stream
 messages over it get 513, unframeable ones 400 when the head is parseable enough, then
 that connection is closed).
@@ -64,6 +70,7 @@ from ..errors import ConfigError, Error, ParseError
 from ..sip import message
 from ..sip.flow import Flow, Target
 from ..sip.framing import StreamFramer
+from .tls_listener import TlsListener
 
 if TYPE_CHECKING:
     from .ws import WsOptions
@@ -76,8 +83,9 @@ OnMessage = Callable[[bytes, Flow], None]
 OnFlowClosed = Callable[[Flow], None]
 """``on_flow_closed(flow)``: a stream connection ended; sends on that flow now fail."""
 
-# ``on_stun(data, flow)`` (an OnMessage): a STUN message on a SIP UDP port (RFC 5626
-# §4.4.2 keepalive); answer it with ``send(reply, flow)``. Without it STUN is dropped.
+OnStun = Callable[[bytes, Flow], "bytes | None"]
+"""``on_stun(data, flow)``: a STUN message on a SIP UDP port (RFC 5626 §4.4.2 keepalive);
+returns the reply to send back to its source, or None to drop it."""
 
 STREAM_TRANSPORTS = ("tcp", "tls")
 ALL_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
@@ -205,14 +213,7 @@ class _Udp(asyncio.DatagramProtocol):
         first = data[0] if n else 0
         if first < 0x20:  # SIP starts with a letter: only keepalives and STUN get here
             if first < 2 and n >= 20 and data[4:8] == _STUN_COOKIE:
-                # RFC 5626 §4.4.2 STUN keepalive on the SIP port: not SIP.
-                if layer.on_stun is None:
-                    layer._stat["sip_udp_stun_dropped"] += 1
-                    return
-                try:
-                    layer.on_stun(data, Flow("udp", self.local, (addr[0], addr[1])))
-                except Exception:
-                    layer._callback_error("stun", addr)
+                self._stun(data, addr)  # RFC 5626 §4.4.2 keepalive on the SIP port: not SIP
                 return
             if not data.strip(b"\r\n\0"):  # 4-byte zero keepalive, stray CRLFs, empty
                 layer._stat["sip_udp_keepalives"] += 1
@@ -224,6 +225,21 @@ class _Udp(asyncio.DatagramProtocol):
             layer.on_message(data, Flow("udp", self.local, (addr[0], addr[1])))
         except Exception:
             layer._callback_error("udp", addr)
+
+    def _stun(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        """Send what ``on_stun`` answers (counted as a binding), else drop and count."""
+        layer = self.layer
+        reply = None
+        if layer.on_stun is not None:
+            try:
+                reply = layer.on_stun(data, Flow("udp", self.local, (addr[0], addr[1])))
+            except Exception:
+                layer._callback_error("stun", addr)
+        if reply is None or self.transport is None:
+            layer._stat["sip_udp_stun_dropped"] += 1
+            return
+        layer._stat["sip_udp_stun_bindings"] += 1
+        self.transport.sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:
         self.layer._stat["sip_udp_errors"] += 1
@@ -256,12 +272,14 @@ class _Stream(asyncio.Protocol):
         "last_activity",
         "layer",
         "loop",
+        "message_started",
         "name",
         "paused",
+        "slot",
         "transport",
     )
 
-    def __init__(self, layer: TransportLayer, name: str, inbound: bool) -> None:
+    def __init__(self, layer: TransportLayer, name: str, inbound: bool, slot: str | None = None) -> None:
         self.layer = layer
         self.name = name
         self.inbound = inbound
@@ -274,16 +292,20 @@ class _Stream(asyncio.Protocol):
         self.last_activity = 0.0
         self.closing = False
         self.paused = False
+        self.slot = slot  # the peer's per-IP connection slot (inbound), given back at the end
+        self.message_started = 0.0  # when the first byte of an incomplete message came, or 0
 
     # -- asyncio callbacks -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = self.transport = cast(asyncio.Transport, transport)
         layer = self.layer
         peer = transport.get_extra_info("peername")
-        if self.inbound and not layer._admit(self.name, peer):
-            self.closing = True
-            transport.abort()
-            return
+        if self.inbound and self.slot is None:  # TLS connections were admitted before their handshake
+            self.slot = layer._admit(self.name, peer)
+            if self.slot is None:
+                self.closing = True
+                transport.abort()
+                return
         sock = transport.get_extra_info("sockname")
         local: Address = (sock[0], sock[1])
         if not self.inbound:
@@ -298,12 +320,14 @@ class _Stream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self.last_activity = self.loop.time()
+        now = self.last_activity = self.loop.time()
         try:
             frames = self.framer.feed(data)
         except ParseError as exc:
             self._reject(exc)
             return
+        if frames or not self.message_started:  # a message (or nothing) under way from now
+            self.message_started = now if self.framer.buffered else 0.0
         layer = self.layer
         for f in frames:
             if f.data:
@@ -327,6 +351,12 @@ class _Stream(asyncio.Protocol):
         self.closing = True
         if self.conn_id:
             self.layer._unregister(self, exc)
+        self.release_slot()
+
+    def release_slot(self) -> None:
+        """Give the peer's per-IP slot back (once; also when a TLS handshake failed)."""
+        self.layer._release(self.slot)
+        self.slot = None
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -363,7 +393,15 @@ class _Stream(asyncio.Protocol):
             self.transport.abort()
 
     def tick(self, now: float) -> None:
-        """Periodic check from the layer's sweeper (nothing to do for TCP/TLS)."""
+        """Periodic check from the layer's sweeper: a message started more than
+        ``message_timeout`` ago and still incomplete is a slow sender (slowloris); the
+        connection is dropped, since no answer can be given to half a request."""
+        timeout = self.layer.message_timeout
+        if self.message_started and timeout > 0 and now - self.message_started > timeout:
+            self.layer._stat["sip_connections_closed_slow"] += 1
+            log.info("x %s %s: no complete message in %.0f s (%d bytes so far), closing",
+                     self.name, self.flow.remote, timeout, self.framer.buffered)
+            self.abort()
 
     def _reject(self, exc: ParseError) -> None:
         """Framing failed (too large, no Content-Length...): answer if we can, close."""
@@ -407,10 +445,10 @@ class TransportLayer:
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         connect_timeout: float = 5.0,
-        handshake_timeout: float = 10.0,
+        handshake_timeout: float | None = None,
         on_flow_closed: OnFlowClosed | None = None,
         ws_options: WsOptions | None = None,
-        on_stun: OnMessage | None = None,
+        on_stun: OnStun | None = None,
     ) -> None:
         self.config = config
         self.on_message = on_message
@@ -419,11 +457,13 @@ class TransportLayer:
         self.server_ssl = server_ssl
         self.client_ssl = client_ssl
         self.connect_timeout = connect_timeout
-        self.handshake_timeout = handshake_timeout
         limits = config.limits
+        self.handshake_timeout = limits.handshake_timeout if handshake_timeout is None else handshake_timeout
         self.max_message_size = limits.max_message_size
         self.max_connections = limits.max_connections
+        self.max_connections_per_ip = limits.max_connections_per_ip
         self.idle_timeout = limits.idle_timeout
+        self.message_timeout = limits.message_timeout
         self.max_write_buffer = max(16 * limits.max_message_size, 1 << 20)
         self._loop = asyncio.get_running_loop()
         self._counters = {t: _Counters() for t in ALL_TRANSPORTS}
@@ -432,10 +472,11 @@ class TransportLayer:
                 "sip_connections_accepted", "sip_connections_outbound", "sip_connections_refused",
                 "sip_connections_closed", "sip_connections_closed_idle",
                 "sip_connections_closed_overflow", "sip_connect_failures", "sip_udp_dropped_oversize",
-                "sip_udp_keepalives", "sip_udp_stun_dropped", "sip_udp_errors", "sip_stream_pings",
+                "sip_udp_keepalives", "sip_udp_stun_bindings", "sip_udp_stun_dropped", "sip_udp_errors", "sip_stream_pings",
                 "sip_stream_errors", "sip_send_no_flow", "sip_callback_errors",
                 "sip_ws_handshake_failures", "sip_ws_protocol_errors", "sip_ws_pings_sent",
-                "sip_ws_ping_timeouts",
+                "sip_ws_ping_timeouts", "sip_connections_refused_per_ip", "sip_connections_closed_slow",
+                "sip_tls_handshake_timeouts", "sip_tls_handshake_failures", "sip_accept_errors",
             ),
             0,
         )
@@ -446,7 +487,9 @@ class TransportLayer:
         self._conns: dict[int, Conn] = {}
         self._by_remote: dict[tuple[str, str, int], Conn] = {}
         self._connecting: dict[tuple[str, str, int], asyncio.Future[Conn]] = {}
-        self._handshaking = 0  # WS connections accepted, upgrade not done yet
+        self._handshaking = 0  # TLS/WS connections accepted, handshake or upgrade not done yet
+        self._per_ip: dict[str, int] = {}  # inbound connections (handshaking too) per peer IP
+        self._tls_listeners: list[TlsListener] = []
         self.ws_options = ws_options
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -464,7 +507,7 @@ class TransportLayer:
         except BaseException:
             await self.close()
             raise
-        if self.idle_timeout > 0 or self._ws_pinging():
+        if self.idle_timeout > 0 or self.message_timeout > 0 or self._ws_pinging():
             self._arm_sweeper()
 
     async def _listen_udp(self, host: str, port: int) -> None:
@@ -491,21 +534,26 @@ class TransportLayer:
             if self.server_ssl is None:
                 raise ConfigError(f"sip.listen: {name}:{host}:{port} needs a certificate (server_ssl)")
             ctx = self.server_ssl
-        factory: Callable[[], asyncio.Protocol]
+        factory: Callable[[str | None], asyncio.Protocol]
         if name in ("ws", "wss"):
             from .ws import WsConnection, WsOptions
 
             if self.ws_options is None:
                 self.ws_options = WsOptions()
             opts = self.ws_options
-            factory = lambda: WsConnection(self, name, opts)  # noqa: E731
+            factory = lambda slot: WsConnection(self, name, opts, slot)  # noqa: E731
         else:
-            factory = lambda: _Stream(self, name, inbound=True)  # noqa: E731
+            factory = lambda slot: _Stream(self, name, inbound=True, slot=slot)  # noqa: E731
+        if ctx is not None:
+            tls_listener = TlsListener.bind(self, name, host, port, ctx, factory)
+            self._tls_listeners.append(tls_listener)
+            lst = Listener(name, *tls_listener.address)
+            self._listeners.append(lst)
+            log.info("- listening on %s", lst)
+            return
         try:
             server = await self._loop.create_server(
-                factory,
-                host, port, ssl=ctx, reuse_address=True, backlog=512,
-                ssl_handshake_timeout=self.handshake_timeout if ctx else None,
+                lambda: factory(None), host, port, reuse_address=True, backlog=512
             )
         except OSError as exc:
             raise ConfigError(f"sip.listen: cannot bind {name}:{host}:{port}: {exc.strerror}") from exc
@@ -526,6 +574,8 @@ class TransportLayer:
             self._sweeper = None
         for server in self._servers:
             server.close()
+        for tls_listener in self._tls_listeners:
+            tls_listener.close()
         for fut in self._connecting.values():
             fut.cancel()
         for conn in list(self._conns.values()):
@@ -701,14 +751,33 @@ class TransportLayer:
         return proto
 
     # -- connection registry ---------------------------------------------------------
-    def _admit(self, name: str, peer: Any) -> bool:
-        """Whether a new inbound connection fits under max_connections (counts refusals)."""
-        if not self._closed and len(self._conns) + self._handshaking < self.max_connections:
-            return True
-        self._stat["sip_connections_refused"] += 1
-        log.info("x %s connection from %s refused: %d connections open (max_connections)",
-                 name, peer, len(self._conns) + self._handshaking)
-        return False
+    def _admit(self, name: str, peer: Any) -> str | None:
+        """A slot for a new inbound connection, or None when it is over max_connections or
+        its address's max_connections_per_ip (the refusal is counted). The slot (the
+        peer's IP) goes back to :meth:`_release` when the connection ends."""
+        if self._closed or len(self._conns) + self._handshaking >= self.max_connections:
+            self._stat["sip_connections_refused"] += 1
+            log.info("x %s connection from %s refused: %d connections open (max_connections)",
+                     name, peer, len(self._conns) + self._handshaking)
+            return None
+        ip = _norm_peer(str(peer[0]))
+        held = self._per_ip.get(ip, 0)
+        if 0 < self.max_connections_per_ip <= held:
+            self._stat["sip_connections_refused_per_ip"] += 1
+            log.info("x %s connection from %s refused: %d open from that address "
+                     "(max_connections_per_ip)", name, peer, held)
+            return None
+        self._per_ip[ip] = held + 1
+        return ip
+
+    def _release(self, slot: str | None) -> None:
+        if slot is None:
+            return
+        held = self._per_ip.get(slot, 0) - 1
+        if held > 0:
+            self._per_ip[slot] = held
+        else:
+            self._per_ip.pop(slot, None)
 
     def _register(self, conn: Conn) -> None:
         self._conns[conn.conn_id] = conn
@@ -738,7 +807,7 @@ class TransportLayer:
         )
 
     def _arm_sweeper(self) -> None:
-        periods = [self.idle_timeout] if self.idle_timeout > 0 else []
+        periods = [t for t in (self.idle_timeout, self.message_timeout) if t > 0]
         if self._ws_pinging():
             assert self.ws_options is not None
             periods += [self.ws_options.ping_interval, self.ws_options.ping_timeout]

@@ -85,10 +85,10 @@ class WsConnection(asyncio.Protocol):
     __slots__ = (
         "_close_timer", "_handshake_timer", "_parts", "_ping_sent", "_we_closed",
         "closing", "conn_id", "counters", "flow", "inbound", "last_activity", "last_seen",
-        "layer", "loop", "name", "opened", "options", "paused", "proto", "transport",
+        "layer", "loop", "name", "opened", "options", "paused", "proto", "slot", "transport",
     )
 
-    def __init__(self, layer: TransportLayer, name: str, options: WsOptions) -> None:
+    def __init__(self, layer: TransportLayer, name: str, options: WsOptions, slot: str | None = None) -> None:
         self.layer = layer
         self.name = name
         self.options = options
@@ -115,6 +115,7 @@ class WsConnection(asyncio.Protocol):
         self._we_closed = False
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self.slot = slot  # the peer's per-IP connection slot (WSS: taken before the TLS handshake)
 
     # -- asyncio callbacks -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,10 +123,12 @@ class WsConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         self.flow = Flow(self.name, (sock[0], sock[1]), (peer[0], peer[1]))
-        if not self.layer._admit(self.name, peer):
-            self.closing = True
-            transport.abort()
-            return
+        if self.slot is None:
+            self.slot = self.layer._admit(self.name, peer)
+            if self.slot is None:
+                self.closing = True
+                transport.abort()
+                return
         self.layer._handshaking += 1
         self._handshake_timer = self.loop.call_later(
             self.layer.handshake_timeout, self._handshake_expired
@@ -152,6 +155,7 @@ class WsConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.release_slot()
         for timer in (self._handshake_timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
@@ -161,6 +165,11 @@ class WsConnection(asyncio.Protocol):
                 self.layer._handshaking -= 1
             return
         self.layer._unregister(self, exc)
+
+    def release_slot(self) -> None:
+        """Give the peer's per-IP slot back (once; also when a TLS handshake failed)."""
+        self.layer._release(self.slot)
+        self.slot = None
 
     def pause_writing(self) -> None:
         self.paused = True

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ParseError
 from . import attributes as at
-from .message import Message, error, success
+from .message import Class, Message, Method, error, success
 
 Address = tuple[str, int]
 
@@ -86,3 +87,35 @@ def answer_binding(
     if pad is not None and transport == "udp":
         attrs.append(at.Padding(bytes(len(pad.value))))
     return BindingReply(source, dest, success(req, attrs))
+
+
+_KEEPALIVE_UNDERSTOOD = frozenset(
+    (at.Username.TYPE, at.MessageIntegrity.TYPE, at.MessageIntegritySha256.TYPE)
+)
+"""Required attributes a keepalive may carry and we may ignore: no credentials are
+checked on a SIP port, the answer reveals only the sender's own address."""
+
+
+def answer_sip_keepalive(data: bytes, remote: Address, software: str = "") -> bytes | None:
+    """The reply to a STUN message that reached a SIP UDP port, or None to drop it.
+
+    RFC 5626 §4.4.2 (outbound) clients keep their NAT binding open with Binding requests
+    sent to the SIP port itself and read XOR-MAPPED-ADDRESS to see whether it changed.
+    Only Binding requests are answered there (a comprehension-required attribute we do
+    not know gets 420); anything else — responses, indications, other methods, bytes that
+    are not STUN — is dropped: this port is no TURN server. FINGERPRINT is echoed when the
+    request carries it, so the client can tell our answer from SIP (RFC 8489 §7.3).
+    """
+    try:
+        req = Message.parse(data)
+    except ParseError:
+        return None
+    if req.cls is not Class.REQUEST or req.method != Method.BINDING:
+        return None
+    extra: list[at.Attribute] = [at.Software(software)] if software else []
+    unknown = req.unknown_required(_KEEPALIVE_UNDERSTOOD)
+    if unknown:
+        reply = error(req, 420, [at.UnknownAttributes(unknown), *extra])
+    else:
+        reply = success(req, [at.XorMappedAddress(*remote), *extra])
+    return reply.serialize(fingerprint=req.has(at.Fingerprint))
