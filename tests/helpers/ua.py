@@ -19,6 +19,14 @@ from sipedge.sip import message as m
 from sipedge.sip.framing import StreamFramer
 
 
+def insecure_tls() -> ssl.SSLContext:
+    """A client TLS context that accepts the server's self-signed test certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def _h(alg: str, s: str) -> str:
     fn = hashlib.sha256 if alg.upper().startswith("SHA-256") else hashlib.md5
     return fn(s.encode()).hexdigest()
@@ -59,9 +67,7 @@ class UA:
         if self.transport in ("ws", "wss"):
             ctx = None
             if self.transport == "wss":
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
+                ctx = insecure_tls()
             h = f"[{self.server[0]}]" if ":" in self.server[0] else self.server[0]
             self.ws = WsClient(f"{self.transport}://{h}:{self.server[1]}/", "sip", ctx)
             self.sock = self.ws.socket
@@ -73,10 +79,7 @@ class UA:
         else:
             raw = socket.create_connection(self.server, timeout=5)
             if self.transport == "tls":
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-                raw = ctx.wrap_socket(raw)
+                raw = insecure_tls().wrap_socket(raw)
             self.sock = raw
         self.port = self.sock.getsockname()[1]
         self.sock.settimeout(0.2)

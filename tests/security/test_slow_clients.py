@@ -16,6 +16,7 @@ import pytest
 
 from helpers.metrics import metrics
 from helpers.sipserver import Server, running_server
+from helpers.ua import insecure_tls
 
 CAP = 5
 
@@ -74,13 +75,6 @@ def closed_by_peer(sock: socket.socket, within: float) -> bool:
     return False
 
 
-def tls_client() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 # -- a message must arrive whole within message_timeout ---------------------------------
 def test_a_tcp_client_trickling_a_message_is_closed(quick: Server) -> None:
     before = metrics(quick).get("sip_connections_closed_slow", 0.0)
@@ -131,7 +125,7 @@ def test_a_tls_client_that_never_handshakes_is_closed(quick: Server) -> None:
         sock.close()
     assert 0.9 < time.monotonic() - start < 3.0
     assert metrics(quick)["sip_tls_handshake_timeouts"] == before + 1
-    with tls_client().wrap_socket(connect(quick.tls)) as tls:  # a real TLS client is served
+    with insecure_tls().wrap_socket(connect(quick.tls)) as tls:  # a real TLS client is served
         tls.sendall(options(quick.tls, "TLS"))
         assert answered(tls)
 

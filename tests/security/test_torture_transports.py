@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers.sipserver import Server, running_server
+from helpers.ua import insecure_tls
 from helpers.wsclient import WsClient
 from sipedge.sip import message as m
 from sipedge.sip.framing import StreamFramer
@@ -29,13 +30,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield s
 
 
-def tls_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 class Link:
     """One client connection (or UDP socket) of a transport, bytes in and out."""
 
@@ -45,14 +39,14 @@ class Link:
         self.framer = StreamFramer()
         addr = (server.host, {"tls": server.tls, "ws": server.ws, "wss": server.wss}.get(transport, server.udp))
         if transport in ("ws", "wss"):
-            self.ws = WsClient(f"{transport}://{addr[0]}:{addr[1]}/", "sip", tls_context() if transport == "wss" else None)
+            self.ws = WsClient(f"{transport}://{addr[0]}:{addr[1]}/", "sip", insecure_tls() if transport == "wss" else None)
             self.sock = self.ws.socket
         elif transport == "udp":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sock.connect(addr)
         else:
             raw = socket.create_connection(addr, timeout=5)
-            self.sock = tls_context().wrap_socket(raw) if transport == "tls" else raw
+            self.sock = insecure_tls().wrap_socket(raw) if transport == "tls" else raw
         self.sock.settimeout(0.2)
         self.local = self.sock.getsockname()
 
