@@ -12,22 +12,16 @@ from typing import Any
 
 import pytest
 
-from helpers.ports import free_port
-from helpers.sipserver import Server, running_server
+from helpers.sipserver import Server
+from helpers.turnserver import running_turn_server
 
 aioice_turn = pytest.importorskip("aioice.turn")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    turn_port = free_port()
-    low = free_port() & ~1
-    extra = (
-        f'\n[turn]\nenabled = true\nlisten = ["udp:127.0.0.1:{turn_port}", "tcp:127.0.0.1:{turn_port}"]\n'
-        f'secrets = ["s3cret-for-tests"]\nallow_peers = ["127.0.0.0/8"]\nport_min = {low}\nport_max = {low + 20}\n'
-    )
-    with running_server(tmp_path_factory.mktemp("turn"), extra=extra) as s:
-        s.turn_port = turn_port  # type: ignore[attr-defined]
+    turn = 'secrets = ["s3cret-for-tests"]\nallow_peers = ["127.0.0.0/8"]'
+    with running_turn_server(tmp_path_factory.mktemp("turn"), turn, ("udp", "tcp")) as s:
         yield s
 
 

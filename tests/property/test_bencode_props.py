@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +36,20 @@ def test_garbage(data: bytes) -> None:
         bencode.decode(data)
     except ParseError:
         pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=6000), st.booleans(), st.randoms(use_true_random=False))
+def test_integer_digits_bounded(digits: int, negative: bool, rnd: random.Random) -> None:
+    """Up to MAX_INT_DIGITS digits decode to the number; more raise ParseError, never the
+    ValueError of Python's int-string limit."""
+    text = str(rnd.randint(1, 9)) + "".join(str(rnd.randint(0, 9)) for _ in range(digits - 1))
+    data = b"i" + (b"-" if negative else b"") + text.encode() + b"e"
+    if digits <= bencode.MAX_INT_DIGITS:
+        assert bencode.decode(data) == (-1 if negative else 1) * int(text)
+    else:
+        with pytest.raises(ParseError):
+            bencode.decode(data)
 
 
 @settings(max_examples=200, deadline=None)

@@ -12,6 +12,9 @@ from ..errors import ParseError
 
 Value: TypeAlias = "int | bytes | str | list[Value] | tuple[Value, ...] | dict[bytes, Value] | dict[str, Value]"
 MAX_DEPTH = 32
+MAX_INT_DIGITS = 20
+"""The longest integer accepted: rtpengine reads them as 64-bit (at most 19 digits and a
+sign); anything longer is hostile, and past 4300 digits ``int()`` itself refuses it."""
 
 
 def _bad(msg: str) -> ParseError:
@@ -37,6 +40,8 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[Value, int]:
         if end < 0:
             raise _bad("unterminated integer")
         text = data[pos + 1 : end]
+        if len(text.lstrip(b"-")) > MAX_INT_DIGITS:
+            raise _bad(f"integer longer than {MAX_INT_DIGITS} digits")
         if not text or not (text.isdigit() or (text[:1] == b"-" and text[1:].isdigit())):
             raise _bad(f"bad integer {text[:20]!r}")
         if (text[:1] == b"0" and len(text) > 1) or text[:2] == b"-0":

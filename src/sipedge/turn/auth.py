@@ -5,8 +5,9 @@
 - TURN REST API (draft-uberti-behave-turn-rest, as coturn's ``use-auth-secret``): the
   username is ``<expiry unix time>:<user>`` and the password is
   base64(HMAC-SHA1(shared secret, username)). Several secrets may be valid at once (rotation).
-- Nonces are stateless: expiry and an HMAC over (expiry, client IP), so a nonce replayed
-  from another address or after its lifetime is answered 438 Stale Nonce.
+- Nonces are stateless: expiry and an HMAC over (expiry, the client's 5-tuple), so a
+  nonce (or a whole captured request) replayed from another transport address, even a
+  new port on the same host, or after its lifetime is answered 438 Stale Nonce.
 """
 
 from __future__ import annotations
@@ -168,21 +169,26 @@ class Credentials:
 
 
 class NonceFactory:
-    """Stateless nonces bound to the client IP, valid for ``lifetime`` seconds."""
+    """Stateless nonces bound to one client flow, valid for ``lifetime`` seconds.
+
+    ``bound_to`` names the flow (the server core passes its 5-tuple), as coturn keeps a
+    nonce per session: a request captured on one flow and replayed from another is
+    stale there, so it cannot use up its user's quota.
+    """
 
     def __init__(self, secret: bytes, lifetime: float, features: at.SecurityFeatures | None) -> None:
         self._secret = secret
         self.lifetime = lifetime
         self._prefix = (at.NONCE_COOKIE + features.encode()) if features else ""
 
-    def _mac(self, expiry: int, ip: str) -> str:
-        return hmac.new(self._secret, f"{expiry}|{ip}".encode(), hashlib.sha256).hexdigest()[:16]
+    def _mac(self, expiry: int, bound_to: str) -> str:
+        return hmac.new(self._secret, f"{expiry}|{bound_to}".encode(), hashlib.sha256).hexdigest()[:16]
 
-    def make(self, ip: str, now: float) -> str:
+    def make(self, bound_to: str, now: float) -> str:
         expiry = int(now + self.lifetime)
-        return f"{self._prefix}{expiry:x}-{self._mac(expiry, ip)}"
+        return f"{self._prefix}{expiry:x}-{self._mac(expiry, bound_to)}"
 
-    def valid(self, nonce: str, ip: str, now: float) -> bool:
+    def valid(self, nonce: str, bound_to: str, now: float) -> bool:
         if not nonce.startswith(self._prefix):
             return False
         body = nonce[len(self._prefix) :]
@@ -191,6 +197,6 @@ class NonceFactory:
             expiry = int(stamp, 16)
         except ValueError:
             return False
-        if not hmac.compare_digest(mac, self._mac(expiry, ip)):
+        if not hmac.compare_digest(mac, self._mac(expiry, bound_to)):
             return False
         return now <= expiry

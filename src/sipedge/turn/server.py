@@ -175,6 +175,12 @@ UNDERSTOOD: frozenset[int] = frozenset(
 )
 
 
+def _nonce_binding(flow: Flow) -> str:
+    """What a nonce is bound to: the whole 5-tuple, so a request replayed from a new
+    port or another listener is stale (438) rather than a second allocation."""
+    return f"{flow.transport}|{flow.local[0]}|{flow.local[1]}|{flow.remote[0]}|{flow.remote[1]}"
+
+
 def _f(code: int) -> str:
     return at.REASONS.get(code, "")
 
@@ -477,7 +483,7 @@ class TurnServer:
     def _challenge(self, flow: Flow, req: Message, code: int, now: float) -> list[Action]:
         attrs: list[at.Attribute] = [
             at.Realm(self.config.realm),
-            at.Nonce(self._nonces.make(flow.remote[0], now)),
+            at.Nonce(self._nonces.make(_nonce_binding(flow), now)),
         ]
         if self._algorithms is not None:
             attrs.append(self._algorithms)
@@ -504,7 +510,7 @@ class TurnServer:
         if (user is None and uhash is None) or realm is None or nonce is None:
             self.counters["turn_auth_failures"] += 1
             return self._error(flow, req, 400, reason="Missing USERNAME, REALM or NONCE")
-        if not self._nonces.valid(nonce.value, flow.remote[0], now):
+        if not self._nonces.valid(nonce.value, _nonce_binding(flow), now):
             self.counters["turn_stale_nonces"] += 1
             return self._challenge(flow, req, 438, now)
         sha256 = req.has(at.MessageIntegritySha256)

@@ -47,6 +47,24 @@ def test_bencode_garbage(data: bytes) -> None:
         bencode.decode(data)
 
 
+def test_integer_length_is_bounded() -> None:
+    """A 5,000-digit integer is a ParseError (int() alone raises ValueError past 4300
+    digits) and the ng server answers it with an error reply; 64-bit values still pass."""
+    assert bencode.decode(b"i%de" % (2**63)) == 2**63
+    assert bencode.decode(b"i-" + b"9" * 20 + b"e") == -int("9" * 20)
+    for digits in (21, 5000):
+        for sign in (b"", b"-"):
+            with pytest.raises(ParseError, match="longer than 20 digits"):
+                bencode.decode(b"i" + sign + b"1" * digits + b"e")
+    srv = server()
+    reply = srv.handle(b"big1 d7:command4:ping3:fooi" + b"7" * 5000 + b"ee", 0.0)
+    assert reply is not None
+    cookie, parsed = NgClient.parse_reply(reply)
+    assert cookie == b"big1" and parsed["result"] == "error"
+    assert "longer than 20 digits" in parsed["error-reason"]
+    assert srv.handle(b"p2 d7:command4:pinge", 0.0) == b"p2 d6:result4:ponge"
+
+
 def test_an_sdp_that_is_not_utf8_gets_an_error_reply_not_silence() -> None:
     """Its bytes come back in the error text as they were; the server keeps answering."""
     srv = server()

@@ -224,6 +224,34 @@ def test_stale_and_replayed_nonce(server: TurnServer, clock: FakeClock) -> None:
     assert r2.error_code == 438
 
 
+def test_allocate_replayed_from_another_port_is_stale(server: TurnServer, clock: FakeClock) -> None:
+    """A captured Allocate sent again from a new 5-tuple (same host, new port; or another
+    listener) gets 438 with a fresh nonce, not a second allocation on the user's quota."""
+    c = Client(server, clock)
+    c.nonce = "x"
+    nonce = c.reply(c.send(c.raw_request(Method.ALLOCATE, [at.RequestedTransport(17)]))).get(at.Nonce)
+    assert nonce is not None
+    c.nonce = nonce.value
+    captured = c.raw_request(Method.ALLOCATE, [at.RequestedTransport(17)])
+    ok = c.reply(c.send(captured))
+    assert ok.cls is Class.SUCCESS
+    stale = server.stats()["turn_stale_nonces"]
+    for remote, local in ((("203.0.113.5", 50001), ("192.0.2.1", 3478)), (("203.0.113.5", 50000), ("192.0.2.1", 3479))):
+        replayer = Client(server, clock, flow=Flow("udp", local, remote))
+        r = replayer.reply(replayer.send(captured))
+        assert r.error_code == 438
+        fresh = r.get(at.Nonce)
+        assert fresh is not None and fresh.value != c.nonce
+    assert server.stats()["turn_allocations"] == 1
+    assert server.stats()["turn_stale_nonces"] == stale + 2
+    assert c.reply(c.send(captured)) == ok  # on its own flow it is a retransmission
+    # The legitimate client on a new port retries with the fresh nonce and succeeds.
+    moved = Client(server, clock, flow=Flow("udp", ("192.0.2.1", 3478), ("203.0.113.5", 50002)))
+    moved.nonce = c.nonce
+    assert moved.allocate().cls is Class.SUCCESS
+    assert server.stats()["turn_allocations"] == 2
+
+
 def test_rest_credentials(server: TurnServer, clock: FakeClock) -> None:
     expiry = int(clock.wall()) + 3600
     user = f"{expiry}:carol"
@@ -252,10 +280,9 @@ def test_sha256_password_algorithm(server: TurnServer, clock: FakeClock) -> None
     ]
     ok = c.reply(c.send(sm.request(Method.ALLOCATE, c.tid(), attrs).serialize(key, sha256=True)))
     assert ok.cls is Class.SUCCESS and ok.has(at.MessageIntegritySha256) and ok.check_integrity(key)
-    # Dropping PASSWORD-ALGORITHMS (a downgrade) is refused.
-    c2 = Client(server, clock, flow=Flow("udp", ("192.0.2.1", 3478), ("203.0.113.5", 7)))
+    # Dropping PASSWORD-ALGORITHMS (a downgrade) is refused (on the flow the nonce is for).
     attrs2 = [a for a in attrs if not isinstance(a, at.PasswordAlgorithms)]
-    bad = c2.reply(c2.send(sm.request(Method.ALLOCATE, c2.tid(), attrs2).serialize(key, sha256=True)))
+    bad = c.reply(c.send(sm.request(Method.ALLOCATE, c.tid(), attrs2).serialize(key, sha256=True)))
     assert bad.error_code == 400  # RFC 8489 §9.2.4: the algorithms do not match what was offered
 
 
