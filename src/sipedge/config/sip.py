@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._schema import non_negative, one_of, option, positive
+from .flood import FloodConfig
 
 TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 
@@ -80,6 +81,7 @@ class SipConfig:
     timers: TimersConfig = TimersConfig()
     limits: LimitsConfig = LimitsConfig()
     websocket: WebSocketConfig = WebSocketConfig()
+    flood: FloodConfig = FloodConfig()
 
 
 @dataclass(frozen=True, slots=True)

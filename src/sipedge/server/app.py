@@ -102,6 +102,7 @@ class SipService:
             secret=self.secret,
         )
         self.core.flow_alive = self.transports.is_alive
+        self.transports.source_banned = self.core.flood.banned
         self._purge_task = asyncio.create_task(self._purge_loop())
         for li in listeners:
             log.info("listening on %s", li.name)

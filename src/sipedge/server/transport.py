@@ -37,6 +37,8 @@ Sending
 Optional hooks: ``on_flow_closed(flow)`` when a TCP/TLS/WS connection ends (a
 registrar can forget flows at once), and ``on_stun(data, flow)`` for STUN Binding
 keepalives arriving on a SIP UDP port (RFC 5626 §4.4.2; dropped and counted without it).
+``source_banned(ip)`` (flood control, proxy/pike.py) is asked first for every datagram
+and new connection: a banned source's are dropped unread.
 WS/WSS listeners (``ws:``/``wss:`` entries) are served by ``ws.py`` with the same API.
 
 Limits: ``LimitsConfig.max_connections`` (new connections beyond it are closed at once,
@@ -197,6 +199,8 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         layer = self.layer
+        if layer.source_banned is not None and layer.source_banned(addr[0]):
+            return  # flood control: nothing from a banned source is looked at
         n = len(data)
         if n > layer.max_message_size:
             layer._stat["sip_udp_dropped_oversize"] += 1
@@ -416,6 +420,9 @@ class TransportLayer:
         self.on_message = on_message
         self.on_flow_closed = on_flow_closed
         self.on_stun = on_stun
+        # ``source_banned(ip)``: flood control's verdict, asked before anything else is
+        # done with a datagram or a new connection (True: dropped, refused)
+        self.source_banned: Callable[[str], bool] | None = None
         self.server_ssl = server_ssl
         self.client_ssl = client_ssl
         self.connect_timeout = connect_timeout
@@ -702,7 +709,10 @@ class TransportLayer:
 
     # -- connection registry ---------------------------------------------------------
     def _admit(self, name: str, peer: Any) -> bool:
-        """Whether a new inbound connection fits under max_connections (counts refusals)."""
+        """Whether a new inbound connection fits under max_connections (counts refusals)
+        and does not come from a banned source."""
+        if self.source_banned is not None and self.source_banned(peer[0]):
+            return False
         if not self._closed and len(self._conns) + self._handshaking < self.max_connections:
             return True
         self._stat["sip_connections_refused"] += 1

@@ -656,6 +656,16 @@ class TransactionLayer:
             return True
         return False
 
+    def discard(self, key: TransactionKey) -> None:
+        """Forget an unanswered server transaction without answering it: a request
+        dropped on purpose (from a flooding source). Kept, an INVITE would wait for a
+        final response for ever; a retransmission starts a new transaction."""
+        tx = self._table.get(key)
+        if isinstance(tx, _ServerTransaction) and tx.state in (TxState.TRYING, TxState.PROCEEDING):
+            self._count("sip_tx_discarded")
+            tx.silent = True
+            tx._terminate()
+
     def transport_error(self, key: TransactionKey, now: float) -> None:
         """The transport could not send for ``key`` (RFC 3261 §17.1.4, §17.2.4)."""
         tx = self._table.get(key)
@@ -898,6 +908,7 @@ _COUNTERS = (
     "sip_tx_stray_responses",
     "sip_tx_cancel_unmatched",
     "sip_tx_cancels_sent",
+    "sip_tx_discarded",
     "sip_tx_timeouts",
     "sip_tx_unanswered",
     "sip_tx_transport_errors",
