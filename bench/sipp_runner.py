@@ -328,11 +328,12 @@ class SippFlows:
                          extra=["-auth_uri", self.domain])
 
     def call(self, caller: str, password: str, callee: str, *,
-             talk_ms: int = 0) -> SippResult:
-        """INVITE (407 answered) -> 180 -> 200 -> ACK -> BYE -> 200."""
+             talk_ms: int = 0, calls: int = 1, rate: float | None = None) -> SippResult:
+        """INVITE (407 answered) -> 180 -> 200 -> ACK -> BYE -> 200; ``calls`` of them at
+        ``rate`` calls a second."""
         return self._run("uac_call.xml", service=callee, auth=(caller, password),
                          keys={"domain": self.domain, "caller": caller},
-                         call_duration_ms=talk_ms,
+                         call_duration_ms=talk_ms, calls=calls, rate=rate,
                          extra=["-auth_uri", f"{callee}@{self.domain}"])
 
     def cancel(self, caller: str, password: str, callee: str) -> SippResult:

@@ -8,6 +8,7 @@ commented TOML file. Adding an option is adding one ``option(...)`` line.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import types
 import typing
 from collections.abc import Callable
@@ -43,6 +44,19 @@ def non_negative(v: Any) -> str | None:
 
 def port(v: Any) -> str | None:
     return None if 0 <= v <= 65535 else "a port number 0..65535"
+
+
+def networks(v: Any) -> str | None:
+    """A list of IP addresses or networks (``trusted_peers``, ``sip.flood.trusted``)."""
+    for item in v:
+        try:
+            ipaddress.ip_network(str(item), strict=False)
+        except ValueError:
+            return (
+                'a list of IP addresses or networks like ["192.0.2.10", "10.1.0.0/16", '
+                f'"2001:db8::/32"]; {item!r} is not'
+            )
+    return None
 
 
 def one_of(*choices: str) -> Check:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from ._schema import non_negative, one_of, option, positive
+from ._schema import networks, non_negative, one_of, option, positive
+from .flood import FloodConfig
 
 TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 
@@ -22,14 +22,6 @@ def _listeners(v: Any) -> str | None:
             )
     return None
 
-
-def _networks(v: Any) -> str | None:
-    for item in v:
-        try:
-            ipaddress.ip_network(str(item), strict=False)
-        except ValueError:
-            return f"a list of IP addresses or networks like [\"192.0.2.10\", \"10.1.0.0/16\"]; {item!r} is not"
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +96,12 @@ class SipConfig:
         "addresses or networks of peers (trunks, PBXs, other proxies) trusted like "
         "Kamailio's allow_trusted: no digest challenge, may relay to foreign destinations, "
         "and their P-Asserted-Identity is kept (RFC 3325); from anyone else it is removed",
-        _networks,
+        networks,
     )
     timers: TimersConfig = TimersConfig()
     limits: LimitsConfig = LimitsConfig()
     websocket: WebSocketConfig = WebSocketConfig()
+    flood: FloodConfig = FloodConfig()
 
 
 @dataclass(frozen=True, slots=True)

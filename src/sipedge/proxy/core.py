@@ -28,7 +28,7 @@ from ..sip import txevents as tx
 from ..sip.flow import Flow, Target
 from ..sip.message import Request, Response, check_response, error_response, make_response, parse
 from ..sip.uri import SipUri
-from . import forwarding, nat, registrar
+from . import forwarding, nat, pike, registrar
 from .context import BranchTarget, ReplyContext, RequestContext
 from .identity import Identity, Listener
 from .location import Binding, LocationStore, SubscriberStore
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # fix_nated_register's test: private Contact, Via host or port not the source, WebSocket
 # (Kamailio's usual nat_uac_test("19") plus 64).
 REGISTER_NAT_FLAGS = nat.CONTACT_PRIVATE | nat.VIA_RECEIVED | nat.VIA_PORT | nat.WEBSOCKET
+
+_FLOOD_LINES = 5  # ban/unban log lines a second at most
 
 
 
@@ -130,6 +132,7 @@ class ProxyCore:
         clock: Clock,
         secret: bytes,
         token_source: TokenSource | None = None,
+        flood: pike.FloodDetector | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -154,6 +157,11 @@ class ProxyCore:
         self.media_available = False  # the adapter sets it when a media relay is wired
         self._refused_log_at = 0.0  # rate limit of the "unparseable message" log line
         self._refused_held = 0
+        # shared with the transport, which asks it first (server/app.py builds both)
+        self.flood = flood if flood is not None else pike.flood_detector(config.sip)
+        self._flood_log_at = 0.0  # ban/unban lines: at most _FLOOD_LINES a second
+        self._flood_lines = 0
+        self._flood_held = 0
         self._media_jobs: list[MediaJob] = []
         self._media_waiting: dict[int, MediaContinuation] = {}
         # calls whose media is relayed (insertion-ordered, bounded): True when the offer came
@@ -173,6 +181,7 @@ class ProxyCore:
             "sip_requests_relayed": 0,
             "sip_responses_relayed": 0,
             "sip_local_replies": 0,
+            "sip_acks_absorbed": 0,
             "sip_routing_errors": 0,
             "sip_auth_challenges": 0,
             "sip_auth_failures": 0,
@@ -182,10 +191,14 @@ class ProxyCore:
     # -- adapter interface -------------------------------------------------------
     def receive(self, data: bytes, flow: Flow, now: float) -> None:
         """One framed SIP message from ``flow``."""
+        if not data.startswith(b"SIP/") and not self._count_source(flow, now):
+            return  # a request or garbage from a banned source: never parsed
         try:
             msg = parse(data, stream=flow.stream)
         except ParseError as exc:
             self.counters["sip_parse_errors"] += 1
+            if data.startswith(b"SIP/") and not self._count_source(flow, now):
+                return
             self._log_refused(flow, exc, now)
             if isinstance(exc.hint, tuple):
                 self._stateless_error(data, exc, flow)
@@ -200,6 +213,7 @@ class ProxyCore:
             except ParseError as exc:
                 self.counters["sip_parse_errors"] += 1
                 log.debug("x bad response from %s: %s", flow.remote, exc)
+                self._count_source(flow, now)
                 return
             self.tl.receive(msg, flow, now)
         self._drain(now)
@@ -212,10 +226,12 @@ class ProxyCore:
         return out
 
     def get_timer(self) -> float | None:
-        return self.tl.get_timer()
+        tx, ban = self.tl.get_timer(), self.flood.get_timer()
+        return tx if ban is None else ban if tx is None else min(tx, ban)
 
     def handle_timer(self, now: float) -> None:
         self.tl.handle_timer(now)
+        self.flood.handle_timer(now)
         self._drain(now)
 
     def transport_failed(self, key: Any, now: float) -> None:
@@ -289,6 +305,7 @@ class ProxyCore:
         out: dict[str, int | float] = dict(self.counters)
         out["sip_proxy_transactions"] = len(self._proxied)
         out.update(self.tl.stats())
+        out.update(self.flood.stats())
         return out
 
     # -- inbound requests -----------------------------------------------------------
@@ -314,6 +331,34 @@ class ProxyCore:
         log.info("x unparseable message from %s %s: %s%s", flow.transport, flow.remote, exc,
                  f" ({held} more not logged)" if held else "")
 
+    def _count_source(self, flow: Flow, now: float) -> bool:
+        """Count a request-like message against its source (pike); False when the source
+        is banned and the message is to be dropped."""
+        if self.flood.request(flow.remote[0], now):
+            return True
+        self._log_flood(now)
+        return False
+
+    def _log_flood(self, now: float) -> None:
+        """A line per source banned or unbanned, at most _FLOOD_LINES a second (a flood
+        from many sources must not become a flood of log lines)."""
+        for ev in self.flood.events():
+            if now >= self._flood_log_at:
+                self._flood_log_at, self._flood_lines = now + 1.0, 0
+            if self._flood_lines >= _FLOOD_LINES:
+                self._flood_held += 1
+                continue
+            self._flood_lines += 1
+            held, self._flood_held = self._flood_held, 0
+            more = f" ({held} more ban lines not logged)" if held else ""
+            if isinstance(ev, pike.SourceBanned):
+                cfg = self.config.sip.flood
+                limit = cfg.max_requests if ev.reason == "requests" else cfg.max_challenges
+                log.warning("x source %s banned for %g s: more than %d %s in %g s%s", ev.source, cfg.ban_time,
+                            limit, ev.reason, cfg.window, more)
+            else:
+                log.warning("- source %s unbanned: %d messages dropped while banned%s", ev.source, ev.dropped, more)
+
     def _stateless_error(self, data: bytes, exc: ParseError, flow: Flow) -> None:
         """Answer a request the codec refused (e.g. a Content-Length larger than the
         datagram, RFC 3261 §18.3) with its hint and a Warning, when it can be answered."""
@@ -335,18 +380,23 @@ class ProxyCore:
             except Exception:  # a bug: log once with context, keep serving
                 self.counters["sip_routing_errors"] += 1
                 log.exception("error handling %s", type(ev).__name__)
+        self._log_flood(now)
 
     def _dispatch(self, ev: Any, now: float) -> None:
         if isinstance(ev, tx.RequestReceived):
             self._on_request(ev.key, ev.request, ev.flow, now)
         elif isinstance(ev, tx.AckReceived):
-            self._on_stateless_request(ev.request, ev.flow, now)
+            if self._acks_our_reply(ev.request):
+                self.counters["sip_acks_absorbed"] += 1  # the ACK of a stateless challenge
+            else:
+                self._on_stateless_request(ev.request, ev.flow, now)
         elif isinstance(ev, tx.CancelReceived):
             self._on_cancel(ev, now)
         elif isinstance(ev, tx.ResponseReceived):
             self._on_branch_response(ev.key, ev.response, ev.flow, now)
         elif isinstance(ev, tx.StrayResponse):
-            self._forward_stray_response(ev.response, ev.flow)
+            if self._count_source(ev.flow, now):  # no transaction asked for it: like a request
+                self._forward_stray_response(ev.response, ev.flow)
         elif isinstance(ev, tx.TimedOut):
             if ev.timer != "C":
                 self._on_branch_failure(ev.key, 408, now)
@@ -394,7 +444,17 @@ class ProxyCore:
             ctx.reply(500, "No Route Decision")
 
     # -- local replies -----------------------------------------------------------------
-    def reply(self, ctx: RequestContext, status: int, reason: str | None, headers: list[tuple[str, str]]) -> None:
+    def reply(
+        self,
+        ctx: RequestContext,
+        status: int,
+        reason: str | None,
+        headers: list[tuple[str, str]],
+        forget: bool = False,
+    ) -> None:
+        """Answer ``ctx``'s request; with ``forget``, statelessly (RFC 3261 §8.2.7: the
+        transaction is dropped once the answer is sent, see
+        ``TransactionLayer.respond_and_forget``)."""
         if ctx.stateless or ctx.request.method == "ACK":
             return  # ACKs are never answered
         resp = make_response(ctx.request, status, reason, to_tag=self._to_tag(ctx.request))
@@ -403,7 +463,10 @@ class ProxyCore:
         if self.config.sip.server_header:
             resp.set("server", self.config.sip.server_header)
         self.counters["sip_local_replies"] += 1
-        self._respond(ctx, resp)
+        if forget and ctx.server_key is not None:
+            self.tl.respond_and_forget(ctx.server_key, resp)
+        else:
+            self._respond(ctx, resp)
         resp.forget_parsed()
 
     def _respond(self, ctx: RequestContext, resp: Response) -> None:
@@ -412,8 +475,26 @@ class ProxyCore:
         self.tl.respond(ctx.server_key, resp, ctx.now)
 
     def _to_tag(self, req: Request) -> str:
-        """A stable To tag for our local replies (retransmitted replies keep it)."""
-        return forwarding.loop_hash(req, "tag")[-12:]
+        """A stable To tag for our local replies: retransmitted requests get the same
+        one, and the ACK of a non-2xx reply (same Request-URI, From tag, Call-ID and
+        CSeq number, RFC 3261 §17.1.1.3) can be recognised by it after the transaction
+        is gone (:meth:`_acks_our_reply`)."""
+        try:
+            from_tag = req.from_.tag or ""
+            cseq = str(req.cseq.number)
+        except ParseError:
+            from_tag = cseq = ""
+        material = "\x00".join((req.uri, from_tag, req.get("call-id") or "", cseq, "local"))
+        return "sE" + hashlib.blake2b(material.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+
+    def _acks_our_reply(self, ack: Request) -> bool:
+        """Whether ``ack`` acknowledges one of our own stateless non-2xx replies (Kamailio's
+        sl module absorbs these the same way): it carries our local To tag."""
+        try:
+            tag = ack.to.tag
+        except ParseError:
+            return False
+        return tag is not None and tag.startswith("sE") and tag == self._to_tag(ack)
 
     # -- who may use us ----------------------------------------------------------------
     def is_trusted(self, host: str) -> bool:
@@ -474,9 +555,19 @@ class ProxyCore:
         if not outcome.result.challenge:
             ctx.reply(status, reason)
             return False
+        if not self.flood.challenge(ctx.flow.remote[0], ctx.now):
+            # over max_challenges: dropped unanswered, as Kamailio's antiflood recipe does
+            # (an answer to a spoofed source is reflected at its victim); banned from now
+            if ctx.server_key is not None:
+                self.tl.discard(ctx.server_key)
+            ctx.drop()
+            return False
         self.counters["sip_auth_challenges"] += 1
         challenges = self.auth.challenges(realm, wall, stale=outcome.result.stale)
-        ctx.reply(status, reason, [(challenge_header, c) for c in challenges])
+        # a challenge is sent statelessly (RFC 3261 §8.2.7): an unauthenticated request
+        # holds no transaction, and its 407 is not retransmitted to a maybe spoofed source
+        self.reply(ctx, status, reason, [(challenge_header, c) for c in challenges], forget=True)
+        ctx.done = True
         return False
 
     def consume_credentials(self, ctx: RequestContext) -> None:

@@ -21,7 +21,7 @@ from ..config import Config
 from ..errors import ConfigError, ParseError, StorageError
 from ..media.control import MediaControl
 from ..media.relay import RelayError
-from ..proxy import nat
+from ..proxy import nat, pike
 from ..proxy.core import MediaJob, ProxyCore, Send
 from ..proxy.identity import Identity, Listener
 from ..proxy.routing import load_router
@@ -72,6 +72,7 @@ class SipService:
 
     async def start(self, server_ctx: Any, client_ctx: Any) -> None:
         ws = self.config.sip.websocket
+        flood = pike.flood_detector(self.config.sip)  # the transport drops banned sources
         self.transports = TransportLayer(
             self.config.sip,
             self._on_message,
@@ -79,6 +80,7 @@ class SipService:
             client_ssl=client_ctx,
             on_flow_closed=self._on_flow_closed,
             on_stun=self._on_stun,
+            source_banned=flood.banned,
             ws_options=WsOptions(
                 origins=tuple(ws.origins) or None,
                 ping_interval=ws.ping_interval,
@@ -103,6 +105,7 @@ class SipService:
             router,
             self.clock,
             secret=self.secret,
+            flood=flood,
         )
         self.core.flow_alive = self.transports.is_alive
         self._purge_task = asyncio.create_task(self._purge_loop())

@@ -39,6 +39,8 @@ Optional hooks: ``on_flow_closed(flow)`` when a TCP/TLS/WS connection ends (a
 registrar can forget flows at once), and ``on_stun(data, flow) -> reply | None`` for STUN
 Binding keepalives arriving on a SIP UDP port (RFC 5626 §4.4.2): a reply is sent back and
 counted (``sip_udp_stun_bindings``); None, or no hook, drops it (``sip_udp_stun_dropped``).
+``source_banned(ip)`` (flood control, proxy/pike.py) is asked first for every datagram
+and new connection: a banned source's are dropped unread.
 WS/WSS listeners (``ws:``/``wss:`` entries) are served by ``ws.py`` with the same API.
 
 Limits: ``LimitsConfig.max_connections`` (new connections beyond it are closed at once,
@@ -205,6 +207,8 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         layer = self.layer
+        if layer.source_banned is not None and layer.source_banned(addr[0]):
+            return  # flood control: nothing from a banned source is looked at
         n = len(data)
         if n > layer.max_message_size:
             layer._stat["sip_udp_dropped_oversize"] += 1
@@ -449,11 +453,15 @@ class TransportLayer:
         on_flow_closed: OnFlowClosed | None = None,
         ws_options: WsOptions | None = None,
         on_stun: OnStun | None = None,
+        source_banned: Callable[[str], bool] | None = None,
     ) -> None:
         self.config = config
         self.on_message = on_message
         self.on_flow_closed = on_flow_closed
         self.on_stun = on_stun
+        # ``source_banned(ip)``: flood control's verdict, asked before anything else is
+        # done with a datagram or a new connection (True: dropped, refused)
+        self.source_banned = source_banned
         self.server_ssl = server_ssl
         self.client_ssl = client_ssl
         self.connect_timeout = connect_timeout
@@ -753,8 +761,11 @@ class TransportLayer:
     # -- connection registry ---------------------------------------------------------
     def _admit(self, name: str, peer: Any) -> str | None:
         """A slot for a new inbound connection, or None when it is over max_connections or
-        its address's max_connections_per_ip (the refusal is counted). The slot (the
-        peer's IP) goes back to :meth:`_release` when the connection ends."""
+        its address's max_connections_per_ip (the refusal is counted), or from a banned
+        source (dropped unread, counted by flood control). The slot (the peer's IP) goes
+        back to :meth:`_release` when the connection ends."""
+        if self.source_banned is not None and self.source_banned(peer[0]):
+            return None
         if self._closed or len(self._conns) + self._handshaking >= self.max_connections:
             self._stat["sip_connections_refused"] += 1
             log.info("x %s connection from %s refused: %d connections open (max_connections)",

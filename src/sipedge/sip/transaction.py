@@ -656,6 +656,34 @@ class TransactionLayer:
             return True
         return False
 
+    def respond_and_forget(self, key: TransactionKey, resp: Response) -> bool:
+        """Send a final response for the server transaction ``key`` and forget the
+        transaction at once: the stateless UAS of RFC 3261 §8.2.7, whose main use is
+        challenging unauthenticated requests. Nothing is retransmitted (an INVITE's 407
+        would go out ten times over UDP to a source that never ACKs, perhaps spoofed)
+        and nothing is kept for 32 s (Timers H and J): a retransmitted request starts a
+        new transaction and is answered afresh, and the ACK of a non-2xx answer finds no
+        transaction, so the core absorbs it. False when there is nothing to answer."""
+        tx = self._table.get(key)
+        if not isinstance(tx, _ServerTransaction) or tx.state not in (TxState.TRYING, TxState.PROCEEDING):
+            return False
+        if resp.status < 300:
+            raise UsageError("only a final non-2xx response can be sent statelessly")
+        tx._transmit(resp.serialize())
+        self._count("sip_tx_stateless_replies")
+        tx._terminate()
+        return True
+
+    def discard(self, key: TransactionKey) -> None:
+        """Forget an unanswered server transaction without answering it: a request
+        dropped on purpose (from a flooding source). Kept, an INVITE would wait for a
+        final response for ever; a retransmission starts a new transaction."""
+        tx = self._table.get(key)
+        if isinstance(tx, _ServerTransaction) and tx.state in (TxState.TRYING, TxState.PROCEEDING):
+            self._count("sip_tx_discarded")
+            tx.silent = True
+            tx._terminate()
+
     def transport_error(self, key: TransactionKey, now: float) -> None:
         """The transport could not send for ``key`` (RFC 3261 §17.1.4, §17.2.4)."""
         tx = self._table.get(key)
@@ -898,6 +926,8 @@ _COUNTERS = (
     "sip_tx_stray_responses",
     "sip_tx_cancel_unmatched",
     "sip_tx_cancels_sent",
+    "sip_tx_discarded",
+    "sip_tx_stateless_replies",
     "sip_tx_timeouts",
     "sip_tx_unanswered",
     "sip_tx_transport_errors",

@@ -1,0 +1,207 @@
+"""Per-source flood detection, after Kamailio's pike module (sans-I/O, ``now`` passed in).
+
+Each source IP gets a count of requests per sampling window (``window`` seconds). One
+more than ``max_requests`` in a window bans the source for ``ban_time`` seconds; so does
+one more digest challenge than ``max_challenges`` (an unauthenticated flood costs a
+challenge each, and answers from a spoofed source would be reflected at its victim).
+While banned, everything from the source is dropped before it is parsed: the transport
+asks :meth:`FloodDetector.banned` first.
+
+Memory is bounded under a spoofed-source flood: at most ``max_sources`` sources are
+counted, least recently seen forgotten first (a source not seen for a window has a count
+of zero anyway, so forgetting it loses nothing), and at most as many bans are kept.
+Trusted networks are never counted against (checked only when a source crosses a
+threshold, so the common path stays one dictionary lookup).
+
+Bans end at :meth:`handle_timer`; :meth:`events` reports bans starting and ending, for
+the application to log.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from ..config.flood import FloodConfig
+from ..config.sip import SipConfig
+
+
+@dataclass(frozen=True, slots=True)
+class SourceBanned:
+    """``source`` crossed a threshold (``reason``: "requests" or "challenges")."""
+
+    source: str
+    reason: str
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
+class SourceUnbanned:
+    """``source``'s ban ended; ``dropped`` messages were refused while it lasted."""
+
+    source: str
+    dropped: int
+
+
+FloodEvent = SourceBanned | SourceUnbanned
+
+
+class _Count:
+    """One source's window: when it started, requests and challenges in it."""
+
+    __slots__ = ("challenges", "requests", "start")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.requests = 0
+        self.challenges = 0
+
+
+class _Ban:
+    __slots__ = ("dropped", "until")
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+        self.dropped = 0
+
+
+def flood_detector(sip: SipConfig) -> FloodDetector:
+    """The detector for a server: ``[sip.flood]``, with ``sip.trusted_peers`` exempt too
+    (a trunk is trusted to relay, so it is trusted not to be a flooder)."""
+    return FloodDetector(sip.flood, tuple(sip.trusted_peers))
+
+
+class FloodDetector:
+    """Counts requests and challenges per source IP; bans the ones over the limits."""
+
+    def __init__(self, config: FloodConfig, also_trusted: tuple[str, ...] = ()) -> None:
+        self.config = config
+        self._trusted = tuple(
+            ipaddress.ip_network(n, strict=False) for n in (*config.trusted, *also_trusted)
+        )
+        self._sources: OrderedDict[str, _Count] = OrderedDict()  # least recently seen first
+        self._bans: dict[str, _Ban] = {}  # in ban order, so in order of expiry
+        self._events: list[FloodEvent] = []
+        self.counters: dict[str, int] = {
+            "sip_flood_bans": 0,
+            "sip_banned_dropped": 0,
+            "sip_flood_challenges_refused": 0,
+        }
+
+    # -- the per-message path ------------------------------------------------------------
+    def banned(self, source: str) -> bool:
+        """Whether ``source`` is banned now; a True answer counts one dropped message."""
+        ban = self._bans.get(source)
+        if ban is None:
+            return False
+        ban.dropped += 1
+        self.counters["sip_banned_dropped"] += 1
+        return True
+
+    def request(self, source: str, now: float) -> bool:
+        """Count a request (or an unparseable message) from ``source``. False when the
+        source is banned, now or already: the message is then to be dropped."""
+        if self.banned(source):
+            return False
+        limit = self.config.max_requests
+        if limit <= 0:
+            return True
+        count = self._count(source, now)
+        count.requests += 1
+        if count.requests <= limit or self._is_trusted(source, count):
+            return True
+        self._ban(source, "requests", now)
+        self.banned(source)  # the message that crossed the line is dropped too
+        return False
+
+    def challenge(self, source: str, now: float) -> bool:
+        """Whether ``source`` may be sent one more digest challenge. False bans it: the
+        request is to be dropped unanswered."""
+        limit = self.config.max_challenges
+        if limit <= 0:
+            return True
+        count = self._count(source, now)
+        count.challenges += 1
+        if count.challenges <= limit or self._is_trusted(source, count):
+            return True
+        self.counters["sip_flood_challenges_refused"] += 1
+        self._ban(source, "challenges", now)
+        return False
+
+    # -- timer and events ----------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        """When the oldest ban ends (None without bans)."""
+        for ban in self._bans.values():
+            return ban.until
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """End the bans that are over."""
+        bans = self._bans
+        while bans:
+            source, ban = next(iter(bans.items()))
+            if ban.until > now:
+                break
+            del bans[source]
+            self._events.append(SourceUnbanned(source, ban.dropped))
+
+    def events(self) -> list[FloodEvent]:
+        out, self._events = self._events, []
+        return out
+
+    def stats(self) -> dict[str, int | float]:
+        out: dict[str, int | float] = dict(self.counters)
+        out["sip_flood_banned_sources"] = len(self._bans)
+        out["sip_flood_tracked_sources"] = len(self._sources)
+        return out
+
+    # -- inside ----------------------------------------------------------------------------
+    def _count(self, source: str, now: float) -> _Count:
+        sources = self._sources
+        count = sources.get(source)
+        if count is None:
+            self._forget_stale(now)
+            if len(sources) >= self.config.max_sources:
+                sources.popitem(last=False)
+            count = sources[source] = _Count(now)
+        else:
+            sources.move_to_end(source)
+            if now - count.start >= self.config.window:
+                count.start, count.requests, count.challenges = now, 0, 0
+        return count
+
+    def _forget_stale(self, now: float) -> None:
+        """Drop up to two of the least recently seen sources whose window is over (what
+        they counted no longer matters), so the table shrinks back after a flood."""
+        sources = self._sources
+        for _ in range(2):
+            if not sources:
+                return
+            oldest = next(iter(sources.values()))
+            if now - oldest.start < self.config.window:
+                return
+            sources.popitem(last=False)
+
+    def _is_trusted(self, source: str, count: _Count) -> bool:
+        """Checked only past a threshold; a trusted source starts its window afresh, so it
+        is looked at again only after as many more."""
+        try:
+            address = ipaddress.ip_address(source)
+        except ValueError:
+            return False
+        if any(address in net for net in self._trusted):
+            count.requests = count.challenges = 0
+            return True
+        return False
+
+    def _ban(self, source: str, reason: str, now: float) -> None:
+        bans = self._bans
+        if len(bans) >= self.config.max_sources:
+            oldest = next(iter(bans))
+            self._events.append(SourceUnbanned(oldest, bans.pop(oldest).dropped))
+        until = now + self.config.ban_time
+        bans[source] = _Ban(until)
+        self._sources.pop(source, None)  # counted afresh once the ban is over
+        self.counters["sip_flood_bans"] += 1
+        self._events.append(SourceBanned(source, reason, until))
