@@ -52,3 +52,17 @@ def test_a_stray_response_not_through_us_is_dropped(server: Server) -> None:
         callee.sendto(response(other, caller.getsockname()[1]), (server.host, server.udp))
         with pytest.raises(TimeoutError):
             caller.recvfrom(65535)
+
+
+def test_a_stray_response_with_a_bad_second_via_is_dropped_without_a_traceback(server: Server) -> None:
+    """Found by fuzz/targets.py (sip): the Via list was parsed outside any guard, so each
+    such datagram logged a traceback and counted as a routing error."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as callee:
+        callee.bind((server.host, 0))
+        ours = f"SIP/2.0/UDP {server.host}:{server.udp};branch=z9hG4bKsEgone.0"
+        bad = response(ours, 9).replace(b"SIP/2.0/UDP 127.0.0.1:9;", b"SIP/2.0/UDP 255.255.255.25\xc2;")
+        callee.sendto(bad, (server.host, server.udp))
+        time.sleep(0.3)
+    text = server.log_text()
+    assert "error handling StrayResponse" not in text
+    assert "stray response from" in text and "bad Via" in text

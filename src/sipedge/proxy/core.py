@@ -995,8 +995,14 @@ class ProxyCore:
     def _forward_stray_response(self, resp: Response, flow: Flow) -> None:
         """A response with no transaction (e.g. a 2xx retransmission): forward it by its
         Via, statelessly (RFC 3261 §16.11). One Via only: an answer to a request we sent
-        statelessly ourselves (a keepalive OPTIONS), handed to ``local_response_handler``."""
-        vias = resp.vias
+        statelessly ourselves (a keepalive OPTIONS), handed to ``local_response_handler``.
+        A Via that does not parse drops the response: there is no way back to send it."""
+        try:
+            vias = resp.vias
+        except ParseError as exc:
+            self.counters["sip_parse_errors"] += 1
+            log.debug("x stray response from %s with a bad Via: %s", flow.remote, exc)
+            return
         if len(vias) < 2:
             if vias and self.local_response_handler is not None:
                 self.local_response_handler(resp, flow)
