@@ -16,7 +16,9 @@ Each connection is a plain ``asyncio.Protocol`` driving websockets' sans-I/O
   body saying so. With :attr:`WsOptions.origins` set, other ``Origin`` values get 403
   (a request without ``Origin`` — not a browser — is allowed);
 - messages over ``max_message_size`` close the connection with 1009, bad frames with
-  1002, bad UTF-8 in text with 1007 (websockets does this);
+  1002 (websockets does both); a text message that is not valid UTF-8 with 1007
+  (RFC 6455 §8.1, checked here frame by frame: websockets' sans-I/O core leaves UTF-8 to
+  its I/O layers);
 - a WebSocket message ``CRLFCRLF`` is an RFC 5626 ping, answered ``CRLF``;
 - after :attr:`WsOptions.ping_interval` seconds without traffic from the peer the
   server sends a WebSocket ping; no pong within :attr:`WsOptions.ping_timeout` closes
@@ -26,13 +28,14 @@ Each connection is a plain ``asyncio.Protocol`` driving websockets' sans-I/O
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from websockets.exceptions import NegotiationError
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -51,6 +54,7 @@ SUBPROTOCOL = Subprotocol("sip")
 _TEXT, _BINARY, _CONT, _PING, _PONG = (
     Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING, Opcode.PONG,
 )
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,14 @@ class WsOptions:
     """``Server`` header of the handshake response (empty = none)."""
 
 
+def _valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _select_sip(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
     if SUBPROTOCOL in offered:
         return SUBPROTOCOL
@@ -83,7 +95,7 @@ class WsConnection(asyncio.Protocol):
     """One inbound WS/WSS connection: handshake, frames, keepalive, close."""
 
     __slots__ = (
-        "_close_timer", "_handshake_timer", "_parts", "_ping_sent", "_we_closed",
+        "_close_timer", "_handshake_timer", "_parts", "_ping_sent", "_text", "_we_closed",
         "closing", "conn_id", "counters", "flow", "inbound", "last_activity", "last_seen",
         "layer", "loop", "name", "opened", "options", "paused", "proto", "slot", "transport",
     )
@@ -111,6 +123,7 @@ class WsConnection(asyncio.Protocol):
         self.last_activity = 0.0
         self.last_seen = 0.0
         self._parts: list[bytes] | None = None
+        self._text: codecs.IncrementalDecoder | None = None  # a fragmented text message's check
         self._ping_sent = 0.0
         self._we_closed = False
         self._handshake_timer: asyncio.TimerHandle | None = None
@@ -202,20 +215,49 @@ class WsConnection(asyncio.Protocol):
     def _frame(self, frame: Frame) -> None:
         op = frame.opcode
         if op is _TEXT or op is _BINARY:
+            if self.proto.state is not State.OPEN:
+                return  # failed already (e.g. bad UTF-8 earlier in this read)
+            data = bytes(frame.data)
             if frame.fin:
-                self._message(bytes(frame.data))
-            else:
-                self._parts = [bytes(frame.data)]
+                if op is _TEXT and not _valid_utf8(data):
+                    self._invalid_utf8()
+                    return
+                self._message(data)
+                return
+            self._text = _Utf8Decoder() if op is _TEXT else None
+            if self._text is not None and not self._check_text(self._text, data, False):
+                return
+            self._parts = [data]
         elif op is _CONT:
-            if self._parts is not None:
-                self._parts.append(bytes(frame.data))
+            if self._parts is not None and self.proto.state is State.OPEN:
+                data = bytes(frame.data)
+                if self._text is not None and not self._check_text(self._text, data, frame.fin):
+                    return
+                self._parts.append(data)
                 if frame.fin:
-                    parts, self._parts = self._parts, None
+                    parts, self._parts, self._text = self._parts, None, None
                     self._message(b"".join(parts))
         elif op is _PONG:
             self._ping_sent = 0.0
         elif op is _PING:
             self.last_activity = self.last_seen  # the peer keeps its flow alive
+
+    def _check_text(self, decoder: codecs.IncrementalDecoder, data: bytes, final: bool) -> bool:
+        """Feed a fragment of a text message to its UTF-8 check; False (and the
+        connection failing with 1007) as soon as the bytes cannot be UTF-8."""
+        try:
+            decoder.decode(data, final)
+        except UnicodeDecodeError:
+            self._parts = self._text = None
+            self._invalid_utf8()
+            return False
+        return True
+
+    def _invalid_utf8(self) -> None:
+        """RFC 6455 §8.1: a text message that is not UTF-8 fails the connection with 1007
+        (counted here and, as every protocol error, in ``sip_ws_protocol_errors``)."""
+        self.layer._stat["sip_ws_invalid_utf8"] += 1
+        self.proto.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
 
     def _message(self, data: bytes) -> None:
         self.last_activity = self.last_seen
