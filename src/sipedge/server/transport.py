@@ -475,7 +475,7 @@ class TransportLayer:
                 "sip_udp_keepalives", "sip_udp_stun_bindings", "sip_udp_stun_dropped", "sip_udp_errors", "sip_stream_pings",
                 "sip_stream_errors", "sip_send_no_flow", "sip_callback_errors",
                 "sip_ws_handshake_failures", "sip_ws_protocol_errors", "sip_ws_invalid_utf8",
-                "sip_ws_pings_sent",
+                "sip_ws_origins_refused", "sip_ws_pings_sent",
                 "sip_ws_ping_timeouts", "sip_connections_refused_per_ip", "sip_connections_closed_slow",
                 "sip_tls_handshake_timeouts", "sip_tls_handshake_failures", "sip_accept_errors",
             ),

@@ -14,7 +14,10 @@ Each connection is a plain ``asyncio.Protocol`` driving websockets' sans-I/O
 
 - the opening handshake must offer the ``sip`` subprotocol; otherwise HTTP 400 with a
   body saying so. With :attr:`WsOptions.origins` set, other ``Origin`` values get 403
-  (a request without ``Origin`` — not a browser — is allowed);
+  (``sip_ws_origins_refused``; a request without ``Origin`` — not a browser — is
+  allowed). ``sipedge serve`` sets them to :func:`own_origins` unless
+  ``sip.websocket.origins`` says otherwise, so a page on another site cannot use a
+  visitor's browser to reach us (cross-site WebSocket hijacking);
 - messages over ``max_message_size`` close the connection with 1009, bad frames with
   1002 (websockets does both); a text message that is not valid UTF-8 with 1007
   (RFC 6455 §8.1, checked here frame by frame: websockets' sans-I/O core leaves UTF-8 to
@@ -30,11 +33,11 @@ from __future__ import annotations
 import asyncio
 import codecs
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from websockets.exceptions import NegotiationError
+from websockets.exceptions import InvalidOrigin, NegotiationError
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
@@ -71,6 +74,39 @@ class WsOptions:
     """Seconds to wait for the peer's close frame before dropping the TCP connection."""
     server_header: str = "sipedge"
     """``Server`` header of the handshake response (empty = none)."""
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_LOOPBACK_NAMES = {"0.0.0.0": ("127.0.0.1", "localhost"), "::": ("::1", "127.0.0.1", "localhost")}
+
+
+def origin(scheme: str, host: str, port: int) -> str:
+    """``scheme://host[:port]`` as browsers send it in ``Origin`` (RFC 6454 §6.1):
+    lower case, IPv6 in brackets, no default port."""
+    host = host.strip("[]").lower()
+    h = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{h}" if _DEFAULT_PORTS.get(scheme) == port else f"{scheme}://{h}:{port}"
+
+
+def own_origins(endpoints: Iterable[tuple[str, str, int]], names: Iterable[str]) -> tuple[str, ...]:
+    """The origins of pages that are ours: each ``(scheme, host, port)`` of our HTTP and
+    WebSocket listeners (a wildcard host stands for loopback: 127.0.0.1, ::1,
+    localhost; a loopback address also for localhost), each ``names`` entry (SIP domains,
+    advertised hosts) on each of those ports, and each name on the default http and
+    https ports (a reverse proxy serving the page)."""
+    hosts = [n.strip("[]").lower().rstrip(".") for n in names if n]
+    out: dict[str, None] = {}
+    for scheme, host, port in endpoints:
+        bound = _LOOPBACK_NAMES.get(host.strip("[]"), (host,))
+        if any(h in ("::1", "localhost") or h.startswith("127.") for h in bound):
+            bound = (*bound, "localhost")
+        if port:
+            for h in (*bound, *hosts):
+                out[origin(scheme, h, port)] = None
+    for h in hosts:
+        out[origin("https", h, 443)] = None
+        out[origin("http", h, 80)] = None
+    return tuple(out)
 
 
 def _valid_utf8(data: bytes) -> bool:
@@ -199,6 +235,8 @@ class WsConnection(asyncio.Protocol):
         self.proto.send_response(response)
         if response.status_code != 101:
             layer._stat["sip_ws_handshake_failures"] += 1
+            if isinstance(self.proto.handshake_exc, InvalidOrigin):
+                layer._stat["sip_ws_origins_refused"] += 1
             log.info("x %s handshake from %s refused: %d %s", self.name, self.flow.remote,
                      response.status_code, self.proto.handshake_exc)
             return
