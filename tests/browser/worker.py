@@ -14,6 +14,9 @@ Scenarios:
   answers, both peer connections receive RTP; alice sends bob a MESSAGE; alice hangs up.
 - ``sipp``: alice (browser, WS) calls carol, a SIPp UAS on UDP registered through sipedge;
   the call is established and alice's hang-up (BYE) reaches SIPp.
+- ``turn``: with the TURN role on (``[turn] secrets``, no ``api_key``), alice registers over
+  WSS and the page gets TURN credentials from /turn/ice-servers by answering its digest
+  challenge with her SIP password.
 """
 
 from __future__ import annotations
@@ -299,6 +302,27 @@ def scenario_register(rec: Recorder, browser: Any, server: Server, outdir: Path)
         alice.close()
 
 
+def scenario_turn(rec: Recorder, browser: Any, server: Server, outdir: Path) -> None:
+    alice = Phone(browser, server, "alice", outdir)
+    try:
+        alice.register(f"wss://{server.host}:{server.wss}", server.host)
+        alice.wait_state("reg-state", "registered")
+        rec.step("registered")
+        servers = alice.page.evaluate("() => window.phone.iceServers")
+        turn = [e for e in servers if any(u.startswith("turn:") for u in e.get("urls", []))]
+        rec.step("ice_servers", servers=servers, turn_username=turn[0]["username"] if turn else None)
+    finally:
+        alice.close()
+
+
+def turn_section() -> str:
+    low = free_port() & ~1
+    return (
+        f'\n[turn]\nenabled = true\nlisten = ["udp:127.0.0.1:{free_port()}"]\nport_min = {low}\n'
+        f'port_max = {low + 20}\nsecrets = ["browser-test-secret"]\n'
+    )
+
+
 # JsSIP answers only an MD5 challenge and reads the LAST WWW-/Proxy-Authenticate header of
 # a 401/407 (its parser overwrites earlier ones), so sipedge's default MD5-then-SHA-256
 # challenge makes it give up; the scenarios run with MD5 only unless "default-auth".
@@ -308,6 +332,7 @@ SCENARIOS = {
     "flows": (scenario_flows, MD5_ONLY),
     "sipp": (scenario_sipp, MD5_ONLY),
     "register-default-auth": (scenario_register, ""),
+    "turn": (scenario_turn, MD5_ONLY + turn_section()),
 }
 
 

@@ -64,7 +64,7 @@ def add_users(cfg: Path, host: str, users: dict[str, str]) -> None:
 
 def write_config(
     tmp: Path, host: str = "127.0.0.1", extra: str = "", general: str = "", more_listen: tuple[str, ...] = (),
-    sip: str = "", log_level: str = "debug",
+    sip: str = "", log_level: str = "debug", web: str = "",
 ) -> tuple[Path, int, int, int, int, int, int]:
     udp = free_port(host)
     tcp = udp  # same port number for UDP and TCP, as SIP servers usually do
@@ -86,6 +86,7 @@ listen = ["udp:{h}:{udp}", "tcp:{h}:{tcp}", "tls:{h}:{tls}", "ws:{h}:{ws}", "wss
 
 [web]
 listen = "{h}:{http}"
+{web}
 
 [sip.timers]
 t1 = 0.1
@@ -122,14 +123,16 @@ def wait_ready(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
 @contextlib.contextmanager
 def running_server(
     tmp: Path, host: str = "127.0.0.1", extra: str = "", users: dict[str, str] | None = None, general: str = "",
-    more_listen: tuple[str, ...] = (), sip: str = "", log_level: str = "debug",
+    more_listen: tuple[str, ...] = (), sip: str = "", log_level: str = "debug", web: str = "",
 ) -> Iterator[Server]:
     """``sipedge serve`` on every transport; ``extra`` is appended to its TOML config,
-    ``general`` goes into its ``[general]`` table, ``sip`` into its ``[sip]`` table and
-    ``more_listen`` into ``sip.listen``. ``log_level`` "info" keeps a flood from being
-    a flood of debug lines."""
+    ``general`` goes into its ``[general]`` table, ``sip`` into its ``[sip]`` table,
+    ``web`` into its ``[web]`` table and ``more_listen`` into ``sip.listen``.
+    ``log_level`` "info" keeps a flood from being a flood of debug lines."""
     tmp.mkdir(parents=True, exist_ok=True)
-    cfg, udp, tcp, tls, ws, wss, http = write_config(tmp, host, extra, general, more_listen, sip, log_level)
+    cfg, udp, tcp, tls, ws, wss, http = write_config(
+        tmp, host, extra, general, more_listen, sip, log_level=log_level, web=web
+    )
     log = tmp / "sipedge.log"
     data = tmp / "data"
     if users:

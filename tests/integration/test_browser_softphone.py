@@ -80,3 +80,15 @@ def test_jssip_registers_with_the_default_auth_algorithms(tmp_path: Path) -> Non
     why = report(tmp_path, result)
     assert result["error"] is None, why
     assert result["register"]["state"] == "registered", why
+
+
+def test_page_gets_turn_credentials_with_the_subscribers_password(tmp_path: Path) -> None:
+    """/turn/ice-servers is closed to strangers by default; the page answers its digest
+    challenge with the password alice registers with and gets a TURN credential that
+    names her (issue 10 item 8: the softphone keeps working out of the box)."""
+    result = run_scenario("turn", tmp_path, timeout=30)
+    why = report(tmp_path, result)
+    assert result["error"] is None, why
+    assert result["steps"] == ["server", "registered", "ice_servers"], why
+    username = result["ice_servers"]["turn_username"]
+    assert username is not None and username.endswith(":alice"), why

@@ -1,5 +1,5 @@
-"""TURN inside ``sipedge serve``: a WebRTC app asks the HTTP endpoint for its iceServers,
-then an independent TURN client (aioice) allocates with those time-limited credentials
+"""TURN inside ``sipedge serve``: a WebRTC app's back end asks the HTTP endpoint for its
+iceServers (with the ``[turn] api_key``), then an independent TURN client (aioice) allocates with those time-limited credentials
 and relays to an echo peer; the counters show up on /metrics."""
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from helpers.sipserver import Server
 from helpers.turnserver import running_turn_server
 
 aioice_turn = pytest.importorskip("aioice.turn")
+API_KEY = "app-back-end-key"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    turn = 'secrets = ["s3cret-for-tests"]\nallow_peers = ["127.0.0.0/8"]'
+    turn = f'secrets = ["s3cret-for-tests"]\napi_key = "{API_KEY}"\nallow_peers = ["127.0.0.0/8"]'
     with running_turn_server(tmp_path_factory.mktemp("turn"), turn, ("udp", "tcp")) as s:
         yield s
 
@@ -42,7 +43,8 @@ class Echo(asyncio.DatagramProtocol):
 
 
 def get(server: Server, path: str) -> bytes:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.http}{path}", timeout=5) as r:
+    req = urllib.request.Request(f"http://127.0.0.1:{server.http}{path}", headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
         return bytes(r.read())
 
 

@@ -146,6 +146,15 @@ async def test_ice_servers_endpoint() -> None:
     add_routes(off, TurnConfig())
     async with TestClient(TestServer(off)) as client:
         assert (await client.get(ICE_SERVERS_PATH)).status == 503
+    # no key and no subscribers (sipedge turn serve): closed unless opened on purpose
+    closed = web.Application()
+    add_routes(closed, TurnConfig(secrets=["s"]))
+    opened = web.Application()
+    add_routes(opened, TurnConfig(secrets=["s"], ice_servers_open=True))
+    async with TestClient(TestServer(closed)) as client:
+        assert (await client.get(ICE_SERVERS_PATH)).status == 403
+    async with TestClient(TestServer(opened)) as client:
+        assert (await client.get(ICE_SERVERS_PATH, params={"user": "x"})).status == 200
     assert default_urls(TurnConfig(listen=["udp:0.0.0.0:3478"]), "turn.example.org") == [
         "stun:turn.example.org:3478",
         "turn:turn.example.org:3478?transport=udp",
@@ -231,7 +240,7 @@ async def test_turn_serve_cli(tmp_path: Path) -> None:
     conf = tmp_path / "t.toml"
     conf.write_text(
         f'[general]\ndata_dir = "{tmp_path}"\n[turn]\nlisten = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]\n'
-        'port_min = 40000\nport_max = 40099\nsecrets = ["s3"]\n'
+        'port_min = 40000\nport_max = 40099\nsecrets = ["s3"]\napi_key = "k"\n'
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sipedge.cli", "turn", "serve", "-c", str(conf), "--http", "127.0.0.1:0",
@@ -257,7 +266,7 @@ async def test_turn_serve_cli(tmp_path: Path) -> None:
 
         metrics = await loop.run_in_executor(None, get, "/metrics")
         assert re.search(r"^sipedge_turn_binding_requests [1-9]", metrics, re.M), metrics
-        ice = json.loads(await loop.run_in_executor(None, get, "/turn/ice-servers"))
+        ice = json.loads(await loop.run_in_executor(None, get, "/turn/ice-servers?key=k"))
         assert any(u.startswith("turn:") for e in ice["iceServers"] for u in e["urls"])
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -123,7 +123,8 @@ async def _serve(cfg: Config, http: str = "") -> int:
     if http:
         # the same /metrics and /turn/ice-servers that `sipedge serve` has
         web_cfg = dataclasses.replace(cfg, web=dataclasses.replace(cfg.web, listen=http))
-        web_server = WebServer(web_cfg, svc.stats, [lambda app: turn_http.add_routes(app, cfg.turn)])
+        web_server = WebServer(web_cfg, svc.stats)
+        turn_http.add_routes(web_server.app, cfg.turn, counters=web_server.counters)
         try:
             await web_server.start()
         except OSError as exc:

@@ -63,7 +63,11 @@ class WebSocketConfig:
     """SIP over WebSocket (RFC 7118) listeners: the ws/wss entries of sip.listen."""
 
     origins: list[str] = option(
-        [], "allowed Origin values of browsers (empty = any; requests without Origin pass)"
+        [],
+        "Origin values of browser pages allowed to connect, e.g. \"https://phone.example.com\" "
+        "(empty = this server's own web origins: its [web] and ws/wss listeners, sip.domains "
+        "and sip.advertise; [\"*\"] = any); others get 403. Requests without Origin "
+        "(SIP clients that are not browsers) always pass",
     )
     ping_interval: float = option(30.0, "seconds of silence before a WebSocket ping (0 = never)", non_negative)
     ping_timeout: float = option(20.0, "seconds to wait for the pong before closing", positive)

@@ -100,7 +100,14 @@ class TurnConfig:
         [], "TURN REST API shared secrets (several for rotation; empty = REST auth off)"
     )
     rest_ttl: int = option(86400, "lifetime in seconds of credentials from the iceServers endpoint", positive)
-    api_key: str = option("", "key the iceServers HTTP endpoint requires (?key= or Bearer; empty = open)")
+    api_key: str = option(
+        "", "key that opens the iceServers HTTP endpoint (?key= or Authorization: Bearer; empty = no key)"
+    )
+    ice_servers_open: bool = option(
+        False,
+        "serve /turn/ice-servers to anyone, without the api_key or a subscriber's digest "
+        "credentials (only behind an authenticating front end: each answer is a TURN credential)",
+    )
     ice_urls: list[str] = option(
         [], "turn:/stun: URLs handed out by the iceServers endpoint (empty = derived from listen)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +16,27 @@ def _http_listen(v: Any) -> str | None:
     return None
 
 
+def _networks(v: Any) -> str | None:
+    for item in v:
+        try:
+            ipaddress.ip_network(str(item), strict=False)
+        except ValueError:
+            return f'a list of IP addresses or networks like ["127.0.0.0/8", "::1", "10.1.0.0/16"]; {item!r} is not'
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class WebConfig:
     """HTTP server: /metrics (Prometheus), /healthz, the softphone page."""
 
     enabled: bool = option(True, "serve HTTP (metrics, health, softphone page)")
     listen: str = option("127.0.0.1:8088", "HTTP listen address host:port", _http_listen)
+    metrics_allow: list[str] = option(
+        ["127.0.0.0/8", "::1"],
+        "client addresses or networks that may read /metrics without a token (loopback by "
+        'default; ["0.0.0.0/0", "::/0"] opens it to everyone); others get 403',
+        _networks,
+    )
+    metrics_token: str = option(
+        "", "token that also opens /metrics from anywhere, sent as Authorization: Bearer <token> (empty = none)"
+    )

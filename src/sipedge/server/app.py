@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -25,6 +27,7 @@ from ..proxy import nat, pike
 from ..proxy.core import MediaJob, ProxyCore, Send
 from ..proxy.identity import Identity, Listener
 from ..proxy.routing import load_router
+from ..sip.auth import DigestAuth
 from ..sip.flow import Flow, Target
 from ..store.keepalive import SqliteEndpointStore
 from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriberStore
@@ -40,7 +43,7 @@ from .media import MediaServer
 from .ng import NgControlServer, NgRemote
 from .stun_turn import TurnService, start_from_config
 from .transport import ALL_TRANSPORTS, TransportLayer
-from .ws import WsOptions
+from .ws import WsOptions, own_origins
 
 log = logging.getLogger("sipedge")
 
@@ -73,6 +76,7 @@ class SipService:
     async def start(self, server_ctx: Any, client_ctx: Any) -> None:
         ws = self.config.sip.websocket
         flood = pike.flood_detector(self.config.sip)  # the transport drops banned sources
+        origins = websocket_origins(self.config)
         self.transports = TransportLayer(
             self.config.sip,
             self._on_message,
@@ -82,7 +86,7 @@ class SipService:
             on_stun=self._on_stun,
             source_banned=flood.banned,
             ws_options=WsOptions(
-                origins=tuple(ws.origins) or None,
+                origins=origins,
                 ping_interval=ws.ping_interval,
                 ping_timeout=ws.ping_timeout,
                 server_header=self.config.sip.server_header,
@@ -111,6 +115,9 @@ class SipService:
         self._purge_task = asyncio.create_task(self._purge_loop())
         for li in listeners:
             log.info("listening on %s", li.name)
+        if any(li.transport in ("ws", "wss") for li in listeners):
+            log.info("WebSocket upgrades from browser pages at: %s (sip.websocket.origins)",
+                     "any origin" if origins is None else ", ".join(origins))
 
     async def stop(self) -> None:
         if self._purge_task is not None:
@@ -335,8 +342,23 @@ class App:
             self.turn_users = TurnUserStore(users_path)
             self.turn = await start_from_config(cfg, users=self.turn_users, ssl_context=server_ctx)
         if cfg.web.enabled:
-            extra = [lambda web_app: turn_http.add_routes(web_app, cfg.turn)] if cfg.turn.enabled else []
-            self.web = WebServer(cfg, self.stats, extra)
+            self.web = WebServer(cfg, self.stats)
+            if cfg.turn.enabled:
+                subscriber_auth = turn_http.SubscriberAuth(
+                    digest=DigestAuth(
+                        # a key of its own: a SIP nonce is no HTTP nonce
+                        hmac.new(self.sip.secret, b"sipedge web digest", hashlib.sha256).digest(),
+                        algorithms=tuple(cfg.auth.algorithms),
+                        nonce_lifetime=cfg.auth.nonce_lifetime,
+                        check_uri=True,
+                    ),
+                    ha1=subscribers.ha1,
+                    realm=cfg.auth.realm,
+                    default_domain=cfg.sip.domains[0] if len(cfg.sip.domains) == 1 else "",
+                )
+                turn_http.add_routes(
+                    self.web.app, cfg.turn, subscribers=subscriber_auth, counters=self.web.counters
+                )
             await self.web.start()
         self.gc.start()
 
@@ -419,6 +441,35 @@ def run(config: Config) -> int:
         return uvloop.run(_serve(config))
     except ImportError:
         return asyncio.run(_serve(config))
+
+
+def websocket_origins(config: Config) -> tuple[str, ...] | None:
+    """The ``Origin`` values WebSocket upgrades may carry: ``sip.websocket.origins``, or
+    when it is empty this server's own (:func:`~sipedge.server.ws.own_origins` of the
+    ``[web]`` listener, the ws/wss listeners with their advertised addresses, and
+    ``sip.domains`` / ``sip.advertise``); None (any) when the list has ``"*"``."""
+    listed = config.sip.websocket.origins
+    if "*" in listed:
+        return None
+    if listed:
+        return tuple(o.rstrip("/") for o in listed)
+    sip = config.sip
+    listeners = []
+    for entry in sip.listen:
+        transport, _, rest = entry.partition(":")
+        host, _, port = rest.rpartition(":")
+        if transport in ("ws", "wss"):
+            listeners.append(Listener(transport, host.strip("[]"), int(port), advertise_host=sip.advertise))
+    endpoints: list[tuple[str, str, int]] = []
+    for li in nat.advertised_listeners(listeners, config.nat.advertise):
+        scheme = "https" if li.transport == "wss" else "http"
+        endpoints.append((scheme, li.host, li.port))
+        if li.advertise_host:
+            endpoints.append((scheme, li.advertise_host, li.advertise_port or li.port))
+    if config.web.enabled:
+        host, _, port = config.web.listen.rpartition(":")
+        endpoints.append(("http", host.strip("[]"), int(port)))
+    return own_origins(endpoints, [*sip.domains, sip.advertise])
 
 
 def load_secret(path: Path) -> bytes:

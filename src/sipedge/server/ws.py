@@ -14,9 +14,14 @@ Each connection is a plain ``asyncio.Protocol`` driving websockets' sans-I/O
 
 - the opening handshake must offer the ``sip`` subprotocol; otherwise HTTP 400 with a
   body saying so. With :attr:`WsOptions.origins` set, other ``Origin`` values get 403
-  (a request without ``Origin`` — not a browser — is allowed);
+  (``sip_ws_origins_refused``; a request without ``Origin`` — not a browser — is
+  allowed). ``sipedge serve`` sets them to :func:`own_origins` unless
+  ``sip.websocket.origins`` says otherwise, so a page on another site cannot use a
+  visitor's browser to reach us (cross-site WebSocket hijacking);
 - messages over ``max_message_size`` close the connection with 1009, bad frames with
-  1002, bad UTF-8 in text with 1007 (websockets does this);
+  1002 (websockets does both); a text message that is not valid UTF-8 with 1007
+  (RFC 6455 §8.1, checked here frame by frame: websockets' sans-I/O core leaves UTF-8 to
+  its I/O layers);
 - a WebSocket message ``CRLFCRLF`` is an RFC 5626 ping, answered ``CRLF``;
 - after :attr:`WsOptions.ping_interval` seconds without traffic from the peer the
   server sends a WebSocket ping; no pong within :attr:`WsOptions.ping_timeout` closes
@@ -26,13 +31,14 @@ Each connection is a plain ``asyncio.Protocol`` driving websockets' sans-I/O
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from websockets.exceptions import NegotiationError
-from websockets.frames import Frame, Opcode
+from websockets.exceptions import InvalidOrigin, NegotiationError
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -51,6 +57,7 @@ SUBPROTOCOL = Subprotocol("sip")
 _TEXT, _BINARY, _CONT, _PING, _PONG = (
     Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING, Opcode.PONG,
 )
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,47 @@ class WsOptions:
     """``Server`` header of the handshake response (empty = none)."""
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_LOOPBACK_NAMES = {"0.0.0.0": ("127.0.0.1", "localhost"), "::": ("::1", "127.0.0.1", "localhost")}
+
+
+def origin(scheme: str, host: str, port: int) -> str:
+    """``scheme://host[:port]`` as browsers send it in ``Origin`` (RFC 6454 §6.1):
+    lower case, IPv6 in brackets, no default port."""
+    host = host.strip("[]").lower()
+    h = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{h}" if _DEFAULT_PORTS.get(scheme) == port else f"{scheme}://{h}:{port}"
+
+
+def own_origins(endpoints: Iterable[tuple[str, str, int]], names: Iterable[str]) -> tuple[str, ...]:
+    """The origins of pages that are ours: each ``(scheme, host, port)`` of our HTTP and
+    WebSocket listeners (a wildcard host stands for loopback: 127.0.0.1, ::1,
+    localhost; a loopback address also for localhost), each ``names`` entry (SIP domains,
+    advertised hosts) on each of those ports, and each name on the default http and
+    https ports (a reverse proxy serving the page)."""
+    hosts = [n.strip("[]").lower().rstrip(".") for n in names if n]
+    out: dict[str, None] = {}
+    for scheme, host, port in endpoints:
+        bound = _LOOPBACK_NAMES.get(host.strip("[]"), (host,))
+        if any(h in ("::1", "localhost") or h.startswith("127.") for h in bound):
+            bound = (*bound, "localhost")
+        if port:
+            for h in (*bound, *hosts):
+                out[origin(scheme, h, port)] = None
+    for h in hosts:
+        out[origin("https", h, 443)] = None
+        out[origin("http", h, 80)] = None
+    return tuple(out)
+
+
+def _valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _select_sip(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
     if SUBPROTOCOL in offered:
         return SUBPROTOCOL
@@ -83,7 +131,7 @@ class WsConnection(asyncio.Protocol):
     """One inbound WS/WSS connection: handshake, frames, keepalive, close."""
 
     __slots__ = (
-        "_close_timer", "_handshake_timer", "_parts", "_ping_sent", "_we_closed",
+        "_close_timer", "_handshake_timer", "_parts", "_ping_sent", "_text", "_we_closed",
         "closing", "conn_id", "counters", "flow", "inbound", "last_activity", "last_seen",
         "layer", "loop", "name", "opened", "options", "paused", "proto", "slot", "transport",
     )
@@ -111,6 +159,7 @@ class WsConnection(asyncio.Protocol):
         self.last_activity = 0.0
         self.last_seen = 0.0
         self._parts: list[bytes] | None = None
+        self._text: codecs.IncrementalDecoder | None = None  # a fragmented text message's check
         self._ping_sent = 0.0
         self._we_closed = False
         self._handshake_timer: asyncio.TimerHandle | None = None
@@ -186,6 +235,8 @@ class WsConnection(asyncio.Protocol):
         self.proto.send_response(response)
         if response.status_code != 101:
             layer._stat["sip_ws_handshake_failures"] += 1
+            if isinstance(self.proto.handshake_exc, InvalidOrigin):
+                layer._stat["sip_ws_origins_refused"] += 1
             log.info("x %s handshake from %s refused: %d %s", self.name, self.flow.remote,
                      response.status_code, self.proto.handshake_exc)
             return
@@ -202,20 +253,49 @@ class WsConnection(asyncio.Protocol):
     def _frame(self, frame: Frame) -> None:
         op = frame.opcode
         if op is _TEXT or op is _BINARY:
+            if self.proto.state is not State.OPEN:
+                return  # failed already (e.g. bad UTF-8 earlier in this read)
+            data = bytes(frame.data)
             if frame.fin:
-                self._message(bytes(frame.data))
-            else:
-                self._parts = [bytes(frame.data)]
+                if op is _TEXT and not _valid_utf8(data):
+                    self._invalid_utf8()
+                    return
+                self._message(data)
+                return
+            self._text = _Utf8Decoder() if op is _TEXT else None
+            if self._text is not None and not self._check_text(self._text, data, False):
+                return
+            self._parts = [data]
         elif op is _CONT:
-            if self._parts is not None:
-                self._parts.append(bytes(frame.data))
+            if self._parts is not None and self.proto.state is State.OPEN:
+                data = bytes(frame.data)
+                if self._text is not None and not self._check_text(self._text, data, frame.fin):
+                    return
+                self._parts.append(data)
                 if frame.fin:
-                    parts, self._parts = self._parts, None
+                    parts, self._parts, self._text = self._parts, None, None
                     self._message(b"".join(parts))
         elif op is _PONG:
             self._ping_sent = 0.0
         elif op is _PING:
             self.last_activity = self.last_seen  # the peer keeps its flow alive
+
+    def _check_text(self, decoder: codecs.IncrementalDecoder, data: bytes, final: bool) -> bool:
+        """Feed a fragment of a text message to its UTF-8 check; False (and the
+        connection failing with 1007) as soon as the bytes cannot be UTF-8."""
+        try:
+            decoder.decode(data, final)
+        except UnicodeDecodeError:
+            self._parts = self._text = None
+            self._invalid_utf8()
+            return False
+        return True
+
+    def _invalid_utf8(self) -> None:
+        """RFC 6455 §8.1: a text message that is not UTF-8 fails the connection with 1007
+        (counted here and, as every protocol error, in ``sip_ws_protocol_errors``)."""
+        self.layer._stat["sip_ws_invalid_utf8"] += 1
+        self.proto.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
 
     def _message(self, data: bytes) -> None:
         self.last_activity = self.last_seen

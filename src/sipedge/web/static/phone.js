@@ -123,16 +123,74 @@
 
   // -- media --------------------------------------------------------------------------
   let iceServers = [];
+  let iceServersLoaded = Promise.resolve();
 
-  // sipedge's TURN role can hand out time-limited credentials at /turn/ice-servers; use
-  // them when that endpoint answers (no TURN, a 404 or a required API key: none).
-  async function loadIceServers(user) {
+  // sipedge's TURN role hands out time-limited credentials at /turn/ice-servers, to
+  // subscribers only: the page answers its HTTP digest challenge (RFC 7616) with the
+  // user, domain and password it registers with. No TURN, a 404 or a refusal: none.
+  async function digestHex(algorithm, text) {
+    if (algorithm === "MD5") return JsSIP.Utils.calculateMD5(text);
+    const buf = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+    return Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  // The Digest challenges of a WWW-Authenticate value (fetch joins several with ", ").
+  function digestChallenges(header) {
+    const out = [];
+    // a new challenge starts where a token is followed by a space and a parameter
+    for (const part of (header || "").split(/,\s*(?=[\w-]+\s+[\w-]+\s*=)/)) {
+      const m = /^Digest\s+(.*)$/is.exec(part.trim());
+      if (!m) continue;
+      const params = {};
+      for (const p of m[1].matchAll(/([\w-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))/g)) {
+        params[p[1].toLowerCase()] = p[2] !== undefined ? p[2].replace(/\\(.)/g, "$1") : p[3];
+      }
+      out.push(params);
+    }
+    return out;
+  }
+
+  async function digestAuthorization(header, user, password, method, uri) {
+    const supported = (ch) => {
+      const alg = (ch.algorithm || "MD5").toUpperCase();
+      return (alg === "MD5" || (alg === "SHA-256" && window.crypto && crypto.subtle)) &&
+        (!ch.qop || ch.qop.split(",").map((q) => q.trim()).includes("auth"));
+    };
+    const ch = digestChallenges(header).find(supported);
+    if (!ch) return null;
+    const alg = (ch.algorithm || "MD5").toUpperCase();
+    const quote = (v) => '"' + String(v).replace(/(["\\])/g, "\\$1") + '"';
+    const cnonce = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
+    const nc = "00000001";
+    const ha1 = await digestHex(alg, `${user}:${ch.realm}:${password}`);
+    const ha2 = await digestHex(alg, `${method}:${uri}`);
+    const qop = ch.qop ? "auth" : null;
+    const response = await digestHex(alg, qop ? `${ha1}:${ch.nonce}:${nc}:${cnonce}:auth:${ha2}` : `${ha1}:${ch.nonce}:${ha2}`);
+    const parts = [`username=${quote(user)}`, `realm=${quote(ch.realm)}`, `nonce=${quote(ch.nonce)}`,
+      `uri=${quote(uri)}`, `response=${quote(response)}`, `algorithm=${alg}`];
+    if (qop) parts.push(`qop=auth`, `nc=${nc}`, `cnonce=${quote(cnonce)}`);
+    if (ch.opaque !== undefined) parts.push(`opaque=${quote(ch.opaque)}`);
+    return "Digest " + parts.join(", ");
+  }
+
+  async function loadIceServers(user, domain, password) {
     if (!location.protocol.startsWith("http")) return;
     const ctl = new AbortController();
-    const timer = setTimeout(() => ctl.abort(), 2000);
+    const timer = setTimeout(() => ctl.abort(), 3000);
+    const url = new URL(`/turn/ice-servers?user=${encodeURIComponent(user)}&domain=${encodeURIComponent(domain)}`, location.href);
+    const uri = url.pathname + url.search; // exactly what the browser puts on the request line
+    // credentials "omit": no cookies, and no browser login dialog on the 401
+    const opts = { signal: ctl.signal, credentials: "omit", cache: "no-store" };
     try {
-      const r = await fetch(`/turn/ice-servers?user=${encodeURIComponent(user)}`, { signal: ctl.signal });
-      if (!r.ok) return;
+      let r = await fetch(url, opts);
+      if (r.status === 401 && password) {
+        const auth = await digestAuthorization(r.headers.get("WWW-Authenticate"), user, password, "GET", uri);
+        if (auth) r = await fetch(url, { ...opts, headers: { Authorization: auth } });
+      }
+      if (!r.ok) {
+        if (r.status !== 404) log(`no TURN credentials from /turn/ice-servers: ${r.status}`);
+        return;
+      }
       const j = await r.json();
       if (Array.isArray(j.iceServers)) {
         iceServers = j.iceServers;
@@ -304,7 +362,7 @@
       return;
     }
     saveFields();
-    loadIceServers(user);
+    iceServersLoaded = loadIceServers(user, domain, $("password").value);
     if (params.get("debug")) JsSIP.debug.enable("JsSIP:*");
     let socket;
     try {
@@ -410,6 +468,7 @@
     register, unregister, dial, answer, reject, hangup, sendMessage,
     inboundBytes: readInboundBytes,
     get ua() { return ua; },
+    get iceServers() { return iceServersLoaded.then(() => iceServers); },
     get session() { return session; },
   };
 })();
