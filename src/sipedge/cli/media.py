@@ -43,7 +43,7 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=config.general.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
-        return asyncio.run(_serve(media, host.strip("[]"), int(port)))
+        return asyncio.run(_serve(media, host.strip("[]"), int(port), config.general.data_dir))
     except OSError as exc:
         sys.stderr.write(f"sipedge: cannot open the ng socket {ng}: {exc.strerror}; pick a free port\n")
         return 2
@@ -51,11 +51,12 @@ def serve_command(args: argparse.Namespace) -> int:
         return 0
 
 
-async def _serve(media_config: MediaConfig, host: str, port: int) -> int:
+async def _serve(media_config: MediaConfig, host: str, port: int, data_dir: str) -> int:
+    from ..server.dtls import DtlsContext
     from ..server.media import MediaServer
     from ..server.ng import NgControlServer
 
-    server = MediaServer(media_config)
+    server = MediaServer(media_config, dtls=DtlsContext(data_dir))
     control = NgControlServer(server, host, port)
     log.info("media relay: ng on %s:%d, ports %d-%d on %s", *control.address,
              media_config.port_min, media_config.port_max, media_config.describe_interfaces())

@@ -20,10 +20,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .._common.addr import Address
 from ..errors import Error
+from ..sdp import Fingerprint
 from .stats import StreamStats
+
+if TYPE_CHECKING:
+    from .bridge import DtlsStream
 
 RTP, RTCP = 1, 2
 ICE_MODES = ("auto", "remove", "force", "relay", "force-relay")
@@ -86,6 +91,13 @@ class Flags:
     rtcp_mux: tuple[str, ...] = ()
     label: str | None = None
     direction: tuple[str, str] | None = None  # (offerer's interface, recipient's), first offer
+    # the recipient's transport profile (rtpengine's ``transport-protocol``): "RTP/AVP",
+    # "UDP/TLS/RTP/SAVPF"...; None keeps the offerer's. A DTLS profile facing one side and
+    # a plain one facing the other make the relay terminate DTLS-SRTP (media/bridge.py).
+    transport_protocol: str | None = None
+    # rtpengine's ``DTLS``: "passive" or "active" asks for that role towards a DTLS
+    # recipient (default: actpass in offers, passive in answers); "off" no DTLS at all
+    dtls: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +121,29 @@ class CallDeleted:
     totals: dict[str, int] = field(default_factory=dict)
 
 
-Event = StreamLatched | CallDeleted
+@dataclass(frozen=True, slots=True)
+class DtlsEstablished:
+    """A bridged stream's DTLS handshake completed and the party's fingerprint matched:
+    SRTP flows with ``profile``."""
+
+    call_id: str
+    tag: str
+    index: int
+    profile: str
+
+
+@dataclass(frozen=True, slots=True)
+class DtlsFailed:
+    """A bridged stream's DTLS association failed (``reason``: e.g. a fingerprint
+    mismatch): nothing of that party is decrypted."""
+
+    call_id: str
+    tag: str
+    index: int
+    reason: str
+
+
+Event = StreamLatched | CallDeleted | DtlsEstablished | DtlsFailed
 Transform = Callable[[bytes, bool], bytes | None]
 
 
@@ -118,11 +152,11 @@ class Stream:
     about the party's address. Mutable, with slots: the forwarding path touches it per packet."""
 
     __slots__ = (
-        "call", "direction", "egress", "expected_rtcp", "expected_rtp", "had_ice", "hold",
-        "ice_pwd", "ice_ufrag", "index", "ingress", "interface", "last_signal", "latched_rtcp", "latched_rtp",
-        "leg", "media", "mux", "no_dest", "owns_ports", "peer", "port_count", "profile",
-        "rtcp_port", "rtcp_stats", "rtp_port", "rtp_stats", "side", "signalled_rtp", "strangers", "strict",
-        "symmetric",
+        "bundled", "call", "consent", "direction", "dtls", "egress", "expected_rtcp", "expected_rtp", "fingerprints",
+        "had_ice", "hold", "ice_pwd", "ice_ufrag", "index", "ingress", "interface", "last_signal",
+        "latched_rtcp", "latched_rtp", "leg", "local_setup", "media", "mid", "mux", "no_dest", "owns_ports",
+        "party_ufrag", "peer", "port_count", "profile", "rtcp_port", "rtcp_stats", "rtp_port", "rtp_stats",
+        "setup", "side", "signalled_rtp", "strangers", "strict", "symmetric",
     )
 
     def __init__(self, call: Call, leg: Leg, side: int, index: int) -> None:
@@ -161,6 +195,15 @@ class Stream:
         # what this party expects. ``(data, is_rtcp) -> bytes`` or None to drop. None = as is.
         self.ingress: Transform | None = None
         self.egress: Transform | None = None
+        # DTLS-SRTP facing this party (media/bridge.py): what its SDP said, what we said
+        self.mid: str | None = None
+        self.bundled = False  # its SDP put this section in a BUNDLE group
+        self.fingerprints: tuple[Fingerprint, ...] = ()
+        self.setup: str | None = None  # the party's a=setup
+        self.local_setup: str | None = None  # ours towards the party ("passive", "active", "actpass")
+        self.party_ufrag: str | None = None  # the party's ICE ufrag (a new one: ICE restart)
+        self.dtls: DtlsStream | None = None
+        self.consent = 0.0  # when the party last proved it wants our media (RFC 7675)
 
     @property
     def tag(self) -> str:

@@ -48,6 +48,12 @@ def _strlist(v: Any) -> list[str]:
     return s.split() if s else []
 
 
+_PROFILES = {p.upper(): p for p in (
+    "RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF",
+)}
+"""The transport profiles the relay converts between (rtpengine's ``transport-protocol``)."""
+
+
 def _normalize_request(raw: dict[bytes, Any]) -> dict[str, Any]:
     return {_norm(k.decode("utf-8", "replace")): v for k, v in raw.items()}
 
@@ -60,9 +66,17 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
     rtcp_mux = [_norm(f) for f in _strlist(req.get("rtcp-mux"))]
     ice = _str(req.get("ice"))
     direction = _strlist(req.get("direction"))
+    profile = _str(req.get("transport-protocol"))
+    dtls = _str(req.get("dtls"))
     for f in flag_list:  # Kamailio may pass "key=value" flags through verbatim
         key, eq, value = f.partition("=")
-        if eq and key == "ice":
+        if f.upper() in _PROFILES:  # the shorthand flags: "RTP/AVP", "UDP/TLS/RTP/SAVPF"...
+            profile = f
+        elif eq and key == "transport-protocol":
+            profile = value
+        elif eq and key == "dtls":
+            dtls = value
+        elif eq and key == "ice":
             ice = value
         elif eq and key == "direction":
             direction.append(value)
@@ -89,6 +103,15 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
                 ipaddress.ip_address(addr)
             except ValueError:
                 raise RelayError(f"bad address {addr!r}", (488, "Bad media flags")) from None
+    if profile is not None:
+        if profile.upper() not in _PROFILES:
+            raise RelayError(f"unknown transport-protocol {profile!r}", (488, "Bad media flags"))
+        profile = _PROFILES[profile.upper()]
+    if dtls is not None:
+        dtls = {"off": "off", "no": "off", "disable": "off", "passive": "passive", "active": "active",
+                "": None}.get(_norm(dtls), "bad")
+        if dtls == "bad":
+            raise RelayError("DTLS must be off, passive or active", (488, "Bad media flags"))
     if direction and len(direction) != 2:
         raise RelayError(f"direction needs two interfaces, got {direction!r}", (488, "Bad media flags"))
     trust = "sip-source-address" not in flags
@@ -105,6 +128,8 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
         rtcp_mux=tuple(m for m in rtcp_mux if m in ("offer", "require", "demux", "accept", "reject")),
         label=_str(req.get("label")),
         direction=(direction[0], direction[1]) if direction else None,
+        transport_protocol=profile,
+        dtls=dtls,
     )
 
 
@@ -134,6 +159,10 @@ def flags_to_request(flags: Flags) -> dict[str, Any]:
         out["label"] = flags.label
     if flags.direction:
         out["direction"] = list(flags.direction)
+    if flags.transport_protocol:
+        out["transport-protocol"] = flags.transport_protocol
+    if flags.dtls:
+        out["DTLS"] = flags.dtls
     out["flags"] = fl
     return out
 

@@ -13,6 +13,16 @@ from dataclasses import replace
 
 from .._common.ids import TokenSource, token
 from ..sdp import Candidate, Connection, MediaSection, SessionDescription, candidate_priority
+from .bridge import (
+    DtlsBridge,
+    dtls_attrs_towards,
+    has_feedback,
+    is_dtls,
+    is_plain,
+    our_setup,
+    party_fingerprints,
+    party_setup,
+)
 from .model import Call, Flags, Leg, RelayConfig, RelayError, Stream
 from .port_table import PortTable
 
@@ -54,9 +64,11 @@ def _clock_rate(m: MediaSection) -> int:
 class SdpRewriter:
     """Applies one party's SDP to a leg and rewrites it for the other party."""
 
-    def __init__(self, config: RelayConfig, table: PortTable, token_source: TokenSource | None = None) -> None:
+    def __init__(self, config: RelayConfig, table: PortTable, bridge: DtlsBridge,
+                 token_source: TokenSource | None = None) -> None:
         self.config = config
         self._table = table
+        self._bridge = bridge
         self._token = token_source
         self.interfaces: dict[str, str] = dict(config.interfaces) or {"default": config.advertised_address}
         self.default_address = next(iter(self.interfaces.values()))  # the default interface's
@@ -115,11 +127,19 @@ class SdpRewriter:
                 s.symmetric, s.strict = flags.symmetric, strict
                 s.direction = desc.media_direction(i)
                 s.had_ice = desc.media[i].ice_ufrag is not None or desc.ice_ufrag is not None
-                if offer and not p.last_signal:
+                self._note_security(s, desc, i, offer)
+                if offer and flags.transport_protocol:
+                    p.profile = flags.transport_protocol  # the recipient's, as the ng client says
+                elif offer and not p.last_signal:
                     p.profile = m.proto  # until the recipient answers with its own
                 s.rtp_stats.clock_rate = _clock_rate(desc.media[i])
                 if m.port == 0:  # rejected or disabled stream: leave it at port 0
                     s.expected_rtp = s.expected_rtcp = None
+                    om = out.media[i]
+                    if om.proto != p.profile and self._bridged(p, s):  # (JSEP: the offer's profile)
+                        om.proto = p.profile
+                    if not offer and p.mid is not None and om.mid is None:
+                        om.add_attr("mid", p.mid)
                     continue
                 conn = desc.media_connection(i)
                 host = conn.address if conn else ""
@@ -168,6 +188,8 @@ class SdpRewriter:
                 self._rewrite_media(out, i, p, flags, offer, ice_mode, s, hold)
             if not offer:
                 self._share_bundle(out, desc, theirs, mine, flags, ice_mode)
+            if any(self._bridged(pt, st) for st, pt in zip(mine, theirs, strict=False)):
+                self._bundle_across_bridge(out, theirs, mine, offer)
             self._rewrite_session(out, flags, desc, self.address_of(theirs[0]) if theirs else self.default_address)
         except BaseException:
             for st in allocated:
@@ -178,6 +200,68 @@ class SdpRewriter:
                     side_list.remove(st)
             raise
         return out
+
+    def _bundle_across_bridge(self, out: SessionDescription, theirs: list[Stream], mine: list[Stream],
+                              offer: bool) -> None:
+        """No BUNDLE towards a plain party (a port per m= line); towards a DTLS party that
+        offered BUNDLE, the answer keeps the group for the sections accepted (browsers
+        refuse an answer that drops an offered BUNDLE group)."""
+        out.remove_attrs("group", lambda v: v is not None and v.startswith("BUNDLE"))
+        if offer:
+            return
+        mids = [p.mid for i, (p, s) in enumerate(zip(theirs, mine, strict=False))
+                if p.bundled and p.mid is not None and self._bridged(p, s) and is_dtls(p.profile)
+                and i < len(out.media) and out.media[i].port != 0]
+        if mids:
+            out.add_attr("group", "BUNDLE " + " ".join(mids))
+
+    @staticmethod
+    def _note_security(s: Stream, desc: SessionDescription, i: int, offer: bool) -> None:
+        """What the party's SDP says of DTLS and ICE for media section ``i``."""
+        m = desc.media[i]
+        s.mid = m.mid
+        s.bundled = m.mid is not None and m.mid in desc.bundle
+        s.fingerprints = party_fingerprints(desc, i)
+        s.setup = party_setup(desc, i)
+        ufrag = m.ice_ufrag or desc.ice_ufrag
+        if offer and s.party_ufrag is not None and ufrag != s.party_ufrag:
+            s.ice_ufrag = s.ice_pwd = None  # ICE restart (RFC 8445 §9): new credentials of ours too
+        s.party_ufrag = ufrag
+        if not offer and s.local_setup == "actpass":  # it answered our offer: roles are fixed
+            s.local_setup = "active" if s.setup == "passive" else "passive"
+
+    def _bridged(self, p: Stream, src: Stream) -> bool:
+        """Are the two parties of a media section bridged: DTLS on one side only, and a
+        DTLS certificate to terminate it with? (Without one the relay passes SDP and
+        packets on as they are, as before bridging existed.)"""
+        return is_dtls(p.profile) != is_dtls(src.profile) and self._bridge.fingerprint is not None
+
+    def _convert_profile(self, out: SessionDescription, om: MediaSection, p: Stream, src: Stream,
+                         flags: Flags, offer: bool) -> None:
+        """The recipient's transport profile on its m= line; across a bridge (DTLS on one
+        side only) its DTLS attributes are the relay's, or gone towards a plain party."""
+        if not self._bridged(p, src):
+            if offer and flags.transport_protocol and is_dtls(p.profile) != is_dtls(src.profile):
+                raise RelayError("DTLS-SRTP bridging needs the relay's DTLS certificate",
+                                 (488, "DTLS-SRTP not available"))
+            if om.proto != p.profile and is_plain(p.profile) and is_plain(src.profile):
+                om.proto = p.profile  # RTP/AVPF <-> RTP/AVP
+                if not has_feedback(p.profile):
+                    om.remove_attrs("rtcp-fb")
+            return
+        if om.proto != p.profile:
+            om.proto = p.profile
+        if is_dtls(p.profile) and flags.dtls != "off":
+            setup = our_setup(offer, p.setup, flags.dtls)
+            p.local_setup = setup
+            dtls_attrs_towards(out, om, self._bridge.fingerprint, setup)
+            if om.mid is None:  # JSEP: a DTLS (WebRTC) party wants every m= line named
+                om.add_attr("mid", p.mid if not offer and p.mid is not None else str(p.index))
+            return
+        p.local_setup = None
+        dtls_attrs_towards(out, om, None, None)
+        if not has_feedback(p.profile):
+            om.remove_attrs("rtcp-fb")  # RTCP feedback is AVPF's (RFC 4585)
 
     def _share_bundle(
         self,
@@ -227,6 +311,7 @@ class SdpRewriter:
     ) -> None:
         om = out.media[i]
         assert p.rtp_port is not None and p.rtcp_port is not None
+        self._convert_profile(out, om, p, src, flags, offer)
         had = om.ice_ufrag is not None or out.ice_ufrag is not None
         keep_default = ice_mode == "force-relay" and had  # c=/m= stay the endpoint's
         if not keep_default:
@@ -247,6 +332,11 @@ class SdpRewriter:
         if mode == "auto":
             recipient_ice = p.had_ice if not offer else src.had_ice
             mode = "force" if recipient_ice else "remove"
+        if self._bridged(p, src):
+            # across a bridge the relay is the ICE endpoint: ICE-lite towards the DTLS party
+            # (whatever the flags of the other direction said), and towards the plain one
+            # only if that party speaks ICE itself
+            mode = "force" if is_dtls(p.profile) or (p.had_ice and mode != "remove") else "remove"
         if mode == "relay" and had:
             p.ice_ufrag = p.ice_pwd = None
             om.remove_attrs("candidate", lambda v: v is not None and " typ relay" in v)

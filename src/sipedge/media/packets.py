@@ -23,15 +23,17 @@ from dataclasses import dataclass
 
 from .._common.addr import Address
 from . import icelite
+from .bridge import DtlsBridge
 from .demux import Kind, classify
 from .model import RTCP, RTP, Event, RelayConfig, Stream, StreamLatched
 from .port_table import PortTable
 
+CONSENT_TIMEOUT = 30.0  # RFC 7675 §5.1: no consent for this long, no more media to the party
 STUN_ROUTE_TTL = 40.0  # seconds a passed-on check waits for its answer (RFC 8489 Rc/RTO)
 MAX_STUN_ROUTES = 20000
 
 Send = tuple[int, Address, bytes]  # (local port, destination, bytes)
-_STUN, _RTP, _RTCP = Kind.STUN, Kind.RTP, Kind.RTCP  # (module globals: enum lookups are slow)
+_STUN, _RTP, _RTCP, _DTLS = Kind.STUN, Kind.RTP, Kind.RTCP, Kind.DTLS  # (globals: enum lookups are slow)
 
 
 @dataclass(slots=True)
@@ -48,8 +50,10 @@ class _StunRoute:
 class PacketPath:
     """Forwarding over the streams of a :class:`PortTable`."""
 
-    def __init__(self, config: RelayConfig, table: PortTable, counters: dict[str, int], events: list[Event]) -> None:
+    def __init__(self, config: RelayConfig, table: PortTable, counters: dict[str, int], events: list[Event],
+                 bridge: DtlsBridge) -> None:
         self.config = config
+        self._bridge = bridge
         self._ports = table.by_port
         self._counters = counters
         self._events = events
@@ -72,7 +76,7 @@ class PacketPath:
         another_candidate = False
         if kind is _STUN:
             if s.ice_pwd is not None:
-                return self._answer_check(s, data, local_port, remote, sock.rtcp)
+                return self._answer_check(s, data, local_port, remote, sock.rtcp, now)
             stun = icelite.peek(data)
             if stun is not None:  # the endpoints' own ICE, through us (the relay candidate)
                 if stun.cls >= 2:
@@ -89,9 +93,12 @@ class PacketPath:
             self._counters["media_packets_dropped_stranger"] += 1
             return None
         if s.ingress is not None:
+            if kind is _DTLS and s.dtls is not None:
+                self._bridge.receive(s, data, remote, now)  # its answers go to the outbox
+                return None
             plain = s.ingress(data, rtcp)
             if plain is None:
-                self._counters["media_packets_dropped_malformed"] += 1
+                self._counters["media_srtp_dropped"] += 1  # no keys yet, bad auth tag, replay
                 return None
             data = plain
         if rtcp:
@@ -117,8 +124,12 @@ class PacketPath:
             self._counters["media_packets_dropped_no_destination"] += 1
             return None
         if p.egress is not None:
+            if p.consent and now - p.consent > CONSENT_TIMEOUT:
+                self._counters["media_packets_dropped_no_consent"] += 1
+                return None
             wire = p.egress(data, rtcp)
             if wire is None:
+                self._counters["media_srtp_not_ready"] += 1
                 return None
             data = wire
         return port, dest, data
@@ -156,12 +167,14 @@ class PacketPath:
         return True
 
     # -- STUN: ICE-lite answers, and the endpoints' checks passed on ----------------------
-    def _answer_check(self, s: Stream, data: bytes, port: int, remote: Address, rtcp: bool) -> Send | None:
+    def _answer_check(self, s: Stream, data: bytes, port: int, remote: Address, rtcp: bool,
+                      now: float) -> Send | None:
         assert s.ice_ufrag is not None and s.ice_pwd is not None  # guarded by the caller
         check = icelite.check_binding(data, s.ice_ufrag, s.ice_pwd)
         if check is None:
             self._counters["media_packets_dropped_malformed"] += 1
             return None
+        s.consent = now  # an authenticated check is consent to receive (RFC 7675 §5.1)
         # an authenticated check proves the source: latch on it (RFC 8445 §7.3.1.5 for lite)
         if rtcp:
             if s.latched_rtcp != remote and (check.use_candidate or s.latched_rtcp is None):
@@ -172,6 +185,8 @@ class PacketPath:
             if s.mux:
                 s.latched_rtcp = remote
             self._events.append(StreamLatched(s.call.call_id, s.tag, s.index, RTP, remote, relatch))
+            if s.dtls is not None:
+                self._bridge.latched(s, now)
         self._counters["media_stun_answered"] += 1
         return port, remote, icelite.binding_success(check, remote, s.ice_pwd)
 

@@ -23,14 +23,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .._common.addr import Address
 from .._common.ids import TokenSource
 from ..sdp import SessionDescription
+from .bridge import DtlsBridge
 from .model import (
     ICE_MODES,
     RTCP,
     RTP,
     Call,
     CallDeleted,
+    DtlsEstablished,
+    DtlsFailed,
     Event,
     Flags,
     Leg,
@@ -43,10 +47,11 @@ from .offer_answer import ICE_ATTRS, SdpRewriter
 from .packets import PacketPath
 from .port_table import PortTable
 from .ports import PortAllocator
+from .secure import DtlsFactory
 
 __all__ = [
-    "ICE_ATTRS", "ICE_MODES", "RTCP", "RTP", "Call", "CallDeleted", "Event", "Flags", "Leg", "MediaRelay",
-    "RelayConfig", "RelayError", "Stream", "StreamLatched",
+    "ICE_ATTRS", "ICE_MODES", "RTCP", "RTP", "Call", "CallDeleted", "DtlsEstablished", "DtlsFailed", "Event",
+    "Flags", "Leg", "MediaRelay", "RelayConfig", "RelayError", "Stream", "StreamLatched",
 ]
 
 
@@ -59,6 +64,7 @@ class MediaRelay:
         allocator: PortAllocator,
         token_source: TokenSource | None = None,
         wall_clock: Callable[[], float] | None = None,
+        dtls: DtlsFactory | None = None,
     ) -> None:
         if config.ice not in ICE_MODES:
             raise ValueError(f"ice mode {config.ice!r} not one of {ICE_MODES}")
@@ -74,12 +80,17 @@ class MediaRelay:
                 "media_packets_dropped_no_destination", "media_packets_dropped_unknown_port",
                 "media_packets_dropped_malformed", "media_stun_answered", "media_port_exhaustion",
                 "media_offers", "media_answers", "media_deletes", "media_stun_relayed",
+                "media_srtp_dropped", "media_srtp_not_ready", "media_packets_dropped_no_consent",
+                "media_dtls_associations", "media_dtls_established", "media_dtls_failures",
+                "media_dtls_fingerprint_mismatch", "media_dtls_records",
             ),
             0,
         )
+        self._outbox: list[tuple[int, Address, bytes]] = []
+        self._bridge = DtlsBridge(dtls, self.counters, self._events, self._outbox)
         self._table = PortTable(allocator, self.counters)
-        self._sdp = SdpRewriter(config, self._table, token_source)
-        self._packets = PacketPath(config, self._table, self.counters, self._events)
+        self._sdp = SdpRewriter(config, self._table, self._bridge, token_source)
+        self._packets = PacketPath(config, self._table, self.counters, self._events, self._bridge)
         self.receive = self._packets.receive
         """One datagram arrived on ``local_port`` from ``remote``: what to send, if anything."""
 
@@ -110,6 +121,7 @@ class MediaRelay:
         else:
             leg, side = found
         out = self._sdp.apply(call, leg, side, desc, flags, now, offer=True)
+        self._settle(leg, now)
         if new_leg:
             call.legs.append(leg)
         if new_call:
@@ -162,6 +174,7 @@ class MediaRelay:
             if fork_of is not None:
                 self._drop_leg(call, leg)
             raise
+        self._settle(leg, now)
         call.last_signal = now
         call.answered = True
         self.counters["media_answers"] += 1
@@ -201,12 +214,17 @@ class MediaRelay:
 
     # ------------------------------------------------------------------ timers
     def get_timer(self) -> float | None:
-        return self._next_sweep if self._calls else None
+        sweep = self._next_sweep if self._calls else None
+        dtls = self._bridge.get_timer()
+        if dtls is None:
+            return sweep
+        return dtls if sweep is None else min(sweep, dtls)
 
     def handle_timer(self, now: float) -> None:
-        """Delete calls without media for ``timeout`` s (``hold_timeout`` when on hold;
-        ``offer_timeout`` for a call with an offer and no answer yet, e.g. still ringing,
-        unless early media flows)."""
+        """Retransmit DTLS flights; delete calls without media for ``timeout`` s
+        (``hold_timeout`` when on hold; ``offer_timeout`` for a call with an offer and no
+        answer yet, e.g. still ringing, unless early media flows)."""
+        self._bridge.handle_timer(now)
         if self._next_sweep is None or now < self._next_sweep:
             return
         self._next_sweep = now + self.config.sweep_interval
@@ -224,6 +242,18 @@ class MediaRelay:
     @property
     def has_events(self) -> bool:
         return bool(self._events)
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._outbox)
+
+    def output(self) -> list[tuple[int, Address, bytes]]:
+        """Datagrams the relay sends of its own accord, ``(local port, destination, data)``:
+        DTLS flights and their retransmissions. Drain after :meth:`receive`, the timer and
+        signalling."""
+        out = self._outbox[:]
+        self._outbox.clear()  # (the bridge appends to this very list)
+        return out
 
     def events(self) -> list[Event]:
         out = self._events[:]
@@ -283,9 +313,17 @@ class MediaRelay:
         call.legs.append(leg)
         return leg
 
+    def _settle(self, leg: Leg, now: float) -> None:
+        """DTLS associations for the leg's bridged streams (media/bridge.py)."""
+        for side in leg.streams:
+            for s in side:
+                if s.dtls is not None or s.local_setup is not None:
+                    self._bridge.settle(s, now)
+
     def _drop_leg(self, call: Call, leg: Leg) -> None:
         for side in leg.streams:
             for s in side:
+                self._bridge.drop(s)
                 self._table.release(s)
         if leg in call.legs:
             call.legs.remove(leg)

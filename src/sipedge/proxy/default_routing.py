@@ -12,8 +12,9 @@ Record-Route, and keepalives (``nat_keepalive``) for REGISTER, SUBSCRIBE and INV
 
 from __future__ import annotations
 
+from ..media.model import Flags
 from . import nat
-from .context import ReplyContext, RequestContext
+from .context import BranchTarget, ReplyContext, RequestContext
 
 NAT_TESTS = nat.RECIPE_FLAGS
 """Private Contact (1), Via host (2) or port (16) not the source, WebSocket (64), Contact
@@ -113,14 +114,55 @@ def request_route(ctx: RequestContext) -> None:
         else:
             ctx.reply(404)
         return
-    # RTPPROXY: relay plain RTP when either side is behind a NAT. WebRTC offers carry ICE,
-    # which finds its own way through NATs (and TURN), so their media is left alone.
-    if ctx.method == "INVITE" and not is_webrtc_offer(ctx.request.body) and (
-        ctx.nat_uac_test(NAT_TESTS | nat.SDP_PRIVATE) or any(t.nated for t in ctx.targets)
-    ):
-        ctx.rtpengine_manage()
-        ctx.record_route()  # even with routing.record_route off: BYE and re-offers must pass here
+    # RTPPROXY: a browser calling a SIP phone, or a phone calling a browser, is bridged
+    # (DTLS-SRTP and ICE towards the browser, plain RTP towards the phone; docs/webrtc.md).
+    # Plain RTP is relayed when either side is behind a NAT. Two browsers keep their own
+    # end-to-end DTLS, and their ICE finds its way through NATs (and TURN).
+    if ctx.method == "INVITE":
+        bridge = webrtc_bridge(ctx)
+        if bridge is not None:
+            ctx.rtpengine_manage(bridge)
+            ctx.record_route()  # even with routing.record_route off: BYE and re-offers must pass here
+        elif not is_webrtc_offer(ctx.request.body) and (
+            ctx.nat_uac_test(NAT_TESTS | nat.SDP_PRIVATE) or any(t.nated for t in ctx.targets)
+        ):
+            ctx.rtpengine_manage()
+            ctx.record_route()
     ctx.relay()
+
+
+TO_PHONE = Flags(transport_protocol="RTP/AVP", ice="remove", rtcp_mux=("demux",))
+"""A browser's offer towards a SIP phone: plain RTP, no ICE, RTCP on its own port
+(rtpengine's ``RTP/AVP ICE=remove DTLS=off rtcp-mux-demux``)."""
+
+TO_BROWSER = Flags(transport_protocol="UDP/TLS/RTP/SAVPF", ice="force", rtcp_mux=("require",))
+"""A phone's offer towards a browser: DTLS-SRTP with the relay as ICE-lite candidate and
+RTCP muxed (rtpengine's ``UDP/TLS/RTP/SAVPF ICE=force rtcp-mux-require``)."""
+
+
+def webrtc_bridge(ctx: RequestContext) -> Flags | None:
+    """The media flags that bridge this INVITE's caller and callees when one side is a
+    browser and the other is not; None when both are alike (or the callees are mixed: a
+    per-branch offer is not made yet, so such a call is left as it is)."""
+    if not ctx.request.body:
+        return None  # a late offer: the relay would only see the answerer's offer
+    browsers = [_is_browser(t) for t in ctx.targets]
+    if not browsers:
+        return None
+    caller = is_webrtc_offer(ctx.request.body)
+    if caller and not any(browsers):
+        return TO_PHONE
+    if not caller and all(browsers):
+        return TO_BROWSER
+    return None
+
+
+def _is_browser(target: BranchTarget) -> bool:
+    dest = target.dest
+    if dest is not None:
+        return dest.transport in ("ws", "wss")
+    ruri = target.ruri
+    return ruri is not None and (ruri.params.get("transport") or "").lower() in ("ws", "wss")
 
 
 def is_webrtc_offer(body: bytes) -> bool:

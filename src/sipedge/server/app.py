@@ -36,6 +36,7 @@ from ..stun import server as stun_server
 from ..web.server import WebServer
 from . import tls, turn_http
 from .dns import DnsResolver
+from .dtls import DtlsContext
 from .gcschedule import GcSchedule
 from .keepalive import KeepaliveService
 from .logsetup import setup_logging
@@ -328,7 +329,10 @@ class App:
             self.sip.core.media_available = True
             log.info("media relay: remote ng at %s:%d", *remote)
         elif cfg.media.enabled:
-            self.media = MediaServer(cfg.media)
+            dtls = DtlsContext(cfg.general.data_dir)  # the bridge's certificate (docs/webrtc.md)
+            log.info("media relay DTLS certificate %s, fingerprint sha-256 %s", dtls.cert_path,
+                     dtls.fingerprint.value)
+            self.media = MediaServer(cfg.media, dtls=dtls)
             ng = cfg.media.ng_address
             if ng is not None:
                 self.ng = NgControlServer(self.media, *ng)

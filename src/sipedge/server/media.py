@@ -22,7 +22,17 @@ from typing import Any
 
 from ..config.media import MediaConfig
 from ..media.ports import RangePortAllocator
-from ..media.relay import CallDeleted, Event, Flags, MediaRelay, RelayConfig, StreamLatched
+from ..media.relay import (
+    CallDeleted,
+    DtlsEstablished,
+    DtlsFailed,
+    Event,
+    Flags,
+    MediaRelay,
+    RelayConfig,
+    StreamLatched,
+)
+from ..media.secure import DtlsFactory
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +119,8 @@ def relay_config(cfg: MediaConfig) -> RelayConfig:
 class MediaServer:
     """Owns the relay core, its sockets and its timer on one event loop."""
 
-    def __init__(self, config: MediaConfig, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, config: MediaConfig, loop: asyncio.AbstractEventLoop | None = None,
+                 dtls: DtlsFactory | None = None) -> None:
         self.config = config
         self.loop = loop or asyncio.get_running_loop()
         self.allocator = SocketPortAllocator(
@@ -117,7 +128,7 @@ class MediaServer:
         )
         self.allocator.on_bind = self._watch
         self.allocator.on_close = self._unwatch
-        self.relay = MediaRelay(relay_config(config), self.allocator)
+        self.relay = MediaRelay(relay_config(config), self.allocator, dtls=dtls)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.send_errors = 0
@@ -145,8 +156,9 @@ class MediaServer:
         return totals
 
     def after_signalling(self) -> None:
-        """Drain events and re-arm the timer; call after any direct use of ``relay``."""
+        """Drain events and output, re-arm the timer; call after any direct use of ``relay``."""
         self._drain()
+        self._flush_output()
         self._arm()
 
     def stats(self) -> dict[str, int | float]:
@@ -200,6 +212,9 @@ class MediaServer:
                 self.send_errors += 1
         if self.relay.has_events:  # latching and similar are rare: drain only when present
             self._drain()
+        if self.relay.has_output:  # DTLS flights
+            self._flush_output()
+            self._arm()
 
     # -- timer --------------------------------------------------------------------
     def _arm(self) -> None:
@@ -216,7 +231,19 @@ class MediaServer:
         self._timer_at = None
         self.relay.handle_timer(self.loop.time())
         self._drain()
+        self._flush_output()
         self._arm()
+
+    def _flush_output(self) -> None:
+        sockets = self.allocator.sockets
+        for port, dest, data in self.relay.output():
+            sock = sockets.get(port)
+            if sock is None:
+                continue
+            try:
+                sock.sendto(data, dest)
+            except (OSError, OverflowError):
+                self.send_errors += 1
 
     def _drain(self) -> None:
         for ev in self.relay.events():
@@ -224,6 +251,11 @@ class MediaServer:
                 listener(ev)
             if isinstance(ev, CallDeleted):
                 log.info("- [%s] media session deleted (%s): %s", ev.call_id, ev.reason, ev.totals)
+            elif isinstance(ev, DtlsEstablished):
+                log.info("- [%s] %s m%d DTLS-SRTP established (%s)", ev.call_id, ev.tag, ev.index, ev.profile)
+            elif isinstance(ev, DtlsFailed):
+                log.warning("x [%s] %s m%d DTLS failed, nothing decrypted: %s", ev.call_id, ev.tag, ev.index,
+                            ev.reason)
             elif isinstance(ev, StreamLatched):
                 log.debug("- [%s] %s m%d c%d latched to %s%s", ev.call_id, ev.tag, ev.index,
                           ev.component, ev.address, " (re-latch)" if ev.relatch else "")

@@ -275,7 +275,7 @@ def test_transform_hooks_for_profile_bridging() -> None:
     b_side.egress = lambda data, rtcp: data + b"<b>"  # "encrypt" towards B
     assert r.receive(rtp(1) + b"TAG!", pa, A, 1.0) == (pb, B, rtp(1) + b"<b>")
     assert r.receive(rtp(2), pa, A, 1.0) is None  # fails to "decrypt": dropped, counted
-    assert r.stats()["media_packets_dropped_malformed"] == 1
+    assert r.stats()["media_srtp_dropped"] == 1
     assert a_side.rtp_stats.packets == 1  # stats count the plain packets
 
 

@@ -1,0 +1,248 @@
+"""Transport profiles per leg, converted at the relay (rtpengine's WebRTC role): a party
+that speaks DTLS-SRTP (``UDP/TLS/RTP/SAVP(F)``, a browser) bridged to one that speaks
+plain RTP (``RTP/AVP(F)``, a SIP phone).
+
+When both sides of a media section use the same kind of profile, the relay passes the
+packets through untouched (two browsers keep their own end-to-end DTLS). When they
+differ, the stream facing the DTLS party terminates DTLS there: it gets a
+:class:`DtlsStream` holding the association (made by the adapter's
+:class:`~.secure.DtlsFactory`) and, once the handshake has checked the party's
+certificate against its SDP fingerprint, the SRTP transform its ``ingress`` (SRTP →
+RTP) and ``egress`` (RTP → SRTP) hooks use on the packet path.
+
+Roles (RFC 5763 §5, RFC 8842): the party's ``a=setup`` decides. It offered ``actpass``:
+we answer ``passive`` (we are the DTLS server) unless asked for ``active``; it answered
+``active``: we are the server; ``passive``: we are the client. Our offers say
+``actpass``. A re-offer with a new fingerprint or new ICE credentials starts a new
+association (ICE restart, RFC 8842 §5.5).
+"""
+
+from __future__ import annotations
+
+from .._common.addr import Address
+from ..sdp import Fingerprint, MediaSection, SessionDescription
+from .model import DtlsEstablished, DtlsFailed, Event, Stream
+from .secure import DtlsEndpoint, DtlsFactory
+from .srtp import SrtpTransform
+
+Outbox = list[tuple[int, Address, bytes]]  # (local port, destination, datagram)
+
+
+def is_dtls(profile: str) -> bool:
+    """``UDP/TLS/RTP/SAVP``, ``UDP/TLS/RTP/SAVPF`` (and the old ``RTP/SAVPF`` of some
+    WebRTC stacks counts as SRTP, not DTLS: it carries no fingerprint)."""
+    return "TLS" in profile.upper()
+
+
+def is_plain(profile: str) -> bool:
+    """``RTP/AVP`` and ``RTP/AVPF``: no SRTP."""
+    return "/AVP" in profile.upper() and "SAVP" not in profile.upper()
+
+
+def has_feedback(profile: str) -> bool:
+    """AVPF profiles (RFC 4585) take ``a=rtcp-fb``; AVP ones do not."""
+    return profile.upper().endswith("F")
+
+
+def party_fingerprints(desc: SessionDescription, index: int) -> tuple[Fingerprint, ...]:
+    """A media section's fingerprints, else the session's (RFC 8122 §5)."""
+    m = desc.media[index]
+    found = m.fingerprints or desc.fingerprints
+    return tuple(found)
+
+
+def party_setup(desc: SessionDescription, index: int) -> str | None:
+    m = desc.media[index]
+    value = m.setup or desc.setup
+    return value.strip().lower() if value else None
+
+
+def our_setup(offer: bool, party_setup: str | None, asked: str | None) -> str:
+    """What we write into ``a=setup`` towards the DTLS party (``asked``: the ``DTLS``
+    flag, "passive" or "active")."""
+    if offer:
+        return asked if asked in ("passive", "active") else "actpass"
+    if party_setup == "active":
+        return "passive"
+    if party_setup == "passive":
+        return "active"
+    return "active" if asked == "active" else "passive"
+
+
+class DtlsStream:
+    """DTLS-SRTP terminated on one stream facing a DTLS party."""
+
+    __slots__ = ("endpoint", "fingerprints", "ice_ufrag", "remote", "reported", "role", "srtp",
+                 "srtp_profile", "started", "stream")
+
+    def __init__(self, stream: Stream, endpoint: DtlsEndpoint, role: str,
+                 fingerprints: tuple[Fingerprint, ...], ice_ufrag: str | None) -> None:
+        self.stream = stream
+        self.endpoint = endpoint
+        self.role = role
+        self.fingerprints = fingerprints
+        self.ice_ufrag = ice_ufrag  # the party's: a new one is an ICE restart
+        self.remote: Address | None = None  # where the association's datagrams go
+        self.srtp: SrtpTransform | None = None
+        self.srtp_profile = ""
+        self.started = False  # (a client's first flight went out)
+        self.reported = False  # (its failure was counted)
+
+    # -- the transforms the packet path calls ----------------------------------------------
+    def unprotect(self, data: bytes, rtcp: bool) -> bytes | None:
+        srtp = self.srtp
+        return None if srtp is None else srtp.unprotect(data, rtcp)
+
+    def protect(self, data: bytes, rtcp: bool) -> bytes | None:
+        srtp = self.srtp
+        return None if srtp is None else srtp.protect(data, rtcp)
+
+    # -- the association ----------------------------------------------------------------
+    def destination(self) -> Address | None:
+        s = self.stream
+        return self.remote or s.latched_rtp or s.expected_rtp
+
+    def feed(self, data: bytes, source: Address, now: float, outbox: Outbox) -> None:
+        """A DTLS record from the party: answered to the source of the ClientHello."""
+        self.remote = source
+        self._send(self.endpoint.receive(data, now), outbox)
+        self._check_keys()
+
+    def start(self, now: float, outbox: Outbox) -> None:
+        self.started = True
+        self._send(self.endpoint.start(now), outbox)
+
+    def timer(self, now: float, outbox: Outbox) -> None:
+        self._send(self.endpoint.handle_timer(now), outbox)
+        self._check_keys()
+
+    @property
+    def established(self) -> bool:
+        return self.srtp is not None
+
+    @property
+    def failure(self) -> str | None:
+        return self.endpoint.failure
+
+    def _check_keys(self) -> None:
+        if self.srtp is None:
+            keys = self.endpoint.keys
+            if keys is not None:
+                self.srtp = SrtpTransform(keys)
+                self.srtp_profile = keys.profile
+
+    def _send(self, datagrams: list[bytes], outbox: Outbox) -> None:
+        port = self.stream.rtp_port
+        dest = self.destination()
+        if port is None or dest is None:
+            return
+        for d in datagrams:
+            outbox.append((port, dest, d))
+
+
+def dtls_attrs_towards(out: SessionDescription, om: MediaSection, fingerprint: Fingerprint | None,
+                       setup: str | None) -> None:
+    """Replace the sender's DTLS and SDES attributes by ours (or none): the recipient
+    talks to the relay, not to the other party."""
+    for section in (out, om):
+        section.remove_attrs("fingerprint")
+        section.remove_attrs("setup")
+        section.remove_attrs("crypto")
+        section.remove_attrs("tls-id")
+    if fingerprint is not None and setup is not None:
+        om.add_attr("fingerprint", str(fingerprint))
+        om.add_attr("setup", setup)
+
+
+class DtlsBridge:
+    """The relay's DTLS associations: made when an offer/answer settles a bridged media
+    section, fed the party's DTLS records, retransmitted on their timers, and turned
+    into SRTP transforms once the handshake has checked the party's fingerprint."""
+
+    def __init__(self, factory: DtlsFactory | None, counters: dict[str, int],
+                 events: list[Event], outbox: Outbox) -> None:
+        self.factory = factory
+        self._counters = counters
+        self._events = events
+        self.outbox = outbox
+        self._handshaking: dict[int, DtlsStream] = {}  # id(stream) -> association in progress
+
+    @property
+    def fingerprint(self) -> Fingerprint | None:
+        return self.factory.fingerprint if self.factory is not None else None
+
+    def settle(self, s: Stream, now: float) -> None:
+        """After an offer or an answer: does ``s`` face a DTLS party across a bridge (its
+        peer's profile is not DTLS)? Then it gets an association in the role its
+        ``local_setup`` says, kept across re-offers unless the party's fingerprint or ICE
+        credentials changed; otherwise it has none and packets pass as they are."""
+        p = s.peer
+        bridged = p is not None and is_dtls(s.profile) and not is_dtls(p.profile) and s.rtp_port is not None
+        if not bridged or self.factory is None or s.local_setup not in ("active", "passive"):
+            self.drop(s)
+            return
+        role = "client" if s.local_setup == "active" else "server"
+        old = s.dtls
+        if old is not None and old.role == role and old.fingerprints == s.fingerprints \
+                and old.ice_ufrag == s.party_ufrag:
+            return
+        self.drop(s)
+        dtls = DtlsStream(s, self.factory(role, s.fingerprints), role, s.fingerprints, s.party_ufrag)
+        s.dtls = dtls
+        s.ingress = dtls.unprotect
+        s.egress = dtls.protect
+        self._handshaking[id(s)] = dtls
+        self._counters["media_dtls_associations"] += 1
+        if role == "client" and dtls.destination() is not None and s.latched_rtp is not None:
+            dtls.start(now, self.outbox)
+
+    def drop(self, s: Stream) -> None:
+        if s.dtls is not None:
+            self._handshaking.pop(id(s), None)
+            s.dtls = None
+            s.ingress = s.egress = None
+
+    def latched(self, s: Stream, now: float) -> None:
+        """The party's address is known (ICE): a client association sends its ClientHello."""
+        dtls = s.dtls
+        if dtls is not None and dtls.role == "client" and not dtls.started and not dtls.established:
+            dtls.start(now, self.outbox)
+
+    def receive(self, s: Stream, data: bytes, source: Address, now: float) -> None:
+        """A DTLS record from the party of ``s``."""
+        dtls = s.dtls
+        assert dtls is not None
+        self._counters["media_dtls_records"] += 1
+        was = dtls.established
+        dtls.feed(data, source, now, self.outbox)
+        self._after(s, dtls, was)
+
+    def get_timer(self) -> float | None:
+        best: float | None = None
+        for dtls in self._handshaking.values():
+            t = dtls.endpoint.get_timer()
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def handle_timer(self, now: float) -> None:
+        for dtls in list(self._handshaking.values()):
+            t = dtls.endpoint.get_timer()
+            if t is not None and t <= now:
+                was = dtls.established
+                dtls.timer(now, self.outbox)
+                self._after(dtls.stream, dtls, was)
+
+    def _after(self, s: Stream, dtls: DtlsStream, was: bool) -> None:
+        if dtls.established and not was:
+            self._handshaking.pop(id(s), None)
+            self._counters["media_dtls_established"] += 1
+            self._events.append(DtlsEstablished(s.call.call_id, s.tag, s.index, dtls.srtp_profile))
+        failure = dtls.failure
+        if failure is not None and not dtls.reported:
+            dtls.reported = True
+            self._handshaking.pop(id(s), None)
+            self._counters["media_dtls_failures"] += 1
+            if "fingerprint" in failure:
+                self._counters["media_dtls_fingerprint_mismatch"] += 1
+            self._events.append(DtlsFailed(s.call.call_id, s.tag, s.index, failure))

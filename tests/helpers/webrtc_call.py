@@ -1,0 +1,300 @@
+"""Calls between a WebRTC endpoint (aiortc: full ICE, DTLS-SRTP, over SIP on a WebSocket)
+and a plain SIP phone (a UDP user agent sending and receiving PCMU RTP) through a real
+``sipedge serve``, for the bridge tests. Run inside a network namespace that has only
+loopback and a veth with ``HOST`` (aioice never gathers 127.0.0.1): the test starts it
+with ``unshare --net`` and reads the JSON line :func:`main` prints.
+
+    python -c "from helpers.webrtc_call import main; main('browser-calls-phone', '/tmp/x')"
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import fractions
+import json
+import math
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from av import AudioFrame
+
+from helpers.sipserver import Server, running_server
+from helpers.ua import UA, in_dialog
+from sipedge.sip import message as m
+
+HOST = "192.0.2.1"
+USERS = {"alice": "alice-pw", "bob": "bob-pw"}
+SDP_TYPE = {"Content-Type": "application/sdp"}
+
+
+def _ulaw(sample: int) -> int:
+    """G.711 mu-law of one 16-bit sample (for the phone's tone; a test fixture, not media code)."""
+    sign = 0x80 if sample < 0 else 0
+    sample = min(abs(sample), 32635) + 132
+    exponent = max(0, sample.bit_length() - 8)
+    mantissa = (sample >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+
+
+TONE_ULAW = bytes(_ulaw(int(8000 * math.sin(2 * math.pi * 440 * n / 8000))) for n in range(160))
+SILENT_ULAW = {0xFF, 0x7F, 0xFE, 0x7E}
+
+
+class Tone(MediaStreamTrack):
+    """A 440 Hz tone, 20 ms frames at 48 kHz, paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pts = 0
+        self.start = 0.0
+
+    async def recv(self) -> AudioFrame:
+        if not self.start:
+            self.start = time.monotonic()
+        wait = self.start + self.pts / 48000 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        samples = array.array("h", (int(8000 * math.sin(2 * math.pi * 440 * n / 48000))
+                                    for n in range(self.pts, self.pts + 960)))
+        frame = AudioFrame(format="s16", layout="mono", samples=960)
+        frame.planes[0].update(samples.tobytes())
+        frame.sample_rate = 48000
+        frame.pts = self.pts
+        frame.time_base = fractions.Fraction(1, 48000)
+        self.pts += 960
+        return frame
+
+
+class Phone:
+    """A plain SIP phone: a UDP UA for bob and an RTP socket that sends a PCMU tone to
+    where the SDP it got says and counts what it receives."""
+
+    def __init__(self, server: Server) -> None:
+        self.ua = UA("udp", (server.host, server.udp), "bob", server.host, USERS["bob"], host=server.host)
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp.bind((server.host, 0))
+        self.rtp.settimeout(0.1)
+        self.port = self.rtp.getsockname()[1]
+        self.received = 0
+        self.voiced = 0
+        self.payload_types: set[int] = set()
+        self.sources: set[tuple[str, int]] = set()
+        self.dest: tuple[str, int] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sdp(self, session: int = 1) -> bytes:
+        return (
+            f"v=0\r\no=bob {session} {session} IN IP4 {HOST}\r\ns=-\r\nc=IN IP4 {HOST}\r\nt=0 0\r\n"
+            f"m=audio {self.port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+        ).encode()
+
+    def start(self, remote_sdp: bytes) -> None:
+        text = remote_sdp.decode()
+        host = re.search(r"^c=IN IP4 (\S+)", text, re.M)
+        port = re.search(r"^m=audio (\d+)", text, re.M)
+        assert host is not None and port is not None, text
+        self.dest = (host.group(1), int(port.group(1)))
+        self._thread.start()
+
+    def _run(self) -> None:
+        seq, ts, ssrc = 1, 0, 0x5EED
+        next_send = time.monotonic()
+        deadline = time.monotonic() + 60  # bounded
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            now = time.monotonic()
+            if now >= next_send and self.dest is not None:
+                self.rtp.sendto(struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, ts, ssrc) + TONE_ULAW, self.dest)
+                seq, ts, next_send = seq + 1, ts + 160, next_send + 0.02
+            try:
+                data, source = self.rtp.recvfrom(2048)
+            except (TimeoutError, OSError):
+                continue
+            if len(data) > 12 and data[0] >> 6 == 2:
+                self.received += 1
+                self.payload_types.add(data[1] & 0x7F)
+                self.sources.add((source[0], source[1]))
+                if set(data[12:]) - SILENT_ULAW:
+                    self.voiced += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self.rtp.close()
+
+
+class Browser:
+    """aiortc behind a SIP-over-WebSocket UA for alice: sends a tone, measures what it hears."""
+
+    def __init__(self, server: Server) -> None:
+        self.ua = UA("ws", (server.host, server.ws), "alice", server.host, USERS["alice"], host=server.host)
+        self.pc = RTCPeerConnection()
+        self.pc.addTrack(Tone())
+        self.frames = 0
+        self.voiced = 0
+        self.listeners: list[asyncio.Task[None]] = []
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        async def listen() -> None:
+            while True:
+                try:
+                    frame = await track.recv()
+                except Exception:
+                    return
+                self.frames += 1
+                pcm = array.array("h", bytes(frame.planes[0])[: frame.samples * 2 * len(frame.layout.channels)])
+                if pcm and sum(abs(x) for x in pcm) / len(pcm) > 200:
+                    self.voiced += 1
+
+        self.listeners.append(asyncio.ensure_future(listen()))
+
+    async def offer(self) -> bytes:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self.pc.localDescription.sdp.encode()
+
+    async def answer(self, offer: bytes) -> bytes:
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer.decode(), "offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self.pc.localDescription.sdp.encode()
+
+    async def accept(self, answer: bytes) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer.decode(), "answer"))
+
+
+def _invite_with_auth(ua: UA, uri: str, body: bytes) -> tuple[m.Request, m.Response]:
+    req = ua.build("INVITE", uri, headers=SDP_TYPE, body=body)
+    ua.send(req)
+    first = ua.expect_final(10)
+    if first.status == 407:
+        ack = ua.build("ACK", uri, to_tag=first.to.tag)
+        ack.set("CSeq", f"{req.cseq.number} ACK")
+        ack.replace_first("via", req.get("via") or "")
+        ua.send(ack)
+        req = ua.authorize(req, first)
+        ua.send(req)
+        first = ua.expect_final(10)
+    return req, first
+
+
+async def _until(pred: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(0.1)
+    return bool(pred())
+
+
+def _metrics(server: Server) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://{server.host}:{server.http}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {k: float(v) for k, v in re.findall(r"^sipedge_(\w+) (\S+)$", text, re.M)}
+
+
+async def browser_calls_phone(server: Server) -> dict[str, Any]:
+    browser, phone = Browser(server), Phone(server)
+    out: dict[str, Any] = {}
+    try:
+        assert (await asyncio.to_thread(browser.ua.register)).status == 200
+        assert (await asyncio.to_thread(phone.ua.register)).status == 200
+        offer = await browser.offer()
+        invite_task = asyncio.create_task(asyncio.to_thread(
+            _invite_with_auth, browser.ua, f"sip:bob@{server.host}", offer))
+        inv = await asyncio.to_thread(phone.ua.wait, "INVITE", 10)
+        assert isinstance(inv, m.Request)
+        out["offer_to_phone"] = inv.body.decode()
+        phone.ua.answer(inv, 180)
+        phone.ua.answer(inv, 200, body=phone.sdp())
+        _, ok = await invite_task
+        out["status"] = ok.status
+        out["answer_to_browser"] = ok.body.decode()
+        routes = list(reversed(ok.get_all("record-route")))
+        browser.ua.send(in_dialog(browser.ua, "ACK", ok, routes, cseq=ok.cseq.number))
+        phone.start(inv.body)
+        await browser.accept(ok.body)
+        await _until(lambda: phone.voiced > 50 and browser.voiced > 25, 15)
+        out.update(_report(browser, phone, server))
+        bye = in_dialog(browser.ua, "BYE", ok, routes)
+        browser.ua.send(bye)
+        got = await asyncio.to_thread(phone.ua.wait, "BYE", 5)
+        assert isinstance(got, m.Request)
+        phone.ua.answer(got, 200)
+        out["bye"] = (await asyncio.to_thread(browser.ua.expect_final)).status
+    finally:
+        await browser.pc.close()
+        phone.stop()
+    out["metrics_after"] = _metrics(server)
+    return out
+
+
+async def phone_calls_browser(server: Server) -> dict[str, Any]:
+    browser, phone = Browser(server), Phone(server)
+    out: dict[str, Any] = {}
+    try:
+        assert (await asyncio.to_thread(browser.ua.register)).status == 200
+        assert (await asyncio.to_thread(phone.ua.register)).status == 200
+        invite_task = asyncio.create_task(asyncio.to_thread(
+            _invite_with_auth, phone.ua, f"sip:alice@{server.host}", phone.sdp()))
+        inv = await asyncio.to_thread(browser.ua.wait, "INVITE", 10)
+        assert isinstance(inv, m.Request)
+        out["offer_to_browser"] = inv.body.decode()
+        answer = await browser.answer(inv.body)
+        browser.ua.answer(inv, 200, body=answer)
+        _, ok = await invite_task
+        out["status"] = ok.status
+        out["answer_to_phone"] = ok.body.decode()
+        routes = list(reversed(ok.get_all("record-route")))
+        phone.ua.send(in_dialog(phone.ua, "ACK", ok, routes, cseq=ok.cseq.number))
+        phone.start(ok.body)
+        await _until(lambda: phone.voiced > 50 and browser.voiced > 25, 15)
+        out.update(_report(browser, phone, server))
+        phone.ua.send(in_dialog(phone.ua, "BYE", ok, routes))
+        got = await asyncio.to_thread(browser.ua.wait, "BYE", 5)
+        assert isinstance(got, m.Request)
+        browser.ua.answer(got, 200)
+        out["bye"] = (await asyncio.to_thread(phone.ua.expect_final)).status
+    finally:
+        await browser.pc.close()
+        phone.stop()
+    out["metrics_after"] = _metrics(server)
+    return out
+
+
+def _report(browser: Browser, phone: Phone, server: Server) -> dict[str, Any]:
+    return {
+        "phone_received": phone.received, "phone_voiced": phone.voiced,
+        "phone_payload_types": sorted(phone.payload_types), "phone_sources": sorted(phone.sources),
+        "browser_frames": browser.frames, "browser_voiced": browser.voiced,
+        "ice": browser.pc.iceConnectionState, "connection": browser.pc.connectionState,
+        "metrics": _metrics(server),
+    }
+
+
+SCENARIOS = {"browser-calls-phone": browser_calls_phone, "phone-calls-browser": phone_calls_browser}
+
+
+def main(scenario: str, tmp: str) -> None:
+    async def run() -> dict[str, Any]:
+        with running_server(Path(tmp), host=HOST, users=USERS, log_level="info",
+                            web='metrics_allow = ["192.0.2.0/24"]',
+                            extra=f'\n[media]\nlisten = "{HOST}"\n') as server:
+            try:
+                return await SCENARIOS[scenario](server)
+            finally:
+                sys.stderr.write(server.log_text()[-6000:])
+
+    print(json.dumps(asyncio.run(run())), flush=True)
