@@ -157,6 +157,24 @@ def test_lost_first_flight_is_retransmitted(contexts: tuple[DtlsContext, DtlsCon
     assert client.keys is not None and server.keys is not None
 
 
+def test_lost_last_flight_is_answered_again(contexts: tuple[DtlsContext, DtlsContext]) -> None:
+    """The server's final flight (ChangeCipherSpec, Finished) is lost: the server is
+    already connected, the client retransmits its flight, and the connected server
+    answers it again."""
+    client, server = pair(contexts)
+    flight2 = server.receive(client.start(0.0)[0], 0.0)
+    flight3 = [d for datagram in flight2 for d in client.receive(datagram, 0.0)]
+    lost = [d for datagram in flight3 for d in server.receive(datagram, 0.0)]
+    assert lost and server.keys is not None and client.keys is None
+    deadline = client.get_timer()
+    assert deadline is not None
+    time.sleep(deadline + 0.05)
+    again = client.handle_timer(deadline + 0.05)
+    assert again
+    shuttle(client, server, again, deadline + 0.1)
+    assert client.keys is not None and client.keys.local == server.keys.remote
+
+
 def test_garbage_and_client_hello_to_a_client(contexts: tuple[DtlsContext, DtlsContext]) -> None:
     a, b = contexts
     client, server = pair(contexts)
