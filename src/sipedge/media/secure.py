@@ -64,7 +64,8 @@ class DtlsEndpoint(Protocol):
     @property
     def failure(self) -> str | None:
         """Why the association failed (no fingerprint matched, an alert, a bad record that
-        ended the handshake), for the log and the counters; None while it is fine."""
+        ended the handshake, or the party closed it with close_notify after success, which
+        also makes :attr:`keys` None), for the log and the counters; None while it is fine."""
         ...
 
 

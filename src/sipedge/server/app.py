@@ -330,7 +330,7 @@ class App:
             log.info("media relay: remote ng at %s:%d", *remote)
         elif cfg.media.enabled:
             dtls = DtlsContext(cfg.general.data_dir)  # the bridge's certificate (docs/webrtc.md)
-            log.info("media relay DTLS certificate %s, fingerprint sha-256 %s", dtls.cert_path,
+            log.info("media relay DTLS certificate %s, fingerprint sha-256 %s", dtls.certificate.cert,
                      dtls.fingerprint.value)
             self.media = MediaServer(cfg.media, dtls=dtls)
             ng = cfg.media.ng_address
