@@ -205,13 +205,39 @@ def _metrics(server: Server) -> dict[str, float]:
     return {k: float(v) for k, v in re.findall(r"^sipedge_(\w+) (\S+)$", text, re.M)}
 
 
-async def browser_calls_phone(server: Server) -> dict[str, Any]:
+def _attack(relay_port: int) -> int:
+    """A stranger on the browser's relay port: a DTLS ClientHello, garbage and truncated
+    DTLS records, SRTP-looking packets with no valid tag. Returns how many it sent."""
+    hello = bytes.fromhex("16feff0000000000000000002f010000230000000000000023fefd") + bytes(32) + b"\x00\x00\x02\xc0\x2b\x01\x00"
+    packets = [hello, b"\x16\xfe\xfd\x00\x00garbage", b"\x17\xfe", bytes([0x80, 0]) + bytes(30),
+               bytes([0x80, 200]) + bytes(40)] * 5
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        for p in packets:
+            s.sendto(p, (HOST, relay_port))
+    return len(packets)
+
+
+def _media_port(sdp: str) -> int:
+    found = re.search(r"^m=audio (\d+)", sdp, re.M)
+    assert found is not None
+    return int(found.group(1))
+
+
+async def browser_calls_phone(server: Server, tamper: str = "") -> dict[str, Any]:
+    """``tamper``: "attack" (a stranger sends DTLS and SRTP to the browser's relay port
+    while the call runs), "fingerprint" (the browser's SDP names a certificate it does
+    not have)."""
     browser, phone = Browser(server), Phone(server)
     out: dict[str, Any] = {}
     try:
         assert (await asyncio.to_thread(browser.ua.register)).status == 200
         assert (await asyncio.to_thread(phone.ua.register)).status == 200
         offer = await browser.offer()
+        if tamper == "fingerprint":
+            # every one of them (aiortc offers sha-256, sha-384 and sha-512: any match would do)
+            offer = re.sub(rb"(a=fingerprint:\S+ )([0-9A-Fa-f:]+)",
+                           lambda mt: mt.group(1) + re.sub(rb"[0-9A-Fa-f]", b"0", mt.group(2)), offer)
         invite_task = asyncio.create_task(asyncio.to_thread(
             _invite_with_auth, browser.ua, f"sip:bob@{server.host}", offer))
         inv = await asyncio.to_thread(phone.ua.wait, "INVITE", 10)
@@ -226,7 +252,15 @@ async def browser_calls_phone(server: Server) -> dict[str, Any]:
         browser.ua.send(in_dialog(browser.ua, "ACK", ok, routes, cseq=ok.cseq.number))
         phone.start(inv.body)
         await browser.accept(ok.body)
-        await _until(lambda: phone.voiced > 50 and browser.voiced > 25, 15)
+        if tamper == "fingerprint":
+            await asyncio.sleep(3)  # long enough for media, had it been let through
+        else:
+            await _until(lambda: phone.voiced > 50 and browser.voiced > 25, 15)
+        if tamper == "attack":
+            out["attack_sent"] = _attack(_media_port(out["answer_to_browser"]))
+            heard = phone.voiced
+            await _until(lambda: phone.voiced > heard + 50, 10)
+            out["voiced_after_attack"] = phone.voiced - heard
         out.update(_report(browser, phone, server))
         bye = in_dialog(browser.ua, "BYE", ok, routes)
         browser.ua.send(bye)
@@ -284,7 +318,12 @@ def _report(browser: Browser, phone: Phone, server: Server) -> dict[str, Any]:
     }
 
 
-SCENARIOS = {"browser-calls-phone": browser_calls_phone, "phone-calls-browser": phone_calls_browser}
+SCENARIOS = {
+    "browser-calls-phone": browser_calls_phone,
+    "phone-calls-browser": phone_calls_browser,
+    "stranger-on-the-browser-port": lambda server: browser_calls_phone(server, "attack"),
+    "wrong-fingerprint": lambda server: browser_calls_phone(server, "fingerprint"),
+}
 
 
 def main(scenario: str, tmp: str) -> None:

@@ -78,3 +78,25 @@ def test_phone_calls_browser(tmp_path: Path) -> None:
     to_phone = out["answer_to_phone"]
     assert " RTP/AVP " in to_phone and "a=fingerprint" not in to_phone and "a=ice" not in to_phone
     _media_flowed(out)
+
+
+def test_a_stranger_on_the_browser_port_changes_nothing(tmp_path: Path) -> None:
+    """ClientHellos, garbage DTLS records and SRTP without a valid tag from another
+    address, mid-call: dropped as strangers (a DTLS-terminated party moves only by ICE),
+    the association survives, audio goes on."""
+    out = run_scenario("stranger-on-the-browser-port", tmp_path)
+    _media_flowed(out)
+    assert out["voiced_after_attack"] > 50
+    metrics = out["metrics"]
+    assert metrics["media_packets_dropped_stranger"] >= out["attack_sent"]
+    assert metrics["media_dtls_associations"] == 1 and metrics["media_dtls_failures"] == 0
+
+
+def test_a_browser_whose_certificate_does_not_match_its_fingerprint_gets_nothing(tmp_path: Path) -> None:
+    """RFC 8122: the association fails, is counted and logged with both fingerprints, and
+    not one packet of the browser is decrypted towards the phone."""
+    out = run_scenario("wrong-fingerprint", tmp_path)
+    metrics = out["metrics"]
+    assert metrics["media_dtls_fingerprint_mismatch"] == 1 and metrics["media_dtls_established"] == 0
+    assert out["phone_received"] == 0
+    assert "fingerprint mismatch" in out["log"]

@@ -241,6 +241,7 @@ class DtlsBridge:
         failure = dtls.failure
         if failure is not None and not dtls.reported:
             dtls.reported = True
+            dtls.srtp = None  # (a close_notify after the handshake: its keys are done too)
             self._handshaking.pop(id(s), None)
             self._counters["media_dtls_failures"] += 1
             if "fingerprint" in failure:

@@ -88,6 +88,12 @@ class PacketPath:
                     # a check from another of the party's candidates passes on without
                     # latching; its answer goes back to it by transaction id
                     another_candidate = latched is not None and latched != remote and not s.strict
+        if latched != remote and s.dtls is not None and latched is not None and kind is not _STUN:
+            # a DTLS-terminated party moves only by ICE (an authenticated check re-latches):
+            # nobody else gets to feed its association or its SRTP
+            s.strangers += 1
+            self._counters["media_packets_dropped_stranger"] += 1
+            return None
         if latched != remote and not another_candidate and not self._latch(s, rtcp, remote, data, now, latched):
             s.strangers += 1
             self._counters["media_packets_dropped_stranger"] += 1
