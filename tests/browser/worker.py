@@ -258,6 +258,7 @@ def scenario_sipp(rec: Recorder, browser: Any, server: Server, outdir: Path) -> 
     with (outdir / "sipp.out").open("wb") as out:
         sipp = subprocess.Popen(
             ["sipp", "-sf", str(SIPP_UAS), "-i", server.host, "-p", str(port), "-t", "u1",
+             "-mi", server.host, "-mp", str(free_port(server.host)), "-rtp_echo",
              "-m", "1", "-timeout", "25s", "-timeout_error", "-nostdin", "-trace_err", "-trace_msg"],
             stdout=out, stderr=subprocess.STDOUT, cwd=outdir,
         )
@@ -273,7 +274,15 @@ def scenario_sipp(rec: Recorder, browser: Any, server: Server, outdir: Path) -> 
         rec.step("answered", caller=alice.call_state())
         if alice.call_state()["state"] != "confirmed":
             raise AssertionError(f"the call to SIPp was not established: {alice.call_state()}")
-        time.sleep(0.5)
+        # SIPp echoes the RTP it gets: what Chromium receives went browser -> relay (SRTP
+        # decrypted) -> SIPp (plain RTP) -> relay (encrypted) -> browser
+        inbound = 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and inbound < 4000:
+            time.sleep(0.25)
+            inbound = int(alice.page.evaluate("() => window.phone.inboundBytes()"))
+        rec.step("media", inbound_bytes=inbound)
+        rec.result["inbound_bytes"] = inbound
         alice.page.click("#hangup")
         alice.wait_state("call-state", "ended")
         rec.step("ended", caller=alice.call_state())

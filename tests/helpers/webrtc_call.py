@@ -14,9 +14,11 @@ import asyncio
 import fractions
 import json
 import math
+import os
 import re
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -175,6 +177,59 @@ class Browser:
         await self.pc.setRemoteDescription(RTCSessionDescription(answer.decode(), "answer"))
 
 
+class Baresip:
+    """Debian baresip-core as bob on UDP: G.711 only, a sine tone as its microphone
+    (``ausine``), and everything it decodes dumped to WAV files (``sndfile``) so the test
+    can tell the browser's tone from silence. Auto-answers calls."""
+
+    def __init__(self, server: Server, folder: Path) -> None:
+        from helpers.ports import free_port
+
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        port = free_port(server.host)
+        (folder / "config").write_text(
+            f"sip_listen {server.host}:{port}\nnet_interface v0\nmodule_path /usr/lib/baresip/modules\n"
+            "module g711.so\nmodule ausine.so\nmodule aubridge.so\nmodule sndfile.so\nmodule_app account.so\n"
+            f"module_app menu.so\naudio_source ausine,440\naudio_player aubridge,sink\nsnd_path {folder}\n"
+            "ausrc_srate 48000\nauplay_srate 48000\nausrc_channels 2\nauplay_channels 2\n"  # ausine: 48 kHz stereo
+        )
+        (folder / "accounts").write_text(
+            f"<sip:bob@{server.host}>;auth_pass={USERS['bob']};answermode=auto;regint=300;"
+            f'audio_codecs=PCMU/8000/1;outbound="sip:{server.host}:{server.udp};transport=udp"\n'
+        )
+        self.server = server
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *commands: str) -> None:
+        args = ["baresip", "-f", str(self.folder)]
+        for c in commands:
+            args += ["-e", c]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=(self.folder / "out.log").open("wb"),
+                                     stderr=subprocess.STDOUT)
+
+    def registered(self) -> bool:
+        return b"200 OK" in (self.folder / "out.log").read_bytes()
+
+    def decoded_energy(self) -> float:
+        """Mean absolute sample of what baresip decoded (the browser's tone), 0 without it."""
+        dumps = sorted(self.folder.glob("dump-*-dec.wav"))
+        if not dumps:
+            return 0.0
+        data = dumps[-1].read_bytes()[44:]  # 16-bit PCM after the RIFF header
+        pcm = array.array("h", data[: len(data) // 2 * 2])
+        return sum(abs(x) for x in pcm) / len(pcm) if pcm else 0.0
+
+    def stop(self) -> str:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return (self.folder / "out.log").read_text(errors="replace")
+
+
 def _invite_with_auth(ua: UA, uri: str, body: bytes) -> tuple[m.Request, m.Response]:
     req = ua.build("INVITE", uri, headers=SDP_TYPE, body=body)
     ua.send(req)
@@ -318,20 +373,76 @@ def _report(browser: Browser, phone: Phone, server: Server) -> dict[str, Any]:
     }
 
 
+async def browser_calls_baresip(server: Server, folder: Path) -> dict[str, Any]:
+    browser, phone = Browser(server), Baresip(server, folder / "baresip")
+    out: dict[str, Any] = {}
+    try:
+        assert (await asyncio.to_thread(browser.ua.register)).status == 200
+        phone.start()
+        assert await _until(phone.registered, 10), phone.stop()
+        offer = await browser.offer()
+        _, ok = await asyncio.to_thread(_invite_with_auth, browser.ua, f"sip:bob@{server.host}", offer)
+        out["status"] = ok.status
+        out["answer_to_browser"] = ok.body.decode()
+        routes = list(reversed(ok.get_all("record-route")))
+        browser.ua.send(in_dialog(browser.ua, "ACK", ok, routes, cseq=ok.cseq.number))
+        await browser.accept(ok.body)
+        await _until(lambda: browser.voiced > 50, 15)
+        await asyncio.sleep(1)
+        out["browser_frames"], out["browser_voiced"] = browser.frames, browser.voiced
+        out["ice"], out["connection"] = browser.pc.iceConnectionState, browser.pc.connectionState
+        out["metrics"] = _metrics(server)
+        browser.ua.send(in_dialog(browser.ua, "BYE", ok, routes))
+        out["bye"] = (await asyncio.to_thread(browser.ua.expect_final)).status
+        await asyncio.sleep(0.5)
+        out["baresip_energy"] = phone.decoded_energy()
+    finally:
+        await browser.pc.close()
+        out["baresip_log"] = phone.stop()[-3000:]
+    return out
+
+
+async def baresip_calls_browser(server: Server, folder: Path) -> dict[str, Any]:
+    browser, phone = Browser(server), Baresip(server, folder / "baresip")
+    out: dict[str, Any] = {}
+    try:
+        assert (await asyncio.to_thread(browser.ua.register)).status == 200
+        phone.start(f"/dial sip:alice@{server.host}")
+        inv = await asyncio.to_thread(browser.ua.wait, "INVITE", 15)
+        assert isinstance(inv, m.Request)
+        out["offer_to_browser"] = inv.body.decode()
+        browser.ua.answer(inv, 200, body=await browser.answer(inv.body))
+        ack = await asyncio.to_thread(browser.ua.wait, "ACK", 10)
+        out["acked"] = isinstance(ack, m.Request)
+        await _until(lambda: browser.voiced > 50, 15)
+        await asyncio.sleep(1)
+        out["browser_frames"], out["browser_voiced"] = browser.frames, browser.voiced
+        out["ice"], out["connection"] = browser.pc.iceConnectionState, browser.pc.connectionState
+        out["metrics"] = _metrics(server)
+    finally:
+        await browser.pc.close()
+        out["baresip_log"] = phone.stop()[-3000:]
+    out["baresip_energy"] = phone.decoded_energy()
+    return out
+
+
 SCENARIOS = {
     "browser-calls-phone": browser_calls_phone,
     "phone-calls-browser": phone_calls_browser,
     "stranger-on-the-browser-port": lambda server: browser_calls_phone(server, "attack"),
     "wrong-fingerprint": lambda server: browser_calls_phone(server, "fingerprint"),
 }
+FOLDER_SCENARIOS = {"browser-calls-baresip": browser_calls_baresip, "baresip-calls-browser": baresip_calls_browser}
 
 
 def main(scenario: str, tmp: str) -> None:
     async def run() -> dict[str, Any]:
-        with running_server(Path(tmp), host=HOST, users=USERS, log_level="info",
+        with running_server(Path(tmp), host=HOST, users=USERS, log_level=os.environ.get("SIPEDGE_LOG", "info"),
                             web='metrics_allow = ["192.0.2.0/24"]',
                             extra=f'\n[media]\nlisten = "{HOST}"\n') as server:
             try:
+                if scenario in FOLDER_SCENARIOS:
+                    return await FOLDER_SCENARIOS[scenario](server, Path(tmp))
                 return await SCENARIOS[scenario](server)
             finally:
                 sys.stderr.write(server.log_text()[-6000:])

@@ -62,9 +62,11 @@ def test_two_browsers_reject_cancel_and_callee_hangup(tmp_path: Path) -> None:
 
 @pytest.mark.sipp
 def test_browser_calls_sipp_on_udp(tmp_path: Path) -> None:
-    """alice (JsSIP over WS) calls carol, a SIPp UAS on UDP: INVITE/180/200/ACK cross
-    WS -> UDP through sipedge (double Record-Route), the call is confirmed, alice's BYE
-    reaches SIPp, which counts one successful call."""
+    """alice (JsSIP over WS) calls carol, a SIPp UAS on UDP that answers plain RTP/AVP:
+    INVITE/180/200/ACK cross WS -> UDP through sipedge (double Record-Route), the default
+    routing bridges the media (DTLS-SRTP and ICE-lite towards Chromium), the call is
+    confirmed, SIPp's RTP echo comes back to Chromium decrypted (getStats inbound bytes),
+    alice's BYE reaches SIPp, which counts one successful call."""
     if shutil.which("sipp") is None:
         pytest.skip("sipp not installed (scripts/setup test)")
     result = run_scenario("sipp", tmp_path, timeout=40)
@@ -73,6 +75,8 @@ def test_browser_calls_sipp_on_udp(tmp_path: Path) -> None:
     assert result["answered"]["caller"]["state"] == "confirmed", why
     assert result["ended"]["caller"] == {"state": "ended", "cause": "Terminated", "originator": "local"}, why
     assert result["sipp_returncode"] == 0, why
+    # audio through the bridge both ways: SIPp echoed the browser's RTP back to it
+    assert result["inbound_bytes"] >= 4000, why
 
 
 def test_jssip_registers_with_the_default_auth_algorithms(tmp_path: Path) -> None:

@@ -100,3 +100,16 @@ def test_a_browser_whose_certificate_does_not_match_its_fingerprint_gets_nothing
     assert metrics["media_dtls_fingerprint_mismatch"] == 1 and metrics["media_dtls_established"] == 0
     assert out["phone_received"] == 0
     assert "fingerprint mismatch" in out["log"]
+
+
+@pytest.mark.skipif(shutil.which("baresip") is None, reason="needs Debian baresip-core")
+@pytest.mark.parametrize("scenario", ["browser-calls-baresip", "baresip-calls-browser"])
+def test_browser_and_baresip_hear_each_other(tmp_path: Path, scenario: str) -> None:
+    """A real SIP phone (baresip, G.711, a sine as its microphone, what it decodes dumped
+    to a WAV file) and the WebRTC endpoint, each calling the other through sipedge serve."""
+    out = run_scenario(scenario, tmp_path)
+    why = out["baresip_log"][-2000:] + out["log"][-2000:]
+    assert out["ice"] == "completed" and out["connection"] == "connected", why
+    assert out["browser_voiced"] > 50, why  # baresip's sine, encrypted by the relay
+    assert out["baresip_energy"] > 500, why  # the browser's tone, decrypted, decoded by baresip
+    assert out["metrics"]["media_dtls_established"] >= 1

@@ -243,7 +243,11 @@ class DtlsBridge:
             dtls.reported = True
             dtls.srtp = None  # (a close_notify after the handshake: its keys are done too)
             self._handshaking.pop(id(s), None)
-            self._counters["media_dtls_failures"] += 1
-            if "fingerprint" in failure:
-                self._counters["media_dtls_fingerprint_mismatch"] += 1
-            self._events.append(DtlsFailed(s.call.call_id, s.tag, s.index, failure))
+            closed = dtls.endpoint.closed
+            if closed:
+                self._counters["media_dtls_closed"] += 1  # the browser hung up
+            else:
+                self._counters["media_dtls_failures"] += 1
+                if "fingerprint" in failure:
+                    self._counters["media_dtls_fingerprint_mismatch"] += 1
+            self._events.append(DtlsFailed(s.call.call_id, s.tag, s.index, failure, closed))

@@ -141,6 +141,7 @@ class DtlsFailed:
     tag: str
     index: int
     reason: str
+    closed: bool = False  # the party ended it with close_notify (a hang-up)
 
 
 Event = StreamLatched | CallDeleted | DtlsEstablished | DtlsFailed

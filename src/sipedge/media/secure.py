@@ -62,6 +62,12 @@ class DtlsEndpoint(Protocol):
         ...
 
     @property
+    def closed(self) -> bool:
+        """The peer ended an established association with close_notify (a hang-up, not a
+        failure; ``failure`` says so too, and the keys are gone)."""
+        ...
+
+    @property
     def failure(self) -> str | None:
         """Why the association failed (no fingerprint matched, an alert, a bad record that
         ended the handshake, or the party closed it with close_notify after success, which

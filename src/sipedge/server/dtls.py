@@ -253,6 +253,10 @@ class DtlsAssociation:
         return self._keys if self._failure is None else None
 
     @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
     def failure(self) -> str | None:
         return self._failure
 

@@ -253,6 +253,8 @@ class MediaServer:
                 log.info("- [%s] media session deleted (%s): %s", ev.call_id, ev.reason, ev.totals)
             elif isinstance(ev, DtlsEstablished):
                 log.info("- [%s] %s m%d DTLS-SRTP established (%s)", ev.call_id, ev.tag, ev.index, ev.profile)
+            elif isinstance(ev, DtlsFailed) and ev.closed:
+                log.info("- [%s] %s m%d DTLS closed by the party", ev.call_id, ev.tag, ev.index)
             elif isinstance(ev, DtlsFailed):
                 log.warning("x [%s] %s m%d DTLS failed, nothing decrypted: %s", ev.call_id, ev.tag, ev.index,
                             ev.reason)
