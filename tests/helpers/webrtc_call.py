@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,15 @@ def _invite_with_auth(ua: UA, uri: str, body: bytes) -> tuple[m.Request, m.Respo
     return req, first
 
 
+def _send_authorized_invite(ua: UA, uri: str, body: bytes) -> None:
+    """INVITE, its 407 answered with credentials; returns once the authorized INVITE is
+    out, before any provisional response (the caller reads those itself)."""
+    req = ua.build("INVITE", uri, headers=SDP_TYPE, body=body)
+    ua.send(req)
+    challenge = ua.expect(407, 10)
+    ua.send(ua.authorize(req, challenge))
+
+
 async def _until(pred: Any, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -426,11 +436,78 @@ async def baresip_calls_browser(server: Server, folder: Path) -> dict[str, Any]:
     return out
 
 
+def _reinvite_from_callee(phone: Phone, inv: m.Request, ok: m.Response, body: bytes, cseq: int) -> m.Request:
+    """The callee's own re-INVITE in the dialog ``inv``/``ok`` set up: to the caller's
+    Contact, along the Record-Route set in the order the callee got it."""
+    contacts = inv.contacts
+    assert isinstance(contacts, list)
+    ua = phone.ua
+    req = m.Request("INVITE", str(contacts[0].uri))
+    req.add("Via", f"SIP/2.0/UDP {ua.hostport};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport")
+    req.add("Max-Forwards", "70")
+    req.add("From", f"<sip:bob@{HOST}>;tag={ok.to.tag}")
+    req.add("To", f"{inv.get('from')}")
+    req.add("Call-ID", inv.call_id)
+    req.add("CSeq", f"{cseq} INVITE")
+    req.add("Contact", ua.contact)
+    for rr in inv.get_all("record-route"):
+        req.add("Route", rr)
+    req.add("Content-Type", "application/sdp")
+    req.body = body
+    return req
+
+
+async def early_media_then_hold(server: Server) -> dict[str, Any]:
+    """The phone answers 183 with SDP (early media, RFC 3960) and talks before the 200;
+    after the 200 it puts the browser on hold (re-INVITE sendonly) and resumes
+    (sendrecv). One DTLS association serves it all."""
+    browser, phone = Browser(server), Phone(server)
+    out: dict[str, Any] = {}
+    try:
+        assert (await asyncio.to_thread(browser.ua.register)).status == 200
+        assert (await asyncio.to_thread(phone.ua.register)).status == 200
+        offer = await browser.offer()
+        await asyncio.to_thread(_send_authorized_invite, browser.ua, f"sip:bob@{server.host}", offer)
+        inv = await asyncio.to_thread(phone.ua.wait, "INVITE", 10)
+        assert isinstance(inv, m.Request)
+        early = phone.ua.answer(inv, 183, body=phone.sdp())
+        got_183 = await asyncio.to_thread(browser.ua.wait, lambda x: isinstance(x, m.Response) and x.status == 183, 10)
+        assert isinstance(got_183, m.Response)
+        await browser.accept(got_183.body)  # (aiortc takes the early answer as final: fine here)
+        phone.start(inv.body)
+        await _until(lambda: browser.voiced > 25 and phone.voiced > 25, 15)
+        out["early_browser_voiced"], out["early_phone_voiced"] = browser.voiced, phone.voiced
+        phone.ua.answer(inv, 200, body=phone.sdp(), to_tag=early.to.tag)
+        ok = await asyncio.to_thread(browser.ua.expect_final, 10)
+        out["status"] = ok.status
+        routes = list(reversed(ok.get_all("record-route")))
+        browser.ua.send(in_dialog(browser.ua, "ACK", ok, routes, cseq=ok.cseq.number))
+        for step, (direction, cseq) in enumerate((("sendonly", 10), ("sendrecv", 11))):
+            body = phone.sdp(session=2 + step).replace(b"a=sendrecv", f"a={direction}".encode())
+            phone.ua.send(_reinvite_from_callee(phone, inv, ok, body, cseq))
+            re_offer = await asyncio.to_thread(browser.ua.wait, "INVITE", 10)
+            assert isinstance(re_offer, m.Request)
+            out[f"reoffer_{direction}"] = re_offer.body.decode()
+            answer = await browser.answer(re_offer.body)
+            browser.ua.answer(re_offer, 200, body=answer, to_tag=browser.ua.tag)
+            re_ok = await asyncio.to_thread(phone.ua.expect_final, 10)
+            out[f"reinvite_{direction}"] = re_ok.status
+            heard = browser.voiced
+            await _until(lambda heard=heard: browser.voiced > heard + 25, 10)
+            out[f"browser_voiced_after_{direction}"] = browser.voiced - heard
+        out.update(_report(browser, phone, server))
+    finally:
+        await browser.pc.close()
+        phone.stop()
+    return out
+
+
 SCENARIOS = {
     "browser-calls-phone": browser_calls_phone,
     "phone-calls-browser": phone_calls_browser,
     "stranger-on-the-browser-port": lambda server: browser_calls_phone(server, "attack"),
     "wrong-fingerprint": lambda server: browser_calls_phone(server, "fingerprint"),
+    "early-media-then-hold": early_media_then_hold,
 }
 FOLDER_SCENARIOS = {"browser-calls-baresip": browser_calls_baresip, "baresip-calls-browser": baresip_calls_browser}
 

@@ -113,3 +113,17 @@ def test_browser_and_baresip_hear_each_other(tmp_path: Path, scenario: str) -> N
     assert out["browser_voiced"] > 50, why  # baresip's sine, encrypted by the relay
     assert out["baresip_energy"] > 500, why  # the browser's tone, decrypted, decoded by baresip
     assert out["metrics"]["media_dtls_established"] >= 1
+
+
+def test_early_media_then_hold_and_resume_keep_one_association(tmp_path: Path) -> None:
+    """A phone's 183 with SDP reaches the browser, which completes DTLS and hears the
+    phone before the 200; a re-INVITE from the phone puts it on hold and one resumes:
+    the re-offers keep our fingerprint and ICE credentials, so the association lasts."""
+    out = run_scenario("early-media-then-hold", tmp_path)
+    assert out["early_browser_voiced"] > 25 and out["early_phone_voiced"] > 25, out
+    assert out["status"] == 200
+    assert out["reinvite_sendonly"] == 200 and out["reinvite_sendrecv"] == 200
+    assert "UDP/TLS/RTP/SAVPF" in out["reoffer_sendonly"] and "a=sendonly" in out["reoffer_sendonly"]
+    assert out["browser_voiced_after_sendrecv"] > 25, out
+    metrics = out["metrics"]
+    assert metrics["media_dtls_associations"] == 1 and metrics["media_dtls_failures"] == 0

@@ -178,6 +178,8 @@ class DtlsBridge:
         credentials changed; otherwise it has none and packets pass as they are."""
         p = s.peer
         bridged = p is not None and is_dtls(s.profile) and not is_dtls(p.profile) and s.rtp_port is not None
+        if bridged and s.local_setup == "actpass":
+            return  # our offer awaits its answer, which fixes the roles: what runs stays
         if not bridged or self.factory is None or s.local_setup not in ("active", "passive"):
             self.drop(s)
             return

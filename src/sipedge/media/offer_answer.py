@@ -173,8 +173,8 @@ class SdpRewriter:
                 mux_flags = flags.rtcp_mux
                 if offer:
                     s.mux = m.rtcp_mux and "reject" not in mux_flags
-                    if "require" in mux_flags:
-                        p.mux = True
+                    if "require" in mux_flags or (is_dtls(p.profile) and self._bridged(p, s)):
+                        p.mux = True  # (a WebRTC party across the bridge always muxes, RFC 8834)
                 else:
                     s.mux = m.rtcp_mux or "require" in mux_flags or s.mux
                     if "reject" in mux_flags:
@@ -316,10 +316,11 @@ class SdpRewriter:
         keep_default = ice_mode == "force-relay" and had  # c=/m= stay the endpoint's
         if not keep_default:
             self._point_at_relay(out, om, p, flags, zero_hold)
+        to_webrtc = is_dtls(p.profile) and self._bridged(p, src)
         if offer:
-            if "demux" in flags.rtcp_mux or "reject" in flags.rtcp_mux:
+            if ("demux" in flags.rtcp_mux or "reject" in flags.rtcp_mux) and not to_webrtc:
                 om.remove_attrs("rtcp-mux")
-            elif ("offer" in flags.rtcp_mux or "require" in flags.rtcp_mux) and not om.rtcp_mux:
+            elif ("offer" in flags.rtcp_mux or "require" in flags.rtcp_mux or to_webrtc) and not om.rtcp_mux:
                 om.add_attr("rtcp-mux")
         elif not p.mux:
             om.remove_attrs("rtcp-mux")  # never answer rtcp-mux to an offerer that did not offer it
