@@ -314,11 +314,14 @@ class MediaRelay:
         return leg
 
     def _settle(self, leg: Leg, now: float) -> None:
-        """DTLS associations for the leg's bridged streams (media/bridge.py)."""
+        """DTLS associations for the leg's bridged streams (media/bridge.py); a stream
+        facing an SDES party keeps its SDES transforms (media/sdes.py)."""
         for side in leg.streams:
             for s in side:
                 if s.dtls is not None or s.local_setup is not None:
                     self._bridge.settle(s, now)
+                if s.sdes is not None:
+                    s.ingress, s.egress = s.sdes.unprotect, s.sdes.protect
 
     def _drop_leg(self, call: Call, leg: Leg) -> None:
         for side in leg.streams:
