@@ -222,3 +222,20 @@ def test_sdes_phone_calls_browser(tmp_path: Path) -> None:
     phone_side, browser_side = call.legs[0].streams[0][0], call.legs[0].streams[1][0]
     assert phone_side.sdes is not None and phone_side.sdes.srtp is not None
     assert browser_side.dtls is not None and browser_side.dtls.role == "server"
+
+
+def test_a_forked_second_answer_answers_the_sdes_offerer_with_keys_of_its_own() -> None:
+    r = relay()
+    r.offer("c", "sdes", sdes_offer(), 0.0, Flags(transport_protocol="RTP/AVP"))
+    first = r.answer("c", "sdes", "b1", sdp(PLAIN), 0.1)
+    second = r.answer("c", "sdes", "b2", sdp(("198.51.100.4", 6000)), 0.2)
+    (c1,), (c2,) = cryptos(first), cryptos(second)
+    assert (c2.tag, c2.suite) == (3, "AES_CM_128_HMAC_SHA1_80") and c2.key_params != c1.key_params
+    phone = SrtpTransform.from_sdes(c2.suite, local=f"inline:{KEY80}", remote=c2.key_params)
+    call = r.query("c")
+    assert call is not None and len(call.legs) == 2
+    b2_port = call.legs[1].streams[1][0].rtp_port  # the port the offer named, shared by the branches
+    assert b2_port is not None
+    plain = r.receive(rtp(3), b2_port, ("198.51.100.4", 6000), 1.0)
+    assert plain is not None and plain[0] == port_of(second)
+    assert phone.unprotect(plain[2], False) == rtp(3)
