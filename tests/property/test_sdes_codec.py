@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from sipedge.errors import ParseError
 from sipedge.media.srtp import PROFILE_KEY_LENGTHS, SDES_SUITES, SdesKeyParams
+from sipedge.sdp import Crypto, SessionDescription
 
 suites = st.sampled_from(sorted(SDES_SUITES))
 lifetimes = st.one_of(
@@ -60,3 +61,21 @@ def test_arbitrary_text_parses_or_raises_parse_error(text: str, suite: str | Non
     except ParseError:
         return
     assert SdesKeyParams.parse(params.serialize()) == params
+
+
+session_params = st.lists(st.sampled_from(["KDR=1", "WSH=128", "UNENCRYPTED_SRTP", "FEC_ORDER=FEC_SRTP"]), max_size=3)
+
+
+@given(st.integers(0, 999999999), params_for_suite(), session_params)
+def test_crypto_attribute_round_trips_through_sdp(tag: int, case: tuple[str, SdesKeyParams],
+                                                  extra: list[str]) -> None:
+    """An a=crypto line (RFC 4568 §9.1) in a media section parses back to the same tag,
+    suite, key parameter and session parameters."""
+    suite, params = case
+    line = Crypto(tag, suite, str(params), tuple(extra))
+    text = ("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+            f"m=audio 2000 RTP/SAVP 0\r\na=crypto:{line}\r\n")
+    desc = SessionDescription.parse(text.encode())
+    assert desc.media[0].crypto == [line]
+    assert desc.serialize() == text.encode()
+    assert SdesKeyParams.parse(desc.media[0].crypto[0].key_params, suite) == params

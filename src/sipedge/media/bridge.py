@@ -1,6 +1,7 @@
 """Transport profiles per leg, converted at the relay (rtpengine's WebRTC role): a party
 that speaks DTLS-SRTP (``UDP/TLS/RTP/SAVP(F)``, a browser) bridged to one that speaks
-plain RTP (``RTP/AVP(F)``, a SIP phone).
+plain RTP (``RTP/AVP(F)``, a SIP phone) or SDES-SRTP (``RTP/SAVP(F)``, whose side
+:mod:`.sdes` terminates).
 
 When both sides of a media section use the same kind of profile, the relay passes the
 packets through untouched (two browsers keep their own end-to-end DTLS). When they
@@ -37,6 +38,14 @@ def is_dtls(profile: str) -> bool:
 def is_plain(profile: str) -> bool:
     """``RTP/AVP`` and ``RTP/AVPF``: no SRTP."""
     return "/AVP" in profile.upper() and "SAVP" not in profile.upper()
+
+
+def protection(profile: str) -> str:
+    """How a profile protects its media: "dtls" (DTLS-SRTP), "sdes" (``RTP/SAVP(F)``
+    without TLS: SRTP keyed by ``a=crypto``, RFC 4568) or "none"."""
+    if is_dtls(profile):
+        return "dtls"
+    return "sdes" if "SAVP" in profile.upper() else "none"
 
 
 def has_feedback(profile: str) -> bool:

@@ -11,7 +11,7 @@ objects say about themselves.
   ones written into the SDP sent to that party, so that party sends to them and we send
   to it from them. ``stream.peer`` is the stream facing the other party.
 * each stream records its **transport profile** (the ``m=`` proto, e.g. ``RTP/AVP`` or
-  ``UDP/TLS/RTP/SAVPF``), so DTLS-SRTP ↔ RTP bridging can hang a per-stream transform
+  ``UDP/TLS/RTP/SAVPF``), so DTLS-SRTP / SDES-SRTP ↔ RTP bridging can hang a per-stream transform
   off the forwarding step (``ingress``/``egress``) without changing the model.
 """
 
@@ -29,6 +29,7 @@ from .stats import StreamStats
 
 if TYPE_CHECKING:
     from .bridge import DtlsStream
+    from .sdes import SdesStream
 
 RTP, RTCP = 1, 2
 ICE_MODES = ("auto", "remove", "force", "relay", "force-relay")
@@ -98,6 +99,10 @@ class Flags:
     # rtpengine's ``DTLS``: "passive" or "active" asks for that role towards a DTLS
     # recipient (default: actpass in offers, passive in answers); "off" no DTLS at all
     dtls: str | None = None
+    # rtpengine's ``SDES`` towards an SDES (``RTP/SAVP(F)``) recipient across a bridge:
+    # "off" (none offered: an error for such a recipient), "no-<suite>" (not that suite),
+    # "only-<suite>" (only those named); suite names upper case, as in a=crypto
+    sdes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +158,11 @@ class Stream:
     about the party's address. Mutable, with slots: the forwarding path touches it per packet."""
 
     __slots__ = (
-        "bundled", "call", "consent", "direction", "dtls", "egress", "expected_rtcp", "expected_rtp", "fingerprints",
+        "bundled", "call", "consent", "crypto", "direction", "dtls", "egress", "expected_rtcp", "expected_rtp", "fingerprints",
         "had_ice", "hold", "ice_pwd", "ice_ufrag", "index", "ingress", "interface", "last_signal",
         "latched_rtcp", "latched_rtp", "leg", "local_setup", "media", "mid", "mux", "no_dest", "owns_ports",
         "party_ufrag", "peer", "port_count", "profile", "rtcp_port", "rtcp_stats", "rtp_port", "rtp_stats",
-        "setup", "side", "signalled_rtp", "strangers", "strict", "symmetric",
+        "sdes", "setup", "side", "signalled_rtp", "strangers", "strict", "symmetric",
     )
 
     def __init__(self, call: Call, leg: Leg, side: int, index: int) -> None:
@@ -205,6 +210,9 @@ class Stream:
         self.party_ufrag: str | None = None  # the party's ICE ufrag (a new one: ICE restart)
         self.dtls: DtlsStream | None = None
         self.consent = 0.0  # when the party last proved it wants our media (RFC 7675)
+        # SDES-SRTP facing this party (media/sdes.py): its a=crypto lines, our keys
+        self.crypto: tuple[str, ...] = ()
+        self.sdes: SdesStream | None = None
 
     @property
     def tag(self) -> str:

@@ -68,6 +68,7 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
     direction = _strlist(req.get("direction"))
     profile = _str(req.get("transport-protocol"))
     dtls = _str(req.get("dtls"))
+    sdes = [_norm(f) for f in _strlist(req.get("sdes"))]
     for f in flag_list:  # Kamailio may pass "key=value" flags through verbatim
         key, eq, value = f.partition("=")
         if f.upper() in _PROFILES:  # the shorthand flags: "RTP/AVP", "UDP/TLS/RTP/SAVPF"...
@@ -76,6 +77,10 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
             profile = value
         elif eq and key == "dtls":
             dtls = value
+        elif eq and key == "sdes":
+            sdes.append(value)
+        elif f.startswith("sdes-"):
+            sdes.append(f[len("sdes-"):])
         elif eq and key == "ice":
             ice = value
         elif eq and key == "direction":
@@ -130,7 +135,22 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
         direction=(direction[0], direction[1]) if direction else None,
         transport_protocol=profile,
         dtls=dtls,
+        sdes=_sdes_flags(sdes),
     )
+
+
+def _sdes_flags(items: list[str]) -> tuple[str, ...]:
+    """rtpengine's ``SDES`` list (normalized: "off", "no-aes-cm-128-hmac-sha1-32"...) as
+    :attr:`Flags.sdes`: "off", "no-<SUITE>", "only-<SUITE>" with the suite in its a=crypto
+    spelling. Its other items (``pad``, ``unencrypted-srtp``, ...) are accepted and ignored."""
+    out: list[str] = []
+    for item in items:
+        if item in ("off", "no", "disable"):
+            out.append("off")
+        for prefix in ("no-", "only-"):
+            if item.startswith(prefix) and len(item) > len(prefix):
+                out.append(prefix + item[len(prefix):].upper().replace("-", "_"))
+    return tuple(dict.fromkeys(out))
 
 
 def flags_to_request(flags: Flags) -> dict[str, Any]:
@@ -163,6 +183,8 @@ def flags_to_request(flags: Flags) -> dict[str, Any]:
         out["transport-protocol"] = flags.transport_protocol
     if flags.dtls:
         out["DTLS"] = flags.dtls
+    if flags.sdes:
+        out["SDES"] = list(flags.sdes)
     out["flags"] = fl
     return out
 

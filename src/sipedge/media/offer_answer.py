@@ -22,9 +22,11 @@ from .bridge import (
     our_setup,
     party_fingerprints,
     party_setup,
+    protection,
 )
 from .model import Call, Flags, Leg, RelayConfig, RelayError, Stream
 from .port_table import PortTable
+from .sdes import SdesStream, allowed_suites, choose_offered, refuse
 
 ICE_ATTRS = ("ice-ufrag", "ice-pwd", "ice-options", "candidate", "end-of-candidates",
              "remote-candidates", "ice-mismatch", "ice-pacing", "ice2")
@@ -223,6 +225,7 @@ class SdpRewriter:
         s.bundled = m.mid is not None and m.mid in desc.bundle
         s.fingerprints = party_fingerprints(desc, i)
         s.setup = party_setup(desc, i)
+        s.crypto = tuple(m.attrs("crypto"))  # (parsed only if the relay terminates SDES)
         ufrag = m.ice_ufrag or desc.ice_ufrag
         if offer and s.party_ufrag is not None and ufrag != s.party_ufrag:
             s.ice_ufrag = s.ice_pwd = None  # ICE restart (RFC 8445 §9): new credentials of ours too
@@ -231,16 +234,24 @@ class SdpRewriter:
             s.local_setup = "active" if s.setup == "passive" else "passive"
 
     def _bridged(self, p: Stream, src: Stream) -> bool:
-        """Are the two parties of a media section bridged: DTLS on one side only, and a
-        DTLS certificate to terminate it with? (Without one the relay passes SDP and
-        packets on as they are, as before bridging existed.)"""
-        return is_dtls(p.profile) != is_dtls(src.profile) and self._bridge.fingerprint is not None
+        """Are the two parties of a media section bridged: their protection differs (none,
+        SDES, DTLS) and, if one side is DTLS, the relay has a DTLS certificate to
+        terminate it with? (Without one the relay passes SDP and packets on as they are,
+        as before bridging existed.)"""
+        a, b = protection(p.profile), protection(src.profile)
+        return a != b and ("dtls" not in (a, b) or self._bridge.fingerprint is not None)
 
     def _convert_profile(self, out: SessionDescription, om: MediaSection, p: Stream, src: Stream,
                          flags: Flags, offer: bool) -> None:
         """The recipient's transport profile on its m= line; across a bridge (DTLS on one
-        side only) its DTLS attributes are the relay's, or gone towards a plain party."""
-        if not self._bridged(p, src):
+        side only) its DTLS or SDES attributes are the relay's, or gone towards a plain
+        party."""
+        bridged = self._bridged(p, src)
+        for st in (p, src):
+            if st.sdes is not None and not (bridged and protection(st.profile) == "sdes"):
+                st.sdes = None  # (a stream has SDES or DTLS transforms, never both)
+                st.ingress = st.egress = None
+        if not bridged:
             if offer and flags.transport_protocol and is_dtls(p.profile) != is_dtls(src.profile):
                 raise RelayError("DTLS-SRTP bridging needs the relay's DTLS certificate",
                                  (488, "DTLS-SRTP not available"))
@@ -251,6 +262,8 @@ class SdpRewriter:
             return
         if om.proto != p.profile:
             om.proto = p.profile
+        if protection(src.profile) == "sdes":
+            self._sdes_from(src, flags, offer)
         if is_dtls(p.profile) and flags.dtls != "off":
             setup = our_setup(offer, p.setup, flags.dtls)
             p.local_setup = setup
@@ -260,8 +273,43 @@ class SdpRewriter:
             return
         p.local_setup = None
         dtls_attrs_towards(out, om, None, None)
+        if protection(p.profile) == "sdes":
+            for line in self._sdes_towards(p, flags, offer):
+                om.add_attr("crypto", line)
         if not has_feedback(p.profile):
             om.remove_attrs("rtcp-fb")  # RTCP feedback is AVPF's (RFC 4585)
+
+    @staticmethod
+    def _sdes_of(st: Stream) -> SdesStream:
+        sdes = st.sdes
+        if sdes is None:
+            sdes = st.sdes = SdesStream()
+        st.ingress, st.egress = sdes.unprotect, sdes.protect
+        return sdes
+
+    def _sdes_towards(self, p: Stream, flags: Flags, offer: bool) -> list[str]:
+        """Our ``a=crypto`` lines towards the SDES party ``p`` (media/sdes.py)."""
+        if "off" in flags.sdes:
+            raise refuse(f"{p.profile} towards the recipient needs SDES, and the flags say SDES-off")
+        suites = allowed_suites(flags.sdes)
+        if not suites:
+            raise refuse(f"the SDES flags {' '.join(flags.sdes)} leave no suite")
+        sdes = self._sdes_of(p)
+        if offer:
+            return [str(c) for c in sdes.offer_lines(suites)]
+        return [str(sdes.answer_line(p.crypto, suites))]
+
+    def _sdes_from(self, src: Stream, flags: Flags, offer: bool) -> None:
+        """The SDES party ``src`` sent its SDP: an offer must carry a line we can answer
+        (checked now, to refuse it before the recipient rings); an answer keys the
+        transform facing it."""
+        if offer:
+            choose_offered(src.crypto, allowed_suites(flags.sdes))
+            self._sdes_of(src)  # (its SRTP is dropped until our answer keys the stream)
+            return
+        if src.sdes is None or not src.sdes.offered:
+            raise refuse(f"{src.profile} answer to an offer that carried no a=crypto of ours")
+        src.sdes.accept_answer(src.crypto)
 
     def _share_bundle(
         self,

@@ -300,7 +300,7 @@ class MediaRelay:
         for i, (pa, pb) in enumerate(zip(primary.streams[0], primary.streams[1], strict=False)):
             a = Stream(call, leg, 0, i)
             for name in ("media", "profile", "expected_rtp", "expected_rtcp", "mux", "hold",
-                         "direction", "had_ice", "symmetric", "strict", "interface"):
+                         "direction", "had_ice", "symmetric", "strict", "interface", "crypto"):
                 setattr(a, name, getattr(pa, name))
             b = Stream(call, leg, 1, i)
             b.media, b.profile = pb.media, pb.profile
@@ -314,11 +314,14 @@ class MediaRelay:
         return leg
 
     def _settle(self, leg: Leg, now: float) -> None:
-        """DTLS associations for the leg's bridged streams (media/bridge.py)."""
+        """DTLS associations for the leg's bridged streams (media/bridge.py); a stream
+        facing an SDES party keeps its SDES transforms (media/sdes.py)."""
         for side in leg.streams:
             for s in side:
                 if s.dtls is not None or s.local_setup is not None:
                     self._bridge.settle(s, now)
+                if s.sdes is not None:
+                    s.ingress, s.egress = s.sdes.unprotect, s.sdes.protect
 
     def _drop_leg(self, call: Call, leg: Leg) -> None:
         for side in leg.streams:

@@ -9,9 +9,9 @@ import pytest
 
 from sipedge.errors import ParseError
 from sipedge.media import bencode
-from sipedge.media.ng import NgClient, NgServer, flags_from_request
+from sipedge.media.ng import NgClient, NgServer, flags_from_request, flags_to_request
 from sipedge.media.ports import RangePortAllocator
-from sipedge.media.relay import MediaRelay, RelayConfig
+from sipedge.media.relay import Flags, MediaRelay, RelayConfig
 
 SDP_A = b"v=0\r\no=- 1 1 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\nt=0 0\r\nm=audio 2000 RTP/AVP 0\r\n"
 SDP_B = b"v=0\r\no=- 2 1 IN IP4 198.51.100.2\r\ns=-\r\nc=IN IP4 198.51.100.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
@@ -161,6 +161,20 @@ def test_flag_spellings() -> None:
     assert not f.replace_session_connection  # only when asked, as rtpengine
     assert flags_from_request({"flags": [b"replace-session-connection"]}).replace_session_connection
     assert flags_from_request({"ice": b"optional"}).ice == "relay"
+
+
+def test_sdes_key_and_flag_spellings() -> None:
+    f = flags_from_request({"sdes": [b"no-AES_CM_128_HMAC_SHA1_32", b"pad", b"only-aes-cm-128-hmac-sha1-80"]})
+    assert f.sdes == ("no-AES_CM_128_HMAC_SHA1_32", "only-AES_CM_128_HMAC_SHA1_80")  # pad: ignored
+    assert flags_from_request({"flags": [b"SDES-off", b"RTP/SAVP"]}).sdes == ("off",)
+    assert flags_from_request({"flags": [b"SDES-no-AEAD_AES_128_GCM", b"SDES=only-AES_CM_128_HMAC_SHA1_80"]}).sdes \
+        == ("no-AEAD_AES_128_GCM", "only-AES_CM_128_HMAC_SHA1_80")
+    assert flags_from_request({"sdes": b"off"}).sdes == ("off",)  # a string instead of a list
+    assert flags_from_request({}).sdes == ()
+    flags = Flags(sdes=("off", "no-AES_CM_128_HMAC_SHA1_32"))
+    req = flags_to_request(flags)
+    assert req["SDES"] == ["off", "no-AES_CM_128_HMAC_SHA1_32"]
+    assert flags_from_request({k.lower(): v for k, v in req.items()}).sdes == flags.sdes
 
 
 def test_session_connection_is_replaced_only_when_asked() -> None:
