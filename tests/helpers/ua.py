@@ -225,12 +225,14 @@ class UA:
                 return msg
 
     def answer(self, req: m.Request, status: int, reason: str | None = None, to_tag: str | None = None,
-               body: bytes = b"") -> m.Response:
+               body: bytes = b"", headers: dict[str, str] | None = None) -> m.Response:
         resp = m.make_response(req, status, reason, to_tag=to_tag or (self.tag if status > 100 else None))
         for rr in req.get_all("record-route"):
             resp.add("Record-Route", rr)
         if status < 300 and req.method == "INVITE":
             resp.add("Contact", self.contact)
+        for k, v in (headers or {}).items():
+            resp.add(k, v)
         resp.body = body
         self.send(resp)
         return resp

@@ -1,6 +1,7 @@
 """Calls between a WebRTC endpoint (aiortc: full ICE, DTLS-SRTP, over SIP on a WebSocket)
 and a plain SIP phone (a UDP user agent sending and receiving PCMU RTP) through a real
-``sipedge serve``, for the bridge tests. Run inside a network namespace that has only
+``sipedge serve`` (or any SIP proxy with UDP and WebSocket listeners: :class:`Routing`
+says how to reach it and the other side), for the bridge tests. Run inside a network namespace that has only
 loopback and a veth with ``HOST`` (aioice never gathers 127.0.0.1): the test starts it
 with ``unshare --net`` and reads the JSON line :func:`main` prints.
 
@@ -24,8 +25,10 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from av import AudioFrame
@@ -50,6 +53,15 @@ def _ulaw(sample: int) -> int:
 
 TONE_ULAW = bytes(_ulaw(int(8000 * math.sin(2 * math.pi * 440 * n / 8000))) for n in range(160))
 SILENT_ULAW = {0xFF, 0x7F, 0xFE, 0x7E}
+
+
+class SipProxy(Protocol):
+    """Where the UAs send their SIP: UDP for the phone, WebSocket for the browser, both on
+    ``host`` (also the domain of their AORs). :class:`Server` is one."""
+
+    host: str
+    udp: int
+    ws: int
 
 
 class Tone(MediaStreamTrack):
@@ -83,7 +95,7 @@ class Phone:
     """A plain SIP phone: a UDP UA for bob and an RTP socket that sends a PCMU tone to
     where the SDP it got says and counts what it receives."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: SipProxy) -> None:
         self.ua = UA("udp", (server.host, server.udp), "bob", server.host, USERS["bob"], host=server.host)
         self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.rtp.bind((server.host, 0))
@@ -142,7 +154,7 @@ class Phone:
 class Browser:
     """aiortc behind a SIP-over-WebSocket UA for alice: sends a tone, measures what it hears."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: SipProxy) -> None:
         self.ua = UA("ws", (server.host, server.ws), "alice", server.host, USERS["alice"], host=server.host)
         self.pc = RTCPeerConnection()
         self.pc.addTrack(Tone())
@@ -264,6 +276,30 @@ async def _until(pred: Any, seconds: float) -> bool:
     return bool(pred())
 
 
+@dataclass
+class Routing:
+    """How a scenario's calls get through ``proxy``: whether the UAs register first, the
+    Request-URIs of the phone and the browser (default: their AORs at ``proxy.host``),
+    and where the relay's counters come from (``stats``)."""
+
+    proxy: SipProxy
+    stats: Callable[[], dict[str, float]]
+    register: bool = True
+    phone_uri: Callable[[Phone], str] | None = None
+    browser_uri: Callable[[Browser], str] | None = None
+
+    def to_phone(self, phone: Phone) -> str:
+        return self.phone_uri(phone) if self.phone_uri else f"sip:bob@{self.proxy.host}"
+
+    def to_browser(self, browser: Browser) -> str:
+        return self.browser_uri(browser) if self.browser_uri else f"sip:alice@{self.proxy.host}"
+
+
+def sipedge_routing(server: Server) -> Routing:
+    """``sipedge serve``: both register, calls go to their AORs, counters from /metrics."""
+    return Routing(server, lambda: _metrics(server))
+
+
 def _metrics(server: Server) -> dict[str, float]:
     with urllib.request.urlopen(f"http://{server.host}:{server.http}/metrics", timeout=5) as r:
         text = r.read().decode()
@@ -289,27 +325,28 @@ def _media_port(sdp: str) -> int:
     return int(found.group(1))
 
 
-async def browser_calls_phone(server: Server, tamper: str = "") -> dict[str, Any]:
+async def browser_calls_phone(route: Routing, tamper: str = "") -> dict[str, Any]:
     """``tamper``: "attack" (a stranger sends DTLS and SRTP to the browser's relay port
     while the call runs), "fingerprint" (the browser's SDP names a certificate it does
     not have)."""
-    browser, phone = Browser(server), Phone(server)
+    browser, phone = Browser(route.proxy), Phone(route.proxy)
     out: dict[str, Any] = {}
     try:
-        assert (await asyncio.to_thread(browser.ua.register)).status == 200
-        assert (await asyncio.to_thread(phone.ua.register)).status == 200
+        if route.register:
+            assert (await asyncio.to_thread(browser.ua.register)).status == 200
+            assert (await asyncio.to_thread(phone.ua.register)).status == 200
         offer = await browser.offer()
         if tamper == "fingerprint":
             # every one of them (aiortc offers sha-256, sha-384 and sha-512: any match would do)
             offer = re.sub(rb"(a=fingerprint:\S+ )([0-9A-Fa-f:]+)",
                            lambda mt: mt.group(1) + re.sub(rb"[0-9A-Fa-f]", b"0", mt.group(2)), offer)
         invite_task = asyncio.create_task(asyncio.to_thread(
-            _invite_with_auth, browser.ua, f"sip:bob@{server.host}", offer))
+            _invite_with_auth, browser.ua, route.to_phone(phone), offer))
         inv = await asyncio.to_thread(phone.ua.wait, "INVITE", 10)
         assert isinstance(inv, m.Request)
         out["offer_to_phone"] = inv.body.decode()
         phone.ua.answer(inv, 180)
-        phone.ua.answer(inv, 200, body=phone.sdp())
+        phone.ua.answer(inv, 200, body=phone.sdp(), headers=SDP_TYPE)
         _, ok = await invite_task
         out["status"] = ok.status
         out["answer_to_browser"] = ok.body.decode()
@@ -326,7 +363,7 @@ async def browser_calls_phone(server: Server, tamper: str = "") -> dict[str, Any
             heard = phone.voiced
             await _until(lambda: phone.voiced > heard + 50, 10)
             out["voiced_after_attack"] = phone.voiced - heard
-        out.update(_report(browser, phone, server))
+        out.update(_report(browser, phone, route))
         bye = in_dialog(browser.ua, "BYE", ok, routes)
         browser.ua.send(bye)
         got = await asyncio.to_thread(phone.ua.wait, "BYE", 5)
@@ -336,23 +373,24 @@ async def browser_calls_phone(server: Server, tamper: str = "") -> dict[str, Any
     finally:
         await browser.pc.close()
         phone.stop()
-    out["metrics_after"] = _metrics(server)
+    out["metrics_after"] = route.stats()
     return out
 
 
-async def phone_calls_browser(server: Server) -> dict[str, Any]:
-    browser, phone = Browser(server), Phone(server)
+async def phone_calls_browser(route: Routing) -> dict[str, Any]:
+    browser, phone = Browser(route.proxy), Phone(route.proxy)
     out: dict[str, Any] = {}
     try:
-        assert (await asyncio.to_thread(browser.ua.register)).status == 200
-        assert (await asyncio.to_thread(phone.ua.register)).status == 200
+        if route.register:
+            assert (await asyncio.to_thread(browser.ua.register)).status == 200
+            assert (await asyncio.to_thread(phone.ua.register)).status == 200
         invite_task = asyncio.create_task(asyncio.to_thread(
-            _invite_with_auth, phone.ua, f"sip:alice@{server.host}", phone.sdp()))
+            _invite_with_auth, phone.ua, route.to_browser(browser), phone.sdp()))
         inv = await asyncio.to_thread(browser.ua.wait, "INVITE", 10)
         assert isinstance(inv, m.Request)
         out["offer_to_browser"] = inv.body.decode()
         answer = await browser.answer(inv.body)
-        browser.ua.answer(inv, 200, body=answer)
+        browser.ua.answer(inv, 200, body=answer, headers=SDP_TYPE)
         _, ok = await invite_task
         out["status"] = ok.status
         out["answer_to_phone"] = ok.body.decode()
@@ -360,7 +398,7 @@ async def phone_calls_browser(server: Server) -> dict[str, Any]:
         phone.ua.send(in_dialog(phone.ua, "ACK", ok, routes, cseq=ok.cseq.number))
         phone.start(ok.body)
         await _until(lambda: phone.voiced > 50 and browser.voiced > 25, 15)
-        out.update(_report(browser, phone, server))
+        out.update(_report(browser, phone, route))
         phone.ua.send(in_dialog(phone.ua, "BYE", ok, routes))
         got = await asyncio.to_thread(browser.ua.wait, "BYE", 5)
         assert isinstance(got, m.Request)
@@ -369,17 +407,17 @@ async def phone_calls_browser(server: Server) -> dict[str, Any]:
     finally:
         await browser.pc.close()
         phone.stop()
-    out["metrics_after"] = _metrics(server)
+    out["metrics_after"] = route.stats()
     return out
 
 
-def _report(browser: Browser, phone: Phone, server: Server) -> dict[str, Any]:
+def _report(browser: Browser, phone: Phone, route: Routing) -> dict[str, Any]:
     return {
         "phone_received": phone.received, "phone_voiced": phone.voiced,
         "phone_payload_types": sorted(phone.payload_types), "phone_sources": sorted(phone.sources),
         "browser_frames": browser.frames, "browser_voiced": browser.voiced,
         "ice": browser.pc.iceConnectionState, "connection": browser.pc.connectionState,
-        "metrics": _metrics(server),
+        "metrics": route.stats(),
     }
 
 
@@ -495,20 +533,20 @@ async def early_media_then_hold(server: Server) -> dict[str, Any]:
             heard = browser.voiced
             await _until(lambda heard=heard: browser.voiced > heard + 25, 10)
             out[f"browser_voiced_after_{direction}"] = browser.voiced - heard
-        out.update(_report(browser, phone, server))
+        out.update(_report(browser, phone, sipedge_routing(server)))
     finally:
         await browser.pc.close()
         phone.stop()
     return out
 
 
-SCENARIOS = {
+SCENARIOS: dict[str, Callable[[Routing], Any]] = {
     "browser-calls-phone": browser_calls_phone,
     "phone-calls-browser": phone_calls_browser,
-    "stranger-on-the-browser-port": lambda server: browser_calls_phone(server, "attack"),
-    "wrong-fingerprint": lambda server: browser_calls_phone(server, "fingerprint"),
-    "early-media-then-hold": early_media_then_hold,
+    "stranger-on-the-browser-port": lambda route: browser_calls_phone(route, "attack"),
+    "wrong-fingerprint": lambda route: browser_calls_phone(route, "fingerprint"),
 }
+SERVER_SCENARIOS = {"early-media-then-hold": early_media_then_hold}
 FOLDER_SCENARIOS = {"browser-calls-baresip": browser_calls_baresip, "baresip-calls-browser": baresip_calls_browser}
 
 
@@ -520,7 +558,9 @@ def main(scenario: str, tmp: str) -> None:
             try:
                 if scenario in FOLDER_SCENARIOS:
                     return await FOLDER_SCENARIOS[scenario](server, Path(tmp))
-                return await SCENARIOS[scenario](server)
+                if scenario in SERVER_SCENARIOS:
+                    return await SERVER_SCENARIOS[scenario](server)
+                return await SCENARIOS[scenario](sipedge_routing(server))
             finally:
                 sys.stderr.write(server.log_text()[-6000:])
 

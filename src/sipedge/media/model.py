@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .._common.addr import Address
@@ -103,6 +103,17 @@ class Flags:
     # "off" (none offered: an error for such a recipient), "no-<suite>" (not that suite),
     # "only-<suite>" (only those named); suite names upper case, as in a=crypto
     sdes: tuple[str, ...] = ()
+
+    def for_answer(self) -> Flags:
+        """The flags for the answer to an offer made with these. Across a bridge
+        (``transport_protocol`` set) the keys that describe the offer's recipient
+        (``transport_protocol``, ``ice``, ``rtcp_mux``, ``dtls``) are left out: the answer
+        goes back to the offerer, which keeps its own profile, ICE and rtcp-mux. rtpengine
+        applies those keys to the SDP it passes on in an answer too, so the offer's
+        ``RTP/AVP ICE=remove`` would hand a browser a plain RTP answer without ICE."""
+        if self.transport_protocol is None:
+            return self
+        return replace(self, transport_protocol=None, ice=None, rtcp_mux=(), dtls=None)
 
 
 @dataclass(frozen=True, slots=True)

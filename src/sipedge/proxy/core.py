@@ -944,7 +944,8 @@ class ProxyCore:
                     self._forward_response_now(ptx, resp, later, flow)
 
                 offerer, answerer = (to_tag, from_tag) if late_offer else (from_tag, to_tag)  # as ng's tags
-                self._media_job(op, call_id, offerer, answerer, resp.body, ptx.media, then, late_offer=late_offer)
+                flags = ptx.media if late_offer else ptx.media.for_answer()
+                self._media_job(op, call_id, offerer, answerer, resp.body, flags, then, late_offer=late_offer)
                 return
         self._forward_response_now(ptx, resp, now, flow)
 

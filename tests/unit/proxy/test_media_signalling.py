@@ -5,10 +5,14 @@ jobs out; the relay's answers are given back by hand."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sipedge._common.clock import FakeClock
 from sipedge.config import parse_config
+from sipedge.media.relay import Flags
 from sipedge.proxy.context import RequestContext
 from sipedge.proxy.core import MediaJob, ProxyCore
+from sipedge.proxy.default_routing import TO_BROWSER, TO_PHONE
 from sipedge.proxy.identity import Identity, Listener
 from sipedge.proxy.location import Binding, MemoryLocationStore, MemorySubscriberStore
 from sipedge.proxy.routing import Router
@@ -41,7 +45,8 @@ def route(ctx: RequestContext) -> None:
     ctx.relay()
 
 
-def make_core(timers: dict[str, float] | None = None) -> tuple[ProxyCore, FakeClock]:
+def make_core(timers: dict[str, float] | None = None,
+              recipe: Callable[[RequestContext], None] = route) -> tuple[ProxyCore, FakeClock]:
     clock = FakeClock()
     cfg: dict[str, object] = {"auth": {"invite": False, "register": False}}
     if timers:
@@ -49,7 +54,7 @@ def make_core(timers: dict[str, float] | None = None) -> tuple[ProxyCore, FakeCl
     location = MemoryLocationStore()
     location.put(Binding("sip:bob@127.0.0.1", "sip:bob@127.0.0.1:7001", clock.wall() + 600))
     core = ProxyCore(parse_config(cfg), Identity([Listener("udp", *ME)]), location, MemorySubscriberStore(),
-                     Router(route), clock, secret=b"s" * 32)
+                     Router(recipe), clock, secret=b"s" * 32)
     core.media_available = True
     return core, clock
 
@@ -244,3 +249,39 @@ def test_a_2xx_retransmitted_after_the_bye_does_not_revive_the_call() -> None:
     for job in jobs(core):
         core.media_done(job.token, None, (404, "Unknown call"), clock.now)
     assert not core.media_active("c-1")  # in-dialog requests of the ended call stay unrelayed
+
+
+def test_a_bridged_calls_answer_leaves_out_the_keys_that_describe_the_offers_recipient() -> None:
+    """The answer goes back to the offerer: ``RTP/AVP ICE=remove rtcp-mux-demux`` (or the
+    browser-facing ``UDP/TLS/RTP/SAVPF ICE=force rtcp-mux-require DTLS=passive``) must not
+    reach rtpengine with it, which would rewrite the answer to that profile; the rest stays."""
+    for bridge in (TO_PHONE, TO_BROWSER, Flags(transport_protocol="RTP/AVP", dtls="off", replace_origin=True)):
+        def recipe(ctx: RequestContext, flags: Flags = bridge) -> None:
+            ctx.record_route()
+            ctx.lookup()
+            ctx.rtpengine_manage(flags)
+            ctx.relay()
+
+        core, clock = make_core(recipe=recipe)
+        core.receive(request("INVITE"), CALLER, clock.now)
+        (offer,) = jobs(core)
+        assert offer.flags == bridge
+        core.media_done(offer.token, RELAYED, None, clock.now)
+        (inv,) = [msg for _, port, msg in sent(core) if port == 7001 and isinstance(msg, m.Request)]
+        assert isinstance(inv, m.Request)
+        ok = m.make_response(inv, 200, to_tag="b1")
+        ok.add("Contact", "<sip:bob@127.0.0.1:7001>")
+        ok.set("Content-Type", "application/sdp")
+        ok.body = SDP
+        core.receive(ok.serialize(), CALLEE, clock.now)
+        (answer,) = jobs(core)
+        assert answer.op == "answer" and answer.flags is not None
+        assert (answer.flags.transport_protocol, answer.flags.ice, answer.flags.rtcp_mux, answer.flags.dtls) == (
+            None, None, (), None)
+        assert answer.flags.replace_origin == bridge.replace_origin
+        assert answer.flags.trust_address == bridge.trust_address
+
+
+def test_an_unbridged_calls_answer_keeps_the_offers_flags() -> None:
+    flags = Flags(ice="remove", rtcp_mux=("demux",))
+    assert flags.for_answer() is flags
