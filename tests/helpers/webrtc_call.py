@@ -109,11 +109,15 @@ class Phone:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def sdp(self, session: int = 1) -> bytes:
+    def sdp(self, session: int = 1, refuse_video: bool = False) -> bytes:
+        """An audio-only phone's SDP (``refuse_video``: answering an offer with video, whose
+        m=video line it refuses with port 0, RFC 3264 §6)."""
+        video = "m=video 0 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n" if refuse_video else ""
         return (
             f"v=0\r\no=bob {session} {session} IN IP4 {HOST}\r\ns=-\r\nc=IN IP4 {HOST}\r\nt=0 0\r\n"
             f"m=audio {self.port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
             "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+            f"{video}"
         ).encode()
 
     def start(self, remote_sdp: bytes) -> None:
@@ -154,16 +158,23 @@ class Phone:
 class Browser:
     """aiortc behind a SIP-over-WebSocket UA for alice: sends a tone, measures what it hears."""
 
-    def __init__(self, server: SipProxy) -> None:
+    def __init__(self, server: SipProxy, video: bool = False) -> None:
         self.ua = UA("ws", (server.host, server.ws), "alice", server.host, USERS["alice"], host=server.host)
         self.pc = RTCPeerConnection()
         self.pc.addTrack(Tone())
+        if video:  # a camera too: the offer gets a second m= line in its BUNDLE group
+            from aiortc.mediastreams import VideoStreamTrack
+
+            self.pc.addTrack(VideoStreamTrack())
         self.frames = 0
         self.voiced = 0
         self.listeners: list[asyncio.Task[None]] = []
         self.pc.on("track", self._on_track)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "audio":
+            return
+
         async def listen() -> None:
             while True:
                 try:
@@ -328,8 +339,8 @@ def _media_port(sdp: str) -> int:
 async def browser_calls_phone(route: Routing, tamper: str = "") -> dict[str, Any]:
     """``tamper``: "attack" (a stranger sends DTLS and SRTP to the browser's relay port
     while the call runs), "fingerprint" (the browser's SDP names a certificate it does
-    not have)."""
-    browser, phone = Browser(route.proxy), Phone(route.proxy)
+    not have), "video" (the browser sends audio and video to an audio-only phone)."""
+    browser, phone = Browser(route.proxy, video=tamper == "video"), Phone(route.proxy)
     out: dict[str, Any] = {}
     try:
         if route.register:
@@ -346,7 +357,7 @@ async def browser_calls_phone(route: Routing, tamper: str = "") -> dict[str, Any
         assert isinstance(inv, m.Request)
         out["offer_to_phone"] = inv.body.decode()
         phone.ua.answer(inv, 180)
-        phone.ua.answer(inv, 200, body=phone.sdp(), headers=SDP_TYPE)
+        phone.ua.answer(inv, 200, body=phone.sdp(refuse_video=tamper == "video"), headers=SDP_TYPE)
         _, ok = await invite_task
         out["status"] = ok.status
         out["answer_to_browser"] = ok.body.decode()
@@ -545,6 +556,7 @@ SCENARIOS: dict[str, Callable[[Routing], Any]] = {
     "phone-calls-browser": phone_calls_browser,
     "stranger-on-the-browser-port": lambda route: browser_calls_phone(route, "attack"),
     "wrong-fingerprint": lambda route: browser_calls_phone(route, "fingerprint"),
+    "browser-with-video-calls-audio-phone": lambda route: browser_calls_phone(route, "video"),
 }
 SERVER_SCENARIOS = {"early-media-then-hold": early_media_then_hold}
 FOLDER_SCENARIOS = {"browser-calls-baresip": browser_calls_baresip, "baresip-calls-browser": baresip_calls_browser}

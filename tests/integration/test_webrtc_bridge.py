@@ -127,3 +127,21 @@ def test_early_media_then_hold_and_resume_keep_one_association(tmp_path: Path) -
     assert out["browser_voiced_after_sendrecv"] > 25, out
     metrics = out["metrics"]
     assert metrics["media_dtls_associations"] == 1 and metrics["media_dtls_failures"] == 0
+
+
+def test_audio_and_video_from_the_browser_to_an_audio_only_phone(tmp_path: Path) -> None:
+    """The phone refuses the video section with port 0: the browser's answer says so in
+    its own profile with its mid, the BUNDLE group keeps only the audio, and audio flows."""
+    out = run_scenario("browser-with-video-calls-audio-phone", tmp_path)
+    to_phone = out["offer_to_phone"]
+    assert "m=video " in to_phone and " RTP/AVP " in to_phone and "a=group:BUNDLE" not in to_phone
+    to_browser = out["answer_to_browser"]
+    video = to_browser[to_browser.index("m=video"):]
+    assert video.startswith("m=video 0 UDP/TLS/RTP/SAVPF ") and "a=mid:1" in video
+    group = [ln for ln in to_browser.splitlines() if ln.startswith("a=group:BUNDLE")]
+    assert group == ["a=group:BUNDLE 0"]
+    # audio both ways over the one association (aiortc's overall ICE state stays
+    # "checking": it keeps a transport for the refused section, Chromium closes it)
+    assert out["phone_voiced"] > 50 and out["browser_voiced"] > 25, out
+    assert out["metrics"]["media_dtls_established"] == 1 and out["metrics"]["media_dtls_failures"] == 0
+    assert out["bye"] == 200

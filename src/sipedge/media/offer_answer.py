@@ -216,6 +216,23 @@ class SdpRewriter:
                 and i < len(out.media) and out.media[i].port != 0]
         if mids:
             out.add_attr("group", "BUNDLE " + " ".join(mids))
+        # a refused section towards the DTLS party still names the transport it would have
+        # had (some WebRTC stacks, aiortc among them, refuse an answer without it)
+        towards = [(i, p) for i, (p, s) in enumerate(zip(theirs, mine, strict=False))
+                   if i < len(out.media) and self._bridged(p, s) and is_dtls(p.profile)]
+        live = next((p for i, p in towards if out.media[i].port != 0 and p.ice_ufrag), None)
+        if live is None or live.ice_ufrag is None or live.ice_pwd is None:
+            return
+        for i, _p in towards:
+            om = out.media[i]
+            if om.port == 0 and om.ice_ufrag is None:
+                om.add_attr("ice-ufrag", live.ice_ufrag)
+                om.add_attr("ice-pwd", live.ice_pwd)
+                if not om.fingerprints and self._bridge.fingerprint is not None:
+                    om.add_attr("fingerprint", str(self._bridge.fingerprint))
+                    om.add_attr("setup", live.local_setup or "passive")
+                if not om.rtcp_mux:
+                    om.add_attr("rtcp-mux")
 
     @staticmethod
     def _note_security(s: Stream, desc: SessionDescription, i: int, offer: bool) -> None:
