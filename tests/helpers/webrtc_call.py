@@ -158,9 +158,18 @@ class Phone:
 class Browser:
     """aiortc behind a SIP-over-WebSocket UA for alice: sends a tone, measures what it hears."""
 
-    def __init__(self, server: SipProxy, video: bool = False) -> None:
+    def __init__(self, server: SipProxy, video: bool = False, turn: tuple[str, str, str] | None = None) -> None:
         self.ua = UA("ws", (server.host, server.ws), "alice", server.host, USERS["alice"], host=server.host)
-        self.pc = RTCPeerConnection()
+        if turn is None:
+            self.pc = RTCPeerConnection()
+        else:  # relay-only ICE through this TURN server (url, username, credential)
+            from aiortc import RTCConfiguration, RTCIceServer
+            from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+            url, username, credential = turn
+            self.pc = RTCPeerConnection(RTCConfiguration(
+                iceServers=[RTCIceServer(urls=url, username=username, credential=credential)],
+                iceTransportPolicy=RTCIceTransportPolicy.RELAY))
         self.pc.addTrack(Tone())
         if video:  # a camera too: the offer gets a second m= line in its BUNDLE group
             from aiortc.mediastreams import VideoStreamTrack
@@ -339,8 +348,10 @@ def _media_port(sdp: str) -> int:
 async def browser_calls_phone(route: Routing, tamper: str = "") -> dict[str, Any]:
     """``tamper``: "attack" (a stranger sends DTLS and SRTP to the browser's relay port
     while the call runs), "fingerprint" (the browser's SDP names a certificate it does
-    not have), "video" (the browser sends audio and video to an audio-only phone)."""
-    browser, phone = Browser(route.proxy, video=tamper == "video"), Phone(route.proxy)
+    not have), "video" (the browser sends audio and video to an audio-only phone), "turn"
+    (the browser's ICE is relay-only, through sipedge's own TURN server)."""
+    browser = Browser(route.proxy, video=tamper == "video", turn=TURN if tamper == "turn" else None)
+    phone = Phone(route.proxy)
     out: dict[str, Any] = {}
     try:
         if route.register:
@@ -557,16 +568,41 @@ SCENARIOS: dict[str, Callable[[Routing], Any]] = {
     "stranger-on-the-browser-port": lambda route: browser_calls_phone(route, "attack"),
     "wrong-fingerprint": lambda route: browser_calls_phone(route, "fingerprint"),
     "browser-with-video-calls-audio-phone": lambda route: browser_calls_phone(route, "video"),
+    "relay-only-browser-calls-phone": lambda route: browser_calls_phone(route, "turn"),
 }
 SERVER_SCENARIOS = {"early-media-then-hold": early_media_then_hold}
 FOLDER_SCENARIOS = {"browser-calls-baresip": browser_calls_baresip, "baresip-calls-browser": baresip_calls_browser}
 
 
+TURN_SECRET = "bridge-test-secret"
+TURN: tuple[str, str, str] = ("", "", "")  # set by main() for the relay-only scenario
+
+
+def _turn_section() -> str:
+    """sipedge's TURN server on HOST with a REST secret, and the browser's credential for
+    it (RFC 8489 long-term credentials in the TURN REST form: expiry:user and its HMAC)."""
+    import base64
+    import hashlib
+    import hmac
+
+    from helpers.ports import free_port
+
+    global TURN
+    port = free_port(HOST)
+    username = f"{int(time.time()) + 3600}:alice"
+    password = base64.b64encode(hmac.new(TURN_SECRET.encode(), username.encode(), hashlib.sha1).digest()).decode()
+    TURN = (f"turn:{HOST}:{port}?transport=udp", username, password)
+    return (f'\n[turn]\nenabled = true\nlisten = ["udp:{HOST}:{port}"]\nrelay_ipv4 = "{HOST}"\n'
+            f'secrets = ["{TURN_SECRET}"]\nallow_peers = ["192.0.2.0/24"]\nport_min = 50000\nport_max = 50100\n')
+
+
 def main(scenario: str, tmp: str) -> None:
+    turn = _turn_section() if scenario.startswith("relay-only") else ""
+
     async def run() -> dict[str, Any]:
         with running_server(Path(tmp), host=HOST, users=USERS, log_level=os.environ.get("SIPEDGE_LOG", "info"),
                             web='metrics_allow = ["192.0.2.0/24"]',
-                            extra=f'\n[media]\nlisten = "{HOST}"\n') as server:
+                            extra=f'\n[media]\nlisten = "{HOST}"\n{turn}') as server:
             try:
                 if scenario in FOLDER_SCENARIOS:
                     return await FOLDER_SCENARIOS[scenario](server, Path(tmp))

@@ -145,3 +145,14 @@ def test_audio_and_video_from_the_browser_to_an_audio_only_phone(tmp_path: Path)
     assert out["phone_voiced"] > 50 and out["browser_voiced"] > 25, out
     assert out["metrics"]["media_dtls_established"] == 1 and out["metrics"]["media_dtls_failures"] == 0
     assert out["bye"] == 200
+
+
+def test_a_relay_only_browser_reaches_the_bridge_through_sipedges_turn(tmp_path: Path) -> None:
+    """iceTransportPolicy "relay": the browser's only candidate is an allocation on
+    sipedge's own TURN server, from which it checks and talks to the relay's ICE-lite
+    port; DTLS, SRTP and audio run through both."""
+    out = run_scenario("relay-only-browser-calls-phone", tmp_path)
+    _media_flowed(out)
+    metrics = out["metrics"]
+    assert metrics["turn_allocations_total"] >= 1
+    assert metrics["turn_packets_to_peer"] > 50 and metrics["turn_packets_from_peer"] > 25
