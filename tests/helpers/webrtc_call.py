@@ -380,6 +380,11 @@ async def browser_calls_phone(route: Routing, tamper: str = "") -> dict[str, Any
             await asyncio.sleep(3)  # long enough for media, had it been let through
         else:
             await _until(lambda: phone.voiced > 50 and browser.voiced > 25, 15)
+        if tamper == "rtcp":  # the phone sends no RTCP: the relay reports to the browser
+            await asyncio.sleep(6)
+            stats = await browser.pc.getSenders()[0].getStats()
+            remote = [r for r in stats.values() if getattr(r, "type", "") == "remote-inbound-rtp"]
+            out["remote_inbound_packets"] = remote[0].packetsReceived if remote else None
         if tamper == "attack":
             out["attack_sent"] = _attack(_media_port(out["answer_to_browser"]))
             heard = phone.voiced
@@ -569,6 +574,7 @@ SCENARIOS: dict[str, Callable[[Routing], Any]] = {
     "wrong-fingerprint": lambda route: browser_calls_phone(route, "fingerprint"),
     "browser-with-video-calls-audio-phone": lambda route: browser_calls_phone(route, "video"),
     "relay-only-browser-calls-phone": lambda route: browser_calls_phone(route, "turn"),
+    "relay-reports-rtcp-to-the-browser": lambda route: browser_calls_phone(route, "rtcp"),
 }
 SERVER_SCENARIOS = {"early-media-then-hold": early_media_then_hold}
 FOLDER_SCENARIOS = {"browser-calls-baresip": browser_calls_baresip, "baresip-calls-browser": baresip_calls_browser}

@@ -156,3 +156,13 @@ def test_a_relay_only_browser_reaches_the_bridge_through_sipedges_turn(tmp_path:
     metrics = out["metrics"]
     assert metrics["turn_allocations_total"] >= 1
     assert metrics["turn_packets_to_peer"] > 50 and metrics["turn_packets_from_peer"] > 25
+
+
+def test_the_relay_sends_rtcp_to_the_browser_for_a_phone_that_sends_none(tmp_path: Path) -> None:
+    """The phone sends no RTCP: every 5 s the relay sends the browser an SRTCP receiver
+    report about the browser's own stream, which aiortc decrypts and shows as
+    remote-inbound-rtp statistics (what browsers' bandwidth estimation runs on)."""
+    out = run_scenario("relay-reports-rtcp-to-the-browser", tmp_path)
+    _media_flowed(out)
+    assert out["remote_inbound_packets"] is not None and out["remote_inbound_packets"] > 100, out
+    assert out["metrics"]["media_rtcp_generated"] >= 1

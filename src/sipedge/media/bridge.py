@@ -23,10 +23,12 @@ from __future__ import annotations
 from .._common.addr import Address
 from ..sdp import Fingerprint, MediaSection, SessionDescription
 from .model import DtlsEstablished, DtlsFailed, Event, Stream
+from .rtcp import RELAY_SSRC, receiver_report
 from .secure import DtlsEndpoint, DtlsFactory
 from .srtp import SrtpTransform
 
 Outbox = list[tuple[int, Address, bytes]]  # (local port, destination, datagram)
+RTCP_INTERVAL = 5.0  # seconds between the relay's own RTCP reports (RFC 3550 §6.2 minimum)
 
 
 def is_dtls(profile: str) -> bool:
@@ -175,6 +177,8 @@ class DtlsBridge:
         self._events = events
         self.outbox = outbox
         self._handshaking: dict[int, DtlsStream] = {}  # id(stream) -> association in progress
+        self._established: dict[int, DtlsStream] = {}  # id(stream) -> keyed association
+        self._next_rtcp: float | None = None
 
     @property
     def fingerprint(self) -> Fingerprint | None:
@@ -210,6 +214,7 @@ class DtlsBridge:
     def drop(self, s: Stream) -> None:
         if s.dtls is not None:
             self._handshaking.pop(id(s), None)
+            self._established.pop(id(s), None)
             s.dtls = None
             s.ingress = s.egress = None
 
@@ -226,10 +231,10 @@ class DtlsBridge:
         self._counters["media_dtls_records"] += 1
         was = dtls.established
         dtls.feed(data, source, now, self.outbox)
-        self._after(s, dtls, was)
+        self._after(s, dtls, was, now)
 
     def get_timer(self) -> float | None:
-        best: float | None = None
+        best = self._next_rtcp if self._established else None
         for dtls in self._handshaking.values():
             t = dtls.endpoint.get_timer()
             if t is not None and (best is None or t < best):
@@ -237,16 +242,41 @@ class DtlsBridge:
         return best
 
     def handle_timer(self, now: float) -> None:
+        if self._established and self._next_rtcp is not None and now >= self._next_rtcp:
+            self._next_rtcp = now + RTCP_INTERVAL
+            for dtls in list(self._established.values()):
+                self._report(dtls, now)
         for dtls in list(self._handshaking.values()):
             t = dtls.endpoint.get_timer()
             if t is not None and t <= now:
                 was = dtls.established
                 dtls.timer(now, self.outbox)
-                self._after(dtls.stream, dtls, was)
+                self._after(dtls.stream, dtls, was, now)
 
-    def _after(self, s: Stream, dtls: DtlsStream, was: bool) -> None:
+    def _report(self, dtls: DtlsStream, now: float) -> None:
+        """RTCP towards the browser when the phone sends none (RFC 3550 §6: browsers'
+        statistics and bandwidth estimation expect receiver reports): an RR about what the
+        browser sends us, from the phone's SSRC, encrypted like the rest."""
+        s, p = dtls.stream, dtls.stream.peer
+        got = s.rtp_stats
+        if p is None or got.ssrc is None or now - p.rtcp_stats.last_packet < RTCP_INTERVAL:
+            return  # nothing to report on yet, or the phone reports for itself
+        reporter = p.rtp_stats.ssrc if p.rtp_stats.ssrc is not None else RELAY_SSRC
+        rr = receiver_report(reporter, got.ssrc, got.expected, got.rtp_packets, got.cycles + got.max_seq,
+                             int(got.jitter))
+        wire = dtls.protect(rr, True)
+        dest = dtls.destination()
+        if wire is None or dest is None or s.rtp_port is None:
+            return
+        self.outbox.append((s.rtp_port, dest, wire))
+        self._counters["media_rtcp_generated"] += 1
+
+    def _after(self, s: Stream, dtls: DtlsStream, was: bool, now: float) -> None:
         if dtls.established and not was:
             self._handshaking.pop(id(s), None)
+            self._established[id(s)] = dtls
+            if self._next_rtcp is None:
+                self._next_rtcp = now + RTCP_INTERVAL
             self._counters["media_dtls_established"] += 1
             self._events.append(DtlsEstablished(s.call.call_id, s.tag, s.index, dtls.srtp_profile))
         failure = dtls.failure
@@ -254,6 +284,7 @@ class DtlsBridge:
             dtls.reported = True
             dtls.srtp = None  # (a close_notify after the handshake: its keys are done too)
             self._handshaking.pop(id(s), None)
+            self._established.pop(id(s), None)
             closed = dtls.endpoint.closed
             if closed:
                 self._counters["media_dtls_closed"] += 1  # the browser hung up

@@ -82,7 +82,7 @@ class MediaRelay:
                 "media_offers", "media_answers", "media_deletes", "media_stun_relayed",
                 "media_srtp_dropped", "media_srtp_not_ready", "media_packets_dropped_no_consent",
                 "media_dtls_associations", "media_dtls_established", "media_dtls_failures",
-                "media_dtls_fingerprint_mismatch", "media_dtls_records", "media_dtls_closed",
+                "media_dtls_fingerprint_mismatch", "media_dtls_records", "media_dtls_closed", "media_rtcp_generated",
             ),
             0,
         )

@@ -47,3 +47,25 @@ class RtcpPacket:
         words = 1 + len(self.body) // 4
         b0 = 0x80 | (0x20 if self.padding else 0) | self.count
         return struct.pack("!BBHI", b0, self.packet_type, words, self.ssrc) + self.body
+
+
+RELAY_SSRC = 0x53495045  # "SIPE": the relay's own SSRC when it reports before the phone sent RTP
+
+
+def receiver_report(reporter_ssrc: int, source_ssrc: int, expected: int, received: int,
+                    extended_max_seq: int, jitter: int) -> bytes:
+    """An RR (RFC 3550 §6.4.2) with one report block about ``source_ssrc``: what the relay
+    sends a WebRTC party on behalf of a phone that sends no RTCP of its own (browsers'
+    statistics and bandwidth estimation expect reports). Cumulative counts; no LSR/DLSR."""
+    lost = max(0, expected - received)
+    fraction = min(255, (lost * 256) // expected) if expected > 0 else 0
+    block = struct.pack(
+        "!IIIIII",
+        source_ssrc,
+        (fraction << 24) | min(lost, 0x7FFFFF),
+        extended_max_seq & 0xFFFFFFFF,
+        max(0, jitter) & 0xFFFFFFFF,
+        0,
+        0,
+    )
+    return RtcpPacket(RR, 1, reporter_ssrc, block).serialize()

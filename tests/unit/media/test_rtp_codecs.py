@@ -107,3 +107,16 @@ def test_one_stray_sequence_number_keeps_the_loss_count() -> None:
     st.rtp(_pkt(50000, 0), 2.0)
     st.rtp(_pkt(50001, 160), 2.02)  # a confirmed jump: the source restarted its numbering
     assert st.expected == 1 and st.rtp_packets == 1 and st.lost == 0
+
+
+def test_receiver_report_for_a_silent_phone() -> None:
+    import struct
+
+    from sipedge.media.rtcp import RR, RtcpPacket, receiver_report
+
+    data = receiver_report(0x1111, 0x2222, expected=200, received=190, extended_max_seq=70000, jitter=12)
+    (rr,) = RtcpPacket.parse_compound(data)
+    assert rr.packet_type == RR and rr.count == 1 and rr.ssrc == 0x1111
+    source, lost_word, ext_seq, jitter, lsr, dlsr = struct.unpack("!IIIIII", rr.body)
+    assert source == 0x2222 and lost_word >> 24 == (10 * 256) // 200 and lost_word & 0xFFFFFF == 10
+    assert (ext_seq, jitter, lsr, dlsr) == (70000, 12, 0, 0)
