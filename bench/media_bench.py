@@ -12,11 +12,25 @@ generator and the relay are pinned to different cores, so they do not steal each
 time. rtpengine runs in userspace only (``--table=-1``: no kernel forwarding) with one
 thread, the fair comparison with a one-process Python relay.
 
+``--mode sdes`` (or ``--bridge``) makes every call a bridge: the caller's side is SRTP keyed
+by SDES (``RTP/SAVP`` with ``a=crypto``, AES_CM_128_HMAC_SHA1_80), the callee's plain RTP
+(``transport-protocol=RTP/AVP`` on the offer), so the relay unprotects one direction and
+protects the other. The SRTP sender's packets are protected up front with libsrtp
+(``SrtpTransform.from_sdes``), a fresh sequence number per packet and call (a replayed
+SRTP packet is dropped by the relay's replay window), so the generator costs what it
+costs in plain mode; the SRTP side counts what arrives without decrypting it, after one
+packet each way has been checked (the relay's SRTP decrypts with the key of its answer's
+``a=crypto``, the plain side receives the caller's RTP byte for byte). The same mode also
+measures DTLS handshakes: ``--handshakes`` in-process pairs of sipedge's ``DtlsContext``
+over memory, and the same number over UDP against each relay (the bench as the DTLS
+client of a ``UDP/TLS/RTP/SAVP`` leg, the relay the server), per relay CPU-second.
+
 ``--profile`` runs sipedge's relay under cProfile and prints where its time goes.
 
 Bounded: at most ``len(RATES)`` steps of ``--seconds`` each per relay, plus set-up.
 
-    python -m bench.media_bench [--streams 20] [--seconds 1.5] [--repeat 3] [--no-rtpengine] [--profile]
+    python -m bench.media_bench [--mode plain|sdes] [--streams 20] [--seconds 1.5] [--repeat 3]
+                                [--handshakes 200] [--no-rtpengine] [--profile]
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import argparse
 import os
 import pstats
 import re
+import select
 import shutil
 import signal
 import socket
@@ -43,6 +58,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from sipedge.media.ng import NgClient  # noqa: E402
 from sipedge.media.relay import Flags  # noqa: E402
 from sipedge.media.rtp import RtpPacket  # noqa: E402
+from sipedge.media.srtp import SrtpTransform, generate_sdes_key  # noqa: E402
+from sipedge.sdp import Fingerprint  # noqa: E402
+from sipedge.server.dtls import DtlsAssociation, DtlsContext  # noqa: E402
 
 RATES = (5_000, 10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 130_000, 160_000, 200_000, 250_000, 300_000)
 PAYLOAD = bytes(160)  # 20 ms of G.711
@@ -59,13 +77,15 @@ SIPEDGE_RUNNER = textwrap.dedent(
     except ImportError:
         pass
     from sipedge.config.media import MediaConfig
+    from sipedge.server.dtls import DtlsContext
     from sipedge.server.media import MediaServer
     from sipedge.server.ng import NgControlServer
 
     async def main():
         cfg = MediaConfig(listen="127.0.0.1", port_min=int(sys.argv[2]), port_max=int(sys.argv[3]),
                           timeout=600.0)
-        media = MediaServer(cfg)
+        dtls = DtlsContext(sys.argv[4]) if len(sys.argv) > 4 else None  # a data directory
+        media = MediaServer(cfg, dtls=dtls)
         NgControlServer(media, "127.0.0.1", int(sys.argv[1]))
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -92,10 +112,15 @@ def free_udp() -> int:
         return int(s.getsockname()[1])
 
 
-def sdp(port: int) -> bytes:
+SUITE = "AES_CM_128_HMAC_SHA1_80"
+CHECK_SSRC = 0x5EED  # the one packet each way checked before the load (not the load's SSRCs)
+SSRC_A, SSRC_B = 0xA11CE, 0xB0B
+
+
+def sdp(port: int, profile: str = "RTP/AVP", extra: str = "") -> bytes:
     return (
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        f"m=audio {port} {profile} 0\r\na=rtpmap:0 PCMU/8000\r\n{extra}"
     ).encode()
 
 
@@ -127,12 +152,37 @@ class Ng:
 @dataclass
 class Streams:
     """All calls share one caller socket ``a`` and one callee socket ``b``: each call has its
-    own relay ports, and one socket per side keeps the load generator's cost per packet low."""
+    own relay ports, and one socket per side keeps the load generator's cost per packet low.
+
+    ``srtp`` (``--mode sdes``): A's SRTP, protecting with the key A offered every call (each
+    call has its own replay window on the relay, so one protected packet serves every
+    call once); ``seq_a``/``seq_b`` are the next sequence numbers, which never repeat."""
 
     a: socket.socket
     b: socket.socket
     to_a_side: list[tuple[str, int]]  # per call, the relay port A sends to
     to_b_side: list[tuple[str, int]]  # per call, the relay port B sends to
+    srtp: SrtpTransform | None = None
+    seq_a: int = 0
+    seq_b: int = 0
+
+    def batches(self, per_call: int) -> tuple[list[bytes], list[bytes]]:
+        """The packets A and B send to each call in the next step, in order."""
+        if self.srtp is None:  # plain: 256 packets over and over, as the bench always did
+            base_a = [RtpPacket(0, i, i * 160, SSRC_A, PAYLOAD).serialize() for i in range(256)]
+            base_b = [RtpPacket(0, i, i * 160, SSRC_B, PAYLOAD).serialize() for i in range(256)]
+            return [base_a[i & 0xFF] for i in range(per_call)], [base_b[i & 0xFF] for i in range(per_call)]
+        protect = self.srtp.protect
+        a: list[bytes] = []
+        for seq in range(self.seq_a, self.seq_a + per_call):
+            wire = protect(RtpPacket(0, seq & 0xFFFF, seq * 160 & 0xFFFFFFFF, SSRC_A, PAYLOAD).serialize(), False)
+            assert wire is not None
+            a.append(wire)
+        b = [RtpPacket(0, seq & 0xFFFF, seq * 160 & 0xFFFFFFFF, SSRC_B, PAYLOAD).serialize()
+             for seq in range(self.seq_b, self.seq_b + per_call)]
+        self.seq_a += per_call
+        self.seq_b += per_call
+        return a, b
 
 
 def _port(reply: dict[str, object]) -> int:
@@ -143,22 +193,92 @@ def _port(reply: dict[str, object]) -> int:
     return int(m.group(1))
 
 
-def setup_streams(ng: Ng, n: int) -> Streams:
-    flags = Flags(ice="remove")
+def _profile_of(reply: dict[str, object]) -> str:
+    body = reply.get("sdp")
+    m = re.search(rb"m=audio \d+ (\S+)", body) if isinstance(body, bytes) else None
+    return m.group(1).decode() if m else "?"
+
+
+def _crypto(reply: dict[str, object]) -> tuple[str, str]:
+    """(suite, key parameter) of the one ``a=crypto`` line of a relay's SDP."""
+    body = reply.get("sdp")
+    m = re.search(rb"a=crypto:\d+ (\S+) (inline:[^\s|]+)", body) if isinstance(body, bytes) else None
+    if m is None:
+        raise RuntimeError(f"no a=crypto in the relay's answer to the SDES side: {body!r}")
+    return m.group(1).decode(), m.group(2).decode()
+
+
+def _sockets() -> tuple[socket.socket, socket.socket]:
     a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for s in (a, b):
         s.bind(("127.0.0.1", 0))
         s.setblocking(False)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    return a, b
+
+
+def setup_streams(ng: Ng, n: int, mode: str = "plain") -> Streams:
+    a, b = _sockets()
     to_a, to_b = [], []
+    if mode == "plain":
+        flags = Flags(ice="remove")
+        for i in range(n):
+            call_id = f"bench-{os.getpid()}-{time.monotonic_ns()}-{i}"
+            offer = ng.call(*ng.codec.offer(call_id, "ft", sdp(a.getsockname()[1]), flags))
+            answer = ng.call(*ng.codec.answer(call_id, "ft", "tt", sdp(b.getsockname()[1]), flags))
+            to_b.append(("127.0.0.1", _port(offer)))  # the offer went to B: B sends there
+            to_a.append(("127.0.0.1", _port(answer)))
+        return Streams(a, b, to_a, to_b)
+    # SDES (A) -> plain (B): the offer asks for RTP/AVP towards B; the answer, without the
+    # recipient's keys (Flags.for_answer), gives A the relay's RTP/SAVP with its a=crypto.
+    key = generate_sdes_key(SUITE)
+    offer_sdp = sdp(a.getsockname()[1], "RTP/SAVP", f"a=crypto:1 {SUITE} {key}\r\n")
+    flags = Flags(ice="remove", transport_protocol="RTP/AVP")
+    relay_key: tuple[str, str] | None = None
     for i in range(n):
         call_id = f"bench-{os.getpid()}-{time.monotonic_ns()}-{i}"
-        offer = ng.call(*ng.codec.offer(call_id, "ft", sdp(a.getsockname()[1]), flags))
-        answer = ng.call(*ng.codec.answer(call_id, "ft", "tt", sdp(b.getsockname()[1]), flags))
-        to_b.append(("127.0.0.1", _port(offer)))  # the offer went to B: B sends there
+        offer = ng.call(*ng.codec.offer(call_id, "ft", offer_sdp, flags))
+        answer = ng.call(*ng.codec.answer(call_id, "ft", "tt", sdp(b.getsockname()[1]), flags.for_answer()))
+        if _profile_of(offer) != "RTP/AVP" or _profile_of(answer) != "RTP/SAVP":
+            raise RuntimeError(f"not bridged: offer to B {_profile_of(offer)}, answer to A {_profile_of(answer)}")
+        if relay_key is None:
+            relay_key = _crypto(answer)
+        to_b.append(("127.0.0.1", _port(offer)))
         to_a.append(("127.0.0.1", _port(answer)))
-    return Streams(a, b, to_a, to_b)
+    assert relay_key is not None
+    # A protects with its key; its inbound key is call 0's (used once, by check_bridge).
+    srtp = SrtpTransform.from_sdes(relay_key[0], local=key, remote=relay_key[1])
+    streams = Streams(a, b, to_a, to_b, srtp)
+    check_bridge(streams)
+    return streams
+
+
+def _recv_one(sock: socket.socket, timeout: float = 2.0) -> bytes:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            return sock.recv(2048)
+        except BlockingIOError:
+            time.sleep(0.001)
+    raise RuntimeError("bridge check: nothing arrived")
+
+
+def check_bridge(streams: Streams) -> None:
+    """One packet each way on call 0 before the load: A's SRTP reaches B as A's RTP, byte
+    for byte; B's RTP reaches A as SRTP that decrypts with the relay's answered key."""
+    assert streams.srtp is not None
+    rtp = RtpPacket(0, 1, 160, CHECK_SSRC, PAYLOAD).serialize()
+    wire = streams.srtp.protect(rtp, False)
+    assert wire is not None
+    streams.a.sendto(wire, streams.to_a_side[0])
+    got = _recv_one(streams.b)
+    if got != rtp:
+        raise RuntimeError(f"bridge check: B got {got[:16].hex()}..., not A's RTP")
+    streams.b.sendto(rtp, streams.to_b_side[0])
+    got = _recv_one(streams.a)
+    if got == rtp or streams.srtp.unprotect(got, False) != rtp:
+        raise RuntimeError("bridge check: A's packet does not decrypt with the relay's a=crypto key")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -201,12 +321,11 @@ def run_rate(streams: Streams, rate: int, seconds: float, relay_pid: int) -> Ste
                     break
                 received += 1
 
-    pkts_a = [RtpPacket(0, i, i * 160, 0xA11CE, PAYLOAD).serialize() for i in range(256)]
-    pkts_b = [RtpPacket(0, i, i * 160, 0xB0B, PAYLOAD).serialize() for i in range(256)]
     send_a, send_b = streams.a.sendto, streams.b.sendto
     to_a, to_b = streams.to_a_side, streams.to_b_side
     n = len(to_a)
     total = int(rate * seconds)
+    pkts_a, pkts_b = streams.batches(total // (2 * n) + 1)
     sent = 0
     cpu0 = cpu_seconds(relay_pid)
     start = time.perf_counter()
@@ -216,9 +335,9 @@ def run_rate(streams: Streams, rate: int, seconds: float, relay_pid: int) -> Ste
             k = sent >> 1
             try:
                 if sent & 1:
-                    send_b(pkts_b[(k // n) & 0xFF], to_b[k % n])
+                    send_b(pkts_b[k // n], to_b[k % n])
                 else:
-                    send_a(pkts_a[(k // n) & 0xFF], to_a[k % n])
+                    send_a(pkts_a[k // n], to_a[k % n])
             except BlockingIOError:
                 drain()
                 continue
@@ -236,18 +355,109 @@ def run_rate(streams: Streams, rate: int, seconds: float, relay_pid: int) -> Ste
 class Result:
     best: int  # packets/s forwarded at < 1% loss
     per_cpu_second: float  # packets forwarded per relay CPU-second at that rate
+    handshakes_per_cpu_second: float | None = None  # DTLS handshakes served per relay CPU-second
 
     @property
     def calls_per_core(self) -> float:
         return self.per_cpu_second / CALL_PPS
 
 
-def measure(name: str, ng_port: int, proc: subprocess.Popen[bytes], streams_n: int, seconds: float) -> Result:
+def _pump(assoc: DtlsAssociation, sock: socket.socket, to: tuple[str, int], first: list[bytes],
+          deadline: float) -> None:
+    """Run one client association over ``sock`` until it has keys (or fails/times out)."""
+    for d in first:
+        sock.sendto(d, to)
+    while assoc.keys is None and assoc.failure is None:
+        now = time.monotonic()
+        if now > deadline:
+            raise RuntimeError("DTLS handshake with the relay timed out")
+        timer = assoc.get_timer()
+        wait = 0.05 if timer is None else max(0.0, min(0.05, timer - now))
+        ready, _, _ = select.select([sock], [], [], wait)
+        out = assoc.receive(sock.recv(4096), time.monotonic()) if ready else assoc.handle_timer(time.monotonic())
+        for d in out:
+            sock.sendto(d, to)
+    if assoc.failure is not None:
+        raise RuntimeError(f"DTLS handshake with the relay failed: {assoc.failure}")
+
+
+def network_handshakes(ng: Ng, n: int, relay_pid: int, client: DtlsContext) -> tuple[float, float]:
+    """``n`` DTLS-SRTP handshakes over UDP with the relay as the server: per call, B's plain
+    offer goes to A as ``UDP/TLS/RTP/SAVP`` (the relay offers actpass), A answers
+    ``a=setup:active`` with its fingerprint and handshakes as the client (the bench's
+    pyOpenSSL association). Calls are set up first; only the handshakes are timed.
+    Returns (handshakes/s, handshakes per relay CPU-second)."""
+    flags = Flags(ice="remove", transport_protocol="UDP/TLS/RTP/SAVP")
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b.bind(("127.0.0.1", 0))
+    calls: list[tuple[socket.socket, tuple[str, int], list[Fingerprint]]] = []
+    try:
+        for i in range(n):
+            a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            a.bind(("127.0.0.1", 0))
+            call_id = f"dtls-{os.getpid()}-{time.monotonic_ns()}-{i}"
+            offer = ng.call(*ng.codec.offer(call_id, "ft", sdp(b.getsockname()[1]), flags))
+            body = offer.get("sdp")
+            fps = re.findall(rb"a=fingerprint:(\S+) (\S+)", body) if isinstance(body, bytes) else []
+            if not fps or _profile_of(offer) != "UDP/TLS/RTP/SAVP":
+                raise RuntimeError(f"no DTLS offer towards A: {body!r}")
+            fp = client.fingerprint
+            answer_sdp = sdp(a.getsockname()[1], "UDP/TLS/RTP/SAVP",
+                             f"a=fingerprint:{fp.hash_func} {fp.value}\r\na=setup:active\r\n")
+            ng.call(*ng.codec.answer(call_id, "ft", "tt", answer_sdp, flags.for_answer()))
+            calls.append((a, ("127.0.0.1", _port(offer)), [Fingerprint(h.decode(), v.decode()) for h, v in fps]))
+        cpu0 = cpu_seconds(relay_pid)
+        start = time.perf_counter()
+        for a, to, remote in calls:
+            assoc = client("client", remote)
+            _pump(assoc, a, to, assoc.start(time.monotonic()), time.monotonic() + 5)
+        elapsed = time.perf_counter() - start
+        time.sleep(0.05)  # the relay's last flight is sent, its CPU counted
+        cpu = cpu_seconds(relay_pid) - cpu0
+    finally:
+        b.close()
+        for a, _, _ in calls:
+            a.close()
+    return n / elapsed, (n / cpu if cpu > 0 else 0.0)
+
+
+def memory_handshakes(n: int) -> tuple[float, float]:
+    """``n`` handshakes between two of sipedge's DtlsContexts in this process, datagrams
+    passed in memory (no sockets). Returns (pairs/s, server side handshakes per
+    CPU-second: only the time inside the server association's calls)."""
+    with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
+        server_ctx, client_ctx = DtlsContext(d1), DtlsContext(d2)
+        in_server = 0.0
+        start = time.perf_counter()
+        for _ in range(n):
+            now = time.monotonic()
+            client = client_ctx("client", [server_ctx.fingerprint])
+            t = time.perf_counter()
+            server = server_ctx("server", [client_ctx.fingerprint])
+            server.start(now)
+            in_server += time.perf_counter() - t
+            to_server = client.start(now)
+            for _ in range(10):
+                t = time.perf_counter()
+                to_client = [d for dg in to_server for d in server.receive(dg, now)]
+                in_server += time.perf_counter() - t
+                to_server = [d for dg in to_client for d in client.receive(dg, now)]
+                if client.keys is not None and server.keys is not None:
+                    break
+            if client.keys is None or server.keys is None or client.keys.local != server.keys.remote:
+                raise RuntimeError(f"in-memory DTLS handshake failed: {client.failure or server.failure}")
+        elapsed = time.perf_counter() - start
+    return n / elapsed, n / in_server
+
+
+def measure(name: str, ng_port: int, proc: subprocess.Popen[bytes], streams_n: int, seconds: float,
+            mode: str = "plain", handshakes: int = 0) -> Result:
     ng = Ng(ng_port)
     ng.wait_ready()
-    streams = setup_streams(ng, streams_n)
+    streams = setup_streams(ng, streams_n, mode)
     best: Step | None = None
-    print(f"== {name}: {streams_n} calls, two-way, {seconds:.1f} s per step")
+    kind = "SRTP (SDES) <-> RTP bridged" if mode == "sdes" else "two-way"
+    print(f"== {name}: {streams_n} calls, {kind}, {seconds:.1f} s per step")
     try:
         for rate in RATES:
             step = run_rate(streams, rate, seconds, proc.pid)
@@ -263,6 +473,12 @@ def measure(name: str, ng_port: int, proc: subprocess.Popen[bytes], streams_n: i
     result = Result(best.rate if best else 0, best.per_cpu_second if best else 0.0)
     print(f"   -> {result.best} packets/s forwarded at < 1% loss; {result.per_cpu_second:.0f} packets per "
           f"CPU-second = {result.calls_per_core:.0f} G.711 calls per core")
+    if handshakes:
+        with tempfile.TemporaryDirectory() as tmp:
+            hs_rate, per_cpu = network_handshakes(ng, handshakes, proc.pid, DtlsContext(tmp))
+        result.handshakes_per_cpu_second = per_cpu
+        print(f"   DTLS: {handshakes} handshakes over UDP (relay = server) at {hs_rate:.0f}/s "
+              f"(client-bound), {per_cpu:.0f} per relay CPU-second")
     return result
 
 
@@ -282,22 +498,27 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def bench_sipedge(streams: int, seconds: float, profile: Path | None = None) -> Result:
+def bench_sipedge(streams: int, seconds: float, profile: Path | None = None, mode: str = "plain",
+                  handshakes: int = 0) -> Result:
     ng_port = free_udp()
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     if profile is not None:
         env["SIPEDGE_BENCH_PROFILE"] = str(profile)
-    proc = subprocess.Popen([sys.executable, "-c", SIPEDGE_RUNNER, str(ng_port), "47000", "47999"],
-                            stdout=subprocess.PIPE, env=env, preexec_fn=lambda: pin(RELAY_CPU))
-    try:
-        assert proc.stdout is not None
-        proc.stdout.readline()
-        return measure("sipedge" + (" (under cProfile)" if profile else ""), ng_port, proc, streams, seconds)
-    finally:
-        stop(proc)
+    with tempfile.TemporaryDirectory() as data_dir:
+        argv = [sys.executable, "-c", SIPEDGE_RUNNER, str(ng_port), "44000", "46999"]
+        if handshakes:
+            argv.append(data_dir)  # a DTLS certificate for the relay
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env, preexec_fn=lambda: pin(RELAY_CPU))
+        try:
+            assert proc.stdout is not None
+            proc.stdout.readline()
+            return measure("sipedge" + (" (under cProfile)" if profile else ""), ng_port, proc, streams,
+                           seconds, mode, handshakes)
+        finally:
+            stop(proc)
 
 
-def bench_rtpengine(streams: int, seconds: float) -> Result | None:
+def bench_rtpengine(streams: int, seconds: float, mode: str = "plain", handshakes: int = 0) -> Result | None:
     binary = shutil.which("rtpengine") or "/usr/bin/rtpengine"
     if not Path(binary).exists():
         print("== rtpengine: not installed (Debian package rtpengine-daemon); skipped")
@@ -307,7 +528,7 @@ def bench_rtpengine(streams: int, seconds: float) -> Result | None:
         conf = Path(tmp) / "rtpengine.conf"
         conf.write_text("[rtpengine]\n")
         cmd = [binary, "--config-file", str(conf), "--foreground", "--interface=127.0.0.1",
-               f"--listen-ng=127.0.0.1:{ng_port}", "--port-min=48000", "--port-max=48999",
+               f"--listen-ng=127.0.0.1:{ng_port}", "--port-min=50000", "--port-max=52999",
                "--table=-1", "--log-level=3", "--log-stderr", "--num-threads=1",
                f"--pidfile={tmp}/rtpengine.pid"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -318,7 +539,7 @@ def bench_rtpengine(streams: int, seconds: float) -> Result | None:
                 err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
                 print(f"== rtpengine: failed to start: {err[-400:]}")
                 return None
-            return measure("rtpengine (userspace, 1 thread)", ng_port, proc, streams, seconds)
+            return measure("rtpengine (userspace, 1 thread)", ng_port, proc, streams, seconds, mode, handshakes)
         finally:
             stop(proc)
 
@@ -338,16 +559,30 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3,
                    help="alternate the relays this many times and compare medians (the machine "
                         "is shared: single runs are noisy)")
+    p.add_argument("--mode", choices=("plain", "sdes"), default="plain",
+                   help="plain: RTP both sides (the default); sdes: every call bridges SDES-SRTP to RTP")
+    p.add_argument("--bridge", dest="mode", action="store_const", const="sdes", help="same as --mode sdes")
+    p.add_argument("--handshakes", type=int, default=None,
+                   help="DTLS handshakes to time, in memory and against each relay over UDP "
+                        "(default 200 with --mode sdes, none in plain mode)")
     args = p.parse_args()
+    mode = args.mode
+    handshakes = args.handshakes if args.handshakes is not None else (200 if mode == "sdes" else 0)
     pin(GENERATOR_CPU)
     if (os.cpu_count() or 1) > 1:
         print(f"load generator on CPU {GENERATOR_CPU}, relay under test on CPU {RELAY_CPU}")
+    memory: list[tuple[float, float]] = []
     ours: list[Result] = []
     theirs: list[Result] = []
     for _ in range(max(1, args.repeat)):
-        ours.append(bench_sipedge(args.streams, args.seconds))
+        if handshakes:
+            pairs, served = memory_handshakes(handshakes)
+            memory.append((pairs, served))
+            print(f"== sipedge DTLS in memory: {handshakes} handshakes, {pairs:.0f} pairs/s in one process, "
+                  f"server side {served:.0f} per CPU-second")
+        ours.append(bench_sipedge(args.streams, args.seconds, mode=mode, handshakes=handshakes))
         if not args.no_rtpengine:
-            r = bench_rtpengine(args.streams, args.seconds)
+            r = bench_rtpengine(args.streams, args.seconds, mode, handshakes)
             if r is not None:
                 theirs.append(r)
 
@@ -358,16 +593,33 @@ def main() -> int:
               f"{per_cpu:.0f} packets per CPU-second = {per_cpu / CALL_PPS:.0f} calls per core")
         return rate, per_cpu
 
+    def handshake_summary(name: str, results: list[Result]) -> float | None:
+        values = [r.handshakes_per_cpu_second for r in results if r.handshakes_per_cpu_second is not None]
+        if not values:
+            return None
+        median = statistics.median(values)
+        print(f"{name} DTLS median: {median:.0f} handshakes per relay CPU-second over {[round(v) for v in values]}")
+        return median
+
+    if mode == "sdes":
+        print("(bridged calls: SDES-SRTP on one side, RTP on the other)")
     ours_rate, ours_cpu = summary("sipedge", ours)
+    ours_hs = handshake_summary("sipedge", ours)
+    if memory:
+        print(f"sipedge DTLS in memory median: {statistics.median(m[0] for m in memory):.0f} pairs/s, server side "
+              f"{statistics.median(m[1] for m in memory):.0f} handshakes per CPU-second")
     if theirs:
         theirs_rate, theirs_cpu = summary("rtpengine", theirs)
+        theirs_hs = handshake_summary("rtpengine", theirs)
         if theirs_rate:
             print(f"ratio sipedge / rtpengine: forwarded at < 1% loss {ours_rate / theirs_rate:.2f}, "
                   f"calls per core {ours_cpu / theirs_cpu:.2f}" if theirs_cpu else "")
+        if ours_hs and theirs_hs:
+            print(f"ratio sipedge / rtpengine: DTLS handshakes per relay CPU-second {ours_hs / theirs_hs:.2f}")
     if args.profile:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "relay.prof"
-            bench_sipedge(args.streams, args.seconds, profile=path)
+            bench_sipedge(args.streams, args.seconds, profile=path, mode=mode)
             show_profile(path)
     return 0
 
