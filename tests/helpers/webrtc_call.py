@@ -215,7 +215,7 @@ class Baresip:
     (``ausine``), and everything it decodes dumped to WAV files (``sndfile``) so the test
     can tell the browser's tone from silence. Auto-answers calls."""
 
-    def __init__(self, server: Server, folder: Path) -> None:
+    def __init__(self, server: Server, folder: Path, sdes: bool = False) -> None:
         from helpers.ports import free_port
 
         self.folder = folder
@@ -224,12 +224,14 @@ class Baresip:
         (folder / "config").write_text(
             f"sip_listen {server.host}:{port}\nnet_interface v0\nmodule_path /usr/lib/baresip/modules\n"
             "module g711.so\nmodule ausine.so\nmodule aubridge.so\nmodule sndfile.so\nmodule_app account.so\n"
+            + ("module srtp.so\n" if sdes else "") +
             f"module_app menu.so\naudio_source ausine,440\naudio_player aubridge,sink\nsnd_path {folder}\n"
             "ausrc_srate 48000\nauplay_srate 48000\nausrc_channels 2\nauplay_channels 2\n"  # ausine: 48 kHz stereo
         )
         (folder / "accounts").write_text(
             f"<sip:bob@{server.host}>;auth_pass={USERS['bob']};answermode=auto;regint=300;"
-            f'audio_codecs=PCMU/8000/1;outbound="sip:{server.host}:{server.udp};transport=udp"\n'
+            f'audio_codecs=PCMU/8000/1;outbound="sip:{server.host}:{server.udp};transport=udp"'
+            + (";mediaenc=srtp-mand" if sdes else "") + "\n"
         )
         self.server = server
         self.proc: subprocess.Popen[bytes] | None = None
@@ -477,8 +479,8 @@ async def browser_calls_baresip(server: Server, folder: Path) -> dict[str, Any]:
     return out
 
 
-async def baresip_calls_browser(server: Server, folder: Path) -> dict[str, Any]:
-    browser, phone = Browser(server), Baresip(server, folder / "baresip")
+async def baresip_calls_browser(server: Server, folder: Path, sdes: bool = False) -> dict[str, Any]:
+    browser, phone = Browser(server), Baresip(server, folder / "baresip", sdes=sdes)
     out: dict[str, Any] = {}
     try:
         assert (await asyncio.to_thread(browser.ua.register)).status == 200
@@ -577,7 +579,12 @@ SCENARIOS: dict[str, Callable[[Routing], Any]] = {
     "relay-reports-rtcp-to-the-browser": lambda route: browser_calls_phone(route, "rtcp"),
 }
 SERVER_SCENARIOS = {"early-media-then-hold": early_media_then_hold}
-FOLDER_SCENARIOS = {"browser-calls-baresip": browser_calls_baresip, "baresip-calls-browser": baresip_calls_browser}
+FOLDER_SCENARIOS = {
+    "browser-calls-baresip": browser_calls_baresip,
+    "baresip-calls-browser": baresip_calls_browser,
+    # baresip with mediaenc=srtp-mand offers RTP/SAVP with SDES keys: bridged SDES <-> DTLS
+    "sdes-baresip-calls-browser": lambda server, folder: baresip_calls_browser(server, folder, sdes=True),
+}
 
 
 TURN_SECRET = "bridge-test-secret"

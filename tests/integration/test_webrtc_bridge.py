@@ -103,7 +103,7 @@ def test_a_browser_whose_certificate_does_not_match_its_fingerprint_gets_nothing
 
 
 @pytest.mark.skipif(shutil.which("baresip") is None, reason="needs Debian baresip-core")
-@pytest.mark.parametrize("scenario", ["browser-calls-baresip", "baresip-calls-browser"])
+@pytest.mark.parametrize("scenario", ["browser-calls-baresip", "baresip-calls-browser", "sdes-baresip-calls-browser"])
 def test_browser_and_baresip_hear_each_other(tmp_path: Path, scenario: str) -> None:
     """A real SIP phone (baresip, G.711, a sine as its microphone, what it decodes dumped
     to a WAV file) and the WebRTC endpoint, each calling the other through sipedge serve."""
@@ -113,6 +113,9 @@ def test_browser_and_baresip_hear_each_other(tmp_path: Path, scenario: str) -> N
     assert out["browser_voiced"] > 50, why  # baresip's sine, encrypted by the relay
     assert out["baresip_energy"] > 500, why  # the browser's tone, decrypted, decoded by baresip
     assert out["metrics"]["media_dtls_established"] >= 1
+    if scenario.startswith("sdes"):  # baresip offered RTP/SAVP with SDES keys: SDES <-> DTLS
+        assert "SRTP is Enabled" in out["baresip_log"], why
+        assert "a=crypto" not in out["offer_to_browser"] and "UDP/TLS/RTP/SAVPF" in out["offer_to_browser"]
 
 
 def test_early_media_then_hold_and_resume_keep_one_association(tmp_path: Path) -> None:
