@@ -25,7 +25,7 @@ from ..sdp import Fingerprint, MediaSection, SessionDescription
 from .model import DtlsEstablished, DtlsFailed, Event, Stream
 from .rtcp import RELAY_SSRC, receiver_report
 from .secure import DtlsEndpoint, DtlsFactory
-from .srtp import SrtpTransform
+from .srtp import KeyedLater, SrtpTransform
 
 Outbox = list[tuple[int, Address, bytes]]  # (local port, destination, datagram)
 RTCP_INTERVAL = 5.0  # seconds between the relay's own RTCP reports (RFC 3550 §6.2 minimum)
@@ -80,33 +80,24 @@ def our_setup(offer: bool, party_setup: str | None, asked: str | None) -> str:
     return "active" if asked == "active" else "passive"
 
 
-class DtlsStream:
+class DtlsStream(KeyedLater):
     """DTLS-SRTP terminated on one stream facing a DTLS party."""
 
-    __slots__ = ("endpoint", "fingerprints", "ice_ufrag", "remote", "reported", "role", "srtp",
+    __slots__ = ("endpoint", "fingerprints", "ice_ufrag", "remote", "reported", "role",
                  "srtp_profile", "started", "stream")
 
     def __init__(self, stream: Stream, endpoint: DtlsEndpoint, role: str,
                  fingerprints: tuple[Fingerprint, ...], ice_ufrag: str | None) -> None:
+        super().__init__()
         self.stream = stream
         self.endpoint = endpoint
         self.role = role
         self.fingerprints = fingerprints
         self.ice_ufrag = ice_ufrag  # the party's: a new one is an ICE restart
         self.remote: Address | None = None  # where the association's datagrams go
-        self.srtp: SrtpTransform | None = None
         self.srtp_profile = ""
         self.started = False  # (a client's first flight went out)
         self.reported = False  # (its failure was counted)
-
-    # -- the transforms the packet path calls ----------------------------------------------
-    def unprotect(self, data: bytes, rtcp: bool) -> bytes | None:
-        srtp = self.srtp
-        return None if srtp is None else srtp.unprotect(data, rtcp)
-
-    def protect(self, data: bytes, rtcp: bool) -> bytes | None:
-        srtp = self.srtp
-        return None if srtp is None else srtp.protect(data, rtcp)
 
     # -- the association ----------------------------------------------------------------
     def destination(self) -> Address | None:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from ..errors import ParseError
 from ..sdp import Crypto
 from .model import RelayError
-from .srtp import SdesKeyParams, SrtpTransform, generate_sdes_key
+from .srtp import KeyedLater, SdesKeyParams, SrtpTransform, generate_sdes_key
 
 OFFERED_SUITES: tuple[str, ...] = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM")
 """The suites we offer an SDES party, in order (rtpengine's order for these three)."""
@@ -75,28 +75,19 @@ def choose_offered(lines: Sequence[str], suites: Sequence[str]) -> tuple[Crypto,
     raise refuse("no usable a=crypto line: " + "; ".join(reasons))
 
 
-class SdesStream:
+class SdesStream(KeyedLater):
     """SDES-SRTP facing one party: our keys per suite, what we offered it, and the
     transform once both keys of one suite are known."""
 
-    __slots__ = ("keys", "offered", "remote", "srtp", "suite", "tag")
+    __slots__ = ("keys", "offered", "remote", "suite", "tag")
 
     def __init__(self) -> None:
+        super().__init__()
         self.keys: dict[str, SdesKeyParams] = {}  # ours, per suite (kept across re-offers)
         self.offered: dict[int, str] = {}  # tag -> suite of our last offer to the party
         self.suite: str | None = None
         self.tag: int | None = None
         self.remote: SdesKeyParams | None = None  # the party's key
-        self.srtp: SrtpTransform | None = None
-
-    # -- the transforms the packet path calls ----------------------------------------------
-    def unprotect(self, data: bytes, rtcp: bool) -> bytes | None:
-        srtp = self.srtp
-        return None if srtp is None else srtp.unprotect(data, rtcp)
-
-    def protect(self, data: bytes, rtcp: bool) -> bytes | None:
-        srtp = self.srtp
-        return None if srtp is None else srtp.protect(data, rtcp)
 
     # -- offer/answer -------------------------------------------------------------------
     def key(self, suite: str) -> SdesKeyParams:

@@ -277,3 +277,22 @@ def _bad(message: str) -> ParseError:
     # 488 Not Acceptable Here: the offer/answer code refuses an SDP whose only crypto
     # line is unusable.
     return ParseError(message, (488, "Not Acceptable Here"))
+
+
+class KeyedLater:
+    """The packet path's ``ingress``/``egress`` for a party whose SRTP keys arrive later (a
+    DTLS handshake, an SDES answer): packets are dropped (None) until :attr:`srtp` is set.
+    Base of ``bridge.DtlsStream`` and ``sdes.SdesStream``."""
+
+    __slots__ = ("srtp",)
+
+    def __init__(self) -> None:
+        self.srtp: SrtpTransform | None = None
+
+    def unprotect(self, data: bytes, rtcp: bool) -> bytes | None:
+        srtp = self.srtp
+        return None if srtp is None else srtp.unprotect(data, rtcp)
+
+    def protect(self, data: bytes, rtcp: bool) -> bytes | None:
+        srtp = self.srtp
+        return None if srtp is None else srtp.protect(data, rtcp)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime
 import enum
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -39,6 +38,7 @@ from ..errors import ConfigError, UsageError
 from ..media.secure import SRTP_PROFILES, SrtpKeys
 from ..media.srtp import PROFILE_KEY_LENGTHS
 from ..sdp import Fingerprint
+from . import tls
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +99,7 @@ def ensure_dtls_certificate(
     fix) when only one of the two files exists, or a file is unreadable or corrupt."""
     cert_p, key_p = dtls_certificate_paths(data_dir)
     now = now or datetime.datetime.now(datetime.UTC)
-    cert_ok, key_ok = _present(cert_p), _present(key_p)
-    if cert_ok != key_ok:
-        have, missing = (cert_p, key_p) if cert_ok else (key_p, cert_p)
-        raise ConfigError(
-            f"dtls: {have} exists but {missing} does not; delete {have} to have a new "
-            "DTLS certificate generated"
-        )
-    if cert_ok:
+    if tls.pair_present(cert_p, key_p, "dtls", "delete {have} to have a new DTLS certificate generated"):
         cert, _key = _load(cert_p, key_p)
         if cert.not_valid_after_utc - RENEW_BEFORE > now:
             return DtlsCertificate(cert_p, key_p, _fingerprint(cert), cert.not_valid_after_utc)
@@ -431,13 +424,6 @@ def _fingerprint(cert: x509.Certificate) -> Fingerprint:
     return Fingerprint("sha-256", _hex(cert.fingerprint(hashes.SHA256())))
 
 
-def _present(p: Path) -> bool:
-    try:
-        return p.stat().st_size > 0
-    except OSError:
-        return False
-
-
 def _load(cert_p: Path, key_p: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     fix = "delete both files to have a new DTLS certificate generated"
     try:
@@ -483,8 +469,8 @@ def _generate(cert_p: Path, key_p: Path, now: datetime.datetime) -> x509.Certifi
     )
     try:
         cert_p.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(key_p, key_pem, 0o600)
-        _write_atomic(cert_p, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        tls.write_atomic(key_p, key_pem, 0o600)
+        tls.write_atomic(cert_p, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     except OSError as exc:
         raise ConfigError(
             f"dtls: cannot write the generated certificate to {cert_p} / {key_p}: {exc.strerror}; "
@@ -493,14 +479,3 @@ def _generate(cert_p: Path, key_p: Path, now: datetime.datetime) -> x509.Certifi
     return cert
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write through a temporary file so that a crash never leaves half a key that the
-    next start would report as corrupt."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)

@@ -48,14 +48,7 @@ def ensure_certificate(
     both are empty), generate a self-signed one there. Raises ConfigError naming the file
     when only one exists or a file cannot be read, parsed or written."""
     cert_p, key_p = Path(cert_path), Path(key_path)
-    cert_ok, key_ok = _present(cert_p), _present(key_p)
-    if cert_ok != key_ok:
-        have, missing = (cert_p, key_p) if cert_ok else (key_p, cert_p)
-        raise ConfigError(
-            f"tls: {have} exists but {missing} does not; give both files, or neither to "
-            "generate a self-signed certificate"
-        )
-    if not cert_ok:
+    if not pair_present(cert_p, key_p, "tls", "give both files, or neither to generate a self-signed certificate"):
         _generate(cert_p, key_p, hostnames)
     fp = fingerprint(cert_p)
     try:  # the pair must load together
@@ -133,6 +126,17 @@ def _load_ca(ctx: ssl.SSLContext, ca: str | Path | None) -> None:
         raise ConfigError(f"tls.ca: cannot load {ca}: {exc}") from exc
 
 
+def pair_present(cert_p: Path, key_p: Path, section: str, fix: str) -> bool:
+    """Whether a certificate and its key are both there (non-empty); ConfigError naming
+    the one that is missing when only one is (``fix``: what to do, ``{have}`` for the one
+    present). Shared by the SIP TLS and the DTLS certificates."""
+    cert_ok, key_ok = _present(cert_p), _present(key_p)
+    if cert_ok != key_ok:
+        have, missing = (cert_p, key_p) if cert_ok else (key_p, cert_p)
+        raise ConfigError(f"{section}: {have} exists but {missing} does not; {fix.format(have=have)}")
+    return cert_ok
+
+
 def _present(p: Path) -> bool:
     try:
         return p.stat().st_size > 0
@@ -196,7 +200,7 @@ def _generate(cert_p: Path, key_p: Path, hostnames: Iterable[str]) -> None:
     try:
         key_p.parent.mkdir(parents=True, exist_ok=True)
         cert_p.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(key_p, key_pem)
+        write_atomic(key_p, key_pem, 0o600)
         cert_p.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     except OSError as exc:
         raise ConfigError(
@@ -205,11 +209,14 @@ def _generate(cert_p: Path, key_p: Path, hostnames: Iterable[str]) -> None:
         ) from exc
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write through a temporary file so that a crash never leaves half a key that the
+    next start would report as corrupt (``mode`` is set before any byte is written)."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, data)
+        os.fchmod(fd, mode)
     finally:
         os.close(fd)
     os.replace(tmp, path)
