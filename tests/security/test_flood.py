@@ -213,3 +213,48 @@ def test_challenges_are_stateless_and_not_retransmitted(tmp_path: Path) -> None:
     assert live <= live_before  # nothing held for them (was n more, each for 64*T1)
     assert after["sip_acks_absorbed"] == n
     assert after["sip_tx_stateless_replies"] >= n
+
+
+def _options(source: str, port: int, i: int) -> bytes:
+    return (
+        f"OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {source}:{port};branch=z9hG4bKopt{i}\r\n"
+        f"From: <sip:probe@{source}>;tag=o{i}\r\nTo: <sip:{DOMAIN}>\r\nCall-ID: opt-{source}-{i}\r\n"
+        "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def _answered(server: Server, source: str, count: int) -> int:
+    """Send ``count`` OPTIONS from ``source`` one after another; how many got a 200."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        s.settimeout(0.3)
+        port = s.getsockname()[1]
+        got = 0
+        for i in range(count):
+            s.sendto(_options(source, port, i), (server.host, server.udp))
+            try:
+                if s.recv(65535).startswith(b"SIP/2.0 200"):
+                    got += 1
+            except TimeoutError:
+                pass
+        return got
+
+
+def test_request_limit_window_ban_time_and_trusted_sources(tmp_path: Path) -> None:
+    """``max_requests`` per ``window`` bans a source, which is answered again after
+    ``ban_time``; ``trusted`` networks and ``sip.trusted_peers`` are never banned."""
+    with running_server(
+        tmp_path, users=USERS, log_level="info", sip='trusted_peers = ["127.0.0.5"]',
+        extra='[sip.flood]\nmax_requests = 10\nwindow = 30.0\nban_time = 4.0\ntrusted = ["127.0.0.6"]\n',
+    ) as srv:
+        assert _answered(srv, "127.0.0.4", 15) == 10  # the 11th crosses the line: banned
+        assert _answered(srv, "127.0.0.4", 1) == 0  # still banned, dropped unread
+        assert _answered(srv, "127.0.0.5", 15) == 15  # a trusted peer
+        assert _answered(srv, "127.0.0.6", 15) == 15  # a trusted network
+        time.sleep(4.1)  # (the ban began under 2 s ago)
+        assert _answered(srv, "127.0.0.4", 1) == 1  # the ban is over
+        stats = metrics(srv)
+        log = srv.log_text()
+    assert stats["sip_flood_bans"] == 1
+    assert "source 127.0.0.4 banned for 4 s: more than 10 requests" in log
+    assert "source 127.0.0.4 unbanned" in log
