@@ -53,6 +53,11 @@ class GeneralConfig:
         "(0 = CPython's schedule)",
         non_negative,
     )
+    control_socket: str = option(
+        "",
+        "Unix socket that `sipedge ctl` talks to, readable by this user only (empty = "
+        '<data_dir>/control.sock; "off" = none)',
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,3 +40,9 @@ class WebConfig:
     metrics_token: str = option(
         "", "token that also opens /metrics from anywhere, sent as Authorization: Bearer <token> (empty = none)"
     )
+    api: bool = option(True, "serve the admin API under /api/ (the commands of `sipedge ctl`, behind admin_token)")
+    admin_token: str = option(
+        "",
+        "token of the admin API, sent as Authorization: Bearer <token> (empty = one generated "
+        "on first start and kept in <data_dir>/admin.token)",
+    )

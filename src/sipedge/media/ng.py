@@ -293,7 +293,7 @@ class NgServer:
     def _delete(self, req: dict[str, Any], now: float) -> dict[str, Any]:
         call_id = self._need(req, "call-id")
         call = self.relay.query(call_id)
-        summary = self._summary(call_id, now) if call is not None else None
+        summary = self.summary(call_id, now) if call is not None else None
         to_tag = _str(req.get("to-tag")) or None
         branch_only = bool(_str(req.get("via-branch"))) and to_tag is not None
         totals = self.relay.delete(call_id, now, _str(req.get("from-tag")) or None, to_tag, branch_only)
@@ -308,7 +308,7 @@ class NgServer:
 
     def _query(self, req: dict[str, Any], now: float) -> dict[str, Any]:
         call_id = self._need(req, "call-id")
-        summary = self._summary(call_id, now)
+        summary = self.summary(call_id, now)
         if summary is None:
             return {"result": "error", "error-reason": "Unknown call-id"}
         return {"result": "ok", **summary}
@@ -324,7 +324,8 @@ class NgServer:
         wall = self._wall() if self._wall is not None else now
         return int(t + (wall - now)) if t else 0
 
-    def _summary(self, call_id: str, now: float) -> dict[str, Any] | None:
+    def summary(self, call_id: str, now: float) -> dict[str, Any] | None:
+        """A call as rtpengine's ``query`` reply shows it (also ``sipedge ctl media query``)."""
         call = self.relay.query(call_id)
         if call is None:
             return None

@@ -343,6 +343,8 @@ class ProxyCore:
         """A line per source banned or unbanned, at most _FLOOD_LINES a second (a flood
         from many sources must not become a flood of log lines)."""
         for ev in self.flood.events():
+            if isinstance(ev, pike.SourceBanned) and ev.reason == "operator":
+                continue  # the control API logs what the operator did
             if now >= self._flood_log_at:
                 self._flood_log_at, self._flood_lines = now + 1.0, 0
             if self._flood_lines >= _FLOOD_LINES:

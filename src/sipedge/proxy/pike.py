@@ -14,7 +14,8 @@ Trusted networks are never counted against (checked only when a source crosses a
 threshold, so the common path stays one dictionary lookup).
 
 Bans end at :meth:`handle_timer`; :meth:`events` reports bans starting and ending, for
-the application to log.
+the application to log. An operator lists, adds and lifts bans through :meth:`bans`,
+:meth:`ban` and :meth:`lift` (``sipedge ctl ban ...``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from ..config.sip import SipConfig
 
 @dataclass(frozen=True, slots=True)
 class SourceBanned:
-    """``source`` crossed a threshold (``reason``: "requests" or "challenges")."""
+    """``source`` crossed a threshold (``reason``: "requests" or "challenges"), or an
+    operator banned it ("operator")."""
 
     source: str
     reason: str
@@ -129,6 +131,29 @@ class FloodDetector:
         self._ban(source, "challenges", now)
         return False
 
+    # -- the operator's view (sipedge ctl ban ...) --------------------------------------
+    def bans(self, now: float) -> list[tuple[str, float, int]]:
+        """(source, seconds left, messages dropped) of every ban, the first to end first."""
+        return [(source, max(0.0, ban.until - now), ban.dropped) for source, ban in self._bans.items()]
+
+    def ban(self, source: str, seconds: float, now: float) -> None:
+        """Ban ``source`` (an IP address) for ``seconds`` from ``now``, whatever its counts
+        and even if trusted; a ban already in place is replaced."""
+        self._bans.pop(source, None)
+        last = next(reversed(self._bans.values()), None)
+        self._ban(source, "operator", now, seconds)
+        if last is not None and last.until > now + seconds:
+            # bans are kept in order of expiry for get_timer/handle_timer
+            self._bans = dict(sorted(self._bans.items(), key=lambda item: item[1].until))
+
+    def lift(self, source: str) -> bool:
+        """End ``source``'s ban now; False when it was not banned."""
+        ban = self._bans.pop(source, None)
+        if ban is None:
+            return False
+        self._events.append(SourceUnbanned(source, ban.dropped))
+        return True
+
     # -- timer and events ----------------------------------------------------------------
     def get_timer(self) -> float | None:
         """When the oldest ban ends (None without bans)."""
@@ -195,12 +220,12 @@ class FloodDetector:
             return True
         return False
 
-    def _ban(self, source: str, reason: str, now: float) -> None:
+    def _ban(self, source: str, reason: str, now: float, seconds: float | None = None) -> None:
         bans = self._bans
         if len(bans) >= self.config.max_sources:
             oldest = next(iter(bans))
             self._events.append(SourceUnbanned(oldest, bans.pop(oldest).dropped))
-        until = now + self.config.ban_time
+        until = now + (self.config.ban_time if seconds is None else seconds)
         bans[source] = _Ban(until)
         self._sources.pop(source, None)  # counted afresh once the ban is over
         self.counters["sip_flood_bans"] += 1

@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from ..store.turn_users import TurnUserStore
 from ..stun import server as stun_server
 from ..web.server import WebServer
 from . import tls, turn_http
+from .control import Control, ControlSocket, add_api_routes, control_socket_path
 from .dns import DnsResolver
 from .dtls import DtlsContext
 from .gcschedule import GcSchedule
@@ -149,6 +151,11 @@ class SipService:
         if self.core is not None:
             self.core.flow_closed(flow, self.loop.time())
             self._flush()
+
+    def kick(self) -> None:
+        """Send what the core has to send and re-arm its timer, after a change made from
+        outside a message or a timer (``sipedge ctl ban add``)."""
+        self._flush()
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -277,6 +284,7 @@ class App:
         self.db: SqliteDatabase | None = None
         self.sip: SipService | None = None
         self.cert_path: Path | None = None
+        self.cert_key: Path | None = None
         self.fingerprint: str = ""
         self.web: WebServer | None = None
         self.media: MediaServer | None = None
@@ -288,6 +296,9 @@ class App:
         self.gc = GcSchedule(config.general.gc_interval)
         self.location: SqliteLocationStore | None = None
         self._location_flush: asyncio.Task[None] | None = None
+        self._server_tls: ssl.SSLContext | None = None  # re-read by reload()
+        self.control = Control(self)
+        self.control_socket: ControlSocket | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -308,9 +319,10 @@ class App:
             cert = tls.ensure_certificate(cert_p, key_p)
             self.cert_path, self.fingerprint = cert.cert, cert.fingerprint
             log.info("TLS certificate %s (SHA-256 fingerprint %s)", cert.cert, cert.fingerprint)
-            server_ctx = tls.server_context(
+            server_ctx = self._server_tls = tls.server_context(
                 cert.cert, cert.key, verify_peer=cfg.tls.verify_peer, ca=cfg.tls.ca or None
             )
+            self.cert_key = cert.key
             client_ctx = tls.client_context(verify=cfg.tls.verify_peer, ca=cfg.tls.ca or None)
         self.sip = SipService(cfg, location, subscribers, load_secret(data_dir / "nonce.key"))
         await self.sip.start(server_ctx, client_ctx)
@@ -363,8 +375,36 @@ class App:
                 turn_http.add_routes(
                     self.web.app, cfg.turn, subscribers=subscriber_auth, counters=self.web.counters
                 )
+            if cfg.web.api:
+                token = cfg.web.admin_token or load_token(data_dir / "admin.token")
+                add_api_routes(self.web.app, self.control, token, self.web.counters)
             await self.web.start()
+        socket_path = control_socket_path(cfg)
+        if socket_path is not None:
+            self.control_socket = ControlSocket(self.control, socket_path)
+            await self.control_socket.start()
         self.gc.start()
+
+    def reload(self) -> dict[str, Any]:
+        """``sipedge ctl reload``: the routing module and the TLS certificate, re-read
+        without a restart. New requests and handshakes use them; calls, registrations and
+        connections under way are kept. A module that fails to import changes nothing
+        (ConfigError saying why)."""
+        router = load_router(self.config.routing.module)
+        done: dict[str, Any] = {"routing": router.name}
+        if self._server_tls is not None and self.cert_path is not None:
+            try:
+                self._server_tls.load_cert_chain(self.cert_path, self.cert_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"TLS certificate {self.cert_path}: cannot load it ({exc})") from exc
+            done["tls_certificate"] = str(self.cert_path)
+            done["tls_fingerprint"] = self.fingerprint = tls.fingerprint(self.cert_path)
+        if self.keepalive is not None:
+            self.keepalive.set_router(router)
+        elif self.sip is not None and self.sip.core is not None:
+            self.sip.core.router = router
+        log.warning("- reloaded: %s", ", ".join(f"{k} {v}" for k, v in done.items()))
+        return done
 
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = {}
@@ -375,6 +415,8 @@ class App:
 
     async def stop(self) -> None:
         await self.gc.stop()
+        if self.control_socket is not None:
+            await self.control_socket.stop()
         if self.web is not None:
             await self.web.stop()
         if self.turn is not None:
@@ -474,6 +516,20 @@ def websocket_origins(config: Config) -> tuple[str, ...] | None:
         host, _, port = config.web.listen.rpartition(":")
         endpoints.append(("http", host.strip("[]"), int(port)))
     return own_origins(endpoints, [*sip.domains, sip.advertise])
+
+
+def load_token(path: Path) -> str:
+    """The admin API token: made once, kept 0600 in the data directory (``cat`` it)."""
+    try:
+        token = path.read_text(encoding="ascii").strip()
+        if len(token) >= 32:
+            return token
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    token = secrets.token_urlsafe(32)
+    tls.write_atomic(path, token.encode() + b"\n", 0o600)
+    log.info("admin API token written to %s", path)
+    return token
 
 
 def load_secret(path: Path) -> bytes:

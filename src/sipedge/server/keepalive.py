@@ -76,6 +76,11 @@ class KeepaliveService:
                 self.config.keepalive_method, ", NATed contacts only" if self.config.ping_nated_only else "",
             )
 
+    def set_router(self, router: Router) -> None:
+        """Route with ``router`` from now on, keepalives still hooked in (a reload)."""
+        self._router = router
+        self.core.router = wrap_router(router, self.keepalive, self.clock) if self.keepalive is not None else router
+
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()

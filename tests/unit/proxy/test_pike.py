@@ -107,3 +107,22 @@ def test_memory_bounded_trusted_never_banned_bans_expire(seq: list[tuple[str, fl
     d.handle_timer(now + 30.0)  # ban_time later every ban is over
     assert d.stats()["sip_flood_banned_sources"] == 0 and d.get_timer() is None
     assert not any(d.banned(ip) for ip in banned)
+
+
+def test_operator_bans_list_lift_and_end_in_order_whatever_their_length() -> None:
+    d = detector()
+    d.ban("192.0.2.7", 300.0, 100.0)
+    d.ban("10.1.2.3", 5.0, 100.0)  # a trusted network is no protection from the operator
+    d.ban("192.0.2.8", 30.0, 100.0)
+    assert [(s, left) for s, left, _ in d.bans(101.0)] == [("10.1.2.3", 4.0), ("192.0.2.8", 29.0), ("192.0.2.7", 299.0)]
+    assert d.get_timer() == 105.0
+    assert d.banned("10.1.2.3") and not d.request("192.0.2.7", 101.0)
+    d.handle_timer(105.0)
+    assert [s for s, _, _ in d.bans(105.0)] == ["192.0.2.8", "192.0.2.7"]
+    assert d.lift("192.0.2.7") and not d.lift("192.0.2.7")
+    assert d.request("192.0.2.7", 106.0)
+    events = d.events()
+    assert SourceBanned("10.1.2.3", "operator", 105.0) in events
+    assert SourceUnbanned("10.1.2.3", 1) in events and SourceUnbanned("192.0.2.7", 1) in events
+    d.ban("192.0.2.8", 1.0, 106.0)  # a new ban replaces the one in place
+    assert d.bans(106.0) == [("192.0.2.8", 1.0, 0)]
