@@ -16,9 +16,9 @@ Incoming RTP (already SRTP-unprotected) is assigned, in this order:
 2. by its SSRC, once a packet of that SSRC was assigned;
 3. by its payload type, when exactly one section lists it (RFC 8843 §9.2).
 
-RTCP compounds go to the section whose SSRCs they report on: a sender SSRC learned from
-the party's RTP, or a report block / feedback media SSRC that the section's plain party
-sends with. A packet that matches no section is dropped (and counted by the caller as
+RTCP compounds go to the section they report on: the first report block or feedback
+media SSRC that a section's plain party sends with, else a sender SSRC learned from the
+party's RTP (a compound about several sections goes whole to the first). A packet that matches no section is dropped (and counted by the caller as
 ``media_bundle_unmatched``): guessing would hand one phone another section's media.
 """
 
