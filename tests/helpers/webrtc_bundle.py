@@ -62,10 +62,10 @@ class VideoPhone(Phone):
     video on a port of its own (RTP/AVP, no BUNDLE, no rtcp-mux), counting the video RTP
     it receives there."""
 
-    def __init__(self, server: Any) -> None:
-        super().__init__(server)
+    def __init__(self, server: Any, address: str | None = None) -> None:
+        super().__init__(server, address)
         self.video = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.video.bind((server.host, 0))
+        self.video.bind((self.address, 0))
         self.video.settimeout(0.1)
         self.video_port = self.video.getsockname()[1]
         self.video_pt = 96

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from helpers.ice_check import binding_request
 from sipedge.media.bundle import MID_URI, Bundle, mid_of
-from sipedge.media.ng import flags_from_request
+from sipedge.media.ng import flags_from_request, flags_to_request
 from sipedge.media.ports import RangePortAllocator
 from sipedge.media.relay import Flags, MediaRelay, RelayConfig, RelayError, Stream
 from sipedge.media.rtcp import NTP_EPOCH_OFFSET, RR, SR, RtcpPacket, sender_report
@@ -285,5 +285,8 @@ def test_generate_rtcp_as_ng_key_and_as_kamailio_flag() -> None:
     assert flags_from_request({"flags": [b"generate-RTCP"]}).generate_rtcp == "on"
     assert flags_from_request({"flags": [b"generate-RTCP=off"]}).generate_rtcp == "off"
     assert flags_from_request({}).generate_rtcp is None
+    sent = flags_to_request(Flags(generate_rtcp="off"))  # our ng client, to our server or rtpengine
+    assert sent["generate RTCP"] == "off"
+    assert flags_from_request({k.lower().replace(" ", "-"): v for k, v in sent.items()}).generate_rtcp == "off"
     with pytest.raises(RelayError, match="generate-RTCP must be on or off"):
         flags_from_request({"generate-rtcp": b"sometimes"})
