@@ -139,6 +139,14 @@ def test_a_browsers_bundle_reaches_a_phone_with_a_port_per_section(tmp_path: Pat
     sent = r.receive(phone_sr, video_port + 1, (PHONE_VIDEO[0], PHONE_VIDEO[1] + 1), 0.7)
     assert sent is not None and sent[:2] == (port, BROWSER) and srtp.unprotect(sent[2], True) == phone_sr
 
+    # a re-offer (same ICE and fingerprint) keeps the group, its port and its association
+    r.offer("c", "browser", browser_offer(browser_ctx.fingerprint.value), 1.0, TO_PHONE)
+    again = r.answer("c", "browser", "phone", PHONE_SDP, 1.1, TO_PHONE.for_answer()).decode()
+    assert _port(again, "audio") == _port(again, "video") == port and "a=group:BUNDLE 0 1" in again
+    later = rtp(3, 96, 0xF1DE0)
+    assert r.receive(srtp.protect(later, False), port, BROWSER, 1.2) == (video_port, PHONE_VIDEO, later)
+    assert r.stats()["media_dtls_associations"] == 1
+
 
 def test_a_phones_two_port_offer_reaches_the_browser_as_one_bundle(tmp_path: Path) -> None:
     r, relay_ctx, browser_ctx = _relay(tmp_path)
@@ -157,6 +165,11 @@ def test_a_phones_two_port_offer_reaches_the_browser_as_one_bundle(tmp_path: Pat
     assert r.receive(srtp.protect(video, False), port, BROWSER, 0.4) == (_port(to_phone, "video"), PHONE_VIDEO, video)
     audio = rtp(1, 0, 0xA0D10, one_byte_mid(b"0"))
     assert r.receive(srtp.protect(audio, False), port, BROWSER, 0.4) == (_port(to_phone, "audio"), PHONE_AUDIO, audio)
+    # the phone's re-offer (hold) keeps one group on the one port
+    hold = r.offer("c", "phone", PHONE_SDP.replace(b"o=p 1 1", b"o=p 1 2") + b"a=sendonly\r\n", 1.0,
+                   TO_BROWSER).decode()
+    assert _port(hold, "audio") == _port(hold, "video") == port and "a=group:BUNDLE 0 1" in hold
+    assert r.stats()["media_ports_in_use"] == 1 + 4  # the bundled port, the phone's two pairs
 
 
 def _reports(r: MediaRelay, srtp: SrtpTransform, now: float) -> list[RtcpPacket]:
@@ -183,6 +196,8 @@ def test_the_relay_sends_the_browser_sender_reports_for_the_phones_media(tmp_pat
     for seq in range(50):
         assert r.receive(struct.pack("!BBHII", 0x80, 0, seq, 8000 + 160 * seq, 0x1000) + bytes(160),
                          audio_port, PHONE_AUDIO, 1.0 + seq * 0.02) is not None
+    for seq in range(5):  # and 5 of its video packets, in the other section of the group
+        assert r.receive(rtp(seq, 96, 0x2000, size=1000), _port(to_phone, "video"), PHONE_VIDEO, 2.0) is not None
     last_arrival = 1.0 + 49 * 0.02
     at = 6.0
     reports = _reports(r, srtp, at)
@@ -190,7 +205,8 @@ def test_the_relay_sends_the_browser_sender_reports_for_the_phones_media(tmp_pat
         assert reports == [] and r.stats()["media_rtcp_generated"] == 0
         return
     srs = [p for p in reports if p.packet_type == SR]
-    assert [p.ssrc for p in srs] == [0x1000]  # the phone's SSRC; no video was sent yet
+    assert [p.ssrc for p in srs] == [0x1000, 0x2000]  # the phone's SSRC of each section
+    assert struct.unpack_from("!II", srs[1].body, 12) == (5, 5 * 1000)
     ntp, rtp_ts, packets, octets = struct.unpack_from("!QIII", srs[0].body)
     assert ntp == int((WALL + NTP_EPOCH_OFFSET) * 2**32)
     assert rtp_ts == 8000 + 160 * 49 + round((at - last_arrival) * 8000)  # the same instant, in RTP time
@@ -198,10 +214,12 @@ def test_the_relay_sends_the_browser_sender_reports_for_the_phones_media(tmp_pat
     block = srs[0].body[20:44]
     assert srs[0].count == 1 and struct.unpack_from("!I", block)[0] == 0xA0D10  # what the browser sent
     assert struct.unpack_from("!I", block, 8)[0] == 10  # its highest sequence number
-    # the phone starts sending RTCP of its own: by default the relay stops, "on" goes on
+    # the phone starts sending RTCP of its own for audio: by default the relay stops
+    # reporting that section (only), "on" goes on
     r.receive(sender_report(0x1000, WALL, 0, 1, 1), audio_port + 1, (PHONE_AUDIO[0], PHONE_AUDIO[1] + 1), 8.0)
     r.output()
-    assert bool(_reports(r, srtp, 11.1)) == (generate == "on")
+    later = [p.ssrc for p in _reports(r, srtp, 11.1) if p.packet_type == SR]
+    assert later == ([0x1000, 0x2000] if generate == "on" else [0x2000])
 
 
 def test_the_mid_extension_in_both_forms_and_what_is_no_mid() -> None:
