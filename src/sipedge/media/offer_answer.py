@@ -54,14 +54,20 @@ _STATIC_RATES = {10: 44100, 11: 44100, 14: 90000, 25: 90000, 26: 90000, 28: 9000
                  31: 90000, 32: 90000, 33: 90000, 34: 90000}  # RFC 3551; others 8000
 
 
-def mid_extension(m: MediaSection) -> int | None:
-    """The ``a=extmap`` id a media section gives the MID header extension (RFC 8843 §15.2)."""
+def _extmaps(m: MediaSection) -> list[tuple[int, str]]:
+    """A media section's ``a=extmap:<id>[/<direction>] <uri>`` (RFC 8285 §8) as (id, uri)."""
+    out: list[tuple[int, str]] = []
     for v in m.attrs("extmap"):
         parts = v.split()
         ident = parts[0].split("/")[0] if parts else ""
-        if len(parts) >= 2 and parts[1] == MID_URI and ident.isdigit():
-            return int(ident)
-    return None
+        if len(parts) >= 2 and ident.isdigit():
+            out.append((int(ident), parts[1]))
+    return out
+
+
+def mid_extension(m: MediaSection) -> int | None:
+    """The ``a=extmap`` id a media section gives the MID header extension (RFC 8843 §15.2)."""
+    return next((ident for ident, uri in _extmaps(m) if uri == MID_URI), None)
 
 
 def _clock_rate(m: MediaSection) -> int:
@@ -355,8 +361,7 @@ class SdpRewriter:
         names the MID header extension: the id the party offered, or in our offer one
         that no section uses yet."""
         lp = live[0][1]
-        used = {int(v.split()[0].split("/")[0]) for i, _p in live for v in out.media[i].attrs("extmap")
-                if v.split() and v.split()[0].split("/")[0].isdigit()}
+        used = {ident for i, _p in live for ident, _uri in _extmaps(out.media[i])}
         free = next((n for n in range(1, 15) if n not in used), None)
         mids: list[str] = []
         pts: list[set[int]] = []
