@@ -73,9 +73,8 @@ def report_block(source_ssrc: int, expected: int, received: int, extended_max_se
 
 def receiver_report(reporter_ssrc: int, source_ssrc: int, expected: int, received: int,
                     extended_max_seq: int, jitter: int) -> bytes:
-    """An RR (RFC 3550 §6.4.2) with one report block about ``source_ssrc``: what the relay
-    sends a WebRTC party on behalf of a phone that sends no RTCP of its own (browsers'
-    statistics and bandwidth estimation expect reports)."""
+    """An RR (RFC 3550 §6.4.2) with one report block (:func:`report_block`) about
+    ``source_ssrc``."""
     block = report_block(source_ssrc, expected, received, extended_max_seq, jitter)
     return RtcpPacket(RR, 1, reporter_ssrc, block).serialize()
 
