@@ -95,10 +95,11 @@ class Phone:
     """A plain SIP phone: a UDP UA for bob and an RTP socket that sends a PCMU tone to
     where the SDP it got says and counts what it receives."""
 
-    def __init__(self, server: SipProxy) -> None:
-        self.ua = UA("udp", (server.host, server.udp), "bob", server.host, USERS["bob"], host=server.host)
+    def __init__(self, server: SipProxy, address: str | None = None) -> None:
+        self.address = address or server.host  # its own (another, behind a NAT)
+        self.ua = UA("udp", (server.host, server.udp), "bob", server.host, USERS["bob"], host=self.address)
         self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.rtp.bind((server.host, 0))
+        self.rtp.bind((self.address, 0))
         self.rtp.settimeout(0.1)
         self.port = self.rtp.getsockname()[1]
         self.received = 0
@@ -114,7 +115,7 @@ class Phone:
         m=video line it refuses with port 0, RFC 3264 §6)."""
         video = "m=video 0 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n" if refuse_video else ""
         return (
-            f"v=0\r\no=bob {session} {session} IN IP4 {HOST}\r\ns=-\r\nc=IN IP4 {HOST}\r\nt=0 0\r\n"
+            f"v=0\r\no=bob {session} {session} IN IP4 {self.address}\r\ns=-\r\nc=IN IP4 {self.address}\r\nt=0 0\r\n"
             f"m=audio {self.port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
             "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
             f"{video}"

@@ -20,10 +20,12 @@ association (ICE restart, RFC 8842 §5.5).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .._common.addr import Address
 from ..sdp import Fingerprint, MediaSection, SessionDescription
 from .model import DtlsEstablished, DtlsFailed, Event, Stream
-from .rtcp import RELAY_SSRC, receiver_report
+from .rtcp import RELAY_SSRC, RR, RtcpPacket, report_block, sender_report
 from .secure import DtlsEndpoint, DtlsFactory
 from .srtp import KeyedLater, SrtpTransform
 
@@ -162,8 +164,9 @@ class DtlsBridge:
     into SRTP transforms once the handshake has checked the party's fingerprint."""
 
     def __init__(self, factory: DtlsFactory | None, counters: dict[str, int],
-                 events: list[Event], outbox: Outbox) -> None:
+                 events: list[Event], outbox: Outbox, wall_clock: Callable[[], float] | None = None) -> None:
         self.factory = factory
+        self._wall = wall_clock  # (the NTP time of our sender reports; ``now`` without one)
         self._counters = counters
         self._events = events
         self.outbox = outbox
@@ -182,6 +185,8 @@ class DtlsBridge:
         credentials changed; otherwise it has none and packets pass as they are."""
         p = s.peer
         bridged = p is not None and is_dtls(s.profile) and not is_dtls(p.profile) and s.rtp_port is not None
+        if s.bundle is not None and s.bundle.leader is not s:
+            bridged = False  # a bundled section uses its group leader's association
         if bridged and s.local_setup == "actpass":
             return  # our offer awaits its answer, which fixes the roles: what runs stays
         if not bridged or self.factory is None or s.local_setup not in ("active", "passive"):
@@ -245,22 +250,36 @@ class DtlsBridge:
                 self._after(dtls.stream, dtls, was, now)
 
     def _report(self, dtls: DtlsStream, now: float) -> None:
-        """RTCP towards the browser when the phone sends none (RFC 3550 §6: browsers'
-        statistics and bandwidth estimation expect receiver reports): an RR about what the
-        browser sends us, from the phone's SSRC, encrypted like the rest."""
-        s, p = dtls.stream, dtls.stream.peer
-        got = s.rtp_stats
-        if p is None or got.ssrc is None or now - p.rtcp_stats.last_packet < RTCP_INTERVAL:
-            return  # nothing to report on yet, or the phone reports for itself
-        reporter = p.rtp_stats.ssrc if p.rtp_stats.ssrc is not None else RELAY_SSRC
-        rr = receiver_report(reporter, got.ssrc, got.expected, got.rtp_packets, got.cycles + got.max_seq,
-                             int(got.jitter))
-        wire = dtls.protect(rr, True)
+        """The relay's own RTCP towards the DTLS party (RFC 3550 §6), for each section on
+        the association (every member of a BUNDLE group), encrypted like the rest."""
+        s = dtls.stream
         dest = dtls.destination()
-        if wire is None or dest is None or s.rtp_port is None:
+        if dest is None or s.rtp_port is None:
             return
-        self.outbox.append((s.rtp_port, dest, wire))
-        self._counters["media_rtcp_generated"] += 1
+        for q in s.bundle.members if s.bundle is not None else (s,):
+            report = self._report_for(q, now)
+            wire = dtls.protect(report, True) if report is not None else None
+            if wire is not None:
+                self.outbox.append((s.rtp_port, dest, wire))
+                self._counters["media_rtcp_generated"] += 1
+
+    def _report_for(self, q: Stream, now: float) -> bytes | None:
+        """What the relay reports to the party of ``q`` (``Flags.generate_rtcp``: "off"
+        never; "on" always; by default only while the plain party sends no RTCP, since
+        browsers' statistics and bandwidth estimation expect reports): an SR (§6.4.1) for
+        the plain party's RTP we sent it, from that party's SSRC, with a report block on
+        what the DTLS party sends us; an RR from the relay's SSRC before any was sent."""
+        p = q.peer
+        mode = q.generate_rtcp
+        if p is None or mode == "off" or (mode != "on" and now - p.rtcp_stats.last_packet < RTCP_INTERVAL):
+            return None
+        got, sent = q.rtp_stats, p.rtp_stats
+        blocks = () if got.ssrc is None else (
+            report_block(got.ssrc, got.expected, got.rtp_packets, got.cycles + got.max_seq, int(got.jitter)),)
+        if sent.ssrc is not None and q.sent_packets:
+            wall = self._wall() if self._wall is not None else now
+            return sender_report(sent.ssrc, wall, sent.timestamp_at(now), q.sent_packets, q.sent_octets, blocks)
+        return RtcpPacket(RR, 1, RELAY_SSRC, blocks[0]).serialize() if blocks else None
 
     def _after(self, s: Stream, dtls: DtlsStream, was: bool, now: float) -> None:
         if dtls.established and not was:

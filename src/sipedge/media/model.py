@@ -29,6 +29,7 @@ from .stats import StreamStats
 
 if TYPE_CHECKING:
     from .bridge import DtlsStream
+    from .bundle import Bundle
     from .sdes import SdesStream
 
 RTP, RTCP = 1, 2
@@ -103,6 +104,10 @@ class Flags:
     # "off" (none offered: an error for such a recipient), "no-<suite>" (not that suite),
     # "only-<suite>" (only those named); suite names upper case, as in a=crypto
     sdes: tuple[str, ...] = ()
+    # rtpengine's ``generate-RTCP`` towards a DTLS party across a bridge (media/bridge.py):
+    # "on" the relay sends its own SR/RR every RTCP_INTERVAL, "off" never; None: only while
+    # the plain party sends no RTCP of its own. Kept for the answer and later re-offers.
+    generate_rtcp: str | None = None
 
     def for_answer(self) -> Flags:
         """The flags for the answer to an offer made with these. Across a bridge
@@ -169,11 +174,12 @@ class Stream:
     about the party's address. Mutable, with slots: the forwarding path touches it per packet."""
 
     __slots__ = (
-        "bundled", "call", "consent", "crypto", "direction", "dtls", "egress", "expected_rtcp", "expected_rtp", "fingerprints",
+        "bundle", "bundled", "call", "consent", "crypto", "direction", "dtls", "egress", "expected_rtcp", "expected_rtp",
+        "fingerprints", "generate_rtcp",
         "had_ice", "hold", "ice_pwd", "ice_ufrag", "index", "ingress", "interface", "last_signal",
-        "latched_rtcp", "latched_rtp", "leg", "local_setup", "media", "mid", "mux", "no_dest", "owns_ports",
+        "latched_rtcp", "latched_rtp", "leg", "local_setup", "media", "mid", "mid_ext", "mux", "no_dest", "owns_ports",
         "party_ufrag", "peer", "port_count", "profile", "rtcp_port", "rtcp_stats", "rtp_port", "rtp_stats",
-        "sdes", "setup", "side", "signalled_rtp", "strangers", "strict", "symmetric",
+        "sdes", "sent_octets", "sent_packets", "setup", "side", "signalled_rtp", "strangers", "strict", "symmetric",
     )
 
     def __init__(self, call: Call, leg: Leg, side: int, index: int) -> None:
@@ -224,6 +230,15 @@ class Stream:
         # SDES-SRTP facing this party (media/sdes.py): its a=crypto lines, our keys
         self.crypto: tuple[str, ...] = ()
         self.sdes: SdesStream | None = None
+        # BUNDLE facing a DTLS party (media/bundle.py): the group this stream is in, whose
+        # leader owns the shared port, ICE, DTLS and latched address
+        self.bundle: Bundle | None = None
+        self.mid_ext: int | None = None  # the extmap id its SDP gave the MID header extension
+        # the relay's own RTCP towards this party (Flags.generate_rtcp), and what it sent
+        # this party (RTP towards a DTLS party only: the counts of its sender reports)
+        self.generate_rtcp: str | None = None
+        self.sent_packets = 0
+        self.sent_octets = 0
 
     @property
     def tag(self) -> str:

@@ -69,6 +69,7 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
     profile = _str(req.get("transport-protocol"))
     dtls = _str(req.get("dtls"))
     sdes = [_norm(f) for f in _strlist(req.get("sdes"))]
+    generate_rtcp = _str(req.get("generate-rtcp"))
     for f in flag_list:  # Kamailio may pass "key=value" flags through verbatim
         key, eq, value = f.partition("=")
         if f.upper() in _PROFILES:  # the shorthand flags: "RTP/AVP", "UDP/TLS/RTP/SAVPF"...
@@ -91,6 +92,8 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
             replace.add(f[len("replace-"):])
         elif f.startswith("rtcp-mux-"):
             rtcp_mux.append(f[len("rtcp-mux-"):])
+        elif key == "generate-rtcp":  # Kamailio's flag spelling: "generate-RTCP" (on), "=off"
+            generate_rtcp = value if eq else "on"
     mode = None
     if ice is not None:
         mode = {"remove": "remove", "force": "force", "force-relay": "force-relay", "optional": "relay",
@@ -117,6 +120,10 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
                 "": None}.get(_norm(dtls), "bad")
         if dtls == "bad":
             raise RelayError("DTLS must be off, passive or active", (488, "Bad media flags"))
+    if generate_rtcp is not None:
+        generate_rtcp = {"on": "on", "yes": "on", "off": "off", "no": "off"}.get(_norm(generate_rtcp), "bad")
+        if generate_rtcp == "bad":
+            raise RelayError("generate-RTCP must be on or off", (488, "Bad media flags"))
     if direction and len(direction) != 2:
         raise RelayError(f"direction needs two interfaces, got {direction!r}", (488, "Bad media flags"))
     trust = "sip-source-address" not in flags
@@ -136,6 +143,7 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
         transport_protocol=profile,
         dtls=dtls,
         sdes=_sdes_flags(sdes),
+        generate_rtcp=generate_rtcp,
     )
 
 
@@ -185,6 +193,8 @@ def flags_to_request(flags: Flags) -> dict[str, Any]:
         out["DTLS"] = flags.dtls
     if flags.sdes:
         out["SDES"] = list(flags.sdes)
+    if flags.generate_rtcp:
+        out["generate RTCP"] = flags.generate_rtcp
     out["flags"] = fl
     return out
 

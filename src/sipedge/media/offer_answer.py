@@ -3,7 +3,9 @@
 what it holds, its ICE and rtcp-mux) and is rewritten for the other party to name the
 relay's ports facing it: the m= port, c= lines, ``a=rtcp``, rtcp-mux, and ICE as the
 mode asks (removed, the relay as the only ICE-lite candidate, or added as a relay
-candidate). BUNDLE answers share one transport (RFC 8843 §7.3.1).
+candidate). BUNDLE answers share one transport (RFC 8843 §7.3.1); across the WebRTC bridge
+the sections facing the DTLS party share one (:meth:`SdpRewriter._bundle_across_bridge`,
+demultiplexed by :mod:`.bundle`) while the plain party gets a port per ``m=`` line.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .bridge import (
     party_setup,
     protection,
 )
+from .bundle import MID_URI, Bundle
 from .model import Call, Flags, Leg, RelayConfig, RelayError, Stream
 from .port_table import PortTable
 from .sdes import SdesStream, allowed_suites, choose_offered, refuse
@@ -49,6 +52,22 @@ def _ip_or_none(host: str) -> str | None:
 
 _STATIC_RATES = {10: 44100, 11: 44100, 14: 90000, 25: 90000, 26: 90000, 28: 90000,
                  31: 90000, 32: 90000, 33: 90000, 34: 90000}  # RFC 3551; others 8000
+
+
+def _extmaps(m: MediaSection) -> list[tuple[int, str]]:
+    """A media section's ``a=extmap:<id>[/<direction>] <uri>`` (RFC 8285 §8) as (id, uri)."""
+    out: list[tuple[int, str]] = []
+    for v in m.attrs("extmap"):
+        parts = v.split()
+        ident = parts[0].split("/")[0] if parts else ""
+        if len(parts) >= 2 and ident.isdigit():
+            out.append((int(ident), parts[1]))
+    return out
+
+
+def mid_extension(m: MediaSection) -> int | None:
+    """The ``a=extmap`` id a media section gives the MID header extension (RFC 8843 §15.2)."""
+    return next((ident for ident, uri in _extmaps(m) if uri == MID_URI), None)
 
 
 def _clock_rate(m: MediaSection) -> int:
@@ -135,6 +154,8 @@ class SdpRewriter:
                 elif offer and not p.last_signal:
                     p.profile = m.proto  # until the recipient answers with its own
                 s.rtp_stats.clock_rate = _clock_rate(desc.media[i])
+                if flags.generate_rtcp is not None:
+                    s.generate_rtcp = p.generate_rtcp = flags.generate_rtcp
                 if m.port == 0:  # rejected or disabled stream: leave it at port 0
                     s.expected_rtp = s.expected_rtcp = None
                     om = out.media[i]
@@ -188,10 +209,11 @@ class SdpRewriter:
                     self._table.allocate(p, single="require" in flags.rtcp_mux)
                     allocated.append(p)
                 self._rewrite_media(out, i, p, flags, offer, ice_mode, s, hold)
-            if not offer:
-                self._share_bundle(out, desc, theirs, mine, flags, ice_mode)
-            if any(self._bridged(pt, st) for st, pt in zip(mine, theirs, strict=False)):
-                self._bundle_across_bridge(out, theirs, mine, offer)
+            if not any(self._bridged(pt, st) for st, pt in zip(mine, theirs, strict=False)):
+                if not offer:
+                    self._share_bundle(out, desc, theirs, mine, flags, ice_mode)
+            else:
+                self._bundle_across_bridge(out, theirs, mine, flags, ice_mode, offer)
             self._rewrite_session(out, flags, desc, self.address_of(theirs[0]) if theirs else self.default_address)
         except BaseException:
             for st in allocated:
@@ -204,33 +226,35 @@ class SdpRewriter:
         return out
 
     def _bundle_across_bridge(self, out: SessionDescription, theirs: list[Stream], mine: list[Stream],
-                              offer: bool) -> None:
-        """No BUNDLE towards a plain party (a port per m= line); towards a DTLS party that
-        offered BUNDLE, the answer keeps the group for the sections accepted (browsers
-        refuse an answer that drops an offered BUNDLE group)."""
+                              flags: Flags, ice_mode: str, offer: bool) -> None:
+        """No BUNDLE towards a plain party (a port per m= line). Towards a DTLS party the
+        accepted bridged sections share one transport (RFC 8843): in our offer all of them
+        (the plain offerer offered no BUNDLE), in an answer those it bundled (browsers
+        refuse an answer that drops an offered BUNDLE group); :func:`_share_transport`."""
         out.remove_attrs("group", lambda v: v is not None and v.startswith("BUNDLE"))
-        if offer:
-            return
-        mids = [p.mid for i, (p, s) in enumerate(zip(theirs, mine, strict=False))
-                if p.bundled and p.mid is not None and self._bridged(p, s) and is_dtls(p.profile)
-                and i < len(out.media) and out.media[i].port != 0]
-        if mids:
+        towards = [(i, p) for i, (p, s) in enumerate(zip(theirs, mine, strict=False))
+                   if i < len(out.media) and self._bridged(p, s) and is_dtls(p.profile)]
+        live = [(i, p) for i, p in towards if out.media[i].port != 0 and (offer or (p.bundled and p.mid))]
+        for _i, p in towards:
+            p.bundle = None
+        if len(live) >= 2:
+            self._share_transport(out, live, mine, flags, ice_mode, offer)
+        mids = [out.media[i].mid or "" for i, _p in live]
+        if mids and (len(mids) >= 2 or not offer):
             out.add_attr("group", "BUNDLE " + " ".join(mids))
         # a refused section towards the DTLS party still names the transport it would have
         # had (some WebRTC stacks, aiortc among them, refuse an answer without it)
-        towards = [(i, p) for i, (p, s) in enumerate(zip(theirs, mine, strict=False))
-                   if i < len(out.media) and self._bridged(p, s) and is_dtls(p.profile)]
-        live = next((p for i, p in towards if out.media[i].port != 0 and p.ice_ufrag), None)
-        if live is None or live.ice_ufrag is None or live.ice_pwd is None:
+        first = next((p for i, p in towards if out.media[i].port != 0 and p.ice_ufrag), None)
+        if first is None or first.ice_ufrag is None or first.ice_pwd is None:
             return
         for i, _p in towards:
             om = out.media[i]
             if om.port == 0 and om.ice_ufrag is None:
-                om.add_attr("ice-ufrag", live.ice_ufrag)
-                om.add_attr("ice-pwd", live.ice_pwd)
+                om.add_attr("ice-ufrag", first.ice_ufrag)
+                om.add_attr("ice-pwd", first.ice_pwd)
                 if not om.fingerprints and self._bridge.fingerprint is not None:
                     om.add_attr("fingerprint", str(self._bridge.fingerprint))
-                    om.add_attr("setup", live.local_setup or "passive")
+                    om.add_attr("setup", first.local_setup or "passive")
                 if not om.rtcp_mux:
                     om.add_attr("rtcp-mux")
 
@@ -240,6 +264,7 @@ class SdpRewriter:
         m = desc.media[i]
         s.mid = m.mid
         s.bundled = m.mid is not None and m.mid in desc.bundle
+        s.mid_ext = mid_extension(m)
         s.fingerprints = party_fingerprints(desc, i)
         s.setup = party_setup(desc, i)
         s.crypto = tuple(m.attrs("crypto"))  # (parsed only if the relay terminates SDES)
@@ -327,6 +352,43 @@ class SdpRewriter:
         if src.sdes is None or not src.sdes.offered:
             raise refuse(f"{src.profile} answer to an offer that carried no a=crypto of ours")
         src.sdes.accept_answer(src.crypto)
+
+    def _share_transport(self, out: SessionDescription, live: list[tuple[int, Stream]], mine: list[Stream],
+                         flags: Flags, ice_mode: str, offer: bool) -> None:
+        """The sections ``live`` (index, stream facing the DTLS party) become one BUNDLE
+        group on the first one's port, ICE credentials and DTLS association; their
+        :class:`Bundle` demultiplexes what the party sends (media/bundle.py). Each section
+        names the MID header extension: the id the party offered, or in our offer one
+        that no section uses yet."""
+        lp = live[0][1]
+        used = {ident for i, _p in live for ident, _uri in _extmaps(out.media[i])}
+        free = next((n for n in range(1, 15) if n not in used), None)
+        mids: list[str] = []
+        pts: list[set[int]] = []
+        ids: set[int] = set()
+        for i, p in live:
+            if p is not lp:
+                if p.rtp_port != lp.rtp_port:
+                    self._bridge.drop(p)
+                    self._table.release(p)
+                    p.rtp_port, p.rtcp_port = lp.rtp_port, lp.rtcp_port
+                    p.owns_ports, p.port_count = False, 0
+                p.ice_ufrag, p.ice_pwd = lp.ice_ufrag, lp.ice_pwd
+                p.mux = lp.mux = True
+                self._rewrite_media(out, i, p, flags, offer, ice_mode, mine[i], False)
+            om = out.media[i]
+            ext = mid_extension(om)
+            if ext is None:
+                ext = free if offer else p.mid_ext
+                if ext is not None:
+                    om.add_attr("extmap", f"{ext} {MID_URI}")
+            if ext is not None:
+                ids.add(ext)
+            mids.append(om.mid or "")
+            pts.append({int(f) for f in om.formats if f.isdigit()})
+        bundle = Bundle([p for _i, p in live], mids, pts, ids)
+        for _i, p in live:
+            p.bundle = bundle
 
     def _share_bundle(
         self,

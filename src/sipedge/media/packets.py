@@ -7,10 +7,11 @@ most one out, in named stages.
    (our own candidates) or is passed on (the endpoints' own checks through a relay
    candidate); RTCP is told from RTP on a muxed port (RFC 5761 §4);
 3. **latch** (symmetric RTP): accept the party's known source, learn a new one safely;
-4. **ingress transform** of the stream's profile (the hook for SRTP and DTLS), then
-   **count** (RTP statistics, RFC 3550 A.1/A.8);
+4. **ingress transform** of the stream's profile (the hook for SRTP and DTLS), the
+   **BUNDLE demux** of a DTLS party's group (:mod:`.bundle`), then **count** (RTP
+   statistics, RFC 3550 A.1/A.8);
 5. **route** to the peer stream's latched or signalled address, out of its port, through
-   the peer's **egress transform**.
+   the peer's **egress transform** (a bundled peer's: its group leader's).
 
 It is the hot path: dictionary lookups, a few comparisons, one statistics update, no
 objects built per packet.
@@ -107,6 +108,13 @@ class PacketPath:
                 self._counters["media_srtp_dropped"] += 1  # no keys yet, bad auth tag, replay
                 return None
             data = plain
+            if s.bundle is not None:  # one 5-tuple, several sections (media/bundle.py)
+                member = s.bundle.route_rtcp(data) if rtcp else s.bundle.route_rtp(data)
+                if member is None:
+                    self._counters["media_bundle_unmatched"] += 1
+                    return None
+                self._counters["media_bundle_demuxed"] += 1
+                s = member
         if rtcp:
             s.rtcp_stats.count(len(data), now)
         elif kind is _RTP and len(data) >= 12:
@@ -119,6 +127,9 @@ class PacketPath:
             s.no_dest += 1
             self._counters["media_packets_dropped_no_destination"] += 1
             return None
+        to = p  # the recipient's section; a bundled one goes out on its group's transport
+        if p.bundle is not None:
+            p = p.bundle.leader
         if rtcp and not p.mux:
             dest = p.latched_rtcp or p.expected_rtcp
             port = p.rtcp_port
@@ -137,6 +148,9 @@ class PacketPath:
             if wire is None:
                 self._counters["media_srtp_not_ready"] += 1
                 return None
+            if not rtcp:  # (what a sender report towards this party counts)
+                to.sent_packets += 1
+                to.sent_octets += len(data) - 12
             data = wire
         return port, dest, data
 

@@ -83,11 +83,12 @@ class MediaRelay:
                 "media_srtp_dropped", "media_srtp_not_ready", "media_packets_dropped_no_consent",
                 "media_dtls_associations", "media_dtls_established", "media_dtls_failures",
                 "media_dtls_fingerprint_mismatch", "media_dtls_records", "media_dtls_closed", "media_rtcp_generated",
+                "media_bundle_demuxed", "media_bundle_unmatched",
             ),
             0,
         )
         self._outbox: list[tuple[int, Address, bytes]] = []
-        self._bridge = DtlsBridge(dtls, self.counters, self._events, self._outbox)
+        self._bridge = DtlsBridge(dtls, self.counters, self._events, self._outbox, wall_clock)
         self._table = PortTable(allocator, self.counters)
         self._sdp = SdpRewriter(config, self._table, self._bridge, token_source)
         self._packets = PacketPath(config, self._table, self.counters, self._events, self._bridge)

@@ -52,14 +52,15 @@ class RtcpPacket:
 RELAY_SSRC = 0x53495045  # "SIPE": the relay's own SSRC when it reports before the phone sent RTP
 
 
-def receiver_report(reporter_ssrc: int, source_ssrc: int, expected: int, received: int,
-                    extended_max_seq: int, jitter: int) -> bytes:
-    """An RR (RFC 3550 §6.4.2) with one report block about ``source_ssrc``: what the relay
-    sends a WebRTC party on behalf of a phone that sends no RTCP of its own (browsers'
-    statistics and bandwidth estimation expect reports). Cumulative counts; no LSR/DLSR."""
+NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 (NTP) to 1970-01-01 (Unix)
+
+
+def report_block(source_ssrc: int, expected: int, received: int, extended_max_seq: int, jitter: int) -> bytes:
+    """One reception report block (RFC 3550 §6.4.1) about ``source_ssrc``: cumulative
+    counts; no LSR/DLSR."""
     lost = max(0, expected - received)
     fraction = min(255, (lost * 256) // expected) if expected > 0 else 0
-    block = struct.pack(
+    return struct.pack(
         "!IIIIII",
         source_ssrc,
         (fraction << 24) | min(lost, 0x7FFFFF),
@@ -68,4 +69,26 @@ def receiver_report(reporter_ssrc: int, source_ssrc: int, expected: int, receive
         0,
         0,
     )
+
+
+def receiver_report(reporter_ssrc: int, source_ssrc: int, expected: int, received: int,
+                    extended_max_seq: int, jitter: int) -> bytes:
+    """An RR (RFC 3550 §6.4.2) with one report block (:func:`report_block`) about
+    ``source_ssrc``."""
+    block = report_block(source_ssrc, expected, received, extended_max_seq, jitter)
     return RtcpPacket(RR, 1, reporter_ssrc, block).serialize()
+
+
+def ntp_timestamp(unix_time: float) -> int:
+    """The 64-bit NTP timestamp (RFC 3550 §4) of a Unix time."""
+    return int((unix_time + NTP_EPOCH_OFFSET) * (1 << 32)) & 0xFFFFFFFFFFFFFFFF
+
+
+def sender_report(sender_ssrc: int, unix_time: float, rtp_timestamp: int, packets: int, octets: int,
+                  blocks: tuple[bytes, ...] = ()) -> bytes:
+    """An SR (RFC 3550 §6.4.1): the wallclock ``unix_time`` as an NTP timestamp, the RTP
+    timestamp of the same instant, the packets and payload octets sent from
+    ``sender_ssrc``, and report blocks (:func:`report_block`) about what was received."""
+    info = struct.pack("!QIII", ntp_timestamp(unix_time), rtp_timestamp & 0xFFFFFFFF,
+                       packets & 0xFFFFFFFF, octets & 0xFFFFFFFF)
+    return RtcpPacket(SR, len(blocks), sender_ssrc, info + b"".join(blocks)).serialize()

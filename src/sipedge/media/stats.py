@@ -89,6 +89,13 @@ class StreamStats:
             self.jitter += (d - self.jitter) / 16.0
         self._arrival, self._ts = arrival, ts
 
+    def timestamp_at(self, now: float) -> int:
+        """The RTP timestamp of this source at ``now``: its last one, advanced by the time
+        since that packet arrived (for a sender report, RFC 3550 §6.4.1)."""
+        if self._arrival is None:
+            return self._ts
+        return int(self._ts + now * self.clock_rate - self._arrival) & 0xFFFFFFFF
+
     @property
     def expected(self) -> int:
         if self.ssrc is None:

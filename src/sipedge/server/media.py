@@ -17,6 +17,7 @@ import errno
 import logging
 import random
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -128,7 +129,7 @@ class MediaServer:
         )
         self.allocator.on_bind = self._watch
         self.allocator.on_close = self._unwatch
-        self.relay = MediaRelay(relay_config(config), self.allocator, dtls=dtls)
+        self.relay = MediaRelay(relay_config(config), self.allocator, wall_clock=time.time, dtls=dtls)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.send_errors = 0

@@ -5,14 +5,12 @@ and turns the browser's SRTP into the phone's RTP and back."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import random
 import re
 import struct
-import zlib
 from pathlib import Path
 
+from helpers.ice_check import binding_request
 from sipedge.media.ports import RangePortAllocator
 from sipedge.media.relay import Flags, MediaRelay, RelayConfig
 from sipedge.media.srtp import SrtpTransform
@@ -20,7 +18,6 @@ from sipedge.server.dtls import DtlsContext
 
 BROWSER = ("203.0.113.20", 50000)
 PHONE = ("198.51.100.9", 4000)
-MAGIC_COOKIE = 0x2112A442
 
 
 def browser_offer(fingerprint: str) -> bytes:
@@ -37,19 +34,6 @@ PHONE_ANSWER = (
     b"v=0\r\no=p 1 1 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\n"
     b"m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
 )
-
-
-def binding_request(ufrag: str, pwd: str) -> bytes:
-    """An ICE check from the browser with USE-CANDIDATE, signed with the relay's password."""
-    txid = bytes(range(12))
-    user = f"{ufrag}:brow".encode()
-    attrs = struct.pack("!HH", 0x0006, len(user)) + user + b"\x00" * (-len(user) % 4)
-    attrs += struct.pack("!HH", 0x0025, 0)
-    head = struct.pack("!HHI", 1, len(attrs) + 24, MAGIC_COOKIE) + txid
-    attrs += struct.pack("!HH", 0x0008, 20) + hmac.new(pwd.encode(), head + attrs, hashlib.sha1).digest()
-    head = struct.pack("!HHI", 1, len(attrs) + 8, MAGIC_COOKIE) + txid
-    crc = (zlib.crc32(head + attrs) ^ 0x5354554E) & 0xFFFFFFFF
-    return head + attrs + struct.pack("!HHI", 0x8028, 4, crc)
 
 
 def rtp(seq: int) -> bytes:
