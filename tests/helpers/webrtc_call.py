@@ -95,8 +95,8 @@ class Phone:
     """A plain SIP phone: a UDP UA for bob and an RTP socket that sends a PCMU tone to
     where the SDP it got says and counts what it receives."""
 
-    def __init__(self, server: SipProxy) -> None:
-        self.ua = UA("udp", (server.host, server.udp), "bob", server.host, USERS["bob"], host=server.host)
+    def __init__(self, server: SipProxy, user: str = "bob") -> None:
+        self.ua = UA("udp", (server.host, server.udp), user, server.host, USERS[user], host=server.host)
         self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.rtp.bind((server.host, 0))
         self.rtp.settimeout(0.1)
@@ -158,8 +158,9 @@ class Phone:
 class Browser:
     """aiortc behind a SIP-over-WebSocket UA for alice: sends a tone, measures what it hears."""
 
-    def __init__(self, server: SipProxy, video: bool = False, turn: tuple[str, str, str] | None = None) -> None:
-        self.ua = UA("ws", (server.host, server.ws), "alice", server.host, USERS["alice"], host=server.host)
+    def __init__(self, server: SipProxy, video: bool = False, turn: tuple[str, str, str] | None = None,
+                 user: str = "alice") -> None:
+        self.ua = UA("ws", (server.host, server.ws), user, server.host, USERS[user], host=server.host)
         if turn is None:
             self.pc = RTCPeerConnection()
         else:  # relay-only ICE through this TURN server (url, username, credential)

@@ -690,8 +690,15 @@ class ProxyCore:
             groups = [[t for t in targets if t.q == q] for q in qs]
         else:
             groups = [targets]
-        ptx = ProxyTransaction(ctx.server_key, req, ctx.flow, ctx.record_routed, groups, media=ctx.media,
-                               socket=ctx.socket)
+        media, per_branch = ctx.media, False
+        if media is not None:  # the branches' own flags (BranchTarget.media): alike, or one offer each
+            flags = [_branch_flags(media, t) for group in groups for t in group]
+            if all(f == flags[0] for f in flags):
+                media = flags[0]
+            else:  # (a late offer or a re-offer has one answerer: the call's flags)
+                per_branch = req.method == "INVITE" and _has_sdp(req) and _to_tag_of(req) is None
+        ptx = ProxyTransaction(ctx.server_key, req, ctx.flow, ctx.record_routed, groups, media=media,
+                               socket=ctx.socket, per_branch=per_branch)
         self._proxied[ctx.server_key] = ptx
         if ctx.media is not None and self._media_step_for_request(ptx, ctx):
             return
@@ -724,12 +731,9 @@ class ProxyCore:
         if req.method not in ("INVITE", "UPDATE") or not _has_sdp(req):
             return False
 
+        if ptx.per_branch:
+            return False  # each branch's offer is made as it starts (_start_branch)
         to_tag = _to_tag_of(req)  # a re-offer names its dialog (the leg of a forked call)
-        if to_tag is None and req.method == "INVITE":
-            media = [_branch_flags(ptx.media, t) for group in ptx.groups for t in group]
-            if any(f != media[0] for f in media):
-                ptx.per_branch = True  # each branch's offer is made as it starts (_start_branch)
-                return False
 
         def then(sdp: bytes | None, error: tuple[int, str] | None, now: float) -> None:
             if ptx.cancelled:  # CANCELled while the offer was at the relay: no branch left
@@ -748,7 +752,7 @@ class ProxyCore:
             req.body = sdp
             self._start_next_group(ptx, now)
 
-        self._media_job("offer", call_id, from_tag, to_tag, req.body, ctx.media, then)
+        self._media_job("offer", call_id, from_tag, to_tag, req.body, ptx.media, then)
         return True
 
     def _start_next_group(self, ptx: ProxyTransaction, now: float) -> bool:

@@ -27,7 +27,7 @@ FOR = {PHONE: b"m=audio 30000 RTP/AVP 0", BROWSER: b"m=audio 30002 UDP/TLS/RTP/S
 
 
 def route(ctx: RequestContext) -> None:
-    """Every call relayed; the contact on port 7002 is bridged as a browser would be."""
+    """Every call relayed; the contacts on ports from 7002 on are bridged as browsers would be."""
     if not ctx.sanity_check():
         return
     if ctx.has_to_tag:
@@ -42,7 +42,7 @@ def route(ctx: RequestContext) -> None:
         return
     if ctx.method == "INVITE":
         for t in ctx.targets:
-            if t.ruri is not None and t.ruri.port == BROWSER:
+            if t.ruri is not None and (t.ruri.port or 0) >= BROWSER:
                 t.media = TO_BROWSER
         ctx.rtpengine_manage()
     ctx.relay()
@@ -228,13 +228,16 @@ def test_a_branch_that_never_answers_is_released_when_timer_c_ends_it() -> None:
     assert call.to_caller[-1].status == 408
 
 
-def test_branches_with_the_same_flags_share_one_offer() -> None:
-    call = Call(*make_core(ports=(PHONE, 7003)))
+def test_branches_with_the_same_flags_share_one_offer_made_with_them() -> None:
+    call = Call(*make_core(ports=(BROWSER, 7003)))
     call.core.receive(invite(), CALLER, call.clock.now)
     (offer,) = call.jobs()
-    assert offer.via_branch is None
+    assert offer.via_branch is None and offer.flags == TO_BROWSER  # theirs, not rtpengine_manage()'s
     call.done(offer, SDP)
-    assert len(call.requests[PHONE]) == 1 and len(call.requests[7003]) == 1
+    assert len(call.requests[BROWSER]) == 1 and len(call.requests[7003]) == 1
+    call.reply(7003, 200, "b3", SDP)
+    answer, *_ = call.jobs()
+    assert answer.via_branch is None and answer.flags == TO_BROWSER.for_answer()
 
 
 def bridge_for(body: bytes, transports: list[str]) -> list[Flags] | None:

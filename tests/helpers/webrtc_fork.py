@@ -1,0 +1,106 @@
+"""A call forked to a browser **and** a plain phone of the same user (bob registers aiortc
+over a WebSocket and a UDP phone) through a real ``sipedge serve``: per-branch media offers
+(rtpengine's ``via-branch``). alice (a plain phone, or a browser) calls bob; both branches
+ring, each with the offer it can take; one answers, the other gets CANCEL; audio flows
+both ways; after the BYE the relay holds no call and no port. Run in the loopback-only
+namespace of :mod:`helpers.webrtc_call` (whose endpoints it uses):
+
+    python -c "from helpers.webrtc_fork import main; main('phone-calls-fork-phone-answers', '/tmp/x')"
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from helpers import webrtc_call
+from helpers.sipserver import Server
+from helpers.ua import UA, in_dialog
+from helpers.webrtc_call import SDP_TYPE, Browser, Phone, _invite_with_auth, _until, sipedge_routing
+from sipedge.sip import message as m
+
+
+def _ring(ua: UA) -> m.Request:
+    """Wait for the INVITE of ``ua``'s branch and answer 180 (a CANCEL needs a provisional)."""
+    inv = ua.wait("INVITE", 10)
+    assert isinstance(inv, m.Request)
+    ua.answer(inv, 180)
+    return inv
+
+
+def _cancelled(ua: UA, inv: m.Request) -> bool:
+    """The losing branch: its CANCEL is answered 200, its INVITE 487."""
+    cancel = ua.wait("CANCEL", 10)
+    assert isinstance(cancel, m.Request)
+    ua.answer(cancel, 200)
+    ua.answer(inv, 487)
+    return cancel.cseq.number == inv.cseq.number
+
+
+async def forked_call(server: Server, caller_is_browser: bool, browser_answers: bool) -> dict[str, Any]:
+    route = sipedge_routing(server)
+    bob_browser, bob_phone = Browser(server, user="bob"), Phone(server, user="bob")
+    alice: Browser | Phone = Browser(server) if caller_is_browser else Phone(server, user="alice")
+    out: dict[str, Any] = {}
+    try:
+        for ua in (bob_browser.ua, bob_phone.ua, alice.ua):
+            assert (await asyncio.to_thread(ua.register)).status == 200
+        offer = await alice.offer() if isinstance(alice, Browser) else alice.sdp()
+        invite_task = asyncio.create_task(asyncio.to_thread(_invite_with_auth, alice.ua, f"sip:bob@{server.host}", offer))
+        to_browser, to_phone = await asyncio.gather(asyncio.to_thread(_ring, bob_browser.ua),
+                                                    asyncio.to_thread(_ring, bob_phone.ua))
+        out["offer_to_browser"], out["offer_to_phone"] = to_browser.body.decode(), to_phone.body.decode()
+        out["branches"] = sorted({to_browser.top_via.branch or "", to_phone.top_via.branch or ""})
+        out["ringing"] = route.stats()
+        if browser_answers:
+            winner, loser, loser_inv = bob_browser.ua, bob_phone.ua, to_phone
+            bob_browser.ua.answer(to_browser, 200, body=await bob_browser.answer(to_browser.body), headers=SDP_TYPE)
+        else:
+            winner, loser, loser_inv = bob_phone.ua, bob_browser.ua, to_browser
+            bob_phone.ua.answer(to_phone, 200, body=bob_phone.sdp(), headers=SDP_TYPE)
+            bob_phone.start(to_phone.body)
+        out["loser_cancelled"] = await asyncio.to_thread(_cancelled, loser, loser_inv)
+        _, ok = await invite_task
+        out["status"] = ok.status
+        out["answer_to_caller"] = ok.body.decode()
+        routes = list(reversed(ok.get_all("record-route")))
+        alice.ua.send(in_dialog(alice.ua, "ACK", ok, routes, cseq=ok.cseq.number))
+        if isinstance(alice, Browser):
+            await alice.accept(ok.body)
+        else:
+            alice.start(ok.body)
+        callee: Browser | Phone = bob_browser if browser_answers else bob_phone
+        await _until(lambda: alice.voiced > 40 and callee.voiced > 25, 15)
+        out["caller_voiced"], out["callee_voiced"] = alice.voiced, callee.voiced
+        for name, end in (("caller", alice), ("callee", callee)):
+            if isinstance(end, Browser):
+                out[f"{name}_connection"] = end.pc.connectionState
+        out["talking"] = route.stats()
+        alice.ua.send(in_dialog(alice.ua, "BYE", ok, routes))
+        bye = await asyncio.to_thread(winner.wait, "BYE", 5)
+        assert isinstance(bye, m.Request)
+        winner.answer(bye, 200)
+        out["bye"] = (await asyncio.to_thread(alice.ua.expect_final)).status
+    finally:
+        for end in (bob_browser, bob_phone, alice):
+            if isinstance(end, Browser):
+                await end.pc.close()
+            else:
+                end.stop()
+    await asyncio.sleep(0.3)
+    out["after"] = route.stats()
+    return out
+
+
+FORK_SCENARIOS: dict[str, Callable[[Server], Any]] = {
+    "phone-calls-fork-phone-answers": lambda s: forked_call(s, caller_is_browser=False, browser_answers=False),
+    "phone-calls-fork-browser-answers": lambda s: forked_call(s, caller_is_browser=False, browser_answers=True),
+    "browser-calls-fork-phone-answers": lambda s: forked_call(s, caller_is_browser=True, browser_answers=False),
+    "browser-calls-fork-browser-answers": lambda s: forked_call(s, caller_is_browser=True, browser_answers=True),
+}
+
+
+def main(scenario: str, tmp: str) -> None:
+    webrtc_call.SERVER_SCENARIOS.update(FORK_SCENARIOS)
+    webrtc_call.main(scenario, tmp)
