@@ -15,9 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from helpers import webrtc_call
-from helpers.sipserver import Server
 from helpers.ua import UA, in_dialog
-from helpers.webrtc_call import SDP_TYPE, Browser, Phone, _invite_with_auth, _until, sipedge_routing
+from helpers.webrtc_call import SDP_TYPE, Browser, Phone, Routing, _invite_with_auth, _until
 from sipedge.sip import message as m
 
 
@@ -38,8 +37,8 @@ def _cancelled(ua: UA, inv: m.Request) -> bool:
     return cancel.cseq.number == inv.cseq.number
 
 
-async def forked_call(server: Server, caller_is_browser: bool, browser_answers: bool) -> dict[str, Any]:
-    route = sipedge_routing(server)
+async def forked_call(route: Routing, caller_is_browser: bool, browser_answers: bool) -> dict[str, Any]:
+    server = route.proxy
     bob_browser, bob_phone = Browser(server, user="bob"), Phone(server, user="bob")
     alice: Browser | Phone = Browser(server) if caller_is_browser else Phone(server, user="alice")
     out: dict[str, Any] = {}
@@ -60,6 +59,7 @@ async def forked_call(server: Server, caller_is_browser: bool, browser_answers: 
             winner, loser, loser_inv = bob_phone.ua, bob_browser.ua, to_browser
             bob_phone.ua.answer(to_phone, 200, body=bob_phone.sdp(), headers=SDP_TYPE)
             bob_phone.start(to_phone.body)
+        out["loser_branch"] = loser_inv.top_via.branch
         out["loser_cancelled"] = await asyncio.to_thread(_cancelled, loser, loser_inv)
         _, ok = await invite_task
         out["status"] = ok.status
@@ -93,7 +93,7 @@ async def forked_call(server: Server, caller_is_browser: bool, browser_answers: 
     return out
 
 
-FORK_SCENARIOS: dict[str, Callable[[Server], Any]] = {
+FORK_SCENARIOS: dict[str, Callable[[Routing], Any]] = {
     "phone-calls-fork-phone-answers": lambda s: forked_call(s, caller_is_browser=False, browser_answers=False),
     "phone-calls-fork-browser-answers": lambda s: forked_call(s, caller_is_browser=False, browser_answers=True),
     "browser-calls-fork-phone-answers": lambda s: forked_call(s, caller_is_browser=True, browser_answers=False),
@@ -102,5 +102,15 @@ FORK_SCENARIOS: dict[str, Callable[[Server], Any]] = {
 
 
 def main(scenario: str, tmp: str) -> None:
-    webrtc_call.SERVER_SCENARIOS.update(FORK_SCENARIOS)
+    """Through ``sipedge serve`` with its own relay."""
+    webrtc_call.SCENARIOS.update(FORK_SCENARIOS)
     webrtc_call.main(scenario, tmp)
+
+
+def main_rtpengine(scenario: str, tmp: str) -> None:
+    """Through ``sipedge serve`` with ``media.remote`` at Debian's rtpengine, which gets the
+    per-branch offers over ng (``via-branch``)."""
+    from helpers import webrtc_interop
+
+    webrtc_call.SCENARIOS.update(FORK_SCENARIOS)
+    webrtc_interop.main_rtpengine(scenario, tmp)
