@@ -49,6 +49,9 @@ from .port_table import PortTable
 from .ports import PortAllocator
 from .secure import DtlsFactory
 
+MAX_LEGS = 32
+"""Legs per call at most (forks and per-branch offers): one call must not drain the ports."""
+
 __all__ = [
     "ICE_ATTRS", "ICE_MODES", "RTCP", "RTP", "Call", "CallDeleted", "DtlsEstablished", "DtlsFailed", "Event",
     "Flags", "Leg", "MediaRelay", "RelayConfig", "RelayError", "Stream", "StreamLatched",
@@ -83,6 +86,7 @@ class MediaRelay:
                 "media_srtp_dropped", "media_srtp_not_ready", "media_packets_dropped_no_consent",
                 "media_dtls_associations", "media_dtls_established", "media_dtls_failures",
                 "media_dtls_fingerprint_mismatch", "media_dtls_records", "media_dtls_closed", "media_rtcp_generated",
+                "media_legs_refused",
             ),
             0,
         )
@@ -119,6 +123,7 @@ class MediaRelay:
         found = self._find_leg(call, from_tag, to_tag, via_branch)
         new_leg = found is None
         if found is None:
+            self._room_for_leg(call)
             leg = Leg([from_tag, to_tag or ""], now, via_branch if to_tag is None else None)
             side = 0
         else:
@@ -174,6 +179,7 @@ class MediaRelay:
             if fork_of is None:
                 raise RelayError(f"unknown from-tag {from_tag!r} or via-branch {via_branch!r}",
                                  (488, "Unknown media session"))
+            self._room_for_leg(call)
             leg = self._fork(call, fork_of, to_tag, now)
         try:
             out = self._sdp.apply(call, leg, side, desc, flags, now, offer=False)
@@ -307,6 +313,11 @@ class MediaRelay:
             if b == from_tag and (to_tag is None or a == to_tag):
                 return leg, 1
         return None
+
+    def _room_for_leg(self, call: Call) -> None:
+        if len(call.legs) >= MAX_LEGS:
+            self.counters["media_legs_refused"] += 1
+            raise RelayError(f"call {call.call_id!r} has {MAX_LEGS} legs already", (503, "Too many media branches"))
 
     def _fork(self, call: Call, primary: Leg, to_tag: str, now: float) -> Leg:
         """A second to-tag answers a forked offer: new ports towards the offerer, shared ports

@@ -829,6 +829,7 @@ class ProxyCore:
                 self._record_branch_final(ptx, branch, later, _branch_reply(branch, 487))
             elif sdp is None:
                 log.warning("media offer for branch %s of %s failed: %s", via, call_id, error)
+                branch.unreachable = True  # never sent: the relay's 503 is passed on as it is
                 self._record_branch_final(ptx, branch, later, _branch_reply(branch, *(error or (500, "Media Relay Error"))))
             else:
                 branch.request.body = sdp

@@ -15,7 +15,7 @@ import pytest
 from sipedge.media import bencode
 from sipedge.media.ng import NgClient, NgServer
 from sipedge.media.ports import RangePortAllocator
-from sipedge.media.relay import Flags, MediaRelay, RelayConfig, RelayError
+from sipedge.media.relay import MAX_LEGS, Flags, MediaRelay, RelayConfig, RelayError
 from sipedge.media.rtp import RtpPacket
 from sipedge.server.dtls import DtlsContext
 
@@ -144,6 +144,23 @@ def test_an_answer_from_a_branch_never_offered_is_refused(tmp_path: Path) -> Non
     assert err.value.hint[0] == 488
     call = r.query("c")
     assert call is not None and len(call.legs) == 2
+
+
+def test_a_call_cannot_grow_legs_without_bound(tmp_path: Path) -> None:
+    """An ng client (or a routing module) offering one call for ever more branches, or a
+    callee side answering with ever more to-tags, stops at MAX_LEGS: 503, counted."""
+    r = MediaRelay(RelayConfig(advertised_address="203.0.113.1"), RangePortAllocator(40000, 49999, random.Random(2)))
+    for i in range(MAX_LEGS):
+        r.offer("c", "ft", sdp(CALLER), 0.0, via_branch=f"z9hG4bK{i}")
+    ports = len(r.ports)
+    for attempt in (lambda: r.offer("c", "ft", sdp(CALLER), 0.0, via_branch="z9hG4bKmore"),
+                    lambda: [r.answer("c", "ft", f"t{i}", sdp(PHONE), 0.1, via_branch="z9hG4bK0") for i in range(2)]):
+        with pytest.raises(RelayError) as err:
+            attempt()
+        assert err.value.hint == (503, "Too many media branches")
+    assert r.counters["media_legs_refused"] == 2 and len(r.ports) == ports + 2  # (t0 completed branch 0's leg)
+    r.delete("c", 1.0)
+    assert r.ports == []
 
 
 def test_reinvites_in_the_dialog_find_the_winning_leg_by_tags(tmp_path: Path) -> None:

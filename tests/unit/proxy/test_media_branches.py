@@ -211,6 +211,14 @@ def test_an_offer_that_fails_for_one_branch_fails_that_branch_only() -> None:
     assert [r.status for r in call.to_caller] == [100, 486]  # the best of 486 and 488
 
 
+def test_when_the_relay_fails_every_branch_the_caller_gets_its_503() -> None:
+    call = Call(*make_core())
+    for job in call.offers().values():
+        call.done(job, None, (503, "Media relay timeout"))
+    assert not any(p in call.requests for p in (PHONE, BROWSER))
+    assert [(r.status, r.reason) for r in call.to_caller] == [(100, "Trying"), (503, "Media relay timeout")]
+
+
 def test_a_branch_that_never_answers_is_released_when_timer_c_ends_it() -> None:
     call = Call(*make_core(timers={"timer_c": 200.0}))
     offers = call.ringing()
