@@ -103,3 +103,24 @@ def test_rtpengine_as_media_remote_gets_the_per_branch_offers(tmp_path: Path, sc
     assert f"Deleting call branch '' (via-branch '{out['loser_branch']}')" in out["log"]
     if "browser-answers" in scenario:
         assert any("DTLS-SRTP successfully negotiated" in line for line in out["rtpengine_dtls"])
+
+
+def test_early_media_from_both_branches_then_hold_and_resume(tmp_path: Path) -> None:
+    """Both branches answer 183 with SDP: two early dialogs, each on the relay ports of its
+    own branch (the browser's early answer reaches alice as plain RTP); the phone's 200
+    wins, the browser's leg goes with its CANCEL; re-INVITEs in the dialog keep the media."""
+    out = run("phone-calls-fork-early-media-from-both", tmp_path)
+    assert len(out["early_to_tags"]) == 2 and len(out["early_ports"]) == 2
+    from_browser = out["early_from_browser"]
+    assert " RTP/AVP " in from_browser and "a=ice" not in from_browser and "a=fingerprint" not in from_browser
+    assert out["early_caller_voiced"] > 25, out["log"][-3000:]
+    assert out["ringing"]["media_answers"] == 2
+    assert out["status"] == 200 and out["loser_cancelled"]
+    assert out["reinvite_sendonly"] == 200 and out["reinvite_sendrecv"] == 200
+    for direction in ("sendonly", "sendrecv"):
+        reoffer = out[f"reoffer_{direction}"]
+        assert f"a={direction}" in reoffer and " RTP/AVP " in reoffer and "a=ice" not in reoffer
+    assert out["caller_voiced"] > 25 and out["callee_voiced"] > 25, out["log"][-3000:]
+    assert out["talking"]["media_deletes"] == 1 and out["talking"]["media_calls"] == 1
+    assert out["bye"] == 200
+    assert out["after"]["media_calls"] == 0 and out["after"]["media_ports_in_use"] == 0
