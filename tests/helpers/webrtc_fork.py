@@ -45,6 +45,15 @@ def _cancelled(ua: UA, inv: m.Request) -> bool:
     return cancel.cseq.number == inv.cseq.number
 
 
+async def _hang_up(caller: UA, callee: UA, ok: m.Response, routes: list[str]) -> int:
+    """The caller's BYE, answered 200 by the callee; the status the caller gets."""
+    caller.send(in_dialog(caller, "BYE", ok, routes))
+    bye = await asyncio.to_thread(callee.wait, "BYE", 5)
+    assert isinstance(bye, m.Request)
+    callee.answer(bye, 200)
+    return (await asyncio.to_thread(caller.expect_final)).status
+
+
 async def forked_call(route: Routing, caller_is_browser: bool, browser_answers: bool) -> dict[str, Any]:
     server = route.proxy
     bob_browser, bob_phone = Browser(server, user="bob"), Phone(server, user="bob")
@@ -85,11 +94,7 @@ async def forked_call(route: Routing, caller_is_browser: bool, browser_answers: 
             if isinstance(end, Browser):
                 out[f"{name}_connection"] = end.pc.connectionState
         out["talking"] = route.stats()
-        alice.ua.send(in_dialog(alice.ua, "BYE", ok, routes))
-        bye = await asyncio.to_thread(winner.wait, "BYE", 5)
-        assert isinstance(bye, m.Request)
-        winner.answer(bye, 200)
-        out["bye"] = (await asyncio.to_thread(alice.ua.expect_final)).status
+        out["bye"] = await _hang_up(alice.ua, winner, ok, routes)
     finally:
         for end in (bob_browser, bob_phone, alice):
             if isinstance(end, Browser):
@@ -160,11 +165,7 @@ async def early_media_from_both_then_reinvite(route: Routing) -> dict[str, Any]:
         await _until(lambda: alice.voiced > heard + 25 and bob_phone.voiced > sent + 25, 10)
         out["caller_voiced"], out["callee_voiced"] = alice.voiced - heard, bob_phone.voiced - sent
         out["talking"] = route.stats()
-        alice.ua.send(in_dialog(alice.ua, "BYE", ok, routes))
-        bye = await asyncio.to_thread(bob_phone.ua.wait, "BYE", 5)
-        assert isinstance(bye, m.Request)
-        bob_phone.ua.answer(bye, 200)
-        out["bye"] = (await asyncio.to_thread(alice.ua.expect_final)).status
+        out["bye"] = await _hang_up(alice.ua, bob_phone.ua, ok, routes)
     finally:
         await bob_browser.pc.close()
         bob_phone.stop()

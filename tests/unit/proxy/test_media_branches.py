@@ -3,13 +3,15 @@ INVITE's branches need different media flags (``BranchTarget.media``), each bran
 INVITE leaves only after the relay rewrote the caller's offer for that branch, and every
 later step names the branch: answers (183 and 200 from either branch), the release of the
 branches that lost, failed, never rang or were CANCELled. Bytes in, bytes and media jobs
-out; the relay's answers are given back by hand."""
+out (the default routing, a browser on a WebSocket and a UDP phone); the relay's answers
+are given back by hand."""
 
 from __future__ import annotations
 
 from sipedge._common.clock import FakeClock
 from sipedge.config import parse_config
 from sipedge.media.relay import Flags
+from sipedge.proxy import default_routing
 from sipedge.proxy.context import BranchTarget, RequestContext
 from sipedge.proxy.core import MediaJob, ProxyCore
 from sipedge.proxy.default_routing import TO_BROWSER, TO_PHONE, webrtc_bridge
@@ -26,38 +28,24 @@ SDP = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm
 FOR = {PHONE: b"m=audio 30000 RTP/AVP 0", BROWSER: b"m=audio 30002 UDP/TLS/RTP/SAVPF 0"}
 
 
-def route(ctx: RequestContext) -> None:
-    """Every call relayed; the contacts on ports from 7002 on are bridged as browsers would be."""
-    if not ctx.sanity_check():
-        return
-    if ctx.has_to_tag:
-        if ctx.loose_route():
-            if ctx.media_active():
-                ctx.rtpengine_manage()
-            ctx.relay()
-        return
-    ctx.record_route()
-    if ctx.lookup() == 0:
-        ctx.reply(404)
-        return
-    if ctx.method == "INVITE":
-        for t in ctx.targets:
-            if t.ruri is not None and (t.ruri.port or 0) >= BROWSER:
-                t.media = TO_BROWSER
-        ctx.rtpengine_manage()
-    ctx.relay()
+WS = Flow("ws", ("127.0.0.1", 8080), ("127.0.0.1", BROWSER), 7)  # the browser's connection
 
 
 def make_core(ports: tuple[int, ...] = (PHONE, BROWSER), timers: dict[str, float] | None = None) -> tuple[ProxyCore, FakeClock]:
+    """The default routing, no authentication; bob's contacts: UDP phones, except the one
+    on port 7002, a browser registered over a WebSocket (so is 7003, on a second one)."""
     clock = FakeClock()
     cfg: dict[str, object] = {"auth": {"invite": False, "register": False}}
     if timers:
         cfg["sip"] = {"timers": timers}
     location = MemoryLocationStore()
     for port in ports:
-        location.put(Binding("sip:bob@127.0.0.1", f"sip:bob@127.0.0.1:{port}", clock.wall() + 600))
-    core = ProxyCore(parse_config(cfg), Identity([Listener("udp", *ME)]), location, MemorySubscriberStore(),
-                     Router(route), clock, secret=b"s" * 32)
+        flow = Flow("ws", WS.local, ("127.0.0.1", port), port) if port >= BROWSER else None
+        contact = f"sip:bob@{port}.invalid;transport=ws" if flow else f"sip:bob@127.0.0.1:{port}"
+        location.put(Binding("sip:bob@127.0.0.1", contact, clock.wall() + 600, flow=flow.token if flow else ""))
+    core = ProxyCore(parse_config(cfg), Identity([Listener("udp", *ME), Listener("ws", *WS.local)]), location,
+                     MemorySubscriberStore(), Router(default_routing.request_route, default_routing.reply_route),
+                     clock, secret=b"s" * 32)
     core.media_available = True
     return core, clock
 
@@ -126,7 +114,8 @@ class Call:
         if body:
             resp.set("Content-Type", "application/sdp")
             resp.body = body
-        self.core.receive(resp.serialize(), Flow("udp", ME, ("127.0.0.1", port)), self.clock.now)
+        flow = Flow("ws", WS.local, ("127.0.0.1", port), port) if port >= BROWSER else Flow("udp", ME, ("127.0.0.1", port))
+        self.core.receive(resp.serialize(), flow, self.clock.now)
         self.pump()
 
 
