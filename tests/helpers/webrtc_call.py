@@ -95,9 +95,9 @@ class Phone:
     """A plain SIP phone: a UDP UA for bob and an RTP socket that sends a PCMU tone to
     where the SDP it got says and counts what it receives."""
 
-    def __init__(self, server: SipProxy, address: str | None = None) -> None:
+    def __init__(self, server: SipProxy, address: str | None = None, user: str = "bob") -> None:
         self.address = address or server.host  # its own (another, behind a NAT)
-        self.ua = UA("udp", (server.host, server.udp), "bob", server.host, USERS["bob"], host=self.address)
+        self.ua = UA("udp", (server.host, server.udp), user, server.host, USERS[user], host=self.address)
         self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.rtp.bind((self.address, 0))
         self.rtp.settimeout(0.1)
@@ -159,8 +159,9 @@ class Phone:
 class Browser:
     """aiortc behind a SIP-over-WebSocket UA for alice: sends a tone, measures what it hears."""
 
-    def __init__(self, server: SipProxy, video: bool = False, turn: tuple[str, str, str] | None = None) -> None:
-        self.ua = UA("ws", (server.host, server.ws), "alice", server.host, USERS["alice"], host=server.host)
+    def __init__(self, server: SipProxy, video: bool = False, turn: tuple[str, str, str] | None = None,
+                 user: str = "alice") -> None:
+        self.ua = UA("ws", (server.host, server.ws), user, server.host, USERS[user], host=server.host)
         if turn is None:
             self.pc = RTCPeerConnection()
         else:  # relay-only ICE through this TURN server (url, username, credential)

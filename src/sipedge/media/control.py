@@ -15,19 +15,26 @@ from .relay import Flags
 
 class MediaControl(Protocol):
     async def offer(
-        self, call_id: str, from_tag: str, sdp: bytes, flags: Flags | None = None, to_tag: str | None = None
+        self, call_id: str, from_tag: str, sdp: bytes, flags: Flags | None = None, to_tag: str | None = None,
+        via_branch: str | None = None,
     ) -> bytes:
-        """Rewrite the SDP of an offer sent by ``from_tag`` (INVITE, re-INVITE, UPDATE)."""
+        """Rewrite the SDP of an offer sent by ``from_tag`` (INVITE, re-INVITE, UPDATE);
+        with ``via_branch``, for that branch of a forked INVITE only (rtpengine's
+        ``via-branch``: our Via branch of that client transaction)."""
         ...
 
     async def answer(
-        self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, flags: Flags | None = None
+        self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, flags: Flags | None = None,
+        via_branch: str | None = None,
     ) -> bytes:
-        """Rewrite the SDP of an answer sent by ``to_tag`` (183/200 or ACK with SDP)."""
+        """Rewrite the SDP of an answer sent by ``to_tag`` (183/200 or ACK with SDP), from
+        the branch ``via_branch`` when it was offered per branch."""
         ...
 
     async def delete(
-        self, call_id: str, from_tag: str | None = None, to_tag: str | None = None, branch_only: bool = False
+        self, call_id: str, from_tag: str | None = None, to_tag: str | None = None, branch_only: bool = False,
+        via_branch: str | None = None,
     ) -> Any:
-        """End the call's media (BYE, CANCEL, final failure), or one forked branch."""
+        """End the call's media (BYE, CANCEL, final failure), or one forked branch (the one
+        answered with ``to_tag``, or the one offered for ``via_branch``)."""
         ...

@@ -5,7 +5,9 @@ objects say about themselves.
 * a :class:`Call` (keyed by Call-ID) holds one :class:`Leg` per pair of SIP tags
   (from-tag, to-tag). A forked INVITE answered by several branches gets one leg per
   to-tag; the branches share the ports the offer advertised, and are told apart by
-  source address.
+  source address. A fork offered per branch (rtpengine's ``via-branch``: each branch got
+  an SDP of its own) has a leg per branch from the offer on (``Leg.branch``), pending
+  until that branch's answer names its to-tag.
 * a leg holds, per side (0 = the offerer of the first offer, 1 = the answerer), one
   :class:`Stream` per ``m=`` line. A stream *faces* its party: its local ports are the
   ones written into the SDP sent to that party, so that party sends to them and we send
@@ -250,13 +252,15 @@ class Stream:
 
 
 class Leg:
-    """A dialog between two tags; ``streams[side][m_index]``."""
+    """A dialog between two tags; ``streams[side][m_index]``. ``branch``: the via-branch
+    its offer was made for (None: an offer shared by every branch)."""
 
-    __slots__ = ("created", "streams", "tags")
+    __slots__ = ("branch", "created", "streams", "tags")
 
-    def __init__(self, tags: list[str], now: float) -> None:
+    def __init__(self, tags: list[str], now: float, branch: str | None = None) -> None:
         self.tags = tags
         self.created = now
+        self.branch = branch
         self.streams: list[list[Stream]] = [[], []]
 
 

@@ -2,7 +2,9 @@
 client codec for driving a remote relay (ours or a real rtpengine).
 
 A message is ``<cookie> <bencoded dictionary>``; the reply repeats the cookie. Commands:
-ping, offer, answer, delete, query, list. Errors are ``{"result": "error",
+ping, offer, answer, delete, query, list. ``via-branch`` in an offer makes the offer for
+that branch of a forked request only (its own leg); in an answer it picks that branch's
+leg, in a delete it removes only that branch. Errors are ``{"result": "error",
 "error-reason": ...}``; non-fatal problems are ``{"result": "ok", "warning": ...}``.
 Keys and flags are matched the way rtpengine does: case-insensitive for flags, with
 spaces, underscores and hyphens equivalent ("trust address" = "trust-address").
@@ -285,7 +287,8 @@ class NgServer:
         raw = sdp.encode() if isinstance(sdp, str) else sdp
         to_tag = _str(req.get("to-tag")) or None
         out = self.relay.offer(
-            self._need(req, "call-id"), self._need(req, "from-tag"), raw, now, flags_from_request(req), to_tag
+            self._need(req, "call-id"), self._need(req, "from-tag"), raw, now, flags_from_request(req), to_tag,
+            _str(req.get("via-branch")) or None,
         )
         return {"result": "ok", "sdp": out}
 
@@ -296,7 +299,7 @@ class NgServer:
         raw = sdp.encode() if isinstance(sdp, str) else sdp
         out = self.relay.answer(
             self._need(req, "call-id"), self._need(req, "from-tag"), self._need(req, "to-tag"),
-            raw, now, flags_from_request(req),
+            raw, now, flags_from_request(req), _str(req.get("via-branch")) or None,
         )
         return {"result": "ok", "sdp": out}
 
@@ -305,8 +308,8 @@ class NgServer:
         call = self.relay.query(call_id)
         summary = self.summary(call_id, now) if call is not None else None
         to_tag = _str(req.get("to-tag")) or None
-        branch_only = bool(_str(req.get("via-branch"))) and to_tag is not None
-        totals = self.relay.delete(call_id, now, _str(req.get("from-tag")) or None, to_tag, branch_only)
+        totals = self.relay.delete(call_id, now, _str(req.get("from-tag")) or None, to_tag,
+                                   via_branch=_str(req.get("via-branch")) or None)
         if totals is None:
             if "fatal" in {_norm(f) for f in _strlist(req.get("flags"))}:
                 return {"result": "error", "error-reason": "Unknown call-id"}
@@ -425,19 +428,24 @@ class NgClient:
         return cookie, cookie + b" " + bencode.encode(body)
 
     def offer(self, call_id: str, from_tag: str, sdp: bytes, flags: Flags | None = None,
-              to_tag: str | None = None) -> tuple[bytes, bytes]:
+              to_tag: str | None = None, via_branch: str | None = None) -> tuple[bytes, bytes]:
+        """``via_branch``: the offer for that branch of a forked request only."""
         extra = flags_to_request(flags or Flags())
-        return self.request("offer", call_id=call_id, from_tag=from_tag, to_tag=to_tag, sdp=sdp, **_kw(extra))
+        return self.request("offer", call_id=call_id, from_tag=from_tag, to_tag=to_tag, via_branch=via_branch,
+                            sdp=sdp, **_kw(extra))
 
     def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes,
-               flags: Flags | None = None) -> tuple[bytes, bytes]:
+               flags: Flags | None = None, via_branch: str | None = None) -> tuple[bytes, bytes]:
         extra = flags_to_request(flags or Flags())
-        return self.request("answer", call_id=call_id, from_tag=from_tag, to_tag=to_tag, sdp=sdp, **_kw(extra))
+        return self.request("answer", call_id=call_id, from_tag=from_tag, to_tag=to_tag, via_branch=via_branch,
+                            sdp=sdp, **_kw(extra))
 
     def delete(self, call_id: str, from_tag: str | None = None, to_tag: str | None = None,
-               branch_only: bool = False) -> tuple[bytes, bytes]:
-        """``branch_only`` sends a ``via-branch`` so only the fork answered with ``to_tag`` goes."""
-        branch = to_tag if branch_only and to_tag else None
+               branch_only: bool = False, via_branch: str | None = None) -> tuple[bytes, bytes]:
+        """``via_branch``: only what was offered for that branch goes; ``branch_only``
+        (without it) sends ``to_tag`` as the via-branch, so only the fork answered with
+        ``to_tag`` goes."""
+        branch = via_branch or (to_tag if branch_only and to_tag else None)
         return self.request("delete", call_id=call_id, from_tag=from_tag, to_tag=to_tag, via_branch=branch)
 
     @staticmethod

@@ -49,6 +49,9 @@ from .port_table import PortTable
 from .ports import PortAllocator
 from .secure import DtlsFactory
 
+MAX_LEGS = 32
+"""Legs per call at most (forks and per-branch offers): one call must not drain the ports."""
+
 __all__ = [
     "ICE_ATTRS", "ICE_MODES", "RTCP", "RTP", "Call", "CallDeleted", "DtlsEstablished", "DtlsFailed", "Event",
     "Flags", "Leg", "MediaRelay", "RelayConfig", "RelayError", "Stream", "StreamLatched",
@@ -83,7 +86,7 @@ class MediaRelay:
                 "media_srtp_dropped", "media_srtp_not_ready", "media_packets_dropped_no_consent",
                 "media_dtls_associations", "media_dtls_established", "media_dtls_failures",
                 "media_dtls_fingerprint_mismatch", "media_dtls_records", "media_dtls_closed", "media_rtcp_generated",
-                "media_bundle_demuxed", "media_bundle_unmatched",
+                "media_bundle_demuxed", "media_bundle_unmatched", "media_legs_refused",
             ),
             0,
         )
@@ -104,8 +107,11 @@ class MediaRelay:
         now: float,
         flags: Flags | None = None,
         to_tag: str | None = None,
+        via_branch: str | None = None,
     ) -> bytes:
-        """Rewrite an offer sent by the party ``from_tag``; returns the SDP to forward."""
+        """Rewrite an offer sent by the party ``from_tag``; returns the SDP to forward.
+        ``via_branch`` (an initial offer, no ``to_tag``): the offer for that branch of a
+        forked request only, on a leg of its own (rtpengine's ``via-branch``)."""
         flags = flags or Flags()
         desc = SessionDescription.parse(sdp)
         call = self._calls.get(call_id)
@@ -114,10 +120,11 @@ class MediaRelay:
             if len(self._calls) >= self.config.max_calls:
                 raise RelayError("too many calls", (503, "Media relay full"))
             call = Call(call_id, now)
-        found = self._find_leg(call, from_tag, to_tag)
+        found = self._find_leg(call, from_tag, to_tag, via_branch)
         new_leg = found is None
         if found is None:
-            leg = Leg([from_tag, to_tag or ""], now)
+            self._room_for_leg(call)
+            leg = Leg([from_tag, to_tag or ""], now, via_branch if to_tag is None else None)
             side = 0
         else:
             leg, side = found
@@ -141,8 +148,11 @@ class MediaRelay:
         sdp: bytes,
         now: float,
         flags: Flags | None = None,
+        via_branch: str | None = None,
     ) -> bytes:
-        """Rewrite an answer sent by the party ``to_tag``; returns the SDP to forward."""
+        """Rewrite an answer sent by the party ``to_tag``; returns the SDP to forward.
+        ``via_branch``: the branch it came from, which picks the leg offered for that
+        branch (the first answer of a branch gives the leg its to-tag)."""
         flags = flags or Flags()
         desc = SessionDescription.parse(sdp)
         call = self._calls.get(call_id)
@@ -158,16 +168,18 @@ class MediaRelay:
             if cand.tags == [to_tag, from_tag]:
                 leg, side = cand, 0
                 break
+        offered = [c for c in call.legs if c.tags[0] == from_tag and _of_branch(c, via_branch)]
         if leg is None:
-            for cand in call.legs:
-                if cand.tags[0] == from_tag and cand.tags[1] == "":
-                    cand.tags[1] = to_tag
-                    leg = cand
-                    break
+            leg = next((c for c in offered if c.tags[1] == ""), None)
+            if leg is not None:
+                leg.tags[1] = to_tag
         if leg is None:
-            fork_of = next((c for c in call.legs if c.tags[0] == from_tag), None)
+            # a second to-tag for the same offer: forked further on
+            fork_of = next(iter(offered), None)
             if fork_of is None:
-                raise RelayError(f"unknown from-tag {from_tag!r}", (488, "Unknown media session"))
+                raise RelayError(f"unknown from-tag {from_tag!r} or via-branch {via_branch!r}",
+                                 (488, "Unknown media session"))
+            self._room_for_leg(call)
             leg = self._fork(call, fork_of, to_tag, now)
         try:
             out = self._sdp.apply(call, leg, side, desc, flags, now, offer=False)
@@ -188,16 +200,21 @@ class MediaRelay:
         from_tag: str | None = None,
         to_tag: str | None = None,
         branch_only: bool = False,
+        via_branch: str | None = None,
     ) -> dict[str, int] | None:
-        """Delete a call (BYE, CANCEL, final failure), or with ``branch_only`` just the forked
-        branch answered with ``to_tag`` (a failed fork while others go on). Returns the
-        call's totals, or None if the call is unknown."""
+        """Delete a call (BYE, CANCEL, final failure), or just one branch of a fork: with
+        ``via_branch`` the legs offered for that branch, with ``branch_only`` the legs
+        answered with ``to_tag`` (a fork that failed or lost while the call goes on). The
+        last leg of a call takes the call with it. Returns the call's totals, or None if
+        the call (or the branch) is unknown."""
         call = self._calls.get(call_id)
         if call is None:
             return None
         self.counters["media_deletes"] += 1
-        if branch_only and to_tag is not None and len(call.legs) > 1:
-            legs = [leg for leg in call.legs if to_tag in leg.tags and (from_tag is None or from_tag in leg.tags)]
+        if via_branch is not None or (branch_only and to_tag is not None):
+            legs = [leg for leg in call.legs if via_branch is not None and leg.branch == via_branch]
+            if not legs and to_tag is not None:
+                legs = [leg for leg in call.legs if to_tag in leg.tags and (from_tag is None or from_tag in leg.tags)]
             if not legs:
                 return None  # a fork that never answered with SDP: nothing of it to delete
             if len(legs) < len(call.legs):
@@ -285,7 +302,10 @@ class MediaRelay:
             self._next_sweep = now + self.config.sweep_interval
 
     @staticmethod
-    def _find_leg(call: Call, from_tag: str, to_tag: str | None) -> tuple[Leg, int] | None:
+    def _find_leg(call: Call, from_tag: str, to_tag: str | None, via_branch: str | None) -> tuple[Leg, int] | None:
+        if to_tag is None and via_branch is not None:  # a branch's own offer (or its retransmission)
+            found = next((leg for leg in call.legs if leg.branch == via_branch and leg.tags[0] == from_tag), None)
+            return (found, 0) if found is not None else None
         for leg in call.legs:
             a, b = leg.tags
             if a == from_tag and (to_tag is None or b in (to_tag, "")):
@@ -294,10 +314,15 @@ class MediaRelay:
                 return leg, 1
         return None
 
+    def _room_for_leg(self, call: Call) -> None:
+        if len(call.legs) >= MAX_LEGS:
+            self.counters["media_legs_refused"] += 1
+            raise RelayError(f"call {call.call_id!r} has {MAX_LEGS} legs already", (503, "Too many media branches"))
+
     def _fork(self, call: Call, primary: Leg, to_tag: str, now: float) -> Leg:
         """A second to-tag answers a forked offer: new ports towards the offerer, shared ports
         towards the new branch (it was sent the same offer)."""
-        leg = Leg([primary.tags[0], to_tag], now)
+        leg = Leg([primary.tags[0], to_tag], now, primary.branch)
         for i, (pa, pb) in enumerate(zip(primary.streams[0], primary.streams[1], strict=False)):
             a = Stream(call, leg, 0, i)
             for name in ("media", "profile", "expected_rtp", "expected_rtcp", "mux", "hold",
@@ -357,3 +382,9 @@ class MediaRelay:
         t["packets"] = t["rtp_packets"] + t["rtcp_packets"]
         t["bytes"] = t["rtp_bytes"] + t["rtcp_bytes"]
         return t
+
+
+def _of_branch(leg: Leg, via_branch: str | None) -> bool:
+    """An answer from ``via_branch`` may complete ``leg``: the leg's own branch, or an offer
+    shared by every branch."""
+    return via_branch is None or leg.branch is None or leg.branch == via_branch

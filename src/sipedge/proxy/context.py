@@ -38,6 +38,10 @@ class BranchTarget:
     q: float = 1.0
     fallback: Target | None = None  # tried when ``dest`` (a flow) is gone
     nated: bool = False  # registered from behind a NAT or over WebSocket
+    # this branch's media flags, instead of rtpengine_manage()'s (which must engage the
+    # relay): branches whose flags differ each get an offer of their own (rtpengine's
+    # via-branch), e.g. DTLS-SRTP towards a browser and plain RTP towards a phone
+    media: Flags | None = None
 
 
 @dataclass(slots=True)
@@ -226,7 +230,9 @@ class RequestContext:
         """Put the media relay in this call's media path, as Kamailio's
         ``rtpengine_manage()``: offers (INVITE/UPDATE with SDP) and answers (their 18x/2xx)
         are rewritten, BYE/CANCEL and failures delete the session. False when no relay
-        is configured."""
+        is configured. ``flags`` apply to every branch whose target has no
+        ``BranchTarget.media`` of its own; when the branches' flags differ, the relay
+        makes one offer per branch (docs/routing.md)."""
         if not self.core.media_available:
             return False
         self.media = flags or Flags()

@@ -69,6 +69,7 @@ class MediaJob:
     to_tag: str | None = None
     sdp: bytes = b""
     flags: Flags | None = None
+    via_branch: str | None = None  # a branch's own offer, its answer, or its deletion (rtpengine's)
 
 
 MediaContinuation = Callable[[bytes | None, "tuple[int, str] | None", float], None]
@@ -86,6 +87,9 @@ class Branch:
     cancelled: bool = False
     timed_out: bool = False  # Timer C: its 487 stands for a 408 (RFC 3261 §16.8)
     unreachable: bool = False  # never sent (no address, connect failed): its 503 is our own
+    via: str | None = None  # with an offer of its own: our Via branch, the relay's via-branch
+    media: Flags | None = None  # the flags of that offer
+    offered: bool = False  # that offer is at the relay (a leg to release when the branch loses)
 
 
 @dataclass(slots=True)
@@ -104,6 +108,7 @@ class ProxyTransaction:
     next_index: int = 0
     media: Flags | None = None
     socket: Listener | None = None  # the listener its branches leave from (loose_route)
+    per_branch: bool = False  # the branches need different media: each gets its own offer
 
     @property
     def all_final(self) -> bool:
@@ -289,12 +294,13 @@ class ProxyCore:
         return call_id in self._media_calls
 
     def _media_job(self, op: str, call_id: str, from_tag: str, to_tag: str | None = None, sdp: bytes = b"",
-                   flags: Flags | None = None, then: MediaContinuation | None = None, late_offer: bool = False) -> None:
+                   flags: Flags | None = None, then: MediaContinuation | None = None, late_offer: bool = False,
+                   via_branch: str | None = None) -> None:
         self._media_token += 1
-        self._media_jobs.append(MediaJob(self._media_token, op, call_id, from_tag, to_tag, sdp, flags))
+        self._media_jobs.append(MediaJob(self._media_token, op, call_id, from_tag, to_tag, sdp, flags, via_branch))
         if then is not None:
             self._media_waiting[self._media_token] = then
-        if op == "delete":
+        if op == "delete" and via_branch is None:  # (a branch's delete leaves the call)
             self._media_calls.pop(call_id, None)
         elif op == "offer":  # (an answer never revives a call: a 2xx retransmitted after the BYE)
             self._media_calls[call_id] = late_offer
@@ -686,8 +692,15 @@ class ProxyCore:
             groups = [[t for t in targets if t.q == q] for q in qs]
         else:
             groups = [targets]
-        ptx = ProxyTransaction(ctx.server_key, req, ctx.flow, ctx.record_routed, groups, media=ctx.media,
-                               socket=ctx.socket)
+        media, per_branch = ctx.media, False
+        if media is not None:  # the branches' own flags (BranchTarget.media): alike, or one offer each
+            flags = [_branch_flags(media, t) for group in groups for t in group]
+            if all(f == flags[0] for f in flags):
+                media = flags[0]
+            else:  # (a late offer or a re-offer has one answerer: the call's flags)
+                per_branch = req.method == "INVITE" and _has_sdp(req) and _to_tag_of(req) is None
+        ptx = ProxyTransaction(ctx.server_key, req, ctx.flow, ctx.record_routed, groups, media=media,
+                               socket=ctx.socket, per_branch=per_branch)
         self._proxied[ctx.server_key] = ptx
         if ctx.media is not None and self._media_step_for_request(ptx, ctx):
             return
@@ -720,6 +733,8 @@ class ProxyCore:
         if req.method not in ("INVITE", "UPDATE") or not _has_sdp(req):
             return False
 
+        if ptx.per_branch:
+            return False  # each branch's offer is made as it starts (_start_branch)
         to_tag = _to_tag_of(req)  # a re-offer names its dialog (the leg of a forked call)
 
         def then(sdp: bytes | None, error: tuple[int, str] | None, now: float) -> None:
@@ -739,7 +754,7 @@ class ProxyCore:
             req.body = sdp
             self._start_next_group(ptx, now)
 
-        self._media_job("offer", call_id, from_tag, to_tag, req.body, ctx.media, then)
+        self._media_job("offer", call_id, from_tag, to_tag, req.body, ptx.media, then)
         return True
 
     def _start_next_group(self, ptx: ProxyTransaction, now: float) -> bool:
@@ -775,18 +790,63 @@ class ProxyCore:
         )
         if ptx.record_route and req.method in ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY", "UPDATE"):
             forwarding.record_route(req, inbound, outbound, self._stamp_for(ptx.request))
-        forwarding.add_via(req, outbound, forwarding.branch_id(ptx.request, index))
+        via = forwarding.branch_id(ptx.request, index)
+        forwarding.add_via(req, outbound, via)
+        branch = Branch(None, req, target, dest, target.fallback)
+        if ptx.per_branch:
+            self._offer_for_branch(ptx, branch, via, now)
+        else:
+            self._send_branch(ptx, branch, now)
+        return True
+
+    def _send_branch(self, ptx: ProxyTransaction, branch: Branch, now: float) -> None:
+        req, dest = branch.request, branch.dest
         key = self.tl.send_request(req, dest, now)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("> %s %s to %s (call %s)", req.method, req.uri, dest, req.get("call-id"))
         req.forget_parsed()
-        branch = Branch(key, req, target, dest, target.fallback)
-        ptx.branches.append(branch)
+        branch.key = key
+        if branch not in ptx.branches:
+            ptx.branches.append(branch)
         self._branch_of[key] = (ptx, branch)
         if dest.transport in ("ws", "wss"):
             self._ws_branches.setdefault((dest.transport, *_dest_address(dest)), set()).add(key)
         self.counters["sip_requests_relayed"] += 1
-        return True
+
+    def _offer_for_branch(self, ptx: ProxyTransaction, branch: Branch, via: str, now: float) -> None:
+        """rtpengine's ``via-branch``: the relay rewrites the caller's offer for this branch
+        alone, with its own flags (``BranchTarget.media``), and the branch's INVITE leaves
+        with that SDP. The branch waits (no client transaction yet) until then."""
+        req = ptx.request
+        branch.via, branch.media = via, _branch_flags(ptx.media, branch.target)
+        ptx.branches.append(branch)
+        call_id = req.get("call-id") or ""
+        from_tag = _from_tag_of(req)
+
+        def then(sdp: bytes | None, error: tuple[int, str] | None, later: float) -> None:
+            branch.offered = error is None and sdp is not None
+            if branch.cancelled or ptx.cancelled or ptx.final_sent:
+                # answered elsewhere or CANCELled meanwhile: this branch never rings
+                self._release_branch_media(ptx, branch)
+                self._record_branch_final(ptx, branch, later, _branch_reply(branch, 487))
+            elif sdp is None:
+                log.warning("media offer for branch %s of %s failed: %s", via, call_id, error)
+                branch.unreachable = True  # never sent: the relay's 503 is passed on as it is
+                self._record_branch_final(ptx, branch, later, _branch_reply(branch, *(error or (500, "Media Relay Error"))))
+            else:
+                branch.request.body = sdp
+                self._send_branch(ptx, branch, later)
+
+        self._media_job("offer", call_id, from_tag, None, req.body, branch.media, then, via_branch=via)
+
+    def _release_branch_media(self, ptx: ProxyTransaction, branch: Branch) -> None:
+        """The relay's leg (and ports) of a branch offered on its own that lost, failed or
+        never rang."""
+        if not branch.offered:
+            return
+        branch.offered = False
+        self._media_job("delete", ptx.request.get("call-id") or "", _from_tag_of(ptx.request),
+                        via_branch=branch.via)
 
     def _relay_stateless(self, ctx: RequestContext) -> None:
         """Forward without a transaction (ACK for 2xx, RFC 3261 §16.11)."""
@@ -837,7 +897,7 @@ class ProxyCore:
             if resp.status == 100:
                 return
             if not ptx.final_sent:
-                self._forward_response(ptx, resp, now, flow)
+                self._forward_response(ptx, resp, now, flow, branch)
             return
         if branch.final is not None and resp.status >= 300:
             return
@@ -847,9 +907,12 @@ class ProxyCore:
             resp.status, resp.reason = 408, "Request Timeout"
         if 200 <= resp.status < 300:
             branch.final = resp
-            self._forward_response(ptx, resp, now, flow)
+            self._forward_response(ptx, resp, now, flow, branch)
             ptx.final_sent = True
             self._cancel_pending(ptx, now, except_branch=branch)
+            for other in ptx.branches:  # the losers' media goes now, not at the BYE
+                if other is not branch:
+                    self._release_branch_media(ptx, other)
             return
         self._record_branch_final(ptx, branch, now, resp)
 
@@ -864,7 +927,9 @@ class ProxyCore:
             # the registered connection is gone: try the Contact address itself, once
             self._unlink_branch(key)
             ptx.branches.remove(branch)
-            retry = BranchTarget(branch.target.ruri, branch.fallback, branch.target.path, branch.target.q)
+            retry = BranchTarget(branch.target.ruri, branch.fallback, branch.target.path, branch.target.q,
+                                 media=branch.target.media)
+            self._release_branch_media(ptx, branch)  # the retry is a new branch, with an offer of its own
             if self._start_branch(ptx, retry, now):
                 return
             ptx.branches.append(branch)
@@ -884,6 +949,8 @@ class ProxyCore:
             ptx.branches.append(branch)
         final = branch.final
         assert final is not None
+        if final.status >= 300:
+            self._release_branch_media(ptx, branch)
         if ptx.best is None or _rank(final) < _rank(ptx.best):
             ptx.best = final
         if final.status >= 600:
@@ -913,7 +980,8 @@ class ProxyCore:
         ptx.final_sent = True
         self._forward_response(ptx, out, now)
 
-    def _forward_response(self, ptx: ProxyTransaction, resp: Response, now: float, flow: Flow | None = None) -> None:
+    def _forward_response(self, ptx: ProxyTransaction, resp: Response, now: float, flow: Flow | None = None,
+                          branch: Branch | None = None) -> None:
         if ptx.media is not None:
             call_id = ptx.request.get("call-id") or ""
             if resp.status >= 300:
@@ -946,8 +1014,11 @@ class ProxyCore:
                     self._forward_response_now(ptx, resp, later, flow)
 
                 offerer, answerer = (to_tag, from_tag) if late_offer else (from_tag, to_tag)  # as ng's tags
-                flags = ptx.media if late_offer else ptx.media.for_answer()
-                self._media_job(op, call_id, offerer, answerer, resp.body, flags, then, late_offer=late_offer)
+                own = branch if branch is not None and branch.via is not None else None  # offered per branch
+                media = own.media if own is not None and own.media is not None else ptx.media
+                flags = media if late_offer else media.for_answer()
+                self._media_job(op, call_id, offerer, answerer, resp.body, flags, then, late_offer=late_offer,
+                                via_branch=own.via if own is not None else None)
                 return
         self._forward_response_now(ptx, resp, now, flow)
 
@@ -1053,7 +1124,8 @@ class ProxyCore:
             if b is except_branch or b.final is not None or b.cancelled or b.request.method != "INVITE":
                 continue
             b.cancelled = True
-            self.tl.cancel(b.key, now)
+            if b.key is not None:  # (else its offer is at the relay: it ends when that comes back)
+                self.tl.cancel(b.key, now)
 
 
 def _leave_from(dest: Flow | Target, socket: Listener | None) -> Flow | Target:
@@ -1070,6 +1142,25 @@ def _leave_from(dest: Flow | Target, socket: Listener | None) -> Flow | Target:
 
 def _dest_address(dest: Flow | Target) -> tuple[str, int]:
     return dest.remote if isinstance(dest, Flow) else (dest.host, dest.port)
+
+
+def _branch_flags(call: Flags | None, target: BranchTarget | None) -> Flags | None:
+    """A branch's media flags: its target's own (``BranchTarget.media``), else the call's."""
+    return target.media if target is not None and target.media is not None else call
+
+
+def _branch_reply(branch: Branch, status: int, reason: str | None = None) -> Response:
+    """Our own final response for a branch that never left (as if from it: no Via of ours)."""
+    resp = make_response(branch.request, status, reason)
+    resp.pop_first("via")
+    return resp
+
+
+def _from_tag_of(req: Request) -> str:
+    try:
+        return req.from_.tag or ""
+    except ParseError:
+        return ""
 
 
 def _to_tag_of(req: Request) -> str | None:

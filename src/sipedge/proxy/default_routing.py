@@ -115,13 +115,16 @@ def request_route(ctx: RequestContext) -> None:
             ctx.reply(404)
         return
     # RTPPROXY: a browser calling a SIP phone, or a phone calling a browser, is bridged
-    # (DTLS-SRTP and ICE towards the browser, plain RTP towards the phone; docs/webrtc.md).
+    # (DTLS-SRTP and ICE towards the browser, plain RTP towards the phone; docs/webrtc.md),
+    # per branch when the callee has both (each branch gets an offer of its own).
     # Plain RTP is relayed when either side is behind a NAT. Two browsers keep their own
     # end-to-end DTLS, and their ICE finds its way through NATs (and TURN).
     if ctx.method == "INVITE":
         bridge = webrtc_bridge(ctx)
         if bridge is not None:
-            ctx.rtpengine_manage(bridge)
+            for target, flags in zip(ctx.targets, bridge, strict=True):
+                target.media = flags
+            ctx.rtpengine_manage()
             ctx.record_route()  # even with routing.record_route off: BYE and re-offers must pass here
         elif not is_webrtc_offer(ctx.request.body) and (
             ctx.nat_uac_test(NAT_TESTS | nat.SDP_PRIVATE) or any(t.nated for t in ctx.targets)
@@ -140,21 +143,20 @@ TO_BROWSER = Flags(transport_protocol="UDP/TLS/RTP/SAVPF", ice="force", rtcp_mux
 RTCP muxed (rtpengine's ``UDP/TLS/RTP/SAVPF ICE=force rtcp-mux-require``)."""
 
 
-def webrtc_bridge(ctx: RequestContext) -> Flags | None:
-    """The media flags that bridge this INVITE's caller and callees when one side is a
-    browser and the other is not; None when both are alike (or the callees are mixed: a
-    per-branch offer is not made yet, so such a call is left as it is)."""
+def webrtc_bridge(ctx: RequestContext) -> list[Flags] | None:
+    """The media flags, one per target of ``ctx.targets``, that bridge this INVITE's caller
+    and callees when one side is a browser and the other is not; None when all are alike.
+    A mixed fork (a browser and a phone of the same user) gets per-branch flags: the
+    branches unlike the caller are bridged (``TO_BROWSER`` / ``TO_PHONE``), those like it
+    are relayed as they are (``Flags()``)."""
     if not ctx.request.body:
         return None  # a late offer: the relay would only see the answerer's offer
     browsers = [_is_browser(t) for t in ctx.targets]
-    if not browsers:
-        return None
     caller = is_webrtc_offer(ctx.request.body)
-    if caller and not any(browsers):
-        return TO_PHONE
-    if not caller and all(browsers):
-        return TO_BROWSER
-    return None
+    if all(b == caller for b in browsers):  # (also: no targets)
+        return None
+    bridged = TO_PHONE if caller else TO_BROWSER
+    return [Flags() if b == caller else bridged for b in browsers]
 
 
 def _is_browser(target: BranchTarget) -> bool:

@@ -236,11 +236,12 @@ class SipService:
         error: tuple[int, str] | None = None
         try:
             if job.op == "offer":
-                sdp = await media.offer(job.call_id, job.from_tag, job.sdp, job.flags, job.to_tag)
+                sdp = await media.offer(job.call_id, job.from_tag, job.sdp, job.flags, job.to_tag, job.via_branch)
             elif job.op == "answer":
-                sdp = await media.answer(job.call_id, job.from_tag, job.to_tag or "", job.sdp, job.flags)
+                sdp = await media.answer(job.call_id, job.from_tag, job.to_tag or "", job.sdp, job.flags,
+                                         job.via_branch)
             else:
-                await media.delete(job.call_id, job.from_tag)
+                await media.delete(job.call_id, job.from_tag, job.to_tag, via_branch=job.via_branch)
                 return
         except (ParseError, RelayError) as exc:
             error = exc.hint if isinstance(exc.hint, tuple) else (500, "Media Relay Error")

@@ -139,20 +139,20 @@ class MediaServer:
 
     # -- control API (in-process "MediaControl") ---------------------------------
     async def offer(self, call_id: str, from_tag: str, sdp: bytes, flags: Flags | None = None,
-                    to_tag: str | None = None) -> bytes:
-        out = self.relay.offer(call_id, from_tag, sdp, self.loop.time(), flags, to_tag)
+                    to_tag: str | None = None, via_branch: str | None = None) -> bytes:
+        out = self.relay.offer(call_id, from_tag, sdp, self.loop.time(), flags, to_tag, via_branch)
         self.after_signalling()
         return out
 
     async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes,
-                     flags: Flags | None = None) -> bytes:
-        out = self.relay.answer(call_id, from_tag, to_tag, sdp, self.loop.time(), flags)
+                     flags: Flags | None = None, via_branch: str | None = None) -> bytes:
+        out = self.relay.answer(call_id, from_tag, to_tag, sdp, self.loop.time(), flags, via_branch)
         self.after_signalling()
         return out
 
     async def delete(self, call_id: str, from_tag: str | None = None, to_tag: str | None = None,
-                     branch_only: bool = False) -> dict[str, int] | None:
-        totals = self.relay.delete(call_id, self.loop.time(), from_tag, to_tag, branch_only)
+                     branch_only: bool = False, via_branch: str | None = None) -> dict[str, int] | None:
+        totals = self.relay.delete(call_id, self.loop.time(), from_tag, to_tag, branch_only, via_branch)
         self.after_signalling()
         return totals
 

@@ -148,16 +148,16 @@ class NgRemote:
         return (await self._call(*self.codec.request("ping"))).get("result") == "pong"
 
     async def offer(self, call_id: str, from_tag: str, sdp: bytes, flags: Flags | None = None,
-                    to_tag: str | None = None) -> bytes:
-        return self._sdp(await self._call(*self.codec.offer(call_id, from_tag, sdp, flags, to_tag)))
+                    to_tag: str | None = None, via_branch: str | None = None) -> bytes:
+        return self._sdp(await self._call(*self.codec.offer(call_id, from_tag, sdp, flags, to_tag, via_branch)))
 
     async def answer(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes,
-                     flags: Flags | None = None) -> bytes:
-        return self._sdp(await self._call(*self.codec.answer(call_id, from_tag, to_tag, sdp, flags)))
+                     flags: Flags | None = None, via_branch: str | None = None) -> bytes:
+        return self._sdp(await self._call(*self.codec.answer(call_id, from_tag, to_tag, sdp, flags, via_branch)))
 
     async def delete(self, call_id: str, from_tag: str | None = None, to_tag: str | None = None,
-                     branch_only: bool = False) -> dict[str, Any] | None:
-        reply = await self._call(*self.codec.delete(call_id, from_tag, to_tag, branch_only))
+                     branch_only: bool = False, via_branch: str | None = None) -> dict[str, Any] | None:
+        reply = await self._call(*self.codec.delete(call_id, from_tag, to_tag, branch_only, via_branch))
         return None if "warning" in reply or reply.get("result") != "ok" else reply
 
     async def query(self, call_id: str) -> dict[str, Any]:
