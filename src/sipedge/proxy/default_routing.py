@@ -122,9 +122,12 @@ def request_route(ctx: RequestContext) -> None:
     if ctx.method == "INVITE":
         bridge = webrtc_bridge(ctx)
         if bridge is not None:
-            for target, flags in zip(ctx.targets, bridge, strict=True):
-                target.media = flags
-            ctx.rtpengine_manage()
+            if len(set(bridge)) == 1:
+                ctx.rtpengine_manage(bridge[0])  # every branch alike: one offer
+            else:
+                for target, flags in zip(ctx.targets, bridge, strict=True):
+                    target.media = flags  # a mixed fork: an offer per branch
+                ctx.rtpengine_manage()
             ctx.record_route()  # even with routing.record_route off: BYE and re-offers must pass here
         elif not is_webrtc_offer(ctx.request.body) and (
             ctx.nat_uac_test(NAT_TESTS | nat.SDP_PRIVATE) or any(t.nated for t in ctx.targets)
