@@ -166,6 +166,9 @@ def test_legitimate_calls_survive_a_flood_and_the_flooder_is_banned(
     assert dropped >= 0.9 * flooder.sent, (dropped, flooder.sent)  # dropped unread
     # what a flood leaves behind: a few MB of allocator noise, not the ~100 MB of before
     assert rss_after - rss_before < 25_000, (rss_before, rss_after)
+    if kind == "register":  # wrong credentials: banned by the failures well before the challenges
+        assert after["sip_auth_failure_bans"] - before["sip_auth_failure_bans"] == 1
+        assert challenges <= 11, flooder.answers  # max_auth_failures (10), then silence
     assert f"source {flooder.source} banned" in server.log_text()
     assert "source 127.0.0.1 banned" not in server.log_text()
 

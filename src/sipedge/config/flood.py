@@ -39,3 +39,24 @@ class FloodConfig:
         "source not seen for a window has nothing to remember)",
         positive,
     )
+    max_auth_failures: int = option(
+        10,
+        "failed digest responses (wrong password, unknown user) one source IP may send per "
+        "auth_window; one more and it is banned (fail2ban's job; 0 = no limit)",
+        non_negative,
+    )
+    max_user_auth_failures: int = option(
+        20,
+        "failed digest responses for one username from all sources per auth_window; past "
+        "it, every source that fails for that user is banned at once (a guess spread over "
+        "many addresses), while right passwords still work (0 = no limit)",
+        non_negative,
+    )
+    auth_window: float = option(60.0, "seconds the auth failure counts cover", positive)
+    scanners: list[str] = option(
+        ["friendly-scanner", "sipvicious", "sipcli", "sip-scan", "iwar", "pplsip", "vaxsipuseragent",
+         "sundayddr"],
+        "User-Agent substrings (case-insensitive) of SIP scanners: their requests are dropped "
+        "unanswered and the source banned",
+    )
+

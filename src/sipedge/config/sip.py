@@ -7,6 +7,7 @@ from typing import Any
 
 from ._schema import networks, non_negative, one_of, option, positive
 from .flood import FloodConfig
+from .ratelimit import FraudConfig, RateLimitConfig
 
 TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 
@@ -106,6 +107,8 @@ class SipConfig:
     limits: LimitsConfig = LimitsConfig()
     websocket: WebSocketConfig = WebSocketConfig()
     flood: FloodConfig = FloodConfig()
+    ratelimit: RateLimitConfig = RateLimitConfig()
+    fraud: FraudConfig = FraudConfig()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ Every helper either returns a plain answer (bool, int) or finishes the request
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 IDENTITY_HEADERS = ("p-asserted-identity", "p-preferred-identity", "remote-party-id")
 
+
+log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class BranchTarget:
@@ -127,6 +130,54 @@ class RequestContext:
             self.reply(482)
             return False
         return True
+
+    def is_scanner(self) -> bool:
+        """True when the User-Agent names a known SIP scanner (``sip.flood.scanners``):
+        its source is banned (unless trusted); the caller drops the request unanswered,
+        since an answer only tells a scanner that a server is here."""
+        return self.core.flood.is_scanner(self.flow.remote[0], self.request.get("user-agent") or "", self.now)
+
+    def within_rate_limits(self) -> bool:
+        """The ``[sip.ratelimit]`` pipes by method (``limits``, ``per_source``): False after
+        answering 503 with Retry-After and a Reason naming the limit. ACK and CANCEL always
+        pass (they end what was let in)."""
+        limiter = self.core.ratelimit
+        if not limiter.active or self.method in ("ACK", "CANCEL"):
+            return True
+        over = limiter.allow(self.method, self.flow.remote[0], self.now)
+        return over is None or self._rate_limited(over)
+
+    def destination_within_limit(self) -> bool:
+        """Before relaying to a foreign destination: its pipe (``sip.ratelimit.
+        per_destination`` requests per interval towards one Request-URI host). False
+        after answering 503."""
+        ruri = self.ruri
+        if ruri is None or self.method in ("ACK", "CANCEL") or self.core.ratelimit.destination(ruri.host, self.now):
+            return True
+        return self._rate_limited("destination rate limit")
+
+    def _rate_limited(self, which: str) -> bool:
+        interval = self.core.ratelimit.config.interval
+        self.reply(503, "Rate Limited", [("Retry-After", str(max(1, round(interval)))),
+                                         ("Reason", f'SIP;cause=503;text="{which}"')])
+        return False
+
+    def pipe_check(self, key: str, rate: int) -> bool:
+        """One request through a pipe of the routing module's own (Kamailio's
+        ``pl_check``): ``rate`` requests per ``sip.ratelimit.interval`` under ``key``
+        (e.g. the Request-URI's user), dropping by ``sip.ratelimit.algorithm``."""
+        return self.core.ratelimit.check(f"r|{key}", rate, self.now)
+
+    def foreign_call_allowed(self) -> bool:
+        """The toll-fraud guard for a call of the authenticated user to a foreign
+        destination (``[sip.fraud]``): False after answering 403 Foreign Call Limit."""
+        user = self.authenticated_user
+        if user is None or self.method != "INVITE" or self.core.fraud.foreign_call(user, self.now):
+            return True
+        self.core.counters["sip_fraud_refused"] += 1
+        log.warning("x %s: foreign call refused, over sip.fraud.max_foreign_calls", user)
+        self.reply(403, "Foreign Call Limit")
+        return False
 
     # -- routing steps ---------------------------------------------------------
     def loose_route(self) -> bool:
@@ -297,8 +348,8 @@ class RequestContext:
         self.done = True
 
     def drop(self) -> None:
-        """Discard the request silently."""
-        self.done = True
+        """Discard the request silently (and its server transaction)."""
+        self.core.drop(self)
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ from ..sip import txevents as tx
 from ..sip.flow import Flow, Target
 from ..sip.message import Request, Response, check_response, error_response, make_response, parse
 from ..sip.uri import SipUri
-from . import forwarding, nat, pike, registrar
+from . import forwarding, nat, pike, ratelimit, registrar
 from .context import BranchTarget, ReplyContext, RequestContext
 from .identity import Identity, Listener
 from .location import Binding, LocationStore, SubscriberStore
@@ -164,6 +164,10 @@ class ProxyCore:
         self._refused_held = 0
         # shared with the transport, which asks it first (server/app.py builds both)
         self.flood = flood if flood is not None else pike.flood_detector(config.sip)
+        self.ratelimit = ratelimit.RateLimiter(
+            config.sip.ratelimit, trusted=(*config.sip.flood.trusted, *config.sip.trusted_peers)
+        )
+        self.fraud = ratelimit.FraudGuard(config.sip.fraud)
         self._flood_log_at = 0.0  # ban/unban lines: at most _FLOOD_LINES a second
         self._flood_lines = 0
         self._flood_held = 0
@@ -190,6 +194,7 @@ class ProxyCore:
             "sip_routing_errors": 0,
             "sip_auth_challenges": 0,
             "sip_auth_failures": 0,
+            "sip_fraud_refused": 0,
             "sip_bindings_dropped_on_disconnect": 0,
         }
 
@@ -312,6 +317,7 @@ class ProxyCore:
         out["sip_proxy_transactions"] = len(self._proxied)
         out.update(self.tl.stats())
         out.update(self.flood.stats())
+        out.update(self.ratelimit.stats())
         return out
 
     # -- inbound requests -----------------------------------------------------------
@@ -361,9 +367,14 @@ class ProxyCore:
             more = f" ({held} more ban lines not logged)" if held else ""
             if isinstance(ev, pike.SourceBanned):
                 cfg = self.config.sip.flood
-                limit = cfg.max_requests if ev.reason == "requests" else cfg.max_challenges
-                log.warning("x source %s banned for %g s: more than %d %s in %g s%s", ev.source, cfg.ban_time,
-                            limit, ev.reason, cfg.window, more)
+                if ev.reason == "scanner":
+                    why = "its User-Agent names a SIP scanner"
+                elif ev.reason == "auth-failures":
+                    why = f"failed digest responses (sip.flood.max_auth_failures {cfg.max_auth_failures} in {cfg.auth_window:g} s, or for a user past max_user_auth_failures)"
+                else:
+                    limit = cfg.max_requests if ev.reason == "requests" else cfg.max_challenges
+                    why = f"more than {limit} {ev.reason} in {cfg.window:g} s"
+                log.warning("x source %s banned for %g s: %s%s", ev.source, cfg.ban_time, why, more)
             else:
                 log.warning("- source %s unbanned: %d messages dropped while banned%s", ev.source, ev.dropped, more)
 
@@ -559,6 +570,10 @@ class ProxyCore:
         if outcome.result is not digest.AuthResult.MISSING:
             self.counters["sip_auth_failures"] += 1
             log.info("auth %s for %r from %s: %s", outcome.result.value, outcome.username, ctx.flow.remote, outcome.detail)
+            guess = outcome.result in (digest.AuthResult.BAD_RESPONSE, digest.AuthResult.UNKNOWN_USER)
+            if guess and self.flood.auth_failed(ctx.flow.remote[0], outcome.username or "", ctx.now):
+                self.drop(ctx)  # a password guesser: banned, and this one goes unanswered
+                return False
         status, reason = outcome.result.reply(proxy=not is_register) or (500, "Auth Error")
         if not outcome.result.challenge:
             ctx.reply(status, reason)
@@ -566,9 +581,7 @@ class ProxyCore:
         if not self.flood.challenge(ctx.flow.remote[0], ctx.now):
             # over max_challenges: dropped unanswered, as Kamailio's antiflood recipe does
             # (an answer to a spoofed source is reflected at its victim); banned from now
-            if ctx.server_key is not None:
-                self.tl.discard(ctx.server_key)
-            ctx.drop()
+            self.drop(ctx)
             return False
         self.counters["sip_auth_challenges"] += 1
         challenges = self.auth.challenges(realm, wall, stale=outcome.result.stale)
@@ -577,6 +590,13 @@ class ProxyCore:
         self.reply(ctx, status, reason, [(challenge_header, c) for c in challenges], forget=True)
         ctx.done = True
         return False
+
+    def drop(self, ctx: RequestContext) -> None:
+        """Discard ``ctx``'s request unanswered, its server transaction too (a
+        retransmission is routed, and dropped, afresh)."""
+        if ctx.server_key is not None:
+            self.tl.discard(ctx.server_key)
+        ctx.done = True
 
     def consume_credentials(self, ctx: RequestContext) -> None:
         """Remove the Proxy-Authorization values for our realm: they were for us, and the

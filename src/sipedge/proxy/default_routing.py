@@ -25,6 +25,12 @@ def request_route(ctx: RequestContext) -> None:
     # REQINIT: refuse what no hop could handle.
     if not ctx.sanity_check() or not ctx.max_forwards_ok() or not ctx.loop_ok():
         return
+    # Scanners get no answer (and their source a ban); past a rate limit, 503.
+    if ctx.is_scanner():
+        ctx.drop()
+        return
+    if not ctx.within_rate_limits():
+        return
 
     # NATDETECT: answers go back to where the request came from.
     nated = ctx.nat_uac_test(NAT_TESTS)
@@ -100,6 +106,10 @@ def request_route(ctx: RequestContext) -> None:
         # trusted peers (so with auth.invite off, for trusted peers only).
         if ctx.authenticated_user is None and not trusted:
             ctx.reply(403, "Relaying Denied")
+            return
+        if not trusted and not ctx.foreign_call_allowed():
+            return  # the toll-fraud guard: too many calls abroad from this user
+        if not ctx.destination_within_limit():
             return
         ctx.record_route()
         ctx.relay()

@@ -13,6 +13,14 @@ of zero anyway, so forgetting it loses nothing), and at most as many bans are ke
 Trusted networks are never counted against (checked only when a source crosses a
 threshold, so the common path stays one dictionary lookup).
 
+Failed digest responses are counted apart, over ``auth_window`` (fail2ban's job, done
+in-process): ``max_auth_failures`` from one source bans it; past ``max_user_auth_failures``
+for one username from all sources together, any source failing for that user is banned
+at its first failure, so a guess spread over many addresses gets one try per address
+while the user's right password keeps working (no lock-out to abuse). Requests whose
+User-Agent names a known scanner are dropped and their source banned
+(:meth:`is_scanner`).
+
 Bans end at :meth:`handle_timer`; :meth:`events` reports bans starting and ending, for
 the application to log. An operator lists, adds and lifts bans through :meth:`bans`,
 :meth:`ban` and :meth:`lift` (``sipedge ctl ban ...``).
@@ -26,12 +34,13 @@ from dataclasses import dataclass
 
 from ..config.flood import FloodConfig
 from ..config.sip import SipConfig
+from .ratelimit import Window, window
 
 
 @dataclass(frozen=True, slots=True)
 class SourceBanned:
-    """``source`` crossed a threshold (``reason``: "requests" or "challenges"), or an
-    operator banned it ("operator")."""
+    """``source`` crossed a threshold (``reason``: "requests", "challenges",
+    "auth-failures"), is a scanner ("scanner"), or an operator banned it ("operator")."""
 
     source: str
     reason: str
@@ -85,10 +94,15 @@ class FloodDetector:
         self._sources: OrderedDict[str, _Count] = OrderedDict()  # least recently seen first
         self._bans: dict[str, _Ban] = {}  # in ban order, so in order of expiry
         self._events: list[FloodEvent] = []
+        self._auth_sources: OrderedDict[str, Window] = OrderedDict()
+        self._auth_users: OrderedDict[str, Window] = OrderedDict()
+        self._scanners = tuple(s.lower() for s in config.scanners if s)
         self.counters: dict[str, int] = {
             "sip_flood_bans": 0,
             "sip_banned_dropped": 0,
             "sip_flood_challenges_refused": 0,
+            "sip_auth_failure_bans": 0,
+            "sip_scanners_dropped": 0,
         }
 
     # -- the per-message path ------------------------------------------------------------
@@ -130,6 +144,40 @@ class FloodDetector:
         self.counters["sip_flood_challenges_refused"] += 1
         self._ban(source, "challenges", now)
         return False
+
+    def auth_failed(self, source: str, user: str, now: float) -> bool:
+        """Count a failed digest response from ``source`` for ``user``. True when that
+        banned the source (then the request is to be dropped unanswered)."""
+        cfg = self.config
+        hot_user = False
+        if cfg.max_user_auth_failures > 0 and user:
+            tally = window(self._auth_users, user.lower(), now, cfg.auth_window, cfg.max_sources)
+            tally.count += 1
+            hot_user = tally.count > cfg.max_user_auth_failures
+        over = False
+        if cfg.max_auth_failures > 0:
+            tally = window(self._auth_sources, source, now, cfg.auth_window, cfg.max_sources)
+            tally.count += 1
+            over = tally.count > cfg.max_auth_failures
+        if not (over or hot_user) or self._trusted_address(source):
+            return False
+        self._auth_sources.pop(source, None)
+        self.counters["sip_auth_failure_bans"] += 1
+        self._ban(source, "auth-failures", now)
+        return True
+
+    def is_scanner(self, source: str, user_agent: str, now: float) -> bool:
+        """Whether ``user_agent`` names a known SIP scanner; True bans ``source`` (unless
+        trusted) and counts the request dropped."""
+        if not self._scanners or not user_agent:
+            return False
+        ua = user_agent.lower()
+        if not any(s in ua for s in self._scanners):
+            return False
+        self.counters["sip_scanners_dropped"] += 1
+        if source not in self._bans and not self._trusted_address(source):
+            self._ban(source, "scanner", now)
+        return True
 
     # -- the operator's view (sipedge ctl ban ...) --------------------------------------
     def bans(self, now: float) -> list[tuple[str, float, int]]:
@@ -179,6 +227,7 @@ class FloodDetector:
         out: dict[str, int | float] = dict(self.counters)
         out["sip_flood_banned_sources"] = len(self._bans)
         out["sip_flood_tracked_sources"] = len(self._sources)
+        out["sip_auth_failure_tracked"] = len(self._auth_sources) + len(self._auth_users)
         return out
 
     # -- inside ----------------------------------------------------------------------------
@@ -211,14 +260,17 @@ class FloodDetector:
     def _is_trusted(self, source: str, count: _Count) -> bool:
         """Checked only past a threshold; a trusted source starts its window afresh, so it
         is looked at again only after as many more."""
+        if self._trusted_address(source):
+            count.requests = count.challenges = 0
+            return True
+        return False
+
+    def _trusted_address(self, source: str) -> bool:
         try:
             address = ipaddress.ip_address(source)
         except ValueError:
             return False
-        if any(address in net for net in self._trusted):
-            count.requests = count.challenges = 0
-            return True
-        return False
+        return any(address in net for net in self._trusted)
 
     def _ban(self, source: str, reason: str, now: float, seconds: float | None = None) -> None:
         bans = self._bans

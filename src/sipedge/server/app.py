@@ -71,6 +71,7 @@ class SipService:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._purge_task: asyncio.Task[None] | None = None
+        self._load_task: asyncio.Task[None] | None = None
         self.media: MediaControl | None = None
         self.dns = DnsResolver(config.dns, transports=ALL_TRANSPORTS)
         self._pending: set[asyncio.Task[None]] = set()
@@ -116,6 +117,8 @@ class SipService:
         )
         self.core.flow_alive = self.transports.is_alive
         self._purge_task = asyncio.create_task(self._purge_loop())
+        if self.config.sip.ratelimit.algorithm == "network":
+            self._load_task = asyncio.create_task(self._network_load_loop())
         for li in listeners:
             log.info("listening on %s", li.name)
         if any(li.transport in ("ws", "wss") for li in listeners):
@@ -123,10 +126,11 @@ class SipService:
                      "any origin" if origins is None else ", ".join(origins))
 
     async def stop(self) -> None:
-        if self._purge_task is not None:
-            self._purge_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purge_task
+        for task in (self._purge_task, self._load_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._timer is not None:
             self._timer.cancel()
         for t in list(self._pending):
@@ -256,6 +260,18 @@ class SipService:
         if key is not None and self.core is not None:
             self.core.transport_failed(key, self.loop.time())
             self._flush()
+
+    async def _network_load_loop(self) -> None:
+        """``sip.ratelimit.algorithm = "network"``: the host's inbound packets per second
+        (the kernel's UDP datagrams and TCP segments received), sampled every interval."""
+        interval = self.config.sip.ratelimit.interval
+        last = inbound_packets()
+        while True:
+            await asyncio.sleep(interval)
+            now = inbound_packets()
+            if self.core is not None and now is not None and last is not None:
+                self.core.ratelimit.set_network_load((now - last) / interval)
+            last = now
 
     async def _purge_loop(self) -> None:
         while True:
@@ -517,6 +533,26 @@ def websocket_origins(config: Config) -> tuple[str, ...] | None:
         host, _, port = config.web.listen.rpartition(":")
         endpoints.append(("http", host.strip("[]"), int(port)))
     return own_origins(endpoints, [*sip.domains, sip.advertise])
+
+
+def inbound_packets() -> int | None:
+    """UDP datagrams and TCP segments received by this host (IPv4 and IPv6) so far, from
+    /proc/net/snmp and /proc/net/snmp6; None where they cannot be read."""
+    total = 0
+    try:
+        lines = Path("/proc/net/snmp").read_text().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=False):
+            keys, nums = names.split(), values.split()
+            if keys[0] in ("Udp:", "Tcp:"):
+                field = "InDatagrams" if keys[0] == "Udp:" else "InSegs"
+                total += int(nums[keys.index(field)])
+        for line in Path("/proc/net/snmp6").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "Udp6InDatagrams":
+                total += int(value.strip())
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
 
 
 def load_token(path: Path) -> str:

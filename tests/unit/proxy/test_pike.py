@@ -126,3 +126,25 @@ def test_operator_bans_list_lift_and_end_in_order_whatever_their_length() -> Non
     assert SourceUnbanned("10.1.2.3", 1) in events and SourceUnbanned("192.0.2.7", 1) in events
     d.ban("192.0.2.8", 1.0, 106.0)  # a new ban replaces the one in place
     assert d.bans(106.0) == [("192.0.2.8", 1.0, 0)]
+
+
+def test_auth_failures_ban_a_source_and_a_hot_user_bans_each_guessing_source() -> None:
+    d = detector(max_auth_failures=3, max_user_auth_failures=5, auth_window=60.0)
+    assert [d.auth_failed("192.0.2.1", "alice", 0.0) for _ in range(4)] == [False, False, False, True]
+    assert d.banned("192.0.2.1")
+    assert not d.auth_failed("192.0.2.2", "alice", 1.0)  # alice's 5th failure
+    assert d.auth_failed("192.0.2.3", "alice", 1.0)  # past it: banned at once
+    assert not d.auth_failed("10.9.9.9", "alice", 1.0)  # trusted, never
+    assert not d.auth_failed("192.0.2.4", "bob", 1.0)
+    assert not d.auth_failed("192.0.2.5", "alice", 61.0)  # a new window
+    assert d.counters["sip_auth_failure_bans"] == 2
+    assert [e.reason for e in d.events() if isinstance(e, SourceBanned)] == ["auth-failures"] * 2
+
+
+def test_scanners_are_recognised_and_banned_unless_trusted() -> None:
+    d = detector()
+    assert d.is_scanner("192.0.2.9", "Friendly-Scanner 1.0", 0.0) and d.banned("192.0.2.9")
+    assert d.is_scanner("10.0.0.5", "sipvicious", 0.0) and not d.banned("10.0.0.5")
+    assert not d.is_scanner("192.0.2.8", "Linphone/5.2", 0.0) and not d.is_scanner("192.0.2.8", "", 0.0)
+    assert not detector(scanners=[]).is_scanner("192.0.2.9", "friendly-scanner", 0.0)
+    assert d.counters["sip_scanners_dropped"] == 2
