@@ -48,6 +48,8 @@ from .packets import PacketPath
 from .port_table import PortTable
 from .ports import PortAllocator
 from .secure import DtlsFactory
+from .transcode import COUNTERS as TRANSCODE_COUNTERS
+from .transcode import CodecFactory, TranscodeSetup
 
 __all__ = [
     "ICE_ATTRS", "ICE_MODES", "RTCP", "RTP", "Call", "CallDeleted", "DtlsEstablished", "DtlsFailed", "Event",
@@ -65,6 +67,7 @@ class MediaRelay:
         token_source: TokenSource | None = None,
         wall_clock: Callable[[], float] | None = None,
         dtls: DtlsFactory | None = None,
+        codecs: CodecFactory | None = None,
     ) -> None:
         if config.ice not in ICE_MODES:
             raise ValueError(f"ice mode {config.ice!r} not one of {ICE_MODES}")
@@ -91,6 +94,9 @@ class MediaRelay:
         self._table = PortTable(allocator, self.counters)
         self._sdp = SdpRewriter(config, self._table, self._bridge, token_source)
         self._packets = PacketPath(config, self._table, self.counters, self._events, self._bridge)
+        self.counters.update(dict.fromkeys(TRANSCODE_COUNTERS, 0))
+        if codecs is not None:  # transcoding with the adapter's codec library (media/transcode.py)
+            self._sdp.transcoding = TranscodeSetup(codecs, self.counters)
         self.receive = self._packets.receive
         """One datagram arrived on ``local_port`` from ``remote``: what to send, if anything."""
 

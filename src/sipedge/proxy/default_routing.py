@@ -12,7 +12,12 @@ Record-Route, and keepalives (``nat_keepalive``) for REGISTER, SUBSCRIBE and INV
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from ..errors import ParseError
+from ..media.codecs import formats_of
 from ..media.model import Flags
+from ..sdp import SessionDescription
 from . import nat
 from .context import BranchTarget, ReplyContext, RequestContext
 
@@ -151,10 +156,27 @@ def webrtc_bridge(ctx: RequestContext) -> Flags | None:
         return None
     caller = is_webrtc_offer(ctx.request.body)
     if caller and not any(browsers):
-        return TO_PHONE
+        return with_transcoding(TO_PHONE, ctx.request.body, ("PCMU", "PCMA"), unless=("pcmu", "pcma"))
     if not caller and all(browsers):
-        return TO_BROWSER
+        return with_transcoding(TO_BROWSER, ctx.request.body, ("opus",), unless=("opus",))
     return None
+
+
+def with_transcoding(flags: Flags, body: bytes, add: tuple[str, ...], unless: tuple[str, ...]) -> Flags:
+    """``flags`` with ``add`` appended to the offer for transcoding (rtpengine's
+    ``codec-transcode``) when no audio section of the offer ``body`` has a codec of
+    ``unless``: a browser offering neither PCMU nor PCMA gets both added towards a phone
+    (phones rarely speak Opus); a phone's offer without Opus gets Opus added towards a
+    browser, after the phone's codecs, so a browser answers G.711 (mandatory in WebRTC,
+    RFC 7874) and media passes through, and an Opus-only WebRTC client is transcoded."""
+    try:
+        desc = SessionDescription.parse(body)
+        names = {f.name.lower() for sec in desc.media if sec.media == "audio" for f in formats_of(sec)}
+    except ParseError:
+        return flags  # (the relay refuses it with its own error)
+    if names & set(unless):
+        return flags
+    return replace(flags, codec_transcode=add)
 
 
 def _is_browser(target: BranchTarget) -> bool:
