@@ -37,9 +37,9 @@ NETNS_SETUP = (
 )
 
 
-def run_scenario(name: str, tmp: Path) -> dict[str, Any]:
+def run_scenario(name: str, tmp: Path, helper: str = "webrtc_call") -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'tests'}:{ROOT / 'src'}")
-    code = f"from helpers.webrtc_call import main; main({name!r}, {str(tmp)!r})"
+    code = f"from helpers.{helper} import main; main({name!r}, {str(tmp)!r})"
     res = subprocess.run(["unshare", "--net", "sh", "-c", NETNS_SETUP, sys.executable, code],
                          capture_output=True, text=True, timeout=100, env=env, cwd=ROOT / "tests")
     assert res.returncode == 0, res.stderr[-6000:]

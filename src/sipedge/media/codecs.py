@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import ParseError
-from ..sdp import Line, MediaSection
+from ..sdp import Line, MediaSection, RtpMap
 from .model import Flags, RelayError
 
 TELEPHONE_EVENT = "telephone-event"
@@ -80,8 +80,7 @@ class Format:
 
     @property
     def rtpmap(self) -> str:
-        tail = f"/{self.params}" if self.params else ""
-        return f"{self.pt} {self.name}/{self.rate}{tail}"
+        return str(RtpMap(self.pt, self.name, self.rate, self.params))
 
 
 @dataclass(frozen=True, slots=True)

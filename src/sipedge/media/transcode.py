@@ -5,7 +5,8 @@ direction of a media section whose answer chose a codec the offerer did not offe
 (:mod:`.codecs`): it decodes the payload to PCM at the output codec's rate (the codec
 library resamples), buffers it, and encodes whole frames of the receiving side's packet
 time (20 ms unless its ``a=ptime`` says otherwise; G.711 and G.722 packets may carry
-several frames, up to ``a=maxptime``; an Opus packet carries one). The RTP timestamp is
+several frames, up to ``a=maxptime``; an Opus packet carries one, at least as long as the
+sender's packets, :func:`frame_ms`). The RTP timestamp is
 converted between the two clocks (48 kHz Opus, 8 kHz G.711 and G.722), sequence numbers
 are the transcoder's own, counting up by one per packet sent, and the SSRC stays the
 sender's. ``telephone-event`` packets (RFC 4733) pass through renumbered, with their
