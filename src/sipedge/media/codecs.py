@@ -20,7 +20,7 @@ get transcoders (:mod:`.transcode`) converting codec, clock, payload types and p
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import ParseError
 from ..sdp import Line, MediaSection, RtpMap
@@ -152,6 +152,13 @@ def _listed(f: Format, specs: Sequence[str], exempt: Sequence[str]) -> bool:
 
 def has_codec_flags(flags: Flags) -> bool:
     return bool(flags.codec_strip or flags.codec_mask or flags.codec_transcode)
+
+
+def same_codec_flags(flags: Flags, like: Flags) -> Flags:
+    """``flags`` with the codec flags of ``like``."""
+    return replace(flags, codec_strip=like.codec_strip, codec_mask=like.codec_mask,
+                   codec_transcode=like.codec_transcode, codec_except=like.codec_except,
+                   codec_accept=like.codec_accept)
 
 
 def _int_attr(m: MediaSection, name: str) -> int | None:

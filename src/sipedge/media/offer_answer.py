@@ -24,7 +24,7 @@ from .bridge import (
     party_setup,
     protection,
 )
-from .codecs import Codec, has_codec_flags, plan_answer, plan_offer
+from .codecs import Codec, has_codec_flags, plan_answer, plan_offer, same_codec_flags
 from .model import Call, Flags, Leg, RelayConfig, RelayError, Stream
 from .port_table import PortTable
 from .sdes import SdesStream, allowed_suites, choose_offered, refuse
@@ -481,14 +481,19 @@ class SdpRewriter:
         setup = self.transcoding
         supports = setup.supports if setup is not None else _no_codec
         if offer:
-            again = s.codecs is not None and not has_codec_flags(flags)  # a re-offer: as before
-            s.codecs = plan_offer(om, s.codecs.flags if again and s.codecs else flags, supports)
+            p.codecs = None  # (the other party's last offer is answered: its plan is done)
+            if not has_codec_flags(flags):  # a re-offer through rtpengine_manage() without flags:
+                if s.codecs is not None:  # the first offer's codec flags again
+                    flags = same_codec_flags(flags, s.codecs.flags)
+                elif s.transcoder is not None:  # the answerer re-offers: what the offerer takes
+                    flags = replace(flags, codec_transcode=(s.transcoder.target.name,))
+            s.codecs = plan_offer(om, flags, supports)
             return
         choice = plan_answer(om, m, p.codecs, supports) if p.codecs is not None else None
         if choice is None or setup is None:
             s.transcoder = p.transcoder = None
-            return
-        p.transcoder, s.transcoder = setup.pair(choice)
+        elif p.transcoder is None or p.transcoder.choice != choice:  # (the same: they go on)
+            p.transcoder, s.transcoder = setup.pair(choice)
 
 
 def _no_codec(codec: Codec) -> bool:

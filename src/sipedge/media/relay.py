@@ -306,7 +306,7 @@ class MediaRelay:
         for i, (pa, pb) in enumerate(zip(primary.streams[0], primary.streams[1], strict=False)):
             a = Stream(call, leg, 0, i)
             for name in ("media", "profile", "expected_rtp", "expected_rtcp", "mux", "hold",
-                         "direction", "had_ice", "symmetric", "strict", "interface", "crypto"):
+                         "direction", "had_ice", "symmetric", "strict", "interface", "crypto", "codecs"):
                 setattr(a, name, getattr(pa, name))
             b = Stream(call, leg, 1, i)
             b.media, b.profile = pb.media, pb.profile

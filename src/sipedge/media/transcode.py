@@ -86,7 +86,7 @@ class Transcoder:
     __slots__ = (
         "_buf", "_buf_ts", "_counters", "_decoder", "_encoder", "_event_in", "_event_out", "_frame",
         "_frame_ticks", "_in_pt", "_in_rate", "_last_in", "_last_out", "_marker", "_max_frames", "_out",
-        "_seq", "_ssrc", "_ssrc_in",
+        "_seq", "_ssrc", "_ssrc_in", "choice",
     )
 
     def __init__(self, in_pt: int, in_rate: int, decoder: AudioDecoder, out: Codec, out_pt: int,
@@ -107,6 +107,12 @@ class Transcoder:
         self._seq: int | None = None
         self._ssrc: int | None = None
         self._ssrc_in: int | None = None
+        self.choice: TranscodeChoice | None = None  # the answer that made it (TranscodeSetup.pair)
+
+    @property
+    def target(self) -> Codec:
+        """The codec it sends."""
+        return self._out[0]
 
     def __call__(self, data: bytes) -> bytes | None:
         try:
@@ -237,4 +243,5 @@ class TranscodeSetup:
                            choice.offerer_ptime)
         back = self.one_way(choice.answerer, choice.offerer, (events[1], events[0]) if events else None,
                             choice.offerer_ptime, choice.offerer_maxptime, choice.answerer_ptime)
+        fwd.choice = back.choice = choice
         return fwd, back

@@ -46,9 +46,12 @@ class _Decoder:
         if not payload:
             return b""
         out: list[bytes] = []
-        for frame in self._ctx.decode(av.Packet(payload)):
-            for f in self._resampler.resample(frame):
-                out.append(bytes(f.planes[0])[: f.samples * 2])
+        try:
+            for frame in self._ctx.decode(av.Packet(payload)):
+                for f in self._resampler.resample(frame):
+                    out.append(bytes(f.planes[0])[: f.samples * 2])
+        except av.FFmpegError as exc:  # (not all of them are ValueErrors)
+            raise ValueError(str(exc)) from exc
         return b"".join(out)
 
 
@@ -78,7 +81,10 @@ class _Encoder:
             f.sample_rate = self._rate
             f.pts = self._pts
             self._pts += self._chunk
-            out.extend(bytes(p) for p in self._ctx.encode(f))
+            try:
+                out.extend(bytes(p) for p in self._ctx.encode(f))
+            except av.FFmpegError as exc:
+                raise ValueError(str(exc)) from exc
         return b"".join(out)
 
 

@@ -167,11 +167,38 @@ def test_an_answer_choosing_an_offered_codec_passes_through_without_the_added_on
 
 
 def test_a_reoffer_without_codec_flags_keeps_the_transcoding() -> None:
-    r, _ = answer(OPUS_ONLY, Flags(codec_transcode=("PCMU",)), "m=audio 4000 RTP/AVP 0\r\n")
+    r, _ = answer(OPUS_ONLY, Flags(codec_transcode=("PCMU",), transport_protocol="RTP/AVP"),
+                  "m=audio 4000 RTP/AVP 0\r\n")
+    before = streams(r)
     again = r.offer("c", "a", sdp(OPUS_ONLY.replace("sendrecv", "sendonly")), 1.0, Flags())
     assert media(again)[0] == "111 110 0 96"
     r.answer("c", "a", "b", sdp("m=audio 4000 RTP/AVP 0\r\na=recvonly\r\n", "198.51.100.2"), 1.0)
+    assert streams(r) == before and None not in before  # the same transcoders go on (their sequence numbers)
+
+
+def test_the_answerer_reoffering_keeps_the_offerers_codec() -> None:
+    r, _ = answer(OPUS_ONLY, Flags(codec_transcode=("PCMU",)), "m=audio 4000 RTP/AVP 0\r\n")
+    # the phone's re-INVITE (hold), through rtpengine_manage() without flags: Opus is
+    # added for the browser, which answers it, and the call stays transcoded
+    again = r.offer("c", "b", sdp("m=audio 4000 RTP/AVP 0\r\na=sendonly\r\n", "198.51.100.2"), 1.0, Flags())
+    assert media(again) == ("0 96", ["rtpmap:96 opus/48000/2"])
+    back = r.answer("c", "b", "a", sdp("m=audio 2000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\na=recvonly\r\n"), 1.0)
+    assert media(back)[0] == "0"
     assert None not in streams(r)
+    # a browser that answers the phone's own PCMU ends the transcoding
+    r.offer("c", "b", sdp("m=audio 4000 RTP/AVP 0\r\n", "198.51.100.2"), 2.0, Flags())
+    back = r.answer("c", "b", "a", sdp("m=audio 2000 RTP/AVP 0\r\n"), 2.0)
+    assert media(back)[0] == "0"
+    assert streams(r) == (None, None)
+
+
+def test_a_forked_answer_is_transcoded_too() -> None:
+    r, _ = answer(OPUS_ONLY, Flags(codec_transcode=("PCMU",)), "m=audio 4000 RTP/AVP 0\r\n")
+    out = r.answer("c", "a", "fork", sdp("m=audio 4100 RTP/AVP 0\r\n", "198.51.100.3"), 0.5)
+    assert media(out) == ("111", ["rtpmap:111 opus/48000/2"])  # (this fork has no telephone-event)
+    call = r.query("c")
+    assert call is not None and len(call.legs) == 2
+    assert call.legs[1].streams[0][0].transcoder is not None and call.legs[1].streams[1][0].transcoder is not None
 
 
 # -- the ng side ----------------------------------------------------------------------
