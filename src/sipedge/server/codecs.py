@@ -38,7 +38,7 @@ class _Decoder:
     def __init__(self, codec: Codec, rate: int) -> None:
         ctx: Any = av.CodecContext.create(_DECODERS[codec.name.lower()], "r")
         ctx.sample_rate = codec.sample_rate
-        ctx.layout = "stereo" if codec.channels == 2 else "mono"
+        ctx.layout = "mono"  # (libopus downmixes a stereo stream itself, at half the cost)
         self._ctx = ctx
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
 
