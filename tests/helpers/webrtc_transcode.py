@@ -83,6 +83,28 @@ SCENARIOS = {
 }
 
 
+KAMAILIO_CODEC_FLAGS = "codec-transcode-PCMU codec-transcode-PCMA codec-transcode-opus"
+"""What a Kamailio WebRTC script adds to its rtpengine_manage() flags so that either side
+may pick a codec the other lacks (sipedge adds only those missing from each offer)."""
+
+
 def main(scenario: str, tmp: str) -> None:
+    """Through ``sipedge serve`` with its own relay."""
     webrtc_call.SCENARIOS.update(SCENARIOS)
     webrtc_call.main(scenario, tmp)
+
+
+def main_kamailio(scenario: str, tmp: str) -> None:
+    """Kamailio's rtpengine module driving sipedge's relay with the codec flags too."""
+    from helpers import webrtc_interop
+
+    webrtc_call.SCENARIOS.update(SCENARIOS)
+    webrtc_interop.main_kamailio(scenario, tmp, KAMAILIO_CODEC_FLAGS)
+
+
+def main_rtpengine(scenario: str, tmp: str) -> None:
+    """``sipedge serve`` with ``media.remote`` at rtpengine-daemon, which transcodes."""
+    from helpers import webrtc_interop
+
+    webrtc_call.SCENARIOS.update(SCENARIOS)
+    webrtc_interop.main_rtpengine(scenario, tmp)
