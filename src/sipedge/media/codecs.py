@@ -265,8 +265,10 @@ def plan_answer(om: MediaSection, answer: MediaSection, plan: CodecPlan,
     first = next((f for f in ans if f.name.lower() not in _NOT_AUDIO), None)
     if first is None or first.pt not in added or first.codec is None or not supports(first.codec):
         keep = [f for f in ans if f.pt not in added]
-        if keep and len(keep) != len(ans):
-            write_formats(om, keep, ())
+        if not keep:  # (only formats of ours, and no codec: still answer with one of the offerer's)
+            keep = [plan.offered[0]]
+        if len(keep) != len(ans) or keep[0].pt != ans[0].pt:
+            write_formats(om, keep, keep)
         return None
     mine = next((f for f in plan.offered if f.codec is not None and supports(f.codec)), None)
     if mine is None:

@@ -11,37 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipedge.media.codecs import Codec
+from helpers.silent_codecs import SilentCodecs
 from sipedge.media.ng import flags_from_request, flags_to_request
 from sipedge.media.ports import RangePortAllocator
 from sipedge.media.relay import Flags, MediaRelay, RelayConfig, RelayError
-from sipedge.media.transcode import AudioDecoder, AudioEncoder
-
-
-class Silence:
-    def decode(self, payload: bytes) -> bytes:
-        return b""
-
-    def encode(self, pcm: bytes) -> bytes:
-        return b""
-
-
-class NoCodecs:
-    """A codec library that could transcode everything (the SDP tests send no media)."""
-
-    def supports(self, codec: Codec) -> bool:
-        return True
-
-    def decoder(self, codec: Codec, rate: int) -> AudioDecoder:
-        return Silence()
-
-    def encoder(self, codec: Codec, frame: int) -> AudioEncoder:
-        return Silence()
 
 
 def relay(codecs: bool = True) -> MediaRelay:
     return MediaRelay(RelayConfig(advertised_address="203.0.113.1"), RangePortAllocator(30000, 30999, random.Random(1)),
-                      codecs=NoCodecs() if codecs else None)
+                      codecs=SilentCodecs() if codecs else None)
 
 
 def sdp(media: str, host: str = "198.51.100.1") -> bytes:
@@ -259,3 +237,12 @@ def test_any_codec_request_parses_or_is_refused(codec: dict[bytes, object], flag
         relay().offer("c", "a", sdp(BROWSER), 0.0, f)
     except RelayError as exc:
         assert exc.hint[0] == 488  # nothing left to offer
+
+
+def test_an_answer_of_our_formats_only_still_names_one_of_the_offerers() -> None:
+    # (found by tests/property/test_codec_plan_props.py) the answerer kept only the
+    # telephone-event the relay added: no codec in common, and never our numbering back
+    r, out = answer(OPUS_ONLY, Flags(codec_transcode=("PCMU",)),
+                    "m=audio 4000 RTP/AVP 96\r\na=rtpmap:96 telephone-event/8000\r\n")
+    assert media(out) == ("111", ["rtpmap:111 opus/48000/2"])
+    assert streams(r) == (None, None)
