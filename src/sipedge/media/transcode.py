@@ -21,6 +21,7 @@ packet or an unknown payload type is dropped and counted, never raised.
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from typing import Protocol
 
 from ..errors import ParseError
@@ -34,6 +35,7 @@ telephone-events sent transcoded, payloads the decoder refused or that were not 
 packets dropped (unknown payload type, comfort noise, backlog beyond two frames)."""
 
 OPUS_FRAMES_MS = (10, 20, 40, 60)  # (2.5 and 5 ms are not for RTP telephony)
+OPUS_INPUT_RATES = (8000, 12000, 16000, 24000, 48000)  # what an Opus encoder takes (RFC 6716 §2)
 MAX_BACKLOG_FRAMES = 2
 _HEADER = struct.Struct("!BBHII")
 _MASK = 0xFFFFFFFF
@@ -85,7 +87,7 @@ class Transcoder:
 
     __slots__ = (
         "_buf", "_buf_ts", "_counters", "_decoder", "_encoder", "_event_in", "_event_out", "_frame",
-        "_frame_ticks", "_in_pt", "_in_rate", "_last_in", "_last_out", "_marker", "_max_frames", "_out",
+        "_frame_ticks", "_fresh", "_in_pt", "_in_rate", "_last_in", "_last_out", "_marker", "_max_frames", "_out",
         "_seq", "_ssrc", "_ssrc_in", "choice",
     )
 
@@ -102,6 +104,7 @@ class Transcoder:
         self._buf = bytearray()
         self._buf_ts = 0
         self._marker = True
+        self._fresh = True  # nothing buffered yet: the next audio starts the buffer's clock
         self._last_in: int | None = None
         self._last_out = 0
         self._seq: int | None = None
@@ -146,7 +149,7 @@ class Transcoder:
         self._ssrc_in = pkt.ssrc
         self._last_in = pkt.timestamp
         self._buf.clear()
-        self._marker = True
+        self._marker = self._fresh = True
 
     def _map(self, ts: int) -> int:
         """An input timestamp on the output clock (moving forward with the input)."""
@@ -181,10 +184,11 @@ class Transcoder:
         codec, pt = self._out
         end = (self._buf_ts + len(buf) // 2 * codec.clock_rate // codec.sample_rate) & _MASK
         gap = (ts - end) & _MASK
-        if not buf or min(gap, (1 << 32) - gap) > self._frame_ticks:
+        if self._fresh or min(gap, (1 << 32) - gap) > self._frame_ticks:
             buf.clear()  # the start, or a jump (loss, silence suppression): start again here
             self._buf_ts = ts
             self._marker = True
+            self._fresh = False
         buf += pcm[: len(pcm) & ~1]
         frames = min(len(buf) // 2 // self._frame, self._max_frames)
         if not frames:
@@ -227,6 +231,8 @@ class TranscodeSetup:
         receiver's ``ptime``."""
         sc, dc = src.codec, dst.codec
         assert sc is not None and dc is not None  # (plan_answer chose transcodable ones)
+        if dc.name.lower() == "opus" and sc.sample_rate in OPUS_INPUT_RATES:
+            dc = replace(dc, sample_rate=sc.sample_rate)  # (narrowband in: no resampling at all)
         ms = frame_ms(dc, ptime, sent_ptime)
         frame = dc.sample_rate * ms // 1000
         opus = dc.name.lower() == "opus"

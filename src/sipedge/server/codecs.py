@@ -33,13 +33,14 @@ def available() -> bool:
 
 
 class _Decoder:
-    __slots__ = ("_ctx", "_resampler")
+    __slots__ = ("_ctx", "_rate", "_resampler")
 
     def __init__(self, codec: Codec, rate: int) -> None:
         ctx: Any = av.CodecContext.create(_DECODERS[codec.name.lower()], "r")
         ctx.sample_rate = codec.sample_rate
         ctx.layout = "mono"  # (libopus downmixes a stereo stream itself, at half the cost)
         self._ctx = ctx
+        self._rate = rate
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
 
     def decode(self, payload: bytes) -> bytes:
@@ -48,6 +49,9 @@ class _Decoder:
         out: list[bytes] = []
         try:
             for frame in self._ctx.decode(av.Packet(payload)):
+                if frame.sample_rate == self._rate and frame.format.name == "s16" and frame.layout.name == "mono":
+                    out.append(bytes(frame.planes[0])[: frame.samples * 2])  # (G.711 and G.722: as it is)
+                    continue
                 for f in self._resampler.resample(frame):
                     out.append(bytes(f.planes[0])[: f.samples * 2])
         except av.FFmpegError as exc:  # (not all of them are ValueErrors)
