@@ -101,7 +101,7 @@ def test_a_tone_keeps_its_energy_and_pitch(src: Format, dst: Format) -> None:
 
 
 @pytest.mark.parametrize(("src", "dst", "step", "size"), [(OPUS, PCMU, 160, 160), (PCMU, OPUS, 960, None),
-                                                          (OPUS, G722, 160, 160)])
+                                                          (OPUS, G722, 160, 160), (PCMU, PCMA, 160, 160)])
 def test_timestamps_sequence_numbers_and_ssrc(src: Format, dst: Format, step: int, size: int | None) -> None:
     out = run(one_way(src, dst), sender(src, 20))
     heads = [header(p) for p in out]
