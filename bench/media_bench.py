@@ -25,11 +25,19 @@ measures DTLS handshakes: ``--handshakes`` in-process pairs of sipedge's ``DtlsC
 over memory, and the same number over UDP against each relay (the bench as the DTLS
 client of a ``UDP/TLS/RTP/SAVP`` leg, the relay the server), per relay CPU-second.
 
+``--mode transcode`` makes every call transcoded: the caller offers Opus only and the
+relay is asked to add PCMU (ng ``codec`` → ``transcode``), the callee answers PCMU, so the
+relay decodes and re-encodes every packet (Opus 48 kHz <-> PCMU 8 kHz). The caller sends
+real Opus frames (a 440 Hz tone encoded up front with PyAV), the callee PCMU, each with
+their own sequence numbers and timestamps; one packet each way is checked to arrive in
+the other codec before the load. Rates start lower (``TRANSCODE_RATES``): run it with
+``--streams 100`` so that each call stays near its real 50 packets/s each way.
+
 ``--profile`` runs sipedge's relay under cProfile and prints where its time goes.
 
 Bounded: at most ``len(RATES)`` steps of ``--seconds`` each per relay, plus set-up.
 
-    python -m bench.media_bench [--mode plain|sdes] [--streams 20] [--seconds 1.5] [--repeat 3]
+    python -m bench.media_bench [--mode plain|sdes|transcode] [--streams 20] [--seconds 1.5] [--repeat 3]
                                 [--handshakes 200] [--no-rtpengine] [--profile]
 """
 
@@ -62,6 +70,7 @@ from sipedge.media.srtp import SrtpTransform, generate_sdes_key  # noqa: E402
 from sipedge.sdp import Fingerprint  # noqa: E402
 from sipedge.server.dtls import DtlsAssociation, DtlsContext  # noqa: E402
 
+TRANSCODE_RATES = (1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000, 10_000, 12_000, 15_000, 20_000, 25_000)
 RATES = (5_000, 10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 130_000, 160_000, 200_000, 250_000, 300_000)
 PAYLOAD = bytes(160)  # 20 ms of G.711
 CALL_PPS = 100  # a G.711 call: 50 packets/s each way
@@ -165,9 +174,12 @@ class Streams:
     srtp: SrtpTransform | None = None
     seq_a: int = 0
     seq_b: int = 0
+    opus: list[bytes] | None = None  # (--mode transcode) A's Opus frames, sent over and over
 
     def batches(self, per_call: int) -> tuple[list[bytes], list[bytes]]:
         """The packets A and B send to each call in the next step, in order."""
+        if self.opus is not None:
+            return self._transcoded(per_call)
         if self.srtp is None:  # plain: 256 packets over and over, as the bench always did
             base_a = [RtpPacket(0, i, i * 160, SSRC_A, PAYLOAD).serialize() for i in range(256)]
             base_b = [RtpPacket(0, i, i * 160, SSRC_B, PAYLOAD).serialize() for i in range(256)]
@@ -183,6 +195,83 @@ class Streams:
         self.seq_a += per_call
         self.seq_b += per_call
         return a, b
+
+    def _transcoded(self, per_call: int) -> tuple[list[bytes], list[bytes]]:
+        """A's Opus and B's PCMU, continuing their streams (the transcoders follow them)."""
+        assert self.opus is not None
+        opus = self.opus
+        a = [RtpPacket(OPUS_PT, seq & 0xFFFF, seq * 960 & 0xFFFFFFFF, SSRC_A, opus[seq % len(opus)]).serialize()
+             for seq in range(self.seq_a, self.seq_a + per_call)]
+        b = [RtpPacket(0, seq & 0xFFFF, seq * 160 & 0xFFFFFFFF, SSRC_B, PAYLOAD).serialize()
+             for seq in range(self.seq_b, self.seq_b + per_call)]
+        self.seq_a += per_call
+        self.seq_b += per_call
+        return a, b
+
+
+OPUS_PT = 96
+
+
+def opus_frames(n: int = 50) -> list[bytes]:
+    """``n`` 20 ms Opus frames of a 440 Hz tone (PyAV's libopus, as the relay uses)."""
+    import array
+    import math
+
+    from sipedge.media.codecs import TRANSCODABLE
+    from sipedge.server.codecs import PyAvCodecs
+
+    enc = PyAvCodecs().encoder(TRANSCODABLE["opus"], 960)
+    out = []
+    for i in range(n):
+        pcm = array.array("h", (int(8000 * math.sin(2 * math.pi * 440 * k / 48000)) for k in range(i * 960, i * 960 + 960)))
+        out.append(enc.encode(pcm.tobytes()))
+    return out
+
+
+def setup_transcoded(ng: Ng, n: int) -> Streams:
+    """Opus-only A, PCMU-only B: the offer asks the relay to add PCMU, B answers it."""
+    a, b = _sockets()
+    to_a, to_b = [], []
+    offer_sdp = (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                 f"m=audio {a.getsockname()[1]} RTP/AVP {OPUS_PT}\r\na=rtpmap:{OPUS_PT} opus/48000/2\r\n").encode()
+    for i in range(n):
+        call_id = f"bench-{os.getpid()}-{time.monotonic_ns()}-{i}"
+        offer = ng.call(*ng.codec.offer(call_id, "ft", offer_sdp, Flags(ice="remove", codec_transcode=("PCMU",))))
+        answer = ng.call(*ng.codec.answer(call_id, "ft", "tt", sdp(b.getsockname()[1]), Flags(ice="remove")))
+        if "0" not in _formats(offer):
+            raise RuntimeError(f"the relay added no PCMU to the offer: {offer.get('sdp')!r}")
+        if _formats(answer)[:1] != [str(OPUS_PT)]:
+            raise RuntimeError(f"the relay's answer to A is not Opus: {answer.get('sdp')!r}")
+        to_b.append(("127.0.0.1", _port(offer)))
+        to_a.append(("127.0.0.1", _port(answer)))
+    streams = Streams(a, b, to_a, to_b, opus=opus_frames())
+    check_transcoded(streams)
+    return streams
+
+
+def _formats(reply: dict[str, object]) -> list[str]:
+    body = reply.get("sdp")
+    m = re.search(rb"m=audio \d+ \S+ ([^\r\n]*)", body) if isinstance(body, bytes) else None
+    return m.group(1).decode().split() if m else []
+
+
+def check_transcoded(streams: Streams) -> None:
+    """A few packets each way on call 0 before the load: B gets PCMU, A gets Opus."""
+    assert streams.opus is not None
+    for i in range(5):
+        streams.a.sendto(RtpPacket(OPUS_PT, i, i * 960, CHECK_SSRC, streams.opus[i]).serialize(), streams.to_a_side[0])
+        streams.b.sendto(RtpPacket(0, i, i * 160, CHECK_SSRC, PAYLOAD).serialize(), streams.to_b_side[0])
+        time.sleep(0.02)
+    got_b, got_a = _recv_one(streams.b), _recv_one(streams.a)
+    if got_b[1] & 0x7F != 0 or got_a[1] & 0x7F != OPUS_PT:
+        raise RuntimeError(f"transcode check: B got payload type {got_b[1] & 0x7F}, A {got_a[1] & 0x7F}")
+    time.sleep(0.2)
+    for sock in (streams.a, streams.b):  # the rest of the check's packets
+        while True:
+            try:
+                sock.recv(2048)
+            except BlockingIOError:
+                break
 
 
 def _port(reply: dict[str, object]) -> int:
@@ -219,6 +308,8 @@ def _sockets() -> tuple[socket.socket, socket.socket]:
 
 
 def setup_streams(ng: Ng, n: int, mode: str = "plain") -> Streams:
+    if mode == "transcode":
+        return setup_transcoded(ng, n)
     a, b = _sockets()
     to_a, to_b = [], []
     if mode == "plain":
@@ -456,10 +547,12 @@ def measure(name: str, ng_port: int, proc: subprocess.Popen[bytes], streams_n: i
     ng.wait_ready()
     streams = setup_streams(ng, streams_n, mode)
     best: Step | None = None
-    kind = "SRTP (SDES) <-> RTP bridged" if mode == "sdes" else "two-way"
+    kind = {"sdes": "SRTP (SDES) <-> RTP bridged", "transcode": "Opus <-> PCMU transcoded"}.get(mode, "two-way")
     print(f"== {name}: {streams_n} calls, {kind}, {seconds:.1f} s per step")
     try:
-        for rate in RATES:
+        if mode == "transcode":  # warm-up: every transcoder past its codecs' first frames
+            run_rate(streams, TRANSCODE_RATES[0], 20 * streams_n * 2 / TRANSCODE_RATES[0], proc.pid)
+        for rate in TRANSCODE_RATES if mode == "transcode" else RATES:
             step = run_rate(streams, rate, seconds, proc.pid)
             bound = " (generator-bound)" if step.achieved < 0.9 * rate else ""
             print(f"   {rate:>7} pps offered, {step.achieved:>9.0f} sent/s, loss {step.loss * 100:6.2f}%, "
@@ -472,7 +565,7 @@ def measure(name: str, ng_port: int, proc: subprocess.Popen[bytes], streams_n: i
         streams.b.close()
     result = Result(best.rate if best else 0, best.per_cpu_second if best else 0.0)
     print(f"   -> {result.best} packets/s forwarded at < 1% loss; {result.per_cpu_second:.0f} packets per "
-          f"CPU-second = {result.calls_per_core:.0f} G.711 calls per core")
+          f"CPU-second = {result.calls_per_core:.0f} calls per core")
     if handshakes:
         with tempfile.TemporaryDirectory() as tmp:
             hs_rate, per_cpu = network_handshakes(ng, handshakes, proc.pid, DtlsContext(tmp))
@@ -559,8 +652,9 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3,
                    help="alternate the relays this many times and compare medians (the machine "
                         "is shared: single runs are noisy)")
-    p.add_argument("--mode", choices=("plain", "sdes"), default="plain",
-                   help="plain: RTP both sides (the default); sdes: every call bridges SDES-SRTP to RTP")
+    p.add_argument("--mode", choices=("plain", "sdes", "transcode"), default="plain",
+                   help="plain: RTP both sides (the default); sdes: every call bridges SDES-SRTP to RTP; "
+                        "transcode: every call is Opus on one side, PCMU on the other")
     p.add_argument("--bridge", dest="mode", action="store_const", const="sdes", help="same as --mode sdes")
     p.add_argument("--handshakes", type=int, default=None,
                    help="DTLS handshakes to time, in memory and against each relay over UDP "
@@ -603,6 +697,8 @@ def main() -> int:
 
     if mode == "sdes":
         print("(bridged calls: SDES-SRTP on one side, RTP on the other)")
+    if mode == "transcode":
+        print("(transcoded calls: Opus on one side, PCMU on the other)")
     ours_rate, ours_cpu = summary("sipedge", ours)
     ours_hs = handshake_summary("sipedge", ours)
     if memory:

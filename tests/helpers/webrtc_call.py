@@ -148,6 +148,10 @@ class Phone:
                 self.sources.add((source[0], source[1]))
                 if set(data[12:]) - SILENT_ULAW:
                     self.voiced += 1
+                self.heard(data)
+
+    def heard(self, packet: bytes) -> None:
+        """Each RTP packet received (a hook for variants that decode it)."""
 
     def stop(self) -> None:
         self._stop.set()
@@ -179,6 +183,7 @@ class Browser:
             self.pc.addTrack(VideoStreamTrack())
         self.frames = 0
         self.voiced = 0
+        self.loudest = 0.0  # the highest mean |sample| of a frame heard
         self.listeners: list[asyncio.Task[None]] = []
         self.pc.on("track", self._on_track)
 
@@ -194,7 +199,9 @@ class Browser:
                     return
                 self.frames += 1
                 pcm = array.array("h", bytes(frame.planes[0])[: frame.samples * 2 * len(frame.layout.channels)])
-                if pcm and sum(abs(x) for x in pcm) / len(pcm) > 200:
+                level = sum(abs(x) for x in pcm) / len(pcm) if pcm else 0.0
+                self.loudest = max(self.loudest, level)
+                if level > 200:
                     self.voiced += 1
 
         self.listeners.append(asyncio.ensure_future(listen()))
@@ -349,13 +356,14 @@ def _media_port(sdp: str) -> int:
     return int(found.group(1))
 
 
-async def browser_calls_phone(route: Routing, tamper: str = "") -> dict[str, Any]:
+async def browser_calls_phone(route: Routing, tamper: str = "", browser: Browser | None = None,
+                              phone: Phone | None = None) -> dict[str, Any]:
     """``tamper``: "attack" (a stranger sends DTLS and SRTP to the browser's relay port
     while the call runs), "fingerprint" (the browser's SDP names a certificate it does
     not have), "video" (the browser sends audio and video to an audio-only phone), "turn"
     (the browser's ICE is relay-only, through sipedge's own TURN server)."""
-    browser = Browser(route.proxy, video=tamper == "video", turn=TURN if tamper == "turn" else None)
-    phone = Phone(route.proxy)
+    browser = browser or Browser(route.proxy, video=tamper == "video", turn=TURN if tamper == "turn" else None)
+    phone = phone or Phone(route.proxy)
     out: dict[str, Any] = {}
     try:
         if route.register:
@@ -408,8 +416,9 @@ async def browser_calls_phone(route: Routing, tamper: str = "") -> dict[str, Any
     return out
 
 
-async def phone_calls_browser(route: Routing) -> dict[str, Any]:
-    browser, phone = Browser(route.proxy), Phone(route.proxy)
+async def phone_calls_browser(route: Routing, browser: Browser | None = None,
+                              phone: Phone | None = None) -> dict[str, Any]:
+    browser, phone = browser or Browser(route.proxy), phone or Phone(route.proxy)
     out: dict[str, Any] = {}
     try:
         if route.register:

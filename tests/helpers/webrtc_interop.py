@@ -148,14 +148,14 @@ event_route[xhttp:request] {{
 
 
 @contextlib.contextmanager
-def running_kamailio(tmp: Path, proxy: Kamailio, ng: str) -> Iterator[Path]:
-    """kamailio with :data:`KAMAILIO_CFG` towards the ng relay at ``ng`` ("ip:port");
-    yields its log's path."""
+def running_kamailio(tmp: Path, proxy: Kamailio, ng: str, extra_flags: str = "") -> Iterator[Path]:
+    """kamailio with :data:`KAMAILIO_CFG` towards the ng relay at ``ng`` ("ip:port"), its
+    rtpengine_manage() flags followed by ``extra_flags``; yields its log's path."""
     cfg = tmp / "kamailio.cfg"
     cfg.write_text(KAMAILIO_CFG.format(
         host=proxy.host, udp=proxy.udp, ws=proxy.ws, ng=ng, modules=KAMAILIO_MODULES,
         loads="\n".join(f'loadmodule "{m}.so"' for m in NEEDED_MODULES),
-        to_phone=TO_PHONE, to_browser=TO_BROWSER,
+        to_phone=f"{TO_PHONE} {extra_flags}".strip(), to_browser=f"{TO_BROWSER} {extra_flags}".strip(),
     ))
     log = tmp / "kamailio.log"
     with log.open("wb") as logf:
@@ -202,9 +202,9 @@ def _text(v: Any) -> Any:
     return v
 
 
-def main_kamailio(scenario: str, tmp: str) -> None:
+def main_kamailio(scenario: str, tmp: str, extra_flags: str = "") -> None:
     """``scenario`` of :data:`SCENARIOS` with kamailio as the proxy and sipedge's relay
-    (in this process) as its rtpengine."""
+    (in this process) as its rtpengine (``extra_flags``: more rtpengine_manage() flags)."""
     async def run() -> dict[str, Any]:
         base = Path(tmp)
         proxy = Kamailio(HOST, free_port(HOST), free_port(HOST))
@@ -218,7 +218,7 @@ def main_kamailio(scenario: str, tmp: str) -> None:
             browser_uri=lambda browser: f"sip:alice@{HOST}:{browser.ua.port};transport=ws",
         )
         try:
-            with running_kamailio(base, proxy, f"{HOST}:{control.address[1]}") as log:
+            with running_kamailio(base, proxy, f"{HOST}:{control.address[1]}", extra_flags) as log:
                 try:
                     async with asyncio.timeout(15):  # kamailio pings its rtpengine at start
                         while not requests:

@@ -22,8 +22,8 @@ pytest.importorskip("aiortc")
 
 pytestmark = loopback_netns.MARKS
 
-def run_scenario(name: str, tmp: Path) -> dict[str, Any]:
-    return loopback_netns.run_scenario("webrtc_call", name, tmp)
+def run_scenario(name: str, tmp: Path, helper: str = "webrtc_call") -> dict[str, Any]:
+    return loopback_netns.run_scenario(helper, name, tmp)
 
 
 def _media_flowed(out: dict[str, Any]) -> None:

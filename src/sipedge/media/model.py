@@ -32,7 +32,9 @@ from .stats import StreamStats
 if TYPE_CHECKING:
     from .bridge import DtlsStream
     from .bundle import Bundle
+    from .codecs import CodecPlan
     from .sdes import SdesStream
+    from .transcode import Transcoder
 
 RTP, RTCP = 1, 2
 ICE_MODES = ("auto", "remove", "force", "relay", "force-relay")
@@ -110,6 +112,17 @@ class Flags:
     # "on" the relay sends its own SR/RR every RTCP_INTERVAL, "off" never; None: only while
     # the plain party sends no RTCP of its own. Kept for the answer and later re-offers.
     generate_rtcp: str | None = None
+    # rtpengine's ``codec`` dictionary (media/codecs.py), codec specs as "PCMU", "opus/48000"
+    # or "all": ``codec_strip`` removed from the offer and refused from the offerer;
+    # ``codec_mask`` removed from the offer, still accepted from the offerer (transcoded);
+    # ``codec_transcode`` (and ``offer``) appended to the offer if missing, transcoded when
+    # the answerer picks one; ``codec_except`` exempt from strip/mask "all"; ``codec_accept``
+    # parsed and kept (every codec the relay decodes is accepted from the offerer anyway)
+    codec_strip: tuple[str, ...] = ()
+    codec_mask: tuple[str, ...] = ()
+    codec_transcode: tuple[str, ...] = ()
+    codec_except: tuple[str, ...] = ()
+    codec_accept: tuple[str, ...] = ()
 
     def for_answer(self) -> Flags:
         """The flags for the answer to an offer made with these. Across a bridge
@@ -176,12 +189,13 @@ class Stream:
     about the party's address. Mutable, with slots: the forwarding path touches it per packet."""
 
     __slots__ = (
-        "bundle", "bundled", "call", "consent", "crypto", "direction", "dtls", "egress", "expected_rtcp", "expected_rtp",
-        "fingerprints", "generate_rtcp",
+        "bundle", "bundled", "call", "codecs", "consent", "crypto", "direction", "dtls", "egress", "expected_rtcp",
+        "expected_rtp", "fingerprints", "generate_rtcp",
         "had_ice", "hold", "ice_pwd", "ice_ufrag", "index", "ingress", "interface", "last_signal",
         "latched_rtcp", "latched_rtp", "leg", "local_setup", "media", "mid", "mid_ext", "mux", "no_dest", "owns_ports",
         "party_ufrag", "peer", "port_count", "profile", "rtcp_port", "rtcp_stats", "rtp_port", "rtp_stats",
         "sdes", "sent_octets", "sent_packets", "setup", "side", "signalled_rtp", "strangers", "strict", "symmetric",
+        "transcoder",
     )
 
     def __init__(self, call: Call, leg: Leg, side: int, index: int) -> None:
@@ -241,6 +255,10 @@ class Stream:
         self.generate_rtcp: str | None = None
         self.sent_packets = 0
         self.sent_octets = 0
+        # codecs (media/codecs.py): what this party offered and the flags added (kept from
+        # its offer to the answer), and the transcoder of what it sends (media/transcode.py)
+        self.codecs: CodecPlan | None = None
+        self.transcoder: Transcoder | None = None
 
     @property
     def tag(self) -> str:

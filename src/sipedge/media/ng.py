@@ -146,7 +146,56 @@ def flags_from_request(req: dict[str, Any]) -> Flags:
         dtls=dtls,
         sdes=_sdes_flags(sdes),
         generate_rtcp=generate_rtcp,
+        **_codec_flags(req.get("codec"), flag_list),
     )
+
+
+_CODEC_KEYS = {"strip": "codec_strip", "mask": "codec_mask", "transcode": "codec_transcode",
+               "offer": "codec_transcode", "except": "codec_except", "accept": "codec_accept"}
+MAX_CODEC_SPECS = 32  # per list: an ng client naming more wants something else
+_CODEC_SPEC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./")
+
+
+def _codec_flags(codec: Any, flag_list: list[str]) -> dict[str, tuple[str, ...]]:
+    """rtpengine's ``codec`` dictionary (``strip``, ``offer``/``transcode``, ``mask``,
+    ``except``, ``accept``: lists of codec specs such as ``PCMU``, ``opus/48000/2`` or
+    ``all``) and Kamailio's flag spellings of it (``codec-strip-PCMA``,
+    ``codec-transcode=PCMU``, ``transcode-PCMU``) as the ``codec_*`` fields of
+    :class:`Flags`. Other keys of the dictionary (``set``, ``consume``...) are ignored;
+    a spec that is not a codec name is refused (488)."""
+    found: dict[str, list[str]] = {v: [] for v in _CODEC_KEYS.values()}
+    if isinstance(codec, dict):
+        for k, v in codec.items():
+            key = _CODEC_KEYS.get(_norm(_str(k) or ""))
+            if key is not None:
+                found[key].extend(_strlist(v))
+    for f in flag_list:
+        name, spec = _codec_flag(f)
+        if name is not None:
+            found[name].append(spec)
+    out: dict[str, tuple[str, ...]] = {}
+    for field, specs in found.items():
+        if len(specs) > MAX_CODEC_SPECS:
+            raise RelayError(f"{len(specs)} codecs in one codec list (at most {MAX_CODEC_SPECS})",
+                             (488, "Bad media flags"))
+        for spec in specs:
+            if not spec or len(spec) > 64 or not _CODEC_SPEC_CHARS.issuperset(spec):
+                raise RelayError(f"bad codec {spec[:40]!r}", (488, "Bad media flags"))
+        if specs:
+            out[field] = tuple(dict.fromkeys(specs))
+    return out
+
+
+def _codec_flag(f: str) -> tuple[str | None, str]:
+    """``codec-strip-pcma`` / ``codec-strip=pcma`` / ``transcode-pcmu``: (field, spec)."""
+    rest = f[len("codec-"):] if f.startswith("codec-") else (f if f.startswith("transcode") else None)
+    if rest is None:
+        return None, ""
+    for word, field in _CODEC_KEYS.items():
+        for sep in ("-", "="):
+            if rest.startswith(word + sep):
+                return field, rest[len(word) + 1:]
+    return None, ""
 
 
 def _sdes_flags(items: list[str]) -> tuple[str, ...]:
@@ -197,6 +246,11 @@ def flags_to_request(flags: Flags) -> dict[str, Any]:
         out["SDES"] = list(flags.sdes)
     if flags.generate_rtcp:
         out["generate RTCP"] = flags.generate_rtcp
+    codec = {key: list(v) for key, v in (("strip", flags.codec_strip), ("mask", flags.codec_mask),
+                                          ("transcode", flags.codec_transcode), ("except", flags.codec_except),
+                                          ("accept", flags.codec_accept)) if v}
+    if codec:
+        out["codec"] = codec
     out["flags"] = fl
     return out
 

@@ -27,9 +27,11 @@ from .bridge import (
     protection,
 )
 from .bundle import MID_URI, Bundle
+from .codecs import Codec, has_codec_flags, plan_answer, plan_offer, same_codec_flags
 from .model import Call, Flags, Leg, RelayConfig, RelayError, Stream
 from .port_table import PortTable
 from .sdes import SdesStream, allowed_suites, choose_offered, refuse
+from .transcode import TranscodeSetup
 
 ICE_ATTRS = ("ice-ufrag", "ice-pwd", "ice-options", "candidate", "end-of-candidates",
              "remote-candidates", "ice-mismatch", "ice-pacing", "ice2")
@@ -84,6 +86,10 @@ def _clock_rate(m: MediaSection) -> int:
 
 class SdpRewriter:
     """Applies one party's SDP to a leg and rewrites it for the other party."""
+
+    transcoding: TranscodeSetup | None = None
+    """The codec library's transcoders (media/transcode.py); None: codec flags strip and
+    mask, and add nothing."""
 
     def __init__(self, config: RelayConfig, table: PortTable, bridge: DtlsBridge,
                  token_source: TokenSource | None = None) -> None:
@@ -208,6 +214,7 @@ class SdpRewriter:
                 if p.rtp_port is None:
                     self._table.allocate(p, single="require" in flags.rtcp_mux)
                     allocated.append(p)
+                self._codecs(out.media[i], m, s, p, flags, offer)
                 self._rewrite_media(out, i, p, flags, offer, ice_mode, s, hold)
             if not any(self._bridged(pt, st) for st, pt in zip(mine, theirs, strict=False)):
                 if not offer:
@@ -529,3 +536,27 @@ class SdpRewriter:
         if flags.replace_origin:
             o = out.origin
             out.origin = replace(o, addrtype=_family(adv), address=adv)
+
+    def _codecs(self, om: MediaSection, m: MediaSection, s: Stream, p: Stream, flags: Flags, offer: bool) -> None:
+        """The codec flags of an offer from ``s``; an answer from ``s`` decides whether the
+        section is transcoded, and gives both streams their transcoders (media/codecs.py)."""
+        setup = self.transcoding
+        supports = setup.supports if setup is not None else _no_codec
+        if offer:
+            p.codecs = None  # (the other party's last offer is answered: its plan is done)
+            if not has_codec_flags(flags):  # a re-offer through rtpengine_manage() without flags:
+                if s.codecs is not None:  # the first offer's codec flags again
+                    flags = same_codec_flags(flags, s.codecs.flags)
+                elif s.transcoder is not None:  # the answerer re-offers: what the offerer takes
+                    flags = replace(flags, codec_transcode=(s.transcoder.target.name,))
+            s.codecs = plan_offer(om, flags, supports)
+            return
+        choice = plan_answer(om, m, p.codecs, supports) if p.codecs is not None else None
+        if choice is None or setup is None:
+            s.transcoder = p.transcoder = None
+        elif p.transcoder is None or p.transcoder.choice != choice:  # (the same: they go on)
+            p.transcoder, s.transcoder = setup.pair(choice)
+
+
+def _no_codec(codec: Codec) -> bool:
+    return False

@@ -10,7 +10,8 @@ most one out, in named stages.
 4. **ingress transform** of the stream's profile (the hook for SRTP and DTLS), the
    **BUNDLE demux** of a DTLS party's group (:mod:`.bundle`), then **count** (RTP
    statistics, RFC 3550 A.1/A.8);
-5. **route** to the peer stream's latched or signalled address, out of its port, through
+5. **transcode** where the answer chose a codec the sender does not send (:mod:`.transcode`);
+6. **route** to the peer stream's latched or signalled address, out of its port, through
    the peer's **egress transform** (a bundled peer's: its group leader's).
 
 It is the hot path: dictionary lookups, a few comparisons, one statistics update, no
@@ -121,6 +122,11 @@ class PacketPath:
             s.rtp_stats.rtp(data, now)
         else:
             s.rtp_stats.count(len(data), now)
+        if s.transcoder is not None and not rtcp:
+            other = s.transcoder(data)  # another codec for the peer (media/transcode.py)
+            if other is None:
+                return None
+            data = other
         # route: to the peer's latched (or signalled) address, out of its port
         p = s.peer
         if p is None or p.rtp_port is None:

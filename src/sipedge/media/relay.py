@@ -48,6 +48,8 @@ from .packets import PacketPath
 from .port_table import PortTable
 from .ports import PortAllocator
 from .secure import DtlsFactory
+from .transcode import COUNTERS as TRANSCODE_COUNTERS
+from .transcode import CodecFactory, TranscodeSetup
 
 MAX_LEGS = 32
 """Legs per call at most (forks and per-branch offers): one call must not drain the ports."""
@@ -68,6 +70,7 @@ class MediaRelay:
         token_source: TokenSource | None = None,
         wall_clock: Callable[[], float] | None = None,
         dtls: DtlsFactory | None = None,
+        codecs: CodecFactory | None = None,
     ) -> None:
         if config.ice not in ICE_MODES:
             raise ValueError(f"ice mode {config.ice!r} not one of {ICE_MODES}")
@@ -95,6 +98,9 @@ class MediaRelay:
         self._table = PortTable(allocator, self.counters)
         self._sdp = SdpRewriter(config, self._table, self._bridge, token_source)
         self._packets = PacketPath(config, self._table, self.counters, self._events, self._bridge)
+        self.counters.update(dict.fromkeys(TRANSCODE_COUNTERS, 0))
+        if codecs is not None:  # transcoding with the adapter's codec library (media/transcode.py)
+            self._sdp.transcoding = TranscodeSetup(codecs, self.counters)
         self.receive = self._packets.receive
         """One datagram arrived on ``local_port`` from ``remote``: what to send, if anything."""
 
@@ -326,7 +332,7 @@ class MediaRelay:
         for i, (pa, pb) in enumerate(zip(primary.streams[0], primary.streams[1], strict=False)):
             a = Stream(call, leg, 0, i)
             for name in ("media", "profile", "expected_rtp", "expected_rtcp", "mux", "hold",
-                         "direction", "had_ice", "symmetric", "strict", "interface", "crypto"):
+                         "direction", "had_ice", "symmetric", "strict", "interface", "crypto", "codecs"):
                 setattr(a, name, getattr(pa, name))
             b = Stream(call, leg, 1, i)
             b.media, b.profile = pb.media, pb.profile

@@ -12,7 +12,12 @@ Record-Route, and keepalives (``nat_keepalive``) for REGISTER, SUBSCRIBE and INV
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from ..errors import ParseError
+from ..media.codecs import formats_of
 from ..media.model import Flags
+from ..sdp import SessionDescription
 from . import nat
 from .context import BranchTarget, ReplyContext, RequestContext
 
@@ -168,8 +173,28 @@ def webrtc_bridge(ctx: RequestContext) -> list[Flags] | None:
     caller = is_webrtc_offer(ctx.request.body)
     if all(b == caller for b in browsers):  # (also: no targets)
         return None
-    bridged = TO_PHONE if caller else TO_BROWSER
+    if caller:
+        bridged = with_transcoding(TO_PHONE, ctx.request.body, ("PCMU", "PCMA"), unless=("pcmu", "pcma"))
+    else:
+        bridged = with_transcoding(TO_BROWSER, ctx.request.body, ("opus",), unless=("opus",))
     return [Flags() if b == caller else bridged for b in browsers]
+
+
+def with_transcoding(flags: Flags, body: bytes, add: tuple[str, ...], unless: tuple[str, ...]) -> Flags:
+    """``flags`` with ``add`` appended to the offer for transcoding (rtpengine's
+    ``codec-transcode``) when no audio section of the offer ``body`` has a codec of
+    ``unless``: a browser offering neither PCMU nor PCMA gets both added towards a phone
+    (phones rarely speak Opus); a phone's offer without Opus gets Opus added towards a
+    browser, after the phone's codecs, so a browser answers G.711 (mandatory in WebRTC,
+    RFC 7874) and media passes through, and an Opus-only WebRTC client is transcoded."""
+    try:
+        desc = SessionDescription.parse(body)
+        names = {f.name.lower() for sec in desc.media if sec.media == "audio" for f in formats_of(sec)}
+    except ParseError:
+        return flags  # (the relay refuses it with its own error)
+    if names & set(unless):
+        return flags
+    return replace(flags, codec_transcode=add)
 
 
 def _is_browser(target: BranchTarget) -> bool:

@@ -34,6 +34,7 @@ from ..media.relay import (
     StreamLatched,
 )
 from ..media.secure import DtlsFactory
+from ..media.transcode import CodecFactory
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,20 @@ def relay_config(cfg: MediaConfig) -> RelayConfig:
     )
 
 
+def codec_library() -> CodecFactory | None:
+    """PyAV's codecs for transcoding (server/codecs.py); None, and a warning, without PyAV
+    or with an FFmpeg lacking one of them: codec flags then add no codec."""
+    try:
+        from . import codecs
+    except ImportError as exc:
+        log.warning("x no transcoding: %s", exc)
+        return None
+    if not codecs.available():
+        log.warning("x no transcoding: FFmpeg lacks libopus, pcm_mulaw, pcm_alaw or g722")
+        return None
+    return codecs.PyAvCodecs()
+
+
 class MediaServer:
     """Owns the relay core, its sockets and its timer on one event loop."""
 
@@ -129,7 +144,8 @@ class MediaServer:
         )
         self.allocator.on_bind = self._watch
         self.allocator.on_close = self._unwatch
-        self.relay = MediaRelay(relay_config(config), self.allocator, wall_clock=time.time, dtls=dtls)
+        self.relay = MediaRelay(relay_config(config), self.allocator, wall_clock=time.time, dtls=dtls,
+                                codecs=codec_library())
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.send_errors = 0

@@ -8,13 +8,15 @@ are given back by hand."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sipedge._common.clock import FakeClock
 from sipedge.config import parse_config
 from sipedge.media.relay import Flags
 from sipedge.proxy import default_routing
 from sipedge.proxy.context import BranchTarget, RequestContext
 from sipedge.proxy.core import MediaJob, ProxyCore
-from sipedge.proxy.default_routing import TO_BROWSER, TO_PHONE, webrtc_bridge
+from sipedge.proxy.default_routing import TO_PHONE, webrtc_bridge
 from sipedge.proxy.identity import Identity, Listener
 from sipedge.proxy.location import Binding, MemoryLocationStore, MemorySubscriberStore
 from sipedge.proxy.routing import Router
@@ -23,6 +25,8 @@ from sipedge.sip.flow import Flow
 
 ME = ("127.0.0.1", 5060)
 CALLER = Flow("udp", ME, ("127.0.0.1", 6000))
+# the phone's PCMU-only offer towards a browser gets Opus added for transcoding
+TO_BROWSER = replace(default_routing.TO_BROWSER, codec_transcode=("opus",))
 PHONE, BROWSER = 7001, 7002  # bob's two contacts (the "browser" one gets TO_BROWSER)
 SDP = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 FOR = {PHONE: b"m=audio 30000 RTP/AVP 0", BROWSER: b"m=audio 30002 UDP/TLS/RTP/SAVPF 0"}
