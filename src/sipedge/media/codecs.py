@@ -19,7 +19,7 @@ get transcoders (:mod:`.transcode`) converting codec, clock, payload types and p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
 from ..errors import ParseError
@@ -179,10 +179,12 @@ def _free_pt(used: set[int]) -> int | None:
     return None
 
 
-def plan_offer(om: MediaSection, flags: Flags, supports: Callable[[Codec], bool]) -> CodecPlan | None:
+def plan_offer(om: MediaSection, flags: Flags, supports: Callable[[Codec], bool],
+               taken: Collection[int] = ()) -> CodecPlan | None:
     """Apply the offer's codec flags to the section ``om`` (in place) sent to the answerer;
-    the plan the answer needs, or None without codec flags. RelayError 488 when nothing
-    would be left to offer."""
+    the plan the answer needs, or None without codec flags. Added codecs avoid the payload
+    types of ``om`` and ``taken`` (those of the other sections). RelayError 488 when
+    nothing would be left to offer."""
     if not has_codec_flags(flags) or om.port == 0:
         return None
     fmts = formats_of(om)
@@ -193,7 +195,7 @@ def plan_offer(om: MediaSection, flags: Flags, supports: Callable[[Codec], bool]
     added: list[Format] = []
     decodable = any(f.codec is not None and supports(f.codec) for f in offered)
     if om.media == "audio" and flags.codec_transcode and decodable:
-        used = {f.pt for f in fmts}
+        used = {f.pt for f in fmts} | set(taken)
         present = {f.key for f in keep}
         for spec in flags.codec_transcode:
             c = TRANSCODABLE.get(spec.split("/")[0].lower())

@@ -27,7 +27,7 @@ from .bridge import (
     protection,
 )
 from .bundle import MID_URI, Bundle
-from .codecs import Codec, has_codec_flags, plan_answer, plan_offer, same_codec_flags
+from .codecs import Codec, formats_of, has_codec_flags, plan_answer, plan_offer, same_codec_flags
 from .model import Call, Flags, Leg, RelayConfig, RelayError, Stream
 from .port_table import PortTable
 from .sdes import SdesStream, allowed_suites, choose_offered, refuse
@@ -214,7 +214,7 @@ class SdpRewriter:
                 if p.rtp_port is None:
                     self._table.allocate(p, single="require" in flags.rtcp_mux)
                     allocated.append(p)
-                self._codecs(out.media[i], m, s, p, flags, offer)
+                self._codecs(out, i, m, s, p, flags, offer)
                 self._rewrite_media(out, i, p, flags, offer, ice_mode, s, hold)
             if not any(self._bridged(pt, st) for st, pt in zip(mine, theirs, strict=False)):
                 if not offer:
@@ -537,9 +537,13 @@ class SdpRewriter:
             o = out.origin
             out.origin = replace(o, addrtype=_family(adv), address=adv)
 
-    def _codecs(self, om: MediaSection, m: MediaSection, s: Stream, p: Stream, flags: Flags, offer: bool) -> None:
+    def _codecs(self, out: SessionDescription, i: int, m: MediaSection, s: Stream, p: Stream, flags: Flags,
+                offer: bool) -> None:
         """The codec flags of an offer from ``s``; an answer from ``s`` decides whether the
-        section is transcoded, and gives both streams their transcoders (media/codecs.py)."""
+        section is transcoded, and gives both streams their transcoders (media/codecs.py).
+        A codec added to one section takes a payload type no other section uses: sections
+        bundled towards a browser are told apart by payload type (RFC 8843 §9.1)."""
+        om = out.media[i]
         setup = self.transcoding
         supports = setup.supports if setup is not None else _no_codec
         if offer:
@@ -549,7 +553,8 @@ class SdpRewriter:
                     flags = same_codec_flags(flags, s.codecs.flags)
                 elif s.transcoder is not None:  # the answerer re-offers: what the offerer takes
                     flags = replace(flags, codec_transcode=(s.transcoder.target.name,))
-            s.codecs = plan_offer(om, flags, supports)
+            taken = {f.pt for j, other in enumerate(out.media) if j != i for f in formats_of(other)}
+            s.codecs = plan_offer(om, flags, supports, taken)
             return
         choice = plan_answer(om, m, p.codecs, supports) if p.codecs is not None else None
         if choice is None or setup is None:

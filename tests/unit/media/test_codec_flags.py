@@ -246,3 +246,15 @@ def test_an_answer_of_our_formats_only_still_names_one_of_the_offerers() -> None
                     "m=audio 4000 RTP/AVP 96\r\na=rtpmap:96 telephone-event/8000\r\n")
     assert media(out) == ("111", ["rtpmap:111 opus/48000/2"])
     assert streams(r) == (None, None)
+
+
+def test_an_added_codec_takes_a_payload_type_no_other_section_uses() -> None:
+    """Bundled towards a browser, sections are told apart by payload type: Opus added to
+    a phone's audio must not take the 96 its video uses."""
+    r = relay()
+    video = "m=video 4002 RTP/AVP 96 97\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 H264/90000\r\n"
+    out = r.offer("c1", "ft", sdp(PHONE + video), 0.0, Flags(codec_transcode=("opus",)))
+    formats, lines = media(out)
+    opus = next(ln for ln in lines if "opus/48000" in ln)
+    pt = int(opus.split(":")[1].split()[0])
+    assert pt not in (0, 8, 101, 96, 97) and str(pt) in formats.split()
