@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from ._schema import option
+from ._schema import Check, option
 
 
 def _http_listen(v: Any) -> str | None:
@@ -23,6 +23,13 @@ def _networks(v: Any) -> str | None:
         except ValueError:
             return f'a list of IP addresses or networks like ["127.0.0.0/8", "::1", "10.1.0.0/16"]; {item!r} is not'
     return None
+
+
+def _bounded(low: int, high: int) -> Check:
+    def check(v: Any) -> str | None:
+        return None if low <= v <= high else f"a whole number from {low} to {high}"
+
+    return check
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +53,14 @@ class WebConfig:
         "token of the admin API, sent as Authorization: Bearer <token> (empty = one generated "
         "on first start and kept in <data_dir>/admin.token)",
     )
+    trace: bool = option(
+        True,
+        "keep a bounded per-call trace of the SIP messages the proxy receives and sends (sipedge ctl trace, "
+        "the dashboard's ladder diagrams)",
+    )
+    trace_calls: int = option(200, "calls (Call-IDs) the trace keeps; the least recently active is forgotten first",
+                              _bounded(1, 100_000))
+    trace_messages: int = option(200, "messages kept per call in the trace; its oldest forgotten first",
+                                 _bounded(1, 10_000))
+    trace_bytes: int = option(16384, "bytes kept of each traced message (the rest is cut, its size kept)",
+                              _bounded(64, 65536))
