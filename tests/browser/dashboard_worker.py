@@ -6,7 +6,8 @@ a loopback-only namespace:
 Starts a real ``sipedge serve`` (every INVITE's media through the relay, so a SIPp call
 shows in the calls panel), registers bob with SIPp (a SIPp UAS answers for him), alice
 with JsSIP in Chromium (the softphone page), and carol with a From display name and a
-User-Agent full of HTML; bans a source with ``sipedge ctl``; SIPp (carol) calls bob. The
+User-Agent full of HTML; bans a source with ``sipedge ctl``; SIPp (carol) calls bob;
+an aioice TURN client holds an allocation. The
 dashboard is then used like a person would: refused with a wrong token, logged in, every
 view opened and screenshotted into OUTDIR, the call's ladder opened and one arrow clicked,
 logged out. What it saw goes to OUTDIR/result.json for test_dashboard_browser.py.
@@ -30,13 +31,17 @@ sys.path.insert(0, str(ROOT))
 from bench.sipp_runner import SippFlows, SippResult, stop_process  # noqa: E402
 from worker import CHROMIUM, CHROMIUM_ARGS, MD5_ONLY, USERS, Phone, Recorder, lo_up  # noqa: E402
 
+from helpers.ports import free_port  # noqa: E402
 from helpers.sipserver import Server, cli, running_server  # noqa: E402
 from helpers.ua import UA  # noqa: E402
+from sipedge.turn.auth import rest_password, rest_username  # noqa: E402
 
 ROUTING = HERE.parent / "helpers" / "relay_all_routing.py"
 XSS_NAME = "<img src=x onerror=window.__xss=1>"
 XSS_AGENT = "<script>window.__xss=2</script><b>bold</b>"
 BANNED = "192.0.2.7"
+TURN_SECRET = "dashboard-test-secret"
+TURN_USER = "dash-user"
 TIMEOUT_MS = 10000
 
 
@@ -60,6 +65,51 @@ def register_with_html(server: Server) -> None:
             raise AssertionError(f"carol's REGISTER got {first.status}")
     finally:
         ua.close()
+
+
+class TurnClient:
+    """An aioice TURN allocation (with a permission) held open in a thread of its own."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.ready = threading.Event()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import asyncio
+
+        from aioice.turn import create_turn_endpoint
+
+        async def hold() -> None:
+            username = rest_username(int(time.time()) + 600, TURN_USER)
+            turn, _ = await asyncio.wait_for(create_turn_endpoint(
+                asyncio.DatagramProtocol, server_addr=("127.0.0.1", self.port), username=username,
+                password=rest_password(TURN_SECRET, username), transport="udp"), 5)
+            try:
+                turn.sendto(b"x", ("127.0.0.1", 9))  # a permission for 127.0.0.1
+                self.ready.set()
+                while not self.stop.is_set():
+                    await asyncio.sleep(0.1)
+            finally:
+                turn.close()
+
+        try:
+            asyncio.run(hold())
+        except BaseException as exc:
+            self.error = exc
+            self.ready.set()
+
+    def __enter__(self) -> TurnClient:
+        self.thread.start()
+        if not self.ready.wait(10) or self.error is not None:
+            raise AssertionError(f"no TURN allocation: {self.error!r}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
 
 
 def ok(r: SippResult) -> None:
@@ -132,10 +182,13 @@ def scenario_dashboard(rec: Recorder, browser: Any, server: Server, outdir: Path
         page.screenshot(path=str(outdir / "bans.png"), full_page=True)
         rec.step("bans", text=page.text_content("#bans tbody"))
 
-        page.click("nav a[data-view=turn]")
-        page.wait_for_function("() => document.getElementById('turn-note').textContent !== ''")
-        page.screenshot(path=str(outdir / "turn.png"), full_page=True)
-        rec.step("turn", note=page.text_content("#turn-note"))
+        with TurnClient(server.turn_port):  # type: ignore[attr-defined]
+            page.click("nav a[data-view=turn]")
+            page.wait_for_selector(f'#turn tbody tr >> text=/{TURN_USER}/')
+            turn = page.eval_on_selector_all(
+                "#turn tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+            page.screenshot(path=str(outdir / "turn.png"), full_page=True)
+            rec.step("turn", rows=turn)
 
         page.click("nav a[data-view=counters]")
         page.wait_for_selector('#plots svg[data-counter="sip_requests_received"] polyline')
@@ -200,9 +253,12 @@ def main() -> int:
         lo_up()
         from playwright.sync_api import sync_playwright
 
-        low = 31000
-        extra = MD5_ONLY + f'\n[routing]\nmodule = "{ROUTING}"\n\n[media]\nport_min = {low}\nport_max = {low + 40}\n'
+        turn_port = free_port()
+        extra = (MD5_ONLY + f'\n[routing]\nmodule = "{ROUTING}"\n\n[media]\nport_min = 31000\nport_max = 31040\n'
+                 f'\n[turn]\nenabled = true\nlisten = ["udp:127.0.0.1:{turn_port}"]\nport_min = 32000\n'
+                 f'port_max = 32020\nsecrets = ["{TURN_SECRET}"]\nallow_peers = ["127.0.0.0/8"]\n')
         with running_server(outdir, extra=extra, users=USERS) as server, sync_playwright() as pw:
+            server.turn_port = turn_port  # type: ignore[attr-defined]
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=15000)
             try:
                 scenario_dashboard(rec, browser, server, outdir)

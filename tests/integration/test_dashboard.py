@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client as httpc
 import json
 import sys
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +152,9 @@ def test_trace_of_garbage_and_huge_messages_is_bounded(server: Server) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for junk in (b"\r\n\r\n", b"\x00" * 100, b"hello"):
             s.sendto(junk, (server.host, server.udp))
+        # a first line with a terminal escape sequence: answered 400, traced, printed escaped
+        s.sendto(b"OPTIONS sip:\x1b[2Jx@y SIP/2.0\r\nCall-ID: esc-1\r\nCSeq: 1 OPTIONS\r\n\r\n",
+                 (server.host, server.udp))
         ua = UA("udp", (server.host, server.udp), "alice", server.host, USERS["alice"])
         try:
             req = ua.build("OPTIONS", f"sip:{server.host}:{server.udp}", headers={"X-Pad": "x" * 30000})
@@ -159,6 +163,8 @@ def test_trace_of_garbage_and_huge_messages_is_bounded(server: Server) -> None:
             messages = ctl(server, "trace", "show", ua.call_id)["messages"]
         finally:
             ua.close()
+    text = cli(["ctl", "--config", str(server.config), "trace", "show", "esc-1"]).stdout
+    assert "OPTIONS sip:\\x1b[2Jx@y" in text and "\x1b" not in text
     first = messages[0]
     assert first["truncated"] and first["size"] > 30000 and len(first["message"]) == 16384
     stats = ctl(server, "stats", "trace_")
@@ -247,6 +253,18 @@ def read_events(server: Server, cookie: str) -> dict[str, Any]:
     finally:
         conn.close()
     return out
+
+
+def test_a_session_expires(tmp_path: Path) -> None:
+    with running_server(tmp_path, web="dashboard_session = 1.0") as s:
+        status, headers = login(s, token_of(s))
+        assert status == 303 and "Max-Age=1" in headers["Set-Cookie"]
+        cookie = {"Cookie": cookie_of(headers)}
+        assert request(s, "GET", "/dashboard/api/stats", headers=cookie)[0] == 200
+        time.sleep(1.2)
+        assert request(s, "GET", "/dashboard/api/stats", headers=cookie)[0] == 401
+        status, headers, _ = request(s, "GET", "/dashboard", headers=cookie)
+        assert status == 303 and headers["Location"] == "/dashboard/login"
 
 
 def test_trace_off(tmp_path: Path) -> None:

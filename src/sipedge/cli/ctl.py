@@ -167,9 +167,13 @@ def _clock(when: float) -> str:
 
 
 def _cell(value: Any) -> str:
+    """A table cell; control characters (a peer's User-Agent or SIP first line could carry
+    terminal escape sequences) shown escaped, never sent to the terminal."""
     if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return "" if value is None else str(value)
+        text = ",".join(str(v) for v in value)
+    else:
+        text = "" if value is None else str(value)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def table(columns: tuple[str, ...], rows: list[list[str]]) -> str:

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from ._schema import Check, option
+from ._schema import Check, option, positive
 
 
 def _http_listen(v: Any) -> str | None:
@@ -47,7 +47,8 @@ class WebConfig:
     metrics_token: str = option(
         "", "token that also opens /metrics from anywhere, sent as Authorization: Bearer <token> (empty = none)"
     )
-    api: bool = option(True, "serve the admin API under /api/ (the commands of `sipedge ctl`, behind admin_token)")
+    api: bool = option(True, "serve the admin API under /api/ (the commands of `sipedge ctl`, behind admin_token) "
+                             "and the dashboard at /dashboard (a login with admin_token)")
     admin_token: str = option(
         "",
         "token of the admin API, sent as Authorization: Bearer <token> (empty = one generated "
@@ -64,3 +65,6 @@ class WebConfig:
                                  _bounded(1, 10_000))
     trace_bytes: int = option(16384, "bytes kept of each traced message (the rest is cut, its size kept)",
                               _bounded(64, 65536))
+    dashboard_session: float = option(
+        8 * 3600.0, "seconds a dashboard login lasts (then the admin token is asked again)", positive
+    )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..sip.flow import Flow, Target
@@ -89,43 +89,44 @@ class CallTrace:
     last: float
     last_seq: int = 0
     dropped: int = 0  # messages forgotten because the call had max_messages
-    _summary: tuple[int, dict[str, Any]] | None = field(default=None, repr=False)
+    # what summary() has read so far (up to sequence number _parsed)
+    _parsed: int = 0
+    _caller_known: bool = False
+    _from: str | None = None
+    _to: str | None = None
+    _status: int | None = None
+    _invite_status: int | None = None
 
     def summary(self) -> dict[str, Any]:
         """Call-ID, From and To of its first request, times, message count and the final
-        status of its INVITE (else of its last request). Parsed once per change."""
-        if self._summary is not None and self._summary[0] == self.last_seq:
-            return self._summary[1]
-        caller = callee = None
-        status: int | None = None
-        invite_status: int | None = None
+        status of its INVITE (else of its last other request). Each message is parsed once,
+        when a summary is first asked for after it came."""
         for entry in self.entries:
-            first, headers = parse_head(entry.data)
-            if caller is None and not first.startswith("SIP/"):
-                caller, callee = headers.get("from"), headers.get("to")
-            m = _STATUS.match(first)
-            if m is None:
+            if entry.seq <= self._parsed:
                 continue
-            code = int(m.group(1))
-            if code < 200:
+            self._parsed = entry.seq
+            first, headers = parse_head(entry.data)
+            if not self._caller_known and not first.startswith("SIP/"):
+                self._caller_known = True
+                self._from, self._to = headers.get("from"), headers.get("to")
+            m = _STATUS.match(first)
+            if m is None or int(m.group(1)) < 200:
                 continue
             method = (headers.get("cseq") or "").rpartition(" ")[2].upper()
             if method == "INVITE":
-                invite_status = code
+                self._invite_status = int(m.group(1))
             elif method != "ACK":
-                status = code
-        out = {
+                self._status = int(m.group(1))
+        return {
             "call_id": self.call_id,
-            "from": caller,
-            "to": callee,
+            "from": self._from,
+            "to": self._to,
             "first": self.first,
             "last": self.last,
             "messages": len(self.entries) + self.dropped,
             "kept": len(self.entries),
-            "status": invite_status if invite_status is not None else status,
+            "status": self._invite_status if self._invite_status is not None else self._status,
         }
-        self._summary = (self.last_seq, out)
-        return out
 
 
 def parse_head(data: bytes) -> tuple[str, dict[str, str]]:

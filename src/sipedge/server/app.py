@@ -388,7 +388,7 @@ class App:
             if cfg.web.api:
                 token = cfg.web.admin_token or load_token(data_dir / "admin.token")
                 add_api_routes(self.web.app, self.control, token, self.web.counters)
-                add_dashboard(self.web.app, self.control, token, self.web.counters)
+                add_dashboard(self.web.app, self.control, token, self.web.counters, cfg.web.dashboard_session)
             await self.web.start()
         socket_path = control_socket_path(cfg)
         if socket_path is not None:

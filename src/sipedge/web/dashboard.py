@@ -9,7 +9,7 @@ Everything it shows comes from the control API's read-only commands (``ul.dump``
 
 Authentication: ``/dashboard/login`` asks for the admin token (``web.admin_token`` or
 ``<data_dir>/admin.token``); the right one opens a session, a random id kept here with its
-expiry (:data:`SESSION_LIFETIME`) and sent as an ``HttpOnly; SameSite=Strict`` cookie
+expiry (``web.dashboard_session``, 8 hours by default) and sent as an ``HttpOnly; SameSite=Strict`` cookie
 scoped to ``/dashboard``. Without a valid session, pages redirect to the login and data,
 assets and the event stream answer 401; a wrong token gets 401 and is counted
 (``web_dashboard_refused``). ``POST /dashboard/logout`` ends the session. Every answer
@@ -111,14 +111,14 @@ class Dashboard:
     """The routes of ``/dashboard`` over one set of control commands."""
 
     def __init__(self, commands: Commands, token: str, counters: dict[str, int],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 lifetime: float = SESSION_LIFETIME, clock: Callable[[], float] = time.monotonic) -> None:
         self.commands = commands
         self._token = token.encode()
         self.counters = counters
         counters.setdefault("web_dashboard_logins", 0)
         counters.setdefault("web_dashboard_refused", 0)
         self.clock = clock
-        self.sessions = Sessions()
+        self.sessions = Sessions(lifetime)
         self._streams = 0
         self._closing = asyncio.Event()
 
@@ -160,7 +160,7 @@ class Dashboard:
         sid = self.sessions.open(self.clock())
         log.info("- dashboard login from %s", request.remote)
         resp = web.HTTPSeeOther("/dashboard", headers=HEADERS)
-        resp.set_cookie(COOKIE, sid, path="/dashboard", max_age=int(self.sessions.lifetime), httponly=True,
+        resp.set_cookie(COOKIE, sid, path="/dashboard", max_age=max(1, int(self.sessions.lifetime)), httponly=True,
                         samesite="Strict", secure=request.secure)
         return resp
 
@@ -259,10 +259,10 @@ def _event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {_dumps(data)}\n\n".encode()
 
 
-def add_dashboard(app: web.Application, commands: Commands, token: str,
-                  counters: dict[str, int]) -> Dashboard:
-    """Serve the dashboard on ``app``, opened with ``token``."""
-    dashboard = Dashboard(commands, token, counters)
+def add_dashboard(app: web.Application, commands: Commands, token: str, counters: dict[str, int],
+                  lifetime: float = SESSION_LIFETIME) -> Dashboard:
+    """Serve the dashboard on ``app``, opened with ``token`` for ``lifetime`` seconds."""
+    dashboard = Dashboard(commands, token, counters, lifetime)
     dashboard.add_routes(app)
     return dashboard
 
