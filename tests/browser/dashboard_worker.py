@@ -19,7 +19,6 @@ import json
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,11 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(ROOT))
 
 from bench.sipp_runner import SippFlows, SippResult, stop_process  # noqa: E402
-from worker import CHROMIUM, CHROMIUM_ARGS, MD5_ONLY, USERS, Phone, Recorder, lo_up  # noqa: E402
+from worker import MD5_ONLY, USERS, Phone, Recorder  # noqa: E402
+from worker import main as worker_main  # noqa: E402
 
 from helpers.ports import free_port  # noqa: E402
-from helpers.sipserver import Server, cli, running_server  # noqa: E402
+from helpers.sipserver import Server, cli  # noqa: E402
 from helpers.ua import UA  # noqa: E402
 from sipedge.turn.auth import rest_password, rest_username  # noqa: E402
 
@@ -182,7 +182,7 @@ def scenario_dashboard(rec: Recorder, browser: Any, server: Server, outdir: Path
         page.screenshot(path=str(outdir / "bans.png"), full_page=True)
         rec.step("bans", text=page.text_content("#bans tbody"))
 
-        with TurnClient(server.turn_port):  # type: ignore[attr-defined]
+        with TurnClient(TURN_PORT):
             page.click("nav a[data-view=turn]")
             page.wait_for_selector(f'#turn tbody tr >> text=/{TURN_USER}/')
             turn = page.eval_on_selector_all(
@@ -245,33 +245,11 @@ def scenario_dashboard(rec: Recorder, browser: Any, server: Server, outdir: Path
         flows.close()
 
 
-def main() -> int:
-    outdir = Path(sys.argv[2])
-    outdir.mkdir(parents=True, exist_ok=True)
-    rec = Recorder(outdir)
-    try:
-        lo_up()
-        from playwright.sync_api import sync_playwright
-
-        turn_port = free_port()
-        extra = (MD5_ONLY + f'\n[routing]\nmodule = "{ROUTING}"\n\n[media]\nport_min = 31000\nport_max = 31040\n'
-                 f'\n[turn]\nenabled = true\nlisten = ["udp:127.0.0.1:{turn_port}"]\nport_min = 32000\n'
-                 f'port_max = 32020\nsecrets = ["{TURN_SECRET}"]\nallow_peers = ["127.0.0.0/8"]\n')
-        with running_server(outdir, extra=extra, users=USERS) as server, sync_playwright() as pw:
-            server.turn_port = turn_port  # type: ignore[attr-defined]
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=15000)
-            try:
-                scenario_dashboard(rec, browser, server, outdir)
-            finally:
-                browser.close()
-    except BaseException as e:
-        rec.result["error"] = f"{type(e).__name__}: {e}"
-        traceback.print_exc()
-        rec.save()
-        return 1
-    rec.save()
-    return 0
+TURN_PORT = free_port()
+EXTRA = (MD5_ONLY + f'\n[routing]\nmodule = "{ROUTING}"\n\n[media]\nport_min = 31000\nport_max = 31040\n'
+         f'\n[turn]\nenabled = true\nlisten = ["udp:127.0.0.1:{TURN_PORT}"]\nport_min = 32000\n'
+         f'port_max = 32020\nsecrets = ["{TURN_SECRET}"]\nallow_peers = ["127.0.0.0/8"]\n')
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(worker_main({"dashboard": (scenario_dashboard, EXTRA)}))
