@@ -112,6 +112,19 @@ class TurnClient:
         self.thread.join(5)
 
 
+def send_rtp(port: int, packets: int = 50) -> None:
+    """G.711 RTP to a relay port (the relay latches onto this source: strict_source off),
+    so the calls panel has packets to count."""
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for n in range(packets):
+            header = struct.pack("!BBHII", 0x80, 0, n, n * 160, 0x5EED)
+            s.sendto(header + b"\xff" * 160, ("127.0.0.1", port))
+            time.sleep(0.02)
+
+
 def ok(r: SippResult) -> None:
     if not r.ok:
         raise AssertionError(r.explain())
@@ -172,6 +185,10 @@ def scenario_dashboard(rec: Recorder, browser: Any, server: Server, outdir: Path
         page.wait_for_selector("#calls tbody tr[data-call-id]", timeout=15000)
         page.wait_for_function(
             "() => [...document.querySelectorAll('#calls tbody tr')].some(r => r.textContent.includes('PCMU/8000'))")
+        path = page.text_content("#calls tbody tr:first-child td:nth-child(7)") or ""
+        send_rtp(int(path.rsplit(":", 1)[1].split(" ")[0]))
+        page.wait_for_function(
+            "() => Number(document.querySelector('#calls tbody tr:first-child td:nth-child(8)').textContent) > 0")
         calls = page.eval_on_selector_all(
             "#calls tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
         page.screenshot(path=str(outdir / "calls.png"), full_page=True)

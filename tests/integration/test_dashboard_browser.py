@@ -4,7 +4,7 @@ real ``sipedge serve`` with SIPp and JsSIP clients, in a loopback-only namespace
 
 Proves: without a session the dashboard sends the browser to its login page; a wrong token
 is refused; the right one opens every view (registrations of a SIPp and a JsSIP client,
-the active relayed call with its codec, bans, an aioice TURN allocation, counter plots); the SIPp call's ladder
+the active relayed call with its codec and the RTP packets sent to it, bans, an aioice TURN allocation, counter plots); the SIPp call's ladder
 shows INVITE/100/180/200/ACK/BYE/200 in order and a click shows the whole BYE; HTML in a
 From display name and a User-Agent renders as text and never runs; the session cookie is
 out of JavaScript's reach; logout ends it. A screenshot of each view is kept.
@@ -51,6 +51,7 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
 
     calls = result["calls"]["rows"]
     assert any("PCMU/8000" in r[4] and "carol" in r[1] and "bob" in r[2] and "relay" in r[6] for r in calls), why
+    assert int(calls[0][7]) >= 40 and len(calls) == 2, why  # RTP sent to the caller's relay port, counted
     assert "192.0.2.7" in result["bans"]["text"], why
     (turn,) = [r for r in result["turn"]["rows"] if "dash-user" in r[1]]
     assert turn[0].startswith("udp:127.0.0.1:") and turn[2].startswith("127.0.0.1:") and "127.0.0.1" in turn[4], why

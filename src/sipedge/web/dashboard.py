@@ -19,8 +19,9 @@ builds every element with ``textContent``.
 
 Live updates: ``/dashboard/events`` is a server-sent event stream: ``trace`` events with the
 calls that have new messages (checked every :data:`TRACE_POLL` seconds) and a ``snapshot``
-of every panel every :data:`SNAPSHOT_INTERVAL` seconds. At most :data:`MAX_STREAMS`
-streams at once; a stream ends when its session does.
+of every panel every :data:`SNAPSHOT_INTERVAL` seconds (at most :data:`MAX_ROWS` rows a
+table, :data:`MAX_MEDIA_QUERIES` calls queried). At most :data:`MAX_STREAMS` streams at
+once; a stream ends when its session does.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ MAX_STREAMS = 8
 TRACE_POLL = 0.5
 SNAPSHOT_INTERVAL = 2.0
 MAX_MEDIA_QUERIES = 50
+MAX_ROWS = 500
+"""Rows of a table in one snapshot (the page says how many there are in all)."""
 READ_COMMANDS = frozenset(
     ("stats", "ul.dump", "media.list", "media.query", "turn.allocations", "ban.list", "trace.list", "trace.show")
 )
@@ -207,8 +210,11 @@ class Dashboard:
                           ("stats", "stats")):
             status, body = await self._run(name, {})
             out[key] = body if status == 200 else {"error": body["error"]}
+            if isinstance(body, list):
+                out[key], out[f"{key}_total"] = body[:MAX_ROWS], len(body)
         status, calls = await self._run("media.list", {})
         if status == 200:
+            out["media_total"] = len(calls)
             media = []
             for call in calls[:MAX_MEDIA_QUERIES]:
                 st, detail = await self._run("media.query", {"call_id": call["call_id"]})
@@ -227,7 +233,8 @@ class Dashboard:
             return web.json_response({"error": f"at most {MAX_STREAMS} event streams"}, status=503,
                                      headers=HEADERS)
         self._streams += 1
-        resp = web.StreamResponse(headers={**HEADERS, "Content-Type": "text/event-stream"})
+        resp = web.StreamResponse(headers={**HEADERS, "Content-Type": "text/event-stream",
+                                           "X-Accel-Buffering": "no"})  # a reverse proxy passes events at once
         try:
             await resp.prepare(request)
             since, next_snapshot = 0, 0.0

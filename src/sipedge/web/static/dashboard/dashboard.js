@@ -46,6 +46,10 @@
     return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
   }
 
+  function shown(list, total) {
+    return total > list.length ? `showing ${list.length} of ${total}` : "";
+  }
+
   function fill(id, rows, note, empty) {
     const body = document.querySelector(`#${id} tbody`);
     const noteEl = document.getElementById(`${id}-note`);
@@ -63,13 +67,13 @@
   }
 
   // -- panels --------------------------------------------------------------------------
-  function renderRegistrations(list) {
+  function renderRegistrations(list, total) {
     if (!Array.isArray(list)) return fill("registrations", list);
     fill("registrations", list.map((b) => {
       const transport = (b.socket || "").split(":")[0] || (b.flow || "").split(":")[0];
       const nat = b.received ? `yes (${b.received})` : "no";
       return cells([b.aor, b.contact, transport, nat, b.user_agent, b.expires], { "data-aor": b.aor });
-    }), "", "no registered contact");
+    }), shown(list, total), "no registered contact");
   }
 
   function legs(call) {
@@ -86,7 +90,7 @@
     return out;
   }
 
-  function renderCalls(list) {
+  function renderCalls(list, total) {
     if (!Array.isArray(list)) return fill("calls", list);
     const now = Date.now() / 1000;
     const rows = [];
@@ -103,7 +107,7 @@
           { "data-call-id": call.call_id }));
       });
     }
-    fill("calls", rows, "", "no call in the media relay");
+    fill("calls", rows, shown(list, total), "no call in the media relay");
   }
 
   async function codecOf(callId) {
@@ -121,15 +125,16 @@
     }
   }
 
-  function renderTurn(list) {
+  function renderTurn(list, total) {
     if (!Array.isArray(list)) return fill("turn", list);
     fill("turn", list.map((a) => cells([a.client, a.username, a.relayed, a.expires, a.permissions,
-      Object.entries(a.channels || {}).map(([n, p]) => `${n}\u2192${p}`)])), "", "no allocation");
+      Object.entries(a.channels || {}).map(([n, p]) => `${n}\u2192${p}`)])), shown(list, total), "no allocation");
   }
 
-  function renderBans(list) {
+  function renderBans(list, total) {
     if (!Array.isArray(list)) return fill("bans", list);
-    fill("bans", list.map((b) => cells([b.source, b.seconds_left, b.dropped])), "", "no source is banned");
+    fill("bans", list.map((b) => cells([b.source, b.seconds_left, b.dropped])), shown(list, total),
+      "no source is banned");
   }
 
   // -- counters over time ----------------------------------------------------------------
@@ -285,10 +290,10 @@
       state.history.push({ t: snap.time, stats: snap.stats });
       if (state.history.length > HISTORY) state.history.shift();
     }
-    renderRegistrations(snap.registrations);
-    renderCalls(snap.media);
-    renderTurn(snap.turn);
-    renderBans(snap.bans);
+    renderRegistrations(snap.registrations, snap.registrations_total);
+    renderCalls(snap.media, snap.media_total);
+    renderTurn(snap.turn, snap.turn_total);
+    renderBans(snap.bans, snap.bans_total);
     renderPlots();
   }
 
