@@ -47,11 +47,24 @@ def _ok(r: SippResult) -> None:
     assert r.ok, r.explain()
 
 
+def http_ready(server: Server) -> Server:
+    """Until the web port answers (running_server waits for SIP, which starts first)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            request(server, "GET", "/healthz")
+            return server
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("dashboard")
     with running_server(tmp, users=USERS, extra=f'\n[routing]\nmodule = "{ROUTING}"\n') as s:
-        yield s
+        yield http_ready(s)
 
 
 def ctl(server: Server, *args: str) -> Any:
@@ -257,7 +270,7 @@ def read_events(server: Server, cookie: str) -> dict[str, Any]:
 
 def test_a_session_expires(tmp_path: Path) -> None:
     with running_server(tmp_path, web="dashboard_session = 1.0") as s:
-        status, headers = login(s, token_of(s))
+        status, headers = login(http_ready(s), token_of(s))
         assert status == 303 and "Max-Age=1" in headers["Set-Cookie"]
         cookie = {"Cookie": cookie_of(headers)}
         assert request(s, "GET", "/dashboard/api/stats", headers=cookie)[0] == 200
