@@ -39,12 +39,13 @@ def missing() -> str | None:
     return None
 
 
-def run_scenario(scenario: str, outdir: Path, timeout: float = 45.0) -> dict[str, Any]:
-    """Run ``worker.py SCENARIO OUTDIR`` in the namespace; return its ``result.json``
-    (with ``error`` set when the worker failed or timed out)."""
+def run_scenario(scenario: str, outdir: Path, timeout: float = 45.0, worker: Path = WORKER) -> dict[str, Any]:
+    """Run ``worker.py SCENARIO OUTDIR`` (or another ``worker`` script taking the same
+    arguments) in the namespace; return its ``result.json`` (with ``error`` set when the
+    worker failed or timed out)."""
     outdir.mkdir(parents=True, exist_ok=True)
     cmd = ["unshare", "--net", "--pid", "--mount-proc", "--fork", "--kill-child",
-           sys.executable, str(WORKER), scenario, str(outdir)]
+           sys.executable, str(worker), scenario, str(outdir)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     with (outdir / "worker.log").open("wb") as logf:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -345,7 +345,8 @@ SCENARIOS = {
 }
 
 
-def main() -> int:
+def main(scenarios: dict[str, tuple[Callable[..., None], str]] | None = None) -> int:
+    """Run ``sys.argv[1]`` of ``scenarios`` (default: this file's) with OUTDIR ``sys.argv[2]``."""
     scenario, outdir = sys.argv[1], Path(sys.argv[2])
     outdir.mkdir(parents=True, exist_ok=True)
     rec = Recorder(outdir)
@@ -353,7 +354,7 @@ def main() -> int:
         lo_up()
         from playwright.sync_api import sync_playwright
 
-        run, extra = SCENARIOS[scenario]
+        run, extra = (scenarios or SCENARIOS)[scenario]
         with running_server(outdir, extra=extra, users=USERS) as server:
             rec.step("server", ws=server.ws, wss=server.wss, http=server.http, udp=server.udp)
             with sync_playwright() as pw:

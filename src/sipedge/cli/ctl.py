@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     turn = groups.add_parser("turn", help="the TURN server").add_subparsers(
         dest="turn_command", metavar="ACTION", required=True)
     command(turn, "allocations", "turn.allocations", "the TURN allocations")
+    trace = groups.add_parser("trace", help="the per-call SIP message trace").add_subparsers(
+        dest="trace_command", metavar="ACTION", required=True)
+    command(trace, "list", "trace.list", "the traced calls, most recent first")
+    command(trace, "show", "trace.show", "one call's messages in order (--json: whole)",
+            ("call_id", "the Call-ID", False))
     ban = groups.add_parser("ban", help="banned sources (flood protection)").add_subparsers(
         dest="ban_command", metavar="ACTION", required=True)
     command(ban, "list", "ban.list", "the banned sources")
@@ -130,6 +136,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "media.list": ("call_id", "created", "tags", "rtp_packets", "rtcp_packets"),
     "turn.allocations": ("client", "username", "relayed", "expires", "permissions"),
     "ban.list": ("source", "seconds_left", "dropped"),
+    "trace.list": ("call_id", "from", "to", "first", "last", "messages", "status"),
+    "trace.show": ("time", "direction", "transport", "local", "remote", "first_line"),
     "help": ("name", "params", "summary"),
 }
 
@@ -137,6 +145,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 def render(method: str, result: Any) -> str:
     """A table for lists of records, ``name value`` lines for flat objects, JSON else."""
     columns = COLUMNS.get(method)
+    if method == "trace.list" and isinstance(result, dict):
+        result = [{**c, "first": _clock(c["first"]), "last": _clock(c["last"])} for c in result.get("calls", [])]
+    elif method == "trace.show" and isinstance(result, dict):
+        result = [{**m, "time": _clock(m["time"])} for m in result.get("messages", [])]
     if isinstance(result, list):
         if not result:
             return "(none)"
@@ -149,10 +161,19 @@ def render(method: str, result: Any) -> str:
     return json.dumps(result, indent=2, default=str)
 
 
+def _clock(when: float) -> str:
+    """Wall-clock seconds as local HH:MM:SS.mmm (a trace's time column)."""
+    return time.strftime("%H:%M:%S", time.localtime(when)) + f".{int(when * 1000) % 1000:03d}"
+
+
 def _cell(value: Any) -> str:
+    """A table cell; control characters (a peer's User-Agent or SIP first line could carry
+    terminal escape sequences) shown escaped, never sent to the terminal."""
     if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return "" if value is None else str(value)
+        text = ",".join(str(v) for v in value)
+    else:
+        text = "" if value is None else str(value)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def table(columns: tuple[str, ...], rows: list[list[str]]) -> str:

@@ -28,12 +28,14 @@ from ..proxy import nat, pike
 from ..proxy.core import MediaJob, ProxyCore, Send
 from ..proxy.identity import Identity, Listener
 from ..proxy.routing import load_router
+from ..proxy.trace import TraceStore
 from ..sip.auth import DigestAuth
 from ..sip.flow import Flow, Target
 from ..store.keepalive import SqliteEndpointStore
 from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriberStore
 from ..store.turn_users import TurnUserStore
 from ..stun import server as stun_server
+from ..web.dashboard import add_dashboard
 from ..web.server import WebServer
 from . import tls, turn_http
 from .control import Control, ControlSocket, add_api_routes, control_socket_path
@@ -76,6 +78,8 @@ class SipService:
         self.dns = DnsResolver(config.dns, transports=ALL_TRANSPORTS)
         self._pending: set[asyncio.Task[None]] = set()
         self.loop = asyncio.get_running_loop()
+        web = config.web
+        self.trace = TraceStore(web.trace_calls, web.trace_messages, web.trace_bytes) if web.trace else None
 
     async def start(self, server_ctx: Any, client_ctx: Any) -> None:
         ws = self.config.sip.websocket
@@ -143,6 +147,8 @@ class SipService:
         core = self.core
         if core is None:
             return
+        if self.trace is not None:
+            self.trace.record(data, "in", flow.transport, flow.local, flow.remote, self.clock.wall())
         core.receive(data, flow, self.loop.time())
         self._flush()
 
@@ -189,6 +195,8 @@ class SipService:
     def _send(self, item: Send) -> None:
         assert self.transports is not None
         key = getattr(item, "key", None)
+        if self.trace is not None:
+            self.trace.sent(item.data, item.flow or item.target, self.clock.wall())
         if item.flow is not None:
             if not self.transports.send(item.data, item.flow):
                 self._failed(key)
@@ -290,6 +298,8 @@ class SipService:
         if self.transports is not None:
             out.update(self.transports.stats())
         out.update(self.dns.stats())
+        if self.trace is not None:
+            out.update(self.trace.stats())
         return out
 
 
@@ -395,6 +405,7 @@ class App:
             if cfg.web.api:
                 token = cfg.web.admin_token or load_token(data_dir / "admin.token")
                 add_api_routes(self.web.app, self.control, token, self.web.counters)
+                add_dashboard(self.web.app, self.control, token, self.web.counters, cfg.web.dashboard_session)
             await self.web.start()
         socket_path = control_socket_path(cfg)
         if socket_path is not None:

@@ -37,6 +37,7 @@ from ..config import Config
 from ..errors import ConfigError, Error, ParseError
 from ..media.ng import NgServer
 from ..proxy.location import Binding, normalize_aor
+from ..proxy.trace import TraceStore
 from ..web.server import bearer_token
 
 if TYPE_CHECKING:
@@ -134,6 +135,11 @@ class Control:
                 Command("media.query", self._media_query, "one call's media: streams, addresses, packets",
                         ("call_id",)),
                 Command("turn.allocations", self._turn_allocations, "the TURN allocations"),
+                Command("trace.list", self._trace_list,
+                        "the traced calls, most recent first (with since: only those with newer messages)",
+                        ("since?",)),
+                Command("trace.show", self._trace_show, "one call's SIP messages in order, whole",
+                        ("call_id",)),
                 Command("ban.list", self._ban_list, "the banned sources"),
                 Command("ban.add", self._ban_add, "ban a source IP (default: sip.flood.ban_time seconds)",
                         ("source", "seconds?"), writes=True),
@@ -298,6 +304,28 @@ class Control:
                 "channels": {str(n): _hostport(c.peer) for n, c in sorted(a.channels.items())},
             })
         return out
+
+    def _trace(self) -> TraceStore:
+        sip = self.app.sip
+        if sip is None or sip.trace is None:
+            raise ControlError(503, "the SIP trace is off (web.trace = false)")
+        return sip.trace
+
+    async def _trace_list(self, params: Params) -> dict[str, Any]:
+        since = params.get("since", 0)
+        if isinstance(since, str) and since.isdigit():
+            since = int(since)
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            raise ControlError(-32602, f"since must be a message sequence number >= 0, not {since!r}")
+        trace = self._trace()
+        return {"seq": trace.seq, "calls": trace.calls(since)}
+
+    async def _trace_show(self, params: Params) -> dict[str, Any]:
+        call_id = _text(params, "call_id") or ""
+        messages = self._trace().show(call_id)
+        if messages is None:
+            raise ControlError(404, f"the trace has no call {call_id!r} (trace list shows the calls it keeps)")
+        return {"call_id": call_id, "messages": messages}
 
     def _flood(self) -> Any:
         sip = self.app.sip
