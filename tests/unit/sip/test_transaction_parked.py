@@ -156,3 +156,19 @@ def test_a_parked_key_is_not_reused() -> None:
         assert "already exists" in str(exc)
     else:  # pragma: no cover
         raise AssertionError("reused branch accepted")
+
+
+def test_live_and_parked_timers_fire_in_deadline_order() -> None:
+    """Parked transactions' last timers sit on their own heap; one handle_timer call
+    runs both heaps' due timers in deadline order."""
+    tl = layer()
+    early = answered(tl, "REGISTER", "z9hG4bKr1", 200)  # parked: Timer J at 64*T1
+    tl.receive(inbound("OPTIONS", branch="z9hG4bKu1"), UDP, 1.0)  # live: unanswered, U at 1+64*T1
+    unanswered = tl.events()[0]
+    assert isinstance(unanswered, RequestReceived)
+    late = answered(tl, "REGISTER", "z9hG4bKr2", 200)  # parked at 0.0 too, after `early`
+    tl.events()
+    assert tl.get_timer() == 64 * T1
+    tl.handle_timer(1 + 64 * T1)
+    assert tl.events() == [Terminated(early), Terminated(late), Terminated(unanswered.key)]
+    assert len(tl) == 0 and tl.get_timer() is None
