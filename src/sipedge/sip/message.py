@@ -119,7 +119,7 @@ class Message:
 
     def has(self, name: str) -> bool:
         key = canonical(name)
-        for h in self._headers:
+        for h in self._headers:  # noqa: SIM110 - a loop, not a generator: hot path
             if h[0] == key:
                 return True
         return False
