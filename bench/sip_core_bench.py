@@ -21,14 +21,19 @@ that rate (UDP Timer J/K/L: up to 32 s). The warm-up covers 35 simulated seconds
 measured iterations run with the steady-state number of live transactions (which is
 what the garbage collector walks).
 
-Run: ``.venv/bin/python -m bench.sip_core_bench [--iterations N] [--rate R]
-[--profile register|call [--sort tottime]]``.
+With ``--gc``, after each warm-up (the steady state at ``--rate``) it also prints how many
+objects the garbage collector tracks beyond start-up and how long one full collection
+over them takes: the pause ``sipedge serve`` takes every ``general.gc_interval``.
+
+Run: ``.venv/bin/python -m bench.sip_core_bench [--iterations N] [--rate R] [--gc]
+[--only register|call] [--profile register|call [--sort tottime]]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import tempfile
 import time
@@ -204,6 +209,17 @@ def measure(
     return h.core_cpu / iterations * 1e6, total / iterations * 1e6
 
 
+def gc_pass(h: Harness, name: str) -> None:
+    """What a full collection walks in the steady state, and how long it takes."""
+    gc.collect()
+    tracked = len(gc.get_objects())
+    t = time.perf_counter()
+    gc.collect()
+    pause = time.perf_counter() - t
+    print(f"{name:8s}  gc: {len(h.core.tl)} live transactions, {tracked} tracked objects, "
+          f"full pass {pause * 1e3:.1f} ms")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     ap.add_argument("--iterations", type=int, default=4000)
@@ -213,18 +229,26 @@ def main() -> int:
         "fire on a simulated clock), as on a server loaded at that rate",
     )
     ap.add_argument("--warmup", type=int, help="iterations before measuring (default: 35 s worth)")
+    ap.add_argument("--gc", action="store_true", help="after each warm-up: tracked objects, full pass")
+    ap.add_argument("--only", choices=("register", "call"), help="run one scenario")
     ap.add_argument("--profile", choices=("register", "call"))
     ap.add_argument("--sort", default="tottime")
     ap.add_argument("--lines", type=int, default=35)
     args = ap.parse_args()
     scenarios: dict[str, Callable[[Harness, int], None]] = {"register": register_pair, "call": call}
     warmup = args.warmup if args.warmup is not None else int(args.rate * 35)
+    if args.only:
+        scenarios = {args.only: scenarios[args.only]}
     with tempfile.TemporaryDirectory() as d:
         h = Harness(Path(d))
+        gc.collect()
+        gc.freeze()  # as sipedge serve does after start-up
         n = 0
         for name, op in scenarios.items():
             measure(h, op, n, warmup, args.rate)  # warm-up: reach the steady state
             n += warmup
+            if args.gc:
+                gc_pass(h, name)
             core, total = measure(h, op, n, args.iterations, args.rate)
             n += args.iterations
             unit = "REGISTER pair" if name == "register" else "call"

@@ -8,6 +8,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from helpers.metrics import metrics
 from helpers.sipserver import Server, running_server
 from helpers.ua import UA
 
@@ -37,3 +38,18 @@ def test_full_collections_run_on_the_configured_interval_and_are_reported(tmp_pa
     assert later["gc_full_collections"] >= first["gc_full_collections"] + 2
     assert 0 < later["gc_full_max_pause_seconds"] < 1
     assert "gc_full_unreachable_objects" in later
+
+
+def test_answered_udp_transactions_are_parked_and_reported(tmp_path: Path) -> None:
+    """Each REGISTER answered 200 over UDP lingers 32 s (Timer J) as a parked tuple,
+    counted by sip_tx_lingering (and in sip_tx_live)."""
+    with running_server(tmp_path, users=USERS) as s:
+        ua = UA("udp", (s.host, s.udp), "alice", s.host, USERS["alice"])
+        try:
+            for _ in range(5):
+                assert ua.register().status == 200
+        finally:
+            ua.close()
+        m = metrics(s)
+        assert m["sip_tx_lingering"] >= 5
+        assert m["sip_tx_live"] >= m["sip_tx_lingering"]

@@ -46,14 +46,10 @@ _FLOOD_LINES = 5  # ban/unban log lines a second at most
 
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Bytes to put on the wire: back on ``flow``, or to ``target`` (any connection)."""
-
-    data: bytes
-    flow: Flow | None = None
-    target: Target | None = None
-    key: Any = None  # the client transaction, so a failed send can be reported
+# Bytes to put on the wire: back on ``flow``, or to ``target`` (any connection); ``key``
+# names the client transaction, so a failed send can be reported. The transaction
+# layer's own type, so its sends pass through without a copy each.
+Send = tx.Send
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,8 +227,7 @@ class ProxyCore:
 
     def outgoing(self) -> list[Send]:
         out, self._out = self._out, []
-        for s in self.tl.outgoing():
-            out.append(Send(s.data, s.flow, s.target, s.key))
+        out.extend(self.tl.outgoing())
         return out
 
     def get_timer(self) -> float | None:

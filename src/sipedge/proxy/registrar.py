@@ -17,6 +17,7 @@ and the previous bindings are put back as far as the store allows.
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -269,8 +270,14 @@ def _ok(req: Request, aor: str, bindings: list[Binding], now: float, paths: tupl
     if outbound:
         resp.add("Require", "outbound")
     resp.add("Supported", SUPPORTED)
-    resp.add("Date", email.utils.formatdate(now, usegmt=True))
+    resp.add("Date", _http_date(int(now)))
     return resp
+
+
+@functools.lru_cache(maxsize=2)
+def _http_date(second: int) -> str:
+    """The Date header (RFC 3261 §20.17) for one second, formatted once per second."""
+    return email.utils.formatdate(second, usegmt=True)
 
 
 class Registrar:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets
 import signal
@@ -51,6 +52,11 @@ from .transport import ALL_TRANSPORTS, TransportLayer
 from .ws import WsOptions, own_origins
 
 log = logging.getLogger("sipedge")
+
+# The core's timers wake the loop on 10 ms ticks: a loaded server has thousands of
+# deadlines a second (Timers E, J, K, L, M... of every transaction), and every deadline
+# that falls in one tick is handled by one wake-up. 10 ms is small next to T1 (500 ms).
+TIMER_TICK = 0.01
 
 
 class SipService:
@@ -186,6 +192,8 @@ class SipService:
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
         when = core.get_timer()
+        if when is not None:
+            when = max(when, math.ceil(when / TIMER_TICK) * TIMER_TICK)
         if when is not None and (self._timer_at is None or when < self._timer_at):
             if self._timer is not None:
                 self._timer.cancel()

@@ -598,7 +598,7 @@ class DigestAuth:
 
     # -- nonces ----------------------------------------------------------------
     def _mac(self, key: bytes, head: bytes) -> bytes:
-        return hmac.new(key, head, hashlib.sha256).digest()[:16]
+        return hmac.digest(key, head, "sha256")[:16]  # one-shot, in OpenSSL
 
     def new_nonce(self, now: float) -> str:
         head = struct.pack(">Q", max(0, int(now * 1000))) + self._token_source(8)[:8].ljust(8, b"\0")

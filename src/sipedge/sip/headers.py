@@ -27,6 +27,7 @@ from .uri import (
     is_digits,
     parse_params,
     parse_uri,
+    remember,
     valid_host,
 )
 
@@ -324,6 +325,11 @@ def _is_token_list(text: str) -> bool:
     return all(not p or TOKEN_CHARS.issuperset(p) for p in parts) and any(parts)
 
 
+# Tag-less name-addrs by their text (To of initial requests, Contact, Route): shared
+# like parsed URIs (uri.remember), immutable by contract.
+_NAME_ADDRS: dict[str, NameAddr] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class NameAddr:
     """From, To, Contact, Route, Record-Route, Path...: ``"Name" <uri>;params``.
@@ -340,6 +346,9 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str, what: str = "name-addr") -> NameAddr:
+        hit = _NAME_ADDRS.get(text)
+        if hit is not None:
+            return hit
         f = _NAME_ADDR_FAST.fullmatch(text)
         if f is not None:
             quoted, tokens, uri_text, ptext = f.groups()
@@ -348,7 +357,10 @@ class NameAddr:
                 for part in ptext[1:].split(";"):
                     name, eq, value = part.partition("=")
                     params[name.lower()] = value if eq else None
-            return cls(_uri_in(uri_text, what), quoted if quoted is not None else tokens, params, True)
+            na = cls(_uri_in(uri_text, what), quoted if quoted is not None else tokens, params, True)
+            if "tag" not in params and cls is NameAddr:  # a tag is new in every dialog
+                remember(_NAME_ADDRS, text, na)
+            return na
         return cls._parse_general(text, what)
 
     @classmethod

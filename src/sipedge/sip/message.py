@@ -119,7 +119,10 @@ class Message:
 
     def has(self, name: str) -> bool:
         key = canonical(name)
-        return any(h[0] == key for h in self._headers)
+        for h in self._headers:  # noqa: SIM110 - a loop, not a generator: hot path
+            if h[0] == key:
+                return True
+        return False
 
     def count(self, name: str) -> int:
         """How many header lines of this name (not list elements)."""

@@ -35,6 +35,14 @@ server non-INVITE transaction that the TU never answers ends after 64*T1 (by the
 client's Timer F has fired; RFC 4320 tells proxies not to send a late 408), and an INVITE
 client transaction ends 64*T1 after we sent a CANCEL for it if no final response came
 (RFC 3261 §9.1).
+
+A transaction that only waits for its last timer (Timers D, I, J, K, L, M: up to 32 s
+over UDP, absorbing retransmissions) is *parked*: its object goes and one tuple of
+strings, bytes and numbers stays (:meth:`TransactionLayer._park`), with its deadline on
+a heap of such tuples. CPython's collector stops tracking tuples of atoms, so a full
+collection no longer walks the tens of thousands of transactions a loaded UDP server
+keeps lingering. A message or timer for a parked transaction rebuilds a short-lived
+machine from the tuple (:meth:`TransactionLayer._unpark`) and runs it as before.
 """
 
 from __future__ import annotations
@@ -542,6 +550,30 @@ class _ServerNonInvite(_ServerTransaction):
             self._terminate()
 
 
+# The timers after which each kind of machine only absorbs retransmissions and ends: arming
+# one parks the transaction (TransactionLayer._park).
+_LINGER_TIMERS: dict[TxKind, frozenset[str]] = {
+    TxKind.CLIENT_INVITE: frozenset({"D", "M"}),
+    TxKind.CLIENT_NON_INVITE: frozenset({"K"}),
+    TxKind.SERVER_INVITE: frozenset({"I", "L"}),
+    TxKind.SERVER_NON_INVITE: frozenset({"J"}),
+}
+_MACHINES: tuple[type[_Transaction], ...] = (_ClientInvite, _ClientNonInvite, _ServerInvite, _ServerNonInvite)
+
+
+def _conduit(dest: Destination) -> tuple[object, ...]:
+    if isinstance(dest, Flow):
+        return (dest.transport, dest.local, dest.remote, dest.conn_id)
+    return (dest.transport, dest.host, dest.port)
+
+
+# A parked transaction: (machine index in _MACHINES, TxState name, timer seq, timer name,
+# deadline, flow (transport, local, remote, conn_id) or target (transport, host, port),
+# final bytes, provisional bytes, ACK bytes (client INVITE) or To tag sent (server),
+# silent). Only atoms and tuples of atoms: the collector stops tracking it.
+_Parked = tuple[int, str, int, str, float, tuple[object, ...], bytes | None, bytes | None, bytes | str | None, bool]
+
+
 # -- the facade --------------------------------------------------------------------------
 
 
@@ -574,7 +606,11 @@ class TransactionLayer:
         self._table: dict[TransactionKey, _Transaction] = {}
         self._events: deque[TxEvent] = deque()
         self._out: list[Send] = []
-        self._heap: list[tuple[float, int, _Transaction, str]] = []
+        # live timers: (deadline, seq, key as a plain tuple, timer name); stale ones skipped
+        self._heap: list[tuple[float, int, tuple[object, ...], str]] = []
+        # parked transactions (see the module docstring) and their last timers
+        self._lingering: dict[tuple[object, ...], _Parked] = {}
+        self._linger_heap: list[tuple[float, int, tuple[object, ...]]] = []
         self._seq = 0
         self._stats: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
 
@@ -593,11 +629,12 @@ class TransactionLayer:
         after a timeout are harmless; the response is then not sent."""
         if key.client:
             raise UsageError(f"respond() needs a server transaction key, got {key}")
-        tx = self._table.get(key)
+        tx = self._find(key)
         if not isinstance(tx, _ServerTransaction) or not 100 <= response.status <= 699:
             self._count("sip_tx_responses_refused")
             return False
         if tx.respond(response, now):
+            self._settle(tx)
             return True
         self._count("sip_tx_responses_refused")
         return False
@@ -616,7 +653,7 @@ class TransactionLayer:
         if not branch:
             raise UsageError("request to send has no branch in its top Via")
         key = TransactionKey(True, branch, request.method)
-        if key in self._table:
+        if key in self._table or key in self._lingering:
             raise UsageError(f"a client transaction {key} already exists (reused branch?)")
         tx: _ClientInvite | _ClientNonInvite
         if request.method == "INVITE":
@@ -686,7 +723,7 @@ class TransactionLayer:
 
     def transport_error(self, key: TransactionKey, now: float) -> None:
         """The transport could not send for ``key`` (RFC 3261 §17.1.4, §17.2.4)."""
-        tx = self._table.get(key)
+        tx = self._find(key)
         if tx is not None:
             tx.on_transport_error(now)
 
@@ -710,32 +747,64 @@ class TransactionLayer:
 
     def get_timer(self) -> float | None:
         """The earliest deadline at which :meth:`handle_timer` has work, or None."""
-        heap = self._heap  # always modified in place, so this alias stays valid
+        heap = self._heap  # always modified in place, so these aliases stay valid
+        table = self._table
         while heap:
-            deadline, seq, tx, name = heap[0]
-            if tx.timers.get(name) == seq:
-                return deadline
+            deadline, seq, key, name = heap[0]
+            tx = table.get(key)  # type: ignore[call-overload]
+            if tx is not None and tx.timers.get(name) == seq:
+                break
             heapq.heappop(heap)
-        return None
+        lheap = self._linger_heap
+        lingering = self._lingering
+        while lheap:
+            rec = lingering.get(lheap[0][2])
+            if rec is not None and rec[2] == lheap[0][1]:
+                break
+            heapq.heappop(lheap)
+        if not heap:
+            return lheap[0][0] if lheap else None
+        return heap[0][0] if not lheap or heap[0][0] <= lheap[0][0] else lheap[0][0]
 
     def handle_timer(self, now: float) -> None:
-        """Fire every timer whose deadline is at or before ``now``."""
+        """Fire every timer whose deadline is at or before ``now``, in deadline order."""
         heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, seq, tx, name = heapq.heappop(heap)
-            if tx.timers.get(name) != seq:
-                continue
+        lheap = self._linger_heap
+        table = self._table
+        while True:
+            live = bool(heap) and heap[0][0] <= now
+            parked = bool(lheap) and lheap[0][0] <= now
+            if live and (not parked or heap[0][:2] <= lheap[0][:2]):
+                _, seq, key, name = heapq.heappop(heap)
+                tx = table.get(key)  # type: ignore[call-overload]
+                if tx is None or tx.timers.get(name) != seq:
+                    continue
+            elif parked:
+                _, seq, key = heapq.heappop(lheap)
+                rec = self._lingering.get(key)
+                if rec is None or rec[2] != seq:
+                    continue
+                tx = self._unpark(key, rec)
+                name = rec[3]
+            else:
+                return
             del tx.timers[name]
             tx.on_timer(name, now)
 
     # -- inspection ------------------------------------------------------------------
     def state(self, key: TransactionKey) -> TxState | None:
         tx = self._table.get(key)
-        return tx.state if tx is not None else None
+        if tx is not None:
+            return tx.state
+        rec = self._lingering.get(key)
+        return TxState[rec[1]] if rec is not None else None
 
     def kind(self, key: TransactionKey) -> TxKind | None:
         tx = self._table.get(key)
-        return tx.kind if tx is not None else None
+        if tx is not None:
+            return tx.kind
+        rec = self._lingering.get(key)
+        return _MACHINES[rec[0]].kind if rec is not None else None
 
     def request(self, key: TransactionKey) -> Request | None:
         """The request that opened transaction ``key``, until its final response (None
@@ -744,11 +813,12 @@ class TransactionLayer:
         return tx.request if tx is not None else None
 
     def __len__(self) -> int:
-        return len(self._table)
+        return len(self._table) + len(self._lingering)
 
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = dict(self._stats)
-        out["sip_tx_live"] = len(self._table)
+        out["sip_tx_live"] = len(self)
+        out["sip_tx_lingering"] = len(self._lingering)
         return out
 
     # -- receive paths ---------------------------------------------------------------
@@ -760,7 +830,7 @@ class TransactionLayer:
             self._count("sip_tx_malformed_dropped")
             self._events.append(MessageDropped(resp, flow, str(exc)))
             return
-        tx = self._table.get(TransactionKey(True, branch, method))
+        tx = self._find(TransactionKey(True, branch, method))
         if isinstance(tx, _ClientTransaction):
             tx.on_response(resp, flow, now)
             return
@@ -793,11 +863,11 @@ class TransactionLayer:
         except ParseError as exc:
             self._refuse_malformed(req, flow, exc)
             return
-        tx = self._table.get(key)
+        tx = self._find(key)
         if isinstance(tx, _ServerTransaction):
             tx.on_request(req, flow, now)
             return
-        if len(self._table) >= self.max_transactions:
+        if len(self) >= self.max_transactions:
             self._refuse(req, flow, 503, "Service Unavailable", "sip_tx_refused_overload")
             return
         new: _ServerInvite | _ServerNonInvite
@@ -811,7 +881,7 @@ class TransactionLayer:
         new.start(now)
         if method == "CANCEL":
             invite_key = TransactionKey(False, key.branch, "INVITE", key.sent_by)
-            target = self._table.get(invite_key)
+            target = self._find(invite_key)
             if not isinstance(target, _ServerInvite):
                 self._count("sip_tx_cancel_unmatched")
                 self._events.append(CancelReceived(key, None, req, flow))
@@ -827,12 +897,12 @@ class TransactionLayer:
         tx: _Transaction | None
         branch = via.branch or ""
         if branch.startswith(MAGIC_COOKIE):
-            tx = self._table.get(TransactionKey(False, branch, "INVITE", _sent_by(via)))
+            tx = self._find(TransactionKey(False, branch, "INVITE", _sent_by(via)))
         else:
             ack_tag = _tag(ack, "to")
-            tx = self._table.get(self._server_key(ack, via, "INVITE", ack_tag))
+            tx = self._find(self._server_key(ack, via, "INVITE", ack_tag))
             if tx is None and ack_tag:
-                tx = self._table.get(self._server_key(ack, via, "INVITE", ""))
+                tx = self._find(self._server_key(ack, via, "INVITE", ""))
                 sent_tag = tx.sent_tag if isinstance(tx, _ServerTransaction) else None
                 if sent_tag not in (None, ack_tag):
                     tx = None
@@ -862,7 +932,7 @@ class TransactionLayer:
         if invite.cancel_sent:
             return
         key = TransactionKey(True, invite.key.branch, "CANCEL")
-        if key in self._table:
+        if key in self._table or key in self._lingering:
             self._mark_cancelled(invite, now)
             return
         assert invite.request is not None  # kept until a final response (no CANCEL after)
@@ -896,16 +966,91 @@ class TransactionLayer:
 
     def _arm(self, tx: _Transaction, name: str, deadline: float) -> None:
         self._seq += 1
-        tx.timers[name] = self._seq
+        seq = self._seq
+        key = tx.key
+        if name in _LINGER_TIMERS[tx.kind] and self._table.get(key) is tx:
+            self._park(tx, name, seq, deadline)
+            return
+        tx.timers[name] = seq
         heap = self._heap
-        heapq.heappush(heap, (deadline, self._seq, tx, name))
+        heapq.heappush(heap, (deadline, seq, tuple(key), name))
         if len(heap) > 256 and len(heap) > 8 * len(self._table):
-            heap[:] = [e for e in heap if e[2].timers.get(e[3]) == e[1]]
+            table = self._table
+            heap[:] = [
+                e for e in heap if (t := table.get(e[2])) is not None and t.timers.get(e[3]) == e[1]  # type: ignore[call-overload]
+            ]
             heapq.heapify(heap)
+
+    def _park(self, tx: _Transaction, name: str, seq: int, deadline: float) -> None:
+        """``tx`` now only waits for its last timer ``name``: keep it as one tuple of
+        atoms (see :data:`_Parked`) and drop the object."""
+        extra: bytes | str | None
+        if isinstance(tx, _ServerTransaction):
+            conduit, extra = _conduit(tx.flow), tx.sent_tag
+        else:
+            assert isinstance(tx, _ClientTransaction)
+            conduit = _conduit(tx.dest)
+            extra = tx.ack_bytes if isinstance(tx, _ClientInvite) else None
+        key = tuple(tx.key)  # a plain tuple: untracked by the collector (a named tuple is not)
+        del self._table[tx.key]
+        tx.timers.clear()
+        self._lingering[key] = (
+            _MACHINES.index(type(tx)), tx.state.name, seq, name, deadline, conduit,
+            tx.final_bytes, tx.provisional_bytes, extra, tx.silent,
+        )
+        heapq.heappush(self._linger_heap, (deadline, seq, key))
+
+    def _unpark(self, key: tuple[object, ...], rec: _Parked) -> _Transaction:
+        """A machine for the parked transaction ``key``, to run one input or its last
+        timer; it stays parked (:meth:`_settle` records what changed) unless it ends."""
+        cls = _MACHINES[rec[0]]
+        tx = cls.__new__(cls)
+        conduit = rec[5]
+        dest: Flow | Target = Flow(*conduit) if len(conduit) == 4 else Target(*conduit)  # type: ignore[arg-type]
+        tx.layer = self
+        tx.key = key if isinstance(key, TransactionKey) else TransactionKey(*key)  # type: ignore[arg-type]
+        tx.request = None
+        tx.reliable = dest.reliable
+        tx.state = TxState[rec[1]]
+        tx.timers = {rec[3]: rec[2]}
+        tx.interval = self.t2
+        tx.silent = rec[9]
+        tx.final_bytes = rec[6]
+        tx.provisional_bytes = rec[7]
+        if isinstance(tx, _ServerTransaction):
+            tx.flow = dest  # type: ignore[assignment]
+            tx.sent_tag = rec[8]  # type: ignore[assignment]
+        else:
+            assert isinstance(tx, _ClientTransaction)
+            tx.dest = dest
+            tx.request_bytes = b""
+            if isinstance(tx, _ClientInvite):
+                tx.ack_bytes = rec[8]  # type: ignore[assignment]
+                tx.cancel_pending = tx.cancel_sent = False
+                tx.cancel_reason = None
+        return tx
+
+    def _find(self, key: TransactionKey) -> _Transaction | None:
+        """The live transaction ``key``, or a machine rebuilt for a parked one."""
+        tx = self._table.get(key)
+        if tx is not None:
+            return tx
+        rec = self._lingering.get(key)
+        return self._unpark(key, rec) if rec is not None else None
+
+    def _settle(self, tx: _Transaction) -> None:
+        """After a rebuilt machine answered (a 2xx again in Accepted): keep the To tag
+        it sent, which RFC 2543 ACK matching reads."""
+        if isinstance(tx, _ServerTransaction) and self._table.get(tx.key) is not tx:
+            rec = self._lingering.get(tx.key)
+            if rec is not None and rec[8] != tx.sent_tag:
+                self._lingering[tuple(tx.key)] = (*rec[:8], tx.sent_tag, rec[9])
 
     def _remove(self, tx: _Transaction) -> None:
         if self._table.get(tx.key) is tx:
             del self._table[tx.key]
+        else:
+            self._lingering.pop(tx.key, None)
         self._stats["sip_tx_terminated"] += 1
 
     def _count(self, name: str) -> None:

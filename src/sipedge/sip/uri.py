@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 from urllib.parse import unquote_to_bytes
 
 from ..errors import ParseError
@@ -155,6 +156,22 @@ def format_params(params: Params, sep: str = ";") -> str:
     return "".join(f"{sep}{k}" if v is None else f"{sep}{k}={v}" for k, v in params.items())
 
 
+# Parsed values by their text, shared between messages (the same user's URIs come again
+# and again: From, To, Contact, Request-URI). Values are immutable by contract (build new
+# ones with dataclasses.replace). Bounded: emptied when full, so peers sending ever new
+# URIs cost one dictionary insertion each.
+PARSED_MAX = 4096
+_PARSED: dict[str, SipUri] = {}
+_V = TypeVar("_V")
+
+
+def remember(cache: dict[str, _V], text: str, value: _V) -> None:
+    """Keep ``value`` as the parse of ``text`` in ``cache`` (at most PARSED_MAX entries)."""
+    if len(cache) >= PARSED_MAX:
+        cache.clear()
+    cache[text] = value
+
+
 @dataclass(frozen=True, slots=True)
 class SipUri:
     """A ``sip:``/``sips:`` URI, or ``tel:`` (then ``host`` holds the number).
@@ -172,6 +189,9 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
+        hit = _PARSED.get(text)
+        if hit is not None:
+            return hit
         f = _SIP_FAST.fullmatch(text)
         if f is not None:
             scheme, user, host, port_text, ptext = f.groups()
@@ -182,7 +202,10 @@ class SipUri:
                     for part in ptext[1:].split(";"):
                         name, eq, value = part.partition("=")
                         params[name.lower()] = value if eq else None
-                return cls(scheme, user, host.lower(), port, None, params, "")
+                uri = cls(scheme, user, host.lower(), port, None, params, "")
+                if cls is SipUri:
+                    remember(_PARSED, text, uri)
+                return uri
         return cls._parse_general(text)
 
     @classmethod
@@ -330,6 +353,7 @@ __all__ = [
     "is_digits",
     "parse_params",
     "parse_uri",
+    "remember",
     "unescape",
     "valid_host",
 ]
