@@ -23,10 +23,6 @@ class ParseError(Error, ValueError):
         self.hint = hint
 
 
-class ProtocolViolation(Error):
-    """Well-formed input that is illegal in the current state."""
-
-
 class UsageError(Error):
     """Our own code misused an API (a bug on our side, never the peer's)."""
 

@@ -23,7 +23,6 @@ from . import forwarding, nat
 if TYPE_CHECKING:
     from .core import ProxyCore
     from .identity import Listener
-    from .location import Binding
 
 
 IDENTITY_HEADERS = ("p-asserted-identity", "p-preferred-identity", "remote-party-id")
@@ -65,6 +64,7 @@ class RequestContext:
     socket: Listener | None = None  # where to send from (set by loose_route)
     own_routes: tuple[SipUri, ...] = ()  # our Route entries loose_route consumed
     nat_keepalive_requested: bool = False  # set by nat_keepalive() (docs/nat.md)
+    register_received: str = ""  # set by fix_nated_register(): save() keeps it
 
     # -- facts about the request ------------------------------------------
     @property
@@ -255,10 +255,13 @@ class RequestContext:
         return nat.fix_nated_contact(self.request, self.flow)
 
     def fix_nated_register(self) -> str:
-        """The registrar always keeps where a REGISTER came from with its bindings
-        (``Binding.flow`` and ``Binding.received``) and sends requests for them back
-        there; this returns that received URI, for logs and symmetry with Kamailio."""
-        return nat.received_uri(self.flow)
+        """Before ``save()``: the bindings keep this REGISTER's source as their received
+        URI (``Binding.received``), so requests for them go back through the NAT, as
+        Kamailio's ``fix_nated_register`` with the registrar's ``received_avp``. Without it
+        the registrar keeps it only when its own NAT test (private Contact, Via not the
+        source, WebSocket) says so. Returns the received URI."""
+        self.register_received = nat.received_uri(self.flow)
+        return self.register_received
 
     def add_rcv_param(self, to_uri: bool = False) -> bool:
         """Add ``received="sip:ip:port"`` to the Contact (header parameter, or URI
@@ -384,11 +387,3 @@ class ReplyContext:
 
     def drop(self) -> None:
         self.dropped = True
-
-
-def binding_uri(b: Binding) -> SipUri | None:
-    try:
-        u = SipUri.parse(b.contact)
-    except ParseError:
-        return None
-    return u

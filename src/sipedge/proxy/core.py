@@ -38,7 +38,7 @@ from .routing import Router
 
 log = logging.getLogger(__name__)
 
-# fix_nated_register's test: private Contact, Via host or port not the source, WebSocket
+# save()'s own NAT test: private Contact, Via host or port not the source, WebSocket
 # (Kamailio's usual nat_uac_test("19") plus 64).
 REGISTER_NAT_FLAGS = nat.CONTACT_PRIVATE | nat.VIA_RECEIVED | nat.VIA_PORT | nat.WEBSOCKET
 
@@ -164,6 +164,7 @@ class ProxyCore:
             config.sip.ratelimit, trusted=(*config.sip.flood.trusted, *config.sip.trusted_peers)
         )
         self.fraud = ratelimit.FraudGuard(config.sip.fraud)
+        self.registrar = registrar.Registrar(location, config.registrar)
         self._flood_log_at = 0.0  # ban/unban lines: at most _FLOOD_LINES a second
         self._flood_lines = 0
         self._flood_held = 0
@@ -313,6 +314,7 @@ class ProxyCore:
         out.update(self.tl.stats())
         out.update(self.flood.stats())
         out.update(self.ratelimit.stats())
+        out.update(self.registrar.stats())
         return out
 
     # -- inbound requests -----------------------------------------------------------
@@ -642,18 +644,14 @@ class ProxyCore:
     def save(self, ctx: RequestContext) -> None:
         req = ctx.request
         listener = self.identity.listener_for_flow(ctx.flow)
-        # fix_nated_register: remember the source only when the phone is behind a NAT
-        natted = nat.nat_uac_test(req, ctx.flow, REGISTER_NAT_FLAGS)
-        received = nat.received_uri(ctx.flow) if natted else ""
-        resp = registrar.register(
-            req,
-            self.location,
-            self.config.registrar,
-            self.clock.wall(),
-            flow=ctx.flow.token,
-            received=received,
-            socket=listener.name,
-        )
+        # the source is kept when the routing asked (ctx.fix_nated_register()) or the
+        # phone is behind a NAT by our own test
+        received = ctx.register_received
+        if not received and nat.nat_uac_test(req, ctx.flow, REGISTER_NAT_FLAGS):
+            received = nat.received_uri(ctx.flow)
+        resp = self.registrar.handle(
+            req, self.clock.wall(), flow=ctx.flow.token, received=received, socket=listener.name
+        ).response
         if self.config.sip.server_header:
             resp.set("server", self.config.sip.server_header)
         to = resp.get("to")
