@@ -560,6 +560,12 @@ class ProxyCore:
         if self.config.sip.server_header:
             resp.set("server", self.config.sip.server_header)
         self.counters["sip_local_replies"] += 1
+        if self.dialogs is not None and ctx.request.method == "INVITE" and not ctx.has_to_tag:
+            try:
+                self.dialogs.refused(ctx.request, ctx.authenticated_user or "", ctx.flow.remote[0], status,
+                                     resp.reason, self.clock.wall())
+            except ParseError:
+                pass  # no From to account it to: the 400 says why
         if forget and ctx.server_key is not None:
             self.tl.respond_and_forget(ctx.server_key, resp)
         else:

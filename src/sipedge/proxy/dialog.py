@@ -290,6 +290,19 @@ class DialogTable:
         self._save(dlg)
         return dlg
 
+    def refused(self, req: Request, user: str, source: str, status: int, reason: str, wall: float) -> None:
+        """An initial INVITE the proxy answered itself with a failure (404, 480, a limit's
+        486/503...): a CDR of a call that never rang. Challenges (401/407) are not calls."""
+        if status < 300 or status in (401, 407) or req.call_id in self.dialogs:
+            return
+        self.counters["dialogs_failed"] += 1
+        self.store.add_cdr(Cdr(
+            call_id=req.call_id, caller=str(req.from_.uri), callee=req.uri, user=user, source=source,
+            start=wall, answer=None, end=wall, duration=0.0, status=status, reason=reason, ended_by="proxy",
+            from_tag=req.from_.tag or "",
+        ))
+        self.counters["cdrs_written"] += 1
+
     def relayed(self, call_id: str, req: Request) -> None:
         """A branch of the initial INVITE left (with our Record-Route)."""
         dlg = self.dialogs.get(call_id)

@@ -23,13 +23,16 @@ from .._common.clock import SystemClock
 from ..config import Config
 from ..errors import ConfigError, ParseError, StorageError
 from ..media.control import MediaControl
+from ..media.model import CallDeleted
 from ..media.relay import RelayError
+from ..proxy import dialog as dlgs
 from ..proxy import nat, pike
 from ..proxy.core import MediaJob, ProxyCore, Send
 from ..proxy.identity import Identity, Listener
 from ..proxy.routing import load_router
 from ..sip.auth import DigestAuth
 from ..sip.flow import Flow, Target
+from ..store.dialogs import SqliteDialogStore
 from ..store.keepalive import SqliteEndpointStore
 from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriberStore
 from ..store.turn_users import TurnUserStore
@@ -60,8 +63,10 @@ class SipService:
         location: SqliteLocationStore,
         subscribers: SqliteSubscriberStore,
         secret: bytes,
+        dialog_store: SqliteDialogStore | None = None,
     ) -> None:
         self.config = config
+        self.dialog_store = dialog_store
         self.location = location
         self.subscribers = subscribers
         self.secret = secret
@@ -113,6 +118,7 @@ class SipService:
             self.clock,
             secret=self.secret,
             flood=flood,
+            dialogs=self._dialog_table(),
         )
         self.core.flow_alive = self.transports.is_alive
         self._purge_task = asyncio.create_task(self._purge_loop())
@@ -121,6 +127,34 @@ class SipService:
         if any(li.transport in ("ws", "wss") for li in listeners):
             log.info("WebSocket upgrades from browser pages at: %s (sip.websocket.origins)",
                      "any origin" if origins is None else ", ".join(origins))
+
+    def _dialog_table(self) -> dlgs.DialogTable | None:
+        """The proxy's calls on the database (docs/operations.md, "Dialogs")."""
+        cfg = self.config
+        if not cfg.dialog.enabled or self.dialog_store is None:
+            return None
+        table = dlgs.DialogTable(cfg.dialog, self.dialog_store, timer_c=cfg.sip.timers.timer_c)
+        if table.dialogs:
+            log.info("dialogs: %d call(s) loaded from %s", len(table.dialogs), self.dialog_store.db.path)
+        return table
+
+    def end_dialog(self, call_id: str, why: str) -> bool:
+        """End a call from the server (``dlg.end``, a media timeout): BYE both sides."""
+        if self.core is None:
+            return False
+        done = self.core.end_dialog(call_id, why, self.loop.time())
+        self._flush()
+        return done
+
+    def on_media_event(self, ev: object) -> None:
+        """The in-process relay's events: a call's media totals go to its CDR, and a media
+        timeout ends its dialog."""
+        if not isinstance(ev, CallDeleted):
+            return
+        if self.dialog_store is not None:
+            self.dialog_store.media_totals(ev.call_id, ev.totals)
+        if ev.reason == "timeout":
+            self.loop.call_soon(self.end_dialog, ev.call_id, "media timeout")
 
     async def stop(self) -> None:
         if self._purge_task is not None:
@@ -273,6 +307,8 @@ class SipService:
             out.update(self.core.stats())
         if self.transports is not None:
             out.update(self.transports.stats())
+        if self.dialog_store is not None:
+            out.update(self.dialog_store.counters)
         out.update(self.dns.stats())
         return out
 
@@ -296,6 +332,7 @@ class App:
         self.turn_users: TurnUserStore | None = None
         self.gc = GcSchedule(config.general.gc_interval)
         self.location: SqliteLocationStore | None = None
+        self.dialog_store: SqliteDialogStore | None = None
         self._location_flush: asyncio.Task[None] | None = None
         self._server_tls: ssl.SSLContext | None = None  # re-read by reload()
         self.control = Control(self)
@@ -325,7 +362,8 @@ class App:
             )
             self.cert_key = cert.key
             client_ctx = tls.client_context(verify=cfg.tls.verify_peer, ca=cfg.tls.ca or None)
-        self.sip = SipService(cfg, location, subscribers, load_secret(data_dir / "nonce.key"))
+        self.dialog_store = SqliteDialogStore(self.db, cfg.accounting)
+        self.sip = SipService(cfg, location, subscribers, load_secret(data_dir / "nonce.key"), self.dialog_store)
         await self.sip.start(server_ctx, client_ctx)
         assert self.sip.core is not None and self.sip.transports is not None
         self.keepalive = KeepaliveService(
@@ -346,6 +384,7 @@ class App:
             log.info("media relay DTLS certificate %s, fingerprint sha-256 %s", dtls.certificate.cert,
                      dtls.fingerprint.value)
             self.media = MediaServer(cfg.media, dtls=dtls)
+            self.media.listeners.append(self.sip.on_media_event)
             ng = cfg.media.ng_address
             if ng is not None:
                 self.ng = NgControlServer(self.media, *ng)

@@ -289,3 +289,17 @@ def test_session_expires_parsing() -> None:
     req.set("x", "9" * 12)
     with pytest.raises(ValueError):
         dlgs.session_expires(req)
+
+
+def test_a_call_the_proxy_refuses_itself_leaves_a_cdr_but_a_challenge_does_not() -> None:
+    core, clock, store = make_core(ports=())
+    core.receive(invite("nobody-here"), CALLER, clock.now)
+    assert [r.status for _, r in sent(core) if isinstance(r, m.Response)][-1] == 404
+    (cdr,) = store.cdrs
+    assert (cdr.status, cdr.ended_by, cdr.call_id) == (404, "proxy", "nobody-here")
+    table = core.dialogs
+    assert table is not None
+    req = m.parse(invite("challenged"))
+    assert isinstance(req, m.Request)
+    table.refused(req, "", "192.0.2.1", 407, "Proxy Authentication Required", clock.wall())
+    assert len(store.cdrs) == 1

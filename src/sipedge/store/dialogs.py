@@ -1,0 +1,181 @@
+"""SQLite keeping of dialogs and CDRs (``proxy.dialog.DialogStore``).
+
+Two tables in the same file as the location service, created on first use (``CREATE
+TABLE IF NOT EXISTS``): ``dialog``, one row per call the proxy follows (its state as a
+JSON object, written through on every change and deleted when the call ends, so a
+restart loads the calls back), and ``cdr``, one row per call attempt. With
+``[accounting] jsonl`` each record is also appended to that file as one JSON line.
+
+The relay's media totals of a call (``CallDeleted.totals``) reach :meth:`media_totals`
+on their own schedule: before the CDR (a BYE deletes the media before its 200 ends the
+call) they are kept for it; after it they update its row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from ..config.dialog import AccountingConfig
+from ..errors import StorageError
+from ..proxy.dialog import Cdr, Dialog
+from .sqlite import SqliteDatabase
+
+log = logging.getLogger(__name__)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS dialog (
+        call_id TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS cdr (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        call_id TEXT NOT NULL,
+        start REAL NOT NULL,
+        answer REAL,
+        end REAL NOT NULL,
+        duration REAL NOT NULL,
+        caller TEXT NOT NULL,
+        callee TEXT NOT NULL,
+        user TEXT NOT NULL,
+        source TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        ended_by TEXT NOT NULL,
+        from_tag TEXT NOT NULL,
+        to_tag TEXT NOT NULL,
+        media TEXT NOT NULL DEFAULT '{}'
+    )""",
+    "CREATE INDEX IF NOT EXISTS cdr_start ON cdr (start)",
+    "CREATE INDEX IF NOT EXISTS cdr_call ON cdr (call_id)",
+)
+CDR_FIELDS = ("call_id", "start", "answer", "end", "duration", "caller", "callee", "user", "source", "status",
+              "reason", "ended_by", "from_tag", "to_tag", "media")
+MAX_PENDING_TOTALS = 10_000
+
+
+class SqliteDialogStore:
+    """:class:`~sipedge.proxy.dialog.DialogStore` on a :class:`SqliteDatabase`."""
+
+    def __init__(self, db: SqliteDatabase, accounting: AccountingConfig | None = None) -> None:
+        self.db = db
+        self.accounting = accounting or AccountingConfig()
+        self._pending: OrderedDict[str, dict[str, int]] = OrderedDict()
+        self.counters: dict[str, int] = {"cdr_write_errors": 0, "dialog_write_errors": 0}
+        with db.transaction() as c:
+            for sql in SCHEMA:
+                c.execute(sql)
+
+    # -- dialogs ----------------------------------------------------------------------
+    def load_dialogs(self) -> list[Dialog]:
+        with self.db.read() as c:
+            rows = c.execute("SELECT call_id, data FROM dialog").fetchall()
+        out = []
+        for call_id, data in rows:
+            try:
+                out.append(Dialog.from_json(json.loads(data)))
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("x dialog %s in %s not loaded (damaged row): %s", call_id, self.db.path, exc)
+        return out
+
+    def save_dialog(self, dialog: Dialog) -> None:
+        try:
+            with self.db.transaction() as c:
+                c.execute("INSERT OR REPLACE INTO dialog (call_id, data, updated_at) VALUES (?, ?, ?)",
+                          (dialog.call_id, json.dumps(dialog.to_json()), time.time()))
+        except StorageError as exc:  # the call goes on; only a restart would forget it
+            self.counters["dialog_write_errors"] += 1
+            log.warning("x dialog %s not saved: %s", dialog.call_id, exc)
+
+    def delete_dialog(self, call_id: str) -> None:
+        try:
+            with self.db.transaction() as c:
+                c.execute("DELETE FROM dialog WHERE call_id = ?", (call_id,))
+        except StorageError as exc:
+            self.counters["dialog_write_errors"] += 1
+            log.warning("x dialog %s not deleted: %s", call_id, exc)
+
+    # -- CDRs ---------------------------------------------------------------------------
+    def add_cdr(self, cdr: Cdr) -> None:
+        record = cdr.to_json()
+        totals = self._pending.pop(cdr.call_id, None)
+        if totals is not None:
+            record["media"] = totals
+        if self.accounting.database:
+            try:
+                with self.db.transaction() as c:
+                    c.execute(
+                        f"INSERT INTO cdr ({', '.join(CDR_FIELDS)}) VALUES ({', '.join('?' * len(CDR_FIELDS))})",
+                        tuple(json.dumps(record[f]) if f == "media" else record[f] for f in CDR_FIELDS),
+                    )
+            except StorageError as exc:
+                self.counters["cdr_write_errors"] += 1
+                log.warning("x CDR of %s not written: %s", cdr.call_id, exc)
+        if self.accounting.jsonl:
+            try:
+                with Path(self.accounting.jsonl).open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(record, sort_keys=True) + "\n")
+            except OSError as exc:
+                self.counters["cdr_write_errors"] += 1
+                log.warning("x CDR of %s not appended to %s: %s", cdr.call_id, self.accounting.jsonl, exc.strerror)
+
+    def media_totals(self, call_id: str, totals: dict[str, int]) -> None:
+        """The relay's totals of ``call_id``: into its CDR, or kept for the CDR to come."""
+        if self.accounting.database:
+            try:
+                with self.db.transaction() as c:
+                    cur = c.execute(
+                        "UPDATE cdr SET media = ? WHERE id = (SELECT MAX(id) FROM cdr WHERE call_id = ?) "
+                        "AND media = '{}'", (json.dumps(totals), call_id))
+                    if cur.rowcount:
+                        return
+            except StorageError as exc:
+                self.counters["cdr_write_errors"] += 1
+                log.warning("x media totals of %s not written: %s", call_id, exc)
+                return
+        self._pending[call_id] = totals
+        while len(self._pending) > MAX_PENDING_TOTALS:
+            self._pending.popitem(last=False)
+
+
+def read_cdrs(db: SqliteDatabase, since: float | None = None, user: str | None = None,
+              limit: int | None = None) -> list[dict[str, Any]]:
+    """CDRs, newest first: from ``since`` (epoch seconds), of ``user`` (the authenticated
+    caller, or the caller/callee URI containing it)."""
+    where: list[str] = []
+    args: list[object] = []
+    if since is not None:
+        where.append("start >= ?")
+        args.append(since)
+    if user:
+        where.append("(user = ? OR instr(caller, ?) > 0 OR instr(callee, ?) > 0)")
+        args += [user, user, user]
+    sql = f"SELECT {', '.join(CDR_FIELDS)} FROM cdr"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit)
+    with db.transaction() as c:  # (creates the tables of a fresh file: nothing listed)
+        for s in SCHEMA:
+            c.execute(s)
+    with db.read() as c:
+        rows = c.execute(sql, args).fetchall()
+    out = []
+    for row in rows:
+        record = dict(zip(CDR_FIELDS, row, strict=True))
+        try:
+            record["media"] = json.loads(record["media"])
+        except ValueError:
+            record["media"] = {}
+        out.append(record)
+    return out
+
+
+__all__ = ["SCHEMA", "SqliteDialogStore", "read_cdrs"]
