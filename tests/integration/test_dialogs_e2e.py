@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -217,6 +220,42 @@ def test_a_media_timeout_ends_the_dialog(server: Server, pair: tuple[UA, UA]) ->
     assert record["ended_by"] == "media timeout" and "packets" in record["media"]
     lines = [json.loads(line) for line in (server.data_dir.parent / "cdr.jsonl").read_text().splitlines()]
     assert any(r["call_id"] == ivan.call_id for r in lines)
+
+
+def rtp(seq: int, ssrc: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, ssrc) + b"\xff" * 160
+
+
+@pytest.mark.parametrize("pair", [("alice", "heidi")], indirect=True)
+def test_relayed_media_totals_per_party_reach_the_cdr(server: Server, pair: tuple[UA, UA]) -> None:
+    alice, heidi = pair
+    _, seen = ring(alice, heidi, body=PRIVATE_SDP)
+    port_for_heidi = int(re.search(rb"m=audio (\d+)", seen.body).group(1))  # type: ignore[union-attr]
+    heidi.answer(seen, 200, body=PLAIN_SDP)
+    ok = alice.expect(200)
+    port_for_alice = int(re.search(rb"m=audio (\d+)", ok.body).group(1))  # type: ignore[union-attr]
+    routes = list(reversed(ok.get_all("record-route")))
+    alice.send(in_dialog(alice, "ACK", ok, routes, cseq=ok.cseq.number))
+    heidi.wait("ACK")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a_rtp, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as h_rtp:
+        a_rtp.bind(("127.0.0.1", 0))
+        h_rtp.bind(("127.0.0.1", 0))
+        for seq in range(1, 21):  # alice sends 20, heidi 10
+            a_rtp.sendto(rtp(seq, 1111), ("127.0.0.1", port_for_alice))
+            if seq % 2:
+                h_rtp.sendto(rtp(seq // 2 + 1, 2222), ("127.0.0.1", port_for_heidi))
+            time.sleep(0.02)
+    alice.send(in_dialog(alice, "BYE", ok, routes))
+    bye = heidi.wait("BYE")
+    assert isinstance(bye, m.Request)
+    heidi.answer(bye, 200)
+    alice.expect(200)
+    record = cdr_of(server, alice.call_id)
+    directions = record["media"]["directions"]
+    assert directions[alice.tag]["packets"] == 20 and directions[heidi.tag]["packets"] == 10, record["media"]
+    assert "jitter_ms" in directions[alice.tag] and directions[alice.tag]["lost"] == 0
+    assert record["media"]["rtp_packets"] >= 30
 
 
 # -- SIPp calls and their CDRs ---------------------------------------------------------------

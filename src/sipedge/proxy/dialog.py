@@ -137,7 +137,7 @@ class Cdr:
     ended_by: str
     from_tag: str = ""
     to_tag: str = ""
-    media: dict[str, int] = field(default_factory=dict)
+    media: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

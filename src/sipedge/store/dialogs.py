@@ -65,7 +65,8 @@ class SqliteDialogStore:
     def __init__(self, db: SqliteDatabase, accounting: AccountingConfig | None = None) -> None:
         self.db = db
         self.accounting = accounting or AccountingConfig()
-        self._pending: OrderedDict[str, dict[str, int]] = OrderedDict()
+        self._pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._directions: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.counters: dict[str, int] = {"cdr_write_errors": 0, "dialog_write_errors": 0}
         with db.transaction() as c:
             for sql in SCHEMA:
@@ -124,8 +125,17 @@ class SqliteDialogStore:
                 self.counters["cdr_write_errors"] += 1
                 log.warning("x CDR of %s not appended to %s: %s", cdr.call_id, self.accounting.jsonl, exc.strerror)
 
-    def media_totals(self, call_id: str, totals: dict[str, int]) -> None:
+    def media_directions(self, call_id: str, directions: dict[str, Any]) -> None:
+        """What each party sent (by tag), taken just before the relay deletes the call:
+        it joins the totals that :meth:`media_totals` gets next."""
+        self._directions[call_id] = directions
+        _bound(self._directions)
+
+    def media_totals(self, call_id: str, totals: dict[str, Any]) -> None:
         """The relay's totals of ``call_id``: into its CDR, or kept for the CDR to come."""
+        directions = self._directions.pop(call_id, None)
+        if directions:
+            totals = {**totals, "directions": directions}
         if self.accounting.database:
             try:
                 with self.db.transaction() as c:
@@ -139,8 +149,12 @@ class SqliteDialogStore:
                 log.warning("x media totals of %s not written: %s", call_id, exc)
                 return
         self._pending[call_id] = totals
-        while len(self._pending) > MAX_PENDING_TOTALS:
-            self._pending.popitem(last=False)
+        _bound(self._pending)
+
+
+def _bound(pending: OrderedDict[str, Any]) -> None:
+    while len(pending) > MAX_PENDING_TOTALS:
+        pending.popitem(last=False)
 
 
 def read_cdrs(db: SqliteDatabase, since: float | None = None, user: str | None = None,

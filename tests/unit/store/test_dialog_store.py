@@ -103,3 +103,13 @@ def test_parse_since() -> None:
     assert cdr_cli.parse_since("2h", 10_000.0) == 10_000.0 - 7200
     assert cdr_cli.parse_since("1700000000", 0.0) == 1_700_000_000.0
     assert cdr_cli.parse_since("2026-12-07T10:00", 0.0) > 1_700_000_000
+
+
+def test_per_party_totals_join_the_relay_totals(tmp_path: Path) -> None:
+    with SqliteDatabase(tmp_path / "db.sqlite") as db:
+        store = SqliteDialogStore(db)
+        store.media_directions("d", {"a1": {"packets": 3}, "b1": {"packets": 4}})
+        store.media_totals("d", {"packets": 7})
+        store.add_cdr(cdr("d"))
+        (row,) = read_cdrs(db)
+        assert row["media"] == {"packets": 7, "directions": {"a1": {"packets": 3}, "b1": {"packets": 4}}}
