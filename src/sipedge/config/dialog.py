@@ -37,6 +37,12 @@ class DialogConfig:
     ack_timeout: float = option(
         32.0, "seconds after the 2xx of an INVITE within which its ACK must pass, or the call is ended", positive
     )
+    db_flush_interval: float = option(
+        1.0,
+        "seconds between commits of dialog changes and CDRs to the database, in one transaction "
+        "(0 = write each change at once; a crash loses at most this much)",
+        non_negative,
+    )
     max_lifetime: float = option(
         43200.0, "seconds an answered call may last before the server ends it (0 = no limit)", non_negative
     )

@@ -338,6 +338,7 @@ class App:
         self.gc = GcSchedule(config.general.gc_interval)
         self.location: SqliteLocationStore | None = None
         self.dialog_store: SqliteDialogStore | None = None
+        self._dialog_flush: asyncio.Task[None] | None = None
         self._location_flush: asyncio.Task[None] | None = None
         self._server_tls: ssl.SSLContext | None = None  # re-read by reload()
         self.control = Control(self)
@@ -367,7 +368,9 @@ class App:
             )
             self.cert_key = cert.key
             client_ctx = tls.client_context(verify=cfg.tls.verify_peer, ca=cfg.tls.ca or None)
-        self.dialog_store = SqliteDialogStore(self.db, cfg.accounting)
+        self.dialog_store = SqliteDialogStore(self.db, cfg.accounting, write_back=cfg.dialog.db_flush_interval > 0)
+        if self.dialog_store.write_back:
+            self._dialog_flush = asyncio.create_task(self._flush_dialogs_loop(cfg.dialog.db_flush_interval))
         self.sip = SipService(cfg, location, subscribers, load_secret(data_dir / "nonce.key"), self.dialog_store)
         await self.sip.start(server_ctx, client_ctx)
         assert self.sip.core is not None and self.sip.transports is not None
@@ -484,8 +487,20 @@ class App:
                 await self._location_flush
         if self.location is not None:
             self._flush_location()  # write-back: nothing more comes in; keep it all
+        if self._dialog_flush is not None:
+            self._dialog_flush.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dialog_flush
+        if self.dialog_store is not None:
+            self.dialog_store.flush()  # the calls under way and the last CDRs
         if self.db is not None:
             self.db.close()
+
+    async def _flush_dialogs_loop(self, interval: float) -> None:
+        assert self.dialog_store is not None
+        while True:
+            await asyncio.sleep(interval)
+            self.dialog_store.flush()
 
     async def _flush_location_loop(self, interval: float) -> None:
         while True:

@@ -8,7 +8,8 @@ restart loads the calls back), and ``cdr``, one row per call attempt. With
 
 The relay's media totals of a call (``CallDeleted.totals``) reach :meth:`media_totals`
 on their own schedule: before the CDR (a BYE deletes the media before its 200 ends the
-call) they are kept for it; after it they update its row.
+call) they are kept for it; after it they join it (still waiting to be written, or in its
+row). With write-back (``[dialog] db_flush_interval``) changes are committed in batches.
 """
 
 from __future__ import annotations
@@ -60,13 +61,22 @@ MAX_PENDING_TOTALS = 10_000
 
 
 class SqliteDialogStore:
-    """:class:`~sipedge.proxy.dialog.DialogStore` on a :class:`SqliteDatabase`."""
+    """:class:`~sipedge.proxy.dialog.DialogStore` on a :class:`SqliteDatabase`.
 
-    def __init__(self, db: SqliteDatabase, accounting: AccountingConfig | None = None) -> None:
+    Write-through by default; with ``write_back`` the changes wait in memory for
+    :meth:`flush` (``[dialog] db_flush_interval``), which commits them all in one
+    transaction: a few SQLite transactions per call cost more than the call's SIP work.
+    """
+
+    def __init__(self, db: SqliteDatabase, accounting: AccountingConfig | None = None, *,
+                 write_back: bool = False) -> None:
         self.db = db
         self.accounting = accounting or AccountingConfig()
+        self.write_back = write_back
         self._pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._directions: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._dirty: dict[str, Dialog | None] = {}  # write-back: the latest of each call (None: gone)
+        self._records: list[dict[str, Any]] = []  # write-back: CDRs to insert
         self.counters: dict[str, int] = {"cdr_write_errors": 0, "dialog_write_errors": 0}
         with db.transaction() as c:
             for sql in SCHEMA:
@@ -85,21 +95,14 @@ class SqliteDialogStore:
         return out
 
     def save_dialog(self, dialog: Dialog) -> None:
-        try:
-            with self.db.transaction() as c:
-                c.execute("INSERT OR REPLACE INTO dialog (call_id, data, updated_at) VALUES (?, ?, ?)",
-                          (dialog.call_id, json.dumps(dialog.to_json()), time.time()))
-        except StorageError as exc:  # the call goes on; only a restart would forget it
-            self.counters["dialog_write_errors"] += 1
-            log.warning("x dialog %s not saved: %s", dialog.call_id, exc)
+        self._dirty[dialog.call_id] = dialog
+        if not self.write_back:
+            self.flush()
 
     def delete_dialog(self, call_id: str) -> None:
-        try:
-            with self.db.transaction() as c:
-                c.execute("DELETE FROM dialog WHERE call_id = ?", (call_id,))
-        except StorageError as exc:
-            self.counters["dialog_write_errors"] += 1
-            log.warning("x dialog %s not deleted: %s", call_id, exc)
+        self._dirty[call_id] = None
+        if not self.write_back:
+            self.flush()
 
     # -- CDRs ---------------------------------------------------------------------------
     def add_cdr(self, cdr: Cdr) -> None:
@@ -107,23 +110,48 @@ class SqliteDialogStore:
         totals = self._pending.pop(cdr.call_id, None)
         if totals is not None:
             record["media"] = totals
-        if self.accounting.database:
-            try:
-                with self.db.transaction() as c:
-                    c.execute(
+        self._records.append(record)
+        if not self.write_back:
+            self.flush()
+
+    def flush(self) -> int:
+        """Commit what waits (one transaction) and append the CDRs' JSON lines; what
+        fails to commit waits for the next flush. Returns the rows written."""
+        dirty, records = self._dirty, self._records
+        if not dirty and not records:
+            return 0
+        self._dirty, self._records = {}, []
+        now = time.time()
+        try:
+            with self.db.transaction() as c:
+                for call_id, dialog in dirty.items():
+                    if dialog is None:
+                        c.execute("DELETE FROM dialog WHERE call_id = ?", (call_id,))
+                    else:
+                        c.execute("INSERT OR REPLACE INTO dialog (call_id, data, updated_at) VALUES (?, ?, ?)",
+                                  (call_id, json.dumps(dialog.to_json()), now))
+                if self.accounting.database:
+                    c.executemany(
                         f"INSERT INTO cdr ({', '.join(CDR_FIELDS)}) VALUES ({', '.join('?' * len(CDR_FIELDS))})",
-                        tuple(json.dumps(record[f]) if f == "media" else record[f] for f in CDR_FIELDS),
+                        [tuple(json.dumps(r[f]) if f == "media" else r[f] for f in CDR_FIELDS) for r in records],
                     )
-            except StorageError as exc:
-                self.counters["cdr_write_errors"] += 1
-                log.warning("x CDR of %s not written: %s", cdr.call_id, exc)
-        if self.accounting.jsonl:
+        except StorageError as exc:  # calls go on; kept for the next flush (newer changes win)
+            self.counters["dialog_write_errors"] += 1
+            log.warning("x dialogs and CDRs not written, kept for the next flush: %s", exc)
+            self._dirty = {**dirty, **self._dirty}
+            self._records = records + self._records
+            if len(self._records) > MAX_PENDING_TOTALS:
+                self.counters["cdr_write_errors"] += len(self._records) - MAX_PENDING_TOTALS
+                del self._records[:-MAX_PENDING_TOTALS]
+            return 0
+        if self.accounting.jsonl and records:
             try:
                 with Path(self.accounting.jsonl).open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(record, sort_keys=True) + "\n")
+                    f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
             except OSError as exc:
-                self.counters["cdr_write_errors"] += 1
-                log.warning("x CDR of %s not appended to %s: %s", cdr.call_id, self.accounting.jsonl, exc.strerror)
+                self.counters["cdr_write_errors"] += len(records)
+                log.warning("x %d CDR(s) not appended to %s: %s", len(records), self.accounting.jsonl, exc.strerror)
+        return len(dirty) + len(records)
 
     def media_directions(self, call_id: str, directions: dict[str, Any]) -> None:
         """What each party sent (by tag), taken just before the relay deletes the call:
@@ -132,10 +160,15 @@ class SqliteDialogStore:
         _bound(self._directions)
 
     def media_totals(self, call_id: str, totals: dict[str, Any]) -> None:
-        """The relay's totals of ``call_id``: into its CDR, or kept for the CDR to come."""
+        """The relay's totals of ``call_id``: into its CDR (waiting or written), or kept for
+        the CDR to come."""
         directions = self._directions.pop(call_id, None)
         if directions:
             totals = {**totals, "directions": directions}
+        for record in reversed(self._records):
+            if record["call_id"] == call_id and not record["media"]:
+                record["media"] = totals
+                return
         if self.accounting.database:
             try:
                 with self.db.transaction() as c:

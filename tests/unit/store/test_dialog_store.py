@@ -113,3 +113,24 @@ def test_per_party_totals_join_the_relay_totals(tmp_path: Path) -> None:
         store.add_cdr(cdr("d"))
         (row,) = read_cdrs(db)
         assert row["media"] == {"packets": 7, "directions": {"a1": {"packets": 3}, "b1": {"packets": 4}}}
+
+
+def test_write_back_commits_in_one_flush_and_late_totals_join_the_waiting_cdr(tmp_path: Path) -> None:
+    jsonl = tmp_path / "cdr.jsonl"
+    acc = parse_config({"accounting": {"jsonl": str(jsonl)}}).accounting
+    with SqliteDatabase(tmp_path / "db.sqlite") as db:
+        store = SqliteDialogStore(db, acc, write_back=True)
+        table = dlgs.DialogTable(parse_config({}).dialog, store)
+        req = m.parse(INVITE)
+        assert isinstance(req, m.Request)
+        table.start(req, "flow:x", "alice", "192.0.2.1", 1000.0)
+        assert SqliteDialogStore(db).load_dialogs() == []  # not yet
+        assert store.flush() == 1
+        assert [d.call_id for d in SqliteDialogStore(db).load_dialogs()] == ["store-1"]
+        table.end("store-1", "test", 1001.0)
+        store.media_totals("store-1", {"packets": 9})  # after the record, before the flush
+        assert read_cdrs(db) == [] and store.flush() == 2
+        (row,) = read_cdrs(db)
+        assert row["media"] == {"packets": 9} and SqliteDialogStore(db).load_dialogs() == []
+    (line,) = jsonl.read_text().splitlines()
+    assert json.loads(line)["media"] == {"packets": 9}
