@@ -303,3 +303,39 @@ def test_a_call_the_proxy_refuses_itself_leaves_a_cdr_but_a_challenge_does_not()
     assert isinstance(req, m.Request)
     table.refused(req, "", "192.0.2.1", 407, "Proxy Authentication Required", clock.wall())
     assert len(store.cdrs) == 1
+
+
+def test_an_update_refreshes_the_session_timer_too() -> None:
+    core, clock, store = make_core({"session_expires_min": 5})
+    _, route = establish(core, clock, headers={"Session-Expires": "10"})
+    core.receive(in_dialog("ACK", 5, route=route), CALLER, clock.now)
+    clock.advance(8)
+    core.receive(in_dialog("UPDATE", 1, from_callee=True, route=route), Flow("udp", ME, ("127.0.0.1", 7001)), clock.now)
+    ((_, update),) = requests(sent(core), "UPDATE")
+    resp = m.make_response(update, 200)
+    resp.add("Session-Expires", "10;refresher=uas")
+    core.receive(resp.serialize(), CALLER, clock.now)
+    sent(core)
+    assert core.dialogs is not None
+    dlg = core.dialogs.dialogs["dlg-1"]
+    assert dlg.refresher == "uas" and dlg.callee_leg.cseq == 1
+    clock.advance(8)
+    core.handle_timer(clock.now)
+    assert "dlg-1" in core.dialogs.dialogs  # refreshed 8 s ago
+    clock.advance(3)
+    core.handle_timer(clock.now)
+    assert "dlg-1" not in core.dialogs.dialogs and store.cdrs[0].ended_by == "session timer expired"
+    # the BYE to the caller carries a CSeq above the callee's UPDATE
+    to_caller = next(r for d, r in requests(sent(core), "BYE") if port(d) == 6000)
+    assert to_caller.cseq.number == 2
+
+
+def test_a_481_to_an_in_dialog_request_ends_the_dialog() -> None:
+    core, clock, store = make_core()
+    _, route = establish(core, clock)
+    core.receive(in_dialog("ACK", 5, route=route), CALLER, clock.now)
+    core.receive(in_dialog("INFO", 6, route=route), CALLER, clock.now)
+    ((_, info),) = requests(sent(core), "INFO")
+    answer(core, info, 7001, 481, clock.now)
+    assert core.dialogs is not None and not core.dialogs.dialogs
+    assert store.cdrs[0].ended_by == "481 to INFO"
