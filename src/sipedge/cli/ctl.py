@@ -133,9 +133,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "ul.dump": ("aor", "contact", "expires", "received", "socket", "user_agent"),
     "ul.show": ("aor", "contact", "expires", "received", "socket", "user_agent"),
     "media.list": ("call_id", "created", "tags", "rtp_packets", "rtcp_packets"),
+    "dlg.list": ("call_id", "state", "caller", "callee", "user", "source", "duration", "expires_in"),
     "turn.allocations": ("client", "username", "relayed", "expires", "permissions"),
     "ban.list": ("source", "seconds_left", "dropped"),
-    "dlg.list": ("call_id", "state", "caller", "callee", "user", "source", "duration", "expires_in"),
     "help": ("name", "params", "summary"),
 }
 

@@ -28,9 +28,9 @@ from ..sip import txevents as tx
 from ..sip.flow import Flow, Target
 from ..sip.message import Request, Response, check_response, error_response, make_response, parse
 from ..sip.uri import SipUri
-from . import dialog as dlgs
 from . import forwarding, nat, pike, registrar
 from .context import BranchTarget, ReplyContext, RequestContext
+from .dialog import EARLY, TRYING, DialogTable
 from .identity import Identity, Listener
 from .location import Binding, LocationStore, SubscriberStore
 from .route_stamp import PARAM as STAMP_PARAM
@@ -140,7 +140,7 @@ class ProxyCore:
         secret: bytes,
         token_source: TokenSource | None = None,
         flood: pike.FloodDetector | None = None,
-        dialogs: dlgs.DialogTable | None = None,
+        dialogs: DialogTable | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -173,7 +173,7 @@ class ProxyCore:
         self._media_jobs: list[MediaJob] = []
         # record-routed calls (docs/operations.md, "Dialogs"); the adapter passes one on its store
         self.dialogs = dialogs if dialogs is not None else (
-            dlgs.DialogTable(config.dialog, timer_c=timers.timer_c) if config.dialog.enabled else None)
+            DialogTable(config.dialog, timer_c=timers.timer_c) if config.dialog.enabled else None)
         self._media_waiting: dict[int, MediaContinuation] = {}
         # calls whose media is relayed (insertion-ordered, bounded): True when the offer came
         # from the callee (late offer), so the caller's SDP in ACK or PRACK is the answer
@@ -270,7 +270,7 @@ class ProxyCore:
         if dialog is None:
             return
         from_tag = dialog.from_tag
-        if dialog.state in (dlgs.TRYING, dlgs.EARLY):  # not answered yet: CANCEL what rings
+        if dialog.state in (TRYING, EARLY):  # not answered yet: CANCEL what rings
             for ptx in list(self._proxied.values()):
                 if ptx.dialog and not ptx.final_sent and ptx.request.get("call-id") == call_id:
                     ptx.cancelled = True
@@ -397,10 +397,10 @@ class ProxyCore:
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = dict(self.counters)
         out["sip_proxy_transactions"] = len(self._proxied)
-        out.update(self.tl.stats())
-        out.update(self.flood.stats())
         if self.dialogs is not None:
             out.update(self.dialogs.stats())
+        out.update(self.tl.stats())
+        out.update(self.flood.stats())
         return out
 
     # -- inbound requests -----------------------------------------------------------

@@ -156,6 +156,27 @@ class SipService:
         if ev.reason == "timeout":
             self.loop.call_soon(self.end_dialog, ev.call_id, "media timeout")
 
+    @staticmethod
+    def media_directions(call: Any) -> dict[str, dict[str, int | float]]:
+        """What each party of an in-process relay call sent (by its tag): RTP packets, bytes,
+        lost, the worst jitter of its streams (for the CDR, docs/operations.md)."""
+        out: dict[str, dict[str, int | float]] = {}
+        if call is None:
+            return out
+        for leg in call.legs:
+            for side, streams in enumerate(leg.streams):
+                tag = leg.tags[side]
+                if not tag or not streams:
+                    continue
+                d = out.setdefault(tag, {"packets": 0, "bytes": 0, "lost": 0, "jitter_ms": 0.0})
+                for stream in streams:
+                    st = stream.rtp_stats
+                    d["packets"] += st.packets
+                    d["bytes"] += st.bytes
+                    d["lost"] += st.lost
+                    d["jitter_ms"] = max(d["jitter_ms"], round(st.jitter_ms, 3))
+        return out
+
     async def stop(self) -> None:
         if self._purge_task is not None:
             self._purge_task.cancel()
@@ -277,7 +298,7 @@ class SipService:
             else:
                 if job.via_branch is None and self.dialog_store is not None and isinstance(media, MediaServer):
                     # per party, before the relay forgets them; the totals follow in CallDeleted
-                    directions = media_directions(media.relay.query(job.call_id))
+                    directions = self.media_directions(media.relay.query(job.call_id))
                     if directions:
                         self.dialog_store.media_directions(job.call_id, directions)
                 await media.delete(job.call_id, job.from_tag, job.to_tag, via_branch=job.via_branch)
@@ -576,27 +597,6 @@ def websocket_origins(config: Config) -> tuple[str, ...] | None:
         host, _, port = config.web.listen.rpartition(":")
         endpoints.append(("http", host.strip("[]"), int(port)))
     return own_origins(endpoints, [*sip.domains, sip.advertise])
-
-
-def media_directions(call: Any) -> dict[str, dict[str, int | float]]:
-    """What each party of an in-process relay call sent (by its tag): RTP packets, bytes,
-    lost, the worst jitter of its streams (for the CDR, docs/operations.md)."""
-    out: dict[str, dict[str, int | float]] = {}
-    if call is None:
-        return out
-    for leg in call.legs:
-        for side, streams in enumerate(leg.streams):
-            tag = leg.tags[side]
-            if not tag or not streams:
-                continue
-            d = out.setdefault(tag, {"packets": 0, "bytes": 0, "lost": 0, "jitter_ms": 0.0})
-            for stream in streams:
-                st = stream.rtp_stats
-                d["packets"] += st.packets
-                d["bytes"] += st.bytes
-                d["lost"] += st.lost
-                d["jitter_ms"] = max(d["jitter_ms"], round(st.jitter_ms, 3))
-    return out
 
 
 def load_token(path: Path) -> str:

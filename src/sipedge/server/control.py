@@ -388,11 +388,9 @@ class Control:
         d = self._dialog(sip, params)
         media = self.app.media
         if media is not None and d.call_id in media.relay.calls():
-            from .app import media_directions
-
             store = self.app.dialog_store
             if store is not None:
-                store.media_directions(d.call_id, media_directions(media.relay.query(d.call_id)))
+                store.media_directions(d.call_id, sip.media_directions(media.relay.query(d.call_id)))
             await media.delete(d.call_id)  # first, so its totals are in the CDR
         state = d.state
         sip.end_dialog(d.call_id, "ended by control")
