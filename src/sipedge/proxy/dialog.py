@@ -306,11 +306,10 @@ class DialogTable:
         if status < 300 or status in (401, 407) or req.call_id in self.dialogs:
             return
         self.counters["dialogs_failed"] += 1
-        self.store.add_cdr(Cdr(
-            call_id=req.call_id, caller=str(req.from_.uri), callee=req.uri, user=user, source=source,
-            start=wall, answer=None, end=wall, duration=0.0, status=status, reason=reason, ended_by="proxy",
-            from_tag=req.from_.tag or "",
-        ))
+        never = Dialog(call_id=req.call_id, from_tag=req.from_.tag or "", caller=str(req.from_.uri), callee=req.uri,
+                       user=user, source=source, start=wall, state=TERMINATED, end=wall, status=status,
+                       reason=reason, ended_by="proxy")
+        self.store.add_cdr(cdr_of(never))
         self.counters["cdrs_written"] += 1
 
     def relayed(self, call_id: str, req: Request) -> None:
