@@ -30,6 +30,7 @@ from ..sip.message import Request, Response, check_response, error_response, mak
 from ..sip.uri import SipUri
 from . import forwarding, nat, pike, ratelimit, registrar
 from .context import BranchTarget, ReplyContext, RequestContext
+from .dialog import EARLY, TRYING, DialogTable
 from .identity import Identity, Listener
 from .location import Binding, LocationStore, SubscriberStore
 from .route_stamp import PARAM as STAMP_PARAM
@@ -105,6 +106,7 @@ class ProxyTransaction:
     media: Flags | None = None
     socket: Listener | None = None  # the listener its branches leave from (loose_route)
     per_branch: bool = False  # the branches need different media: each gets its own offer
+    dialog: bool = False  # an initial INVITE the DialogTable follows
 
     @property
     def all_final(self) -> bool:
@@ -134,6 +136,7 @@ class ProxyCore:
         secret: bytes,
         token_source: TokenSource | None = None,
         flood: pike.FloodDetector | None = None,
+        dialogs: DialogTable | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -169,6 +172,9 @@ class ProxyCore:
         self._flood_lines = 0
         self._flood_held = 0
         self._media_jobs: list[MediaJob] = []
+        # record-routed calls (docs/operations.md, "Dialogs"); the adapter passes one on its store
+        self.dialogs = dialogs if dialogs is not None else (
+            DialogTable(config.dialog, timer_c=timers.timer_c) if config.dialog.enabled else None)
         self._media_waiting: dict[int, MediaContinuation] = {}
         # calls whose media is relayed (insertion-ordered, bounded): True when the offer came
         # from the callee (late offer), so the caller's SDP in ACK or PRACK is the answer
@@ -193,6 +199,7 @@ class ProxyCore:
             "sip_auth_failures": 0,
             "sip_fraud_refused": 0,
             "sip_bindings_dropped_on_disconnect": 0,
+            "sip_requests_sent": 0,
         }
 
     # -- adapter interface -------------------------------------------------------
@@ -233,12 +240,92 @@ class ProxyCore:
 
     def get_timer(self) -> float | None:
         tx, ban = self.tl.get_timer(), self.flood.get_timer()
-        return tx if ban is None else ban if tx is None else min(tx, ban)
+        when = tx if ban is None else ban if tx is None else min(tx, ban)
+        if self.dialogs is not None and (at := self.dialogs.next_timer()) is not None:
+            # the table keeps wall-clock deadlines (they survive a restart)
+            due = self.clock.monotonic() + max(0.0, at - self.clock.wall())
+            when = due if when is None else min(when, due)
+        return when
 
     def handle_timer(self, now: float) -> None:
         self.tl.handle_timer(now)
         self.flood.handle_timer(now)
+        if self.dialogs is not None:
+            for call_id, why in self.dialogs.expired(self.clock.wall()):
+                self._end_dialog(call_id, why, now)
         self._drain(now)
+
+    # -- dialogs ----------------------------------------------------------------------
+    def end_dialog(self, call_id: str, why: str, now: float) -> bool:
+        """End a call from the server (``dlg.end``, a media timeout): BYE to both parties
+        of an answered call, its media deleted, its CDR written. False: no such call."""
+        if self.dialogs is None or call_id not in self.dialogs.dialogs:
+            return False
+        self._end_dialog(call_id, why, now)
+        self._drain(now)
+        return True
+
+    def _end_dialog(self, call_id: str, why: str, now: float) -> None:
+        assert self.dialogs is not None
+        dialog = self.dialogs.dialogs.get(call_id)
+        if dialog is None:
+            return
+        from_tag = dialog.from_tag
+        if dialog.state in (TRYING, EARLY):  # not answered yet: CANCEL what rings
+            for ptx in list(self._proxied.values()):
+                if ptx.dialog and not ptx.final_sent and ptx.request.get("call-id") == call_id:
+                    ptx.cancelled = True
+                    self._cancel_pending(ptx, now)
+        for bye in self.dialogs.end(call_id, why, self.clock.wall()):
+            self._send_own_request(bye.request, bye.dest, now)
+        log.info("- [%s] dialog ended by the server: %s", call_id, why)
+        if call_id in self._media_calls:
+            self._media_job("delete", call_id, from_tag)
+
+    def _send_own_request(self, req: Request, dest_text: str, now: float) -> None:
+        """A request of our own (a BYE ending a dialog): along its Route, else to the
+        party's flow or address."""
+        try:
+            if req.get("route"):
+                dest: Flow | Target = forwarding.uri_target(forwarding.next_hop(req))
+            else:
+                found = _dest_of(dest_text)
+                if found is None:
+                    dest = forwarding.uri_target(forwarding.next_hop(req))
+                else:
+                    dest = found
+        except ParseError as exc:
+            log.info("x cannot send %s for %s: %s", req.method, req.get("call-id"), exc)
+            return
+        outbound = self.identity.listener_for_flow(dest) if isinstance(dest, Flow) else self.identity.listener_for_target(dest)
+        forwarding.add_via(req, outbound, forwarding.branch_id(req, 0))
+        self.tl.send_request(req, dest, now)
+        self.counters["sip_requests_sent"] += 1
+
+    def _dialog_refused(self, ctx: RequestContext) -> bool:
+        """The session-interval and concurrency checks of a record-routed INVITE/UPDATE
+        (True: answered with 422, 486 or 503)."""
+        req, table = ctx.request, self.dialogs
+        if table is None or req.method not in ("INVITE", "UPDATE"):
+            return False
+        try:
+            min_se = table.interval_too_small(req)
+        except ParseError as exc:
+            status, reason = exc.hint if isinstance(exc.hint, tuple) else (400, "Bad Request")
+            self.reply(ctx, status, reason, [])
+            return True
+        if min_se is not None:
+            self.reply(ctx, 422, "Session Interval Too Small", [("Min-SE", str(min_se))])
+            return True
+        if req.method != "INVITE" or _to_tag_of(req) is not None:
+            return False
+        refused = table.refuse(ctx.authenticated_user or "", ctx.flow.remote[0])
+        if refused is not None:
+            status, reason, why = refused
+            log.info("x [%s] call refused: %s", req.get("call-id"), why)
+            self.reply(ctx, status, reason, [("Reason", why)])
+            return True
+        return False
 
     def transport_failed(self, key: Any, now: float) -> None:
         """The adapter could not send a client transaction's request."""
@@ -311,6 +398,8 @@ class ProxyCore:
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = dict(self.counters)
         out["sip_proxy_transactions"] = len(self._proxied)
+        if self.dialogs is not None:
+            out.update(self.dialogs.stats())
         out.update(self.tl.stats())
         out.update(self.flood.stats())
         out.update(self.ratelimit.stats())
@@ -479,6 +568,12 @@ class ProxyCore:
         if self.config.sip.server_header:
             resp.set("server", self.config.sip.server_header)
         self.counters["sip_local_replies"] += 1
+        if self.dialogs is not None and ctx.request.method == "INVITE" and not ctx.has_to_tag:
+            try:
+                self.dialogs.refused(ctx.request, ctx.authenticated_user or "", ctx.flow.remote[0], status,
+                                     resp.reason, self.clock.wall())
+            except ParseError:
+                pass  # no From to account it to: the 400 says why
         if forget and ctx.server_key is not None:
             self.tl.respond_and_forget(ctx.server_key, resp)
         else:
@@ -700,6 +795,15 @@ class ProxyCore:
             self._relay_stateless(ctx)
             return
         targets = ctx.targets or [BranchTarget()]
+        tracked = False
+        if self.dialogs is not None and ctx.record_routed:
+            if self._dialog_refused(ctx):
+                return
+            if req.method == "INVITE" and _to_tag_of(req) is None:
+                tracked = self.dialogs.start(req, _dest_text(ctx.flow), ctx.authenticated_user or "", ctx.flow.remote[0],
+                                             self.clock.wall()) is not None
+        if self.dialogs is not None and _to_tag_of(req) is not None:
+            self.dialogs.request(req, self.clock.wall())
         if self.config.routing.forking == "serial" and len(targets) > 1:
             qs = sorted({t.q for t in targets}, reverse=True)
             groups = [[t for t in targets if t.q == q] for q in qs]
@@ -713,7 +817,7 @@ class ProxyCore:
             else:  # (a late offer or a re-offer has one answerer: the call's flags)
                 per_branch = req.method == "INVITE" and _has_sdp(req) and _to_tag_of(req) is None
         ptx = ProxyTransaction(ctx.server_key, req, ctx.flow, ctx.record_routed, groups, media=media,
-                               socket=ctx.socket, per_branch=per_branch)
+                               socket=ctx.socket, per_branch=per_branch, dialog=tracked)
         self._proxied[ctx.server_key] = ptx
         if ctx.media is not None and self._media_step_for_request(ptx, ctx):
             return
@@ -805,6 +909,8 @@ class ProxyCore:
             forwarding.record_route(req, inbound, outbound, self._stamp_for(ptx.request))
         via = forwarding.branch_id(ptx.request, index)
         forwarding.add_via(req, outbound, via)
+        if ptx.dialog and self.dialogs is not None:
+            self.dialogs.relayed(req.get("call-id") or "", req)
         branch = Branch(None, req, target, dest, target.fallback)
         if ptx.per_branch:
             self._offer_for_branch(ptx, branch, via, now)
@@ -876,6 +982,8 @@ class ProxyCore:
             return
         outbound = self.identity.listener_for_flow(dest) if isinstance(dest, Flow) else self.identity.listener_for_target(dest)
         forwarding.add_via(req, outbound, forwarding.branch_id(ctx.request, 0))
+        if self.dialogs is not None and req.method == "ACK":
+            self.dialogs.request(req, self.clock.wall())
 
         def send(sdp: bytes | None = None, error: tuple[int, str] | None = None, now: float = 0.0) -> None:
             if sdp is not None:
@@ -920,6 +1028,8 @@ class ProxyCore:
             resp.status, resp.reason = 408, "Request Timeout"
         if 200 <= resp.status < 300:
             branch.final = resp
+            if ptx.dialog and self.dialogs is not None:
+                self.dialogs.answered_by(ptx.request.get("call-id") or "", _dest_text(branch.dest))
             self._forward_response(ptx, resp, now, flow, branch)
             ptx.final_sent = True
             self._cancel_pending(ptx, now, except_branch=branch)
@@ -1049,6 +1159,11 @@ class ProxyCore:
                 # only provisional ones can be dropped
                 log.warning("reply_route dropped a final %d response; it is forwarded anyway", resp.status)
         self.counters["sip_responses_relayed"] += 1
+        if self.dialogs is not None and resp.status > 100:
+            try:
+                self.dialogs.response(ptx.request, resp, self.clock.wall())
+            except ParseError as exc:
+                log.debug("x dialog state of %s not updated: %s", ptx.request.get("call-id"), exc)
         self.tl.respond(ptx.server_key, resp, now)
         resp.forget_parsed()
         if resp.status >= 200 and ptx.request.method != "INVITE":
@@ -1155,6 +1270,25 @@ def _leave_from(dest: Flow | Target, socket: Listener | None) -> Flow | Target:
 
 def _dest_address(dest: Flow | Target) -> tuple[str, int]:
     return dest.remote if isinstance(dest, Flow) else (dest.host, dest.port)
+
+
+def _dest_text(dest: Flow | Target) -> str:
+    """A destination as the dialog store keeps it (:attr:`~sipedge.proxy.dialog.Leg.dest`)."""
+    if isinstance(dest, Flow):
+        return "flow:" + dest.token
+    return f"target:{dest.transport}:{dest.port}:{dest.host}"
+
+
+def _dest_of(text: str) -> Flow | Target | None:
+    kind, _, rest = text.partition(":")
+    if kind == "flow":
+        return Flow.from_token(rest)
+    if kind == "target":
+        transport, _, rest = rest.partition(":")
+        port, _, host = rest.partition(":")
+        if port.isdigit() and host:
+            return Target(transport, host, int(port))
+    return None
 
 
 def _branch_flags(call: Flags | None, target: BranchTarget | None) -> Flags | None:
