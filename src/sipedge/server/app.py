@@ -406,6 +406,10 @@ class App:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"general.data_dir = {str(data_dir)!r}: cannot create it ({exc.strerror})") from exc
+        socket_path = control_socket_path(cfg)
+        if socket_path is not None:  # first: a second server on the same socket stops here
+            self.control_socket = ControlSocket(self.control, socket_path)
+            await self.control_socket.start()
         self.db = SqliteDatabase(cfg.database_path)
         location = self.location = SqliteLocationStore(
             self.db, write_back=cfg.registrar.db_mode == "write-back"
@@ -483,10 +487,6 @@ class App:
                 add_api_routes(self.web.app, self.control, token, self.web.counters)
                 add_dashboard(self.web.app, self.control, token, self.web.counters, cfg.web.dashboard_session)
             await self.web.start()
-        socket_path = control_socket_path(cfg)
-        if socket_path is not None:
-            self.control_socket = ControlSocket(self.control, socket_path)
-            await self.control_socket.start()
         self.gc.start()
 
     def reload(self) -> dict[str, Any]:
@@ -586,6 +586,9 @@ async def _serve(config: Config) -> int:
     except OSError as exc:
         await app.stop()
         raise ConfigError(f"sip.listen: cannot bind ({exc.strerror or exc}); is another server using the port?") from exc
+    except ConfigError:
+        await app.stop()  # what started is closed again (the control socket's file too)
+        raise
     log.info("sipedge ready (pid %d)", os.getpid())
     await stop.wait()
     # the last counters of the NAT keepalives say which bindings were still kept
