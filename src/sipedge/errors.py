@@ -22,6 +22,11 @@ class ParseError(Error, ValueError):
         super().__init__(message)
         self.hint = hint
 
+    def sip_reply(self, default: tuple[int, str] = (400, "Bad Request")) -> tuple[int, str]:
+        """The SIP ``(status, reason)`` to answer with: the hint when it is one, else
+        ``default`` (a codec of another protocol raised it, or it is unanswerable)."""
+        return self.hint if isinstance(self.hint, tuple) else default
+
 
 class UsageError(Error):
     """Our own code misused an API (a bug on our side, never the peer's)."""

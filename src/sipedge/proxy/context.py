@@ -108,7 +108,7 @@ class RequestContext:
         try:
             check_request(self.request)
         except ParseError as exc:
-            status, reason = exc.hint if isinstance(exc.hint, tuple) else (400, "Bad Request")
+            status, reason = exc.sip_reply()
             self.reply(status, reason)
             return False
         return True

@@ -311,7 +311,7 @@ class ProxyCore:
         try:
             min_se = table.interval_too_small(req)
         except ParseError as exc:
-            status, reason = exc.hint if isinstance(exc.hint, tuple) else (400, "Bad Request")
+            status, reason = exc.sip_reply()
             self.reply(ctx, status, reason, [])
             return True
         if min_se is not None:
@@ -529,7 +529,7 @@ class ProxyCore:
         try:
             self.router.request_route(ctx)
         except ParseError as exc:
-            status, reason = exc.hint if isinstance(exc.hint, tuple) else (400, "Bad Request")
+            status, reason = exc.sip_reply()
             if not ctx.done:
                 ctx.reply(status, reason)
             return

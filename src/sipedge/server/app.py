@@ -324,7 +324,7 @@ class SipService:
                 await media.delete(job.call_id, job.from_tag, job.to_tag, via_branch=job.via_branch)
                 return
         except (ParseError, RelayError) as exc:
-            error = exc.hint if isinstance(exc.hint, tuple) else (500, "Media Relay Error")
+            error = exc.hint if isinstance(exc, RelayError) else exc.sip_reply((500, "Media Relay Error"))
             log.info("media %s for %s failed: %s", job.op, job.call_id, exc)
         except Exception:
             log.exception("media %s for %s failed", job.op, job.call_id)
