@@ -14,8 +14,8 @@ RTP) and ``egress`` (RTP → SRTP) hooks use on the packet path.
 Roles (RFC 5763 §5, RFC 8842): the party's ``a=setup`` decides. It offered ``actpass``:
 we answer ``passive`` (we are the DTLS server) unless asked for ``active``; it answered
 ``active``: we are the server; ``passive``: we are the client. Our offers say
-``actpass``. A re-offer with a new fingerprint or new ICE credentials starts a new
-association (ICE restart, RFC 8842 §5.5).
+``actpass``. A re-offer with a new fingerprint starts a new association; one with new
+ICE credentials only (an ICE restart) keeps it (browsers keep their DTLS across one).
 """
 
 from __future__ import annotations
@@ -168,6 +168,7 @@ class DtlsBridge:
         self.factory = factory
         self._wall = wall_clock  # (the NTP time of our sender reports; ``now`` without one)
         self._counters = counters
+        counters.setdefault("media_ice_restarts", 0)  # (re-offers with new ICE credentials of the party)
         self._events = events
         self.outbox = outbox
         self._handshaking: dict[int, DtlsStream] = {}  # id(stream) -> association in progress
@@ -181,8 +182,11 @@ class DtlsBridge:
     def settle(self, s: Stream, now: float) -> None:
         """After an offer or an answer: does ``s`` face a DTLS party across a bridge (its
         peer's profile is not DTLS)? Then it gets an association in the role its
-        ``local_setup`` says, kept across re-offers unless the party's fingerprint or ICE
-        credentials changed; otherwise it has none and packets pass as they are."""
+        ``local_setup`` says, kept across re-offers unless the party's fingerprint or our
+        role changed; otherwise it has none and packets pass as they are. New ICE
+        credentials alone (an ICE restart) keep the association and its SRTP keys: browsers
+        keep their DTLS across an ICE restart and send no new ClientHello (a new
+        association is signalled by a new fingerprint, RFC 8842)."""
         p = s.peer
         bridged = p is not None and is_dtls(s.profile) and not is_dtls(p.profile) and s.rtp_port is not None
         if s.bundle is not None and s.bundle.leader is not s:
@@ -194,8 +198,10 @@ class DtlsBridge:
             return
         role = "client" if s.local_setup == "active" else "server"
         old = s.dtls
-        if old is not None and old.role == role and old.fingerprints == s.fingerprints \
-                and old.ice_ufrag == s.party_ufrag:
+        if old is not None and old.role == role and old.fingerprints == s.fingerprints:
+            if old.ice_ufrag != s.party_ufrag:  # an ICE restart: the association stays
+                old.ice_ufrag, old.remote = s.party_ufrag, None  # (its datagrams: to the new ICE path)
+                self._counters["media_ice_restarts"] += 1
             return
         self.drop(s)
         dtls = DtlsStream(s, self.factory(role, s.fingerprints), role, s.fingerprints, s.party_ufrag)

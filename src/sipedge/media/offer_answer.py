@@ -235,8 +235,9 @@ class SdpRewriter:
     def _bundle_across_bridge(self, out: SessionDescription, theirs: list[Stream], mine: list[Stream],
                               flags: Flags, ice_mode: str, offer: bool) -> None:
         """No BUNDLE towards a plain party (a port per m= line). Towards a DTLS party the
-        accepted bridged sections share one transport (RFC 8843): in our offer all of them
-        (the plain offerer offered no BUNDLE), in an answer those it bundled (browsers
+        accepted bridged sections share one transport (RFC 8843): in our offer all of them,
+        even a lone one (the plain offerer offered no BUNDLE; Chromium with
+        ``bundlePolicy: "max-bundle"`` refuses an offer without a group), in an answer those it bundled (browsers
         refuse an answer that drops an offered BUNDLE group); :func:`_share_transport`."""
         out.remove_attrs("group", lambda v: v is not None and v.startswith("BUNDLE"))
         towards = [(i, p) for i, (p, s) in enumerate(zip(theirs, mine, strict=False))
@@ -247,7 +248,7 @@ class SdpRewriter:
         if len(live) >= 2:
             self._share_transport(out, live, mine, flags, ice_mode, offer)
         mids = [out.media[i].mid or "" for i, _p in live]
-        if mids and (len(mids) >= 2 or not offer):
+        if mids:  # (even of one section: a browser set to max-bundle refuses an offer without)
             out.add_attr("group", "BUNDLE " + " ".join(mids))
         # a refused section towards the DTLS party still names the transport it would have
         # had (some WebRTC stacks, aiortc among them, refuse an answer without it)
