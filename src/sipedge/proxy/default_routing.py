@@ -88,9 +88,8 @@ def request_route(ctx: RequestContext) -> None:
         if ctx.core.config.auth.register and not ctx.auth_check():
             return
         if nated:
-            ctx.fix_nated_register()  # the binding keeps its source flow (always, here)
             ctx.nat_keepalive()
-        ctx.save()
+        ctx.save()  # (a NATed phone's source is kept by save()'s own test: no fix_nated_register)
         return
 
     needs_auth = ctx.core.config.auth.invite and ctx.is_from_local() and not trusted
