@@ -275,7 +275,8 @@ class Baresip:
 
 
 def _invite_with_auth(ua: UA, uri: str, body: bytes) -> tuple[m.Request, m.Response]:
-    req = ua.build("INVITE", uri, headers=SDP_TYPE, body=body)
+    """INVITE (without SDP when ``body`` is empty: a late offer), its 407 answered."""
+    req = ua.build("INVITE", uri, headers=SDP_TYPE if body else None, body=body)
     ua.send(req)
     first = ua.expect_final(10)
     if first.status == 407:
