@@ -621,8 +621,11 @@ def _turn_section() -> str:
             f'secrets = ["{TURN_SECRET}"]\nallow_peers = ["192.0.2.0/24"]\nport_min = 50000\nport_max = 50100\n')
 
 
-def main(scenario: str, tmp: str) -> None:
+def main(scenario: str, tmp: str, routing: Path | None = None) -> None:
+    """``routing``: a routing module instead of the default one."""
     turn = _turn_section() if scenario.startswith("relay-only") else ""
+    if routing is not None:
+        turn += f'\n[routing]\nmodule = "{routing}"\n'
 
     async def run() -> dict[str, Any]:
         with running_server(Path(tmp), host=HOST, users=USERS, log_level=os.environ.get("SIPEDGE_LOG", "info"),
