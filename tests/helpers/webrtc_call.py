@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -357,12 +357,16 @@ def _media_port(sdp: str) -> int:
     return int(found.group(1))
 
 
+During = Callable[["Browser", "Phone", dict[str, Any]], Awaitable[None]]
+
+
 async def browser_calls_phone(route: Routing, tamper: str = "", browser: Browser | None = None,
-                              phone: Phone | None = None) -> dict[str, Any]:
+                              phone: Phone | None = None, during: During | None = None) -> dict[str, Any]:
     """``tamper``: "attack" (a stranger sends DTLS and SRTP to the browser's relay port
     while the call runs), "fingerprint" (the browser's SDP names a certificate it does
     not have), "video" (the browser sends audio and video to an audio-only phone), "turn"
-    (the browser's ICE is relay-only, through sipedge's own TURN server)."""
+    (the browser's ICE is relay-only, through sipedge's own TURN server). ``during``:
+    awaited once media flows, before the BYE (it may add to the result)."""
     browser = browser or Browser(route.proxy, video=tamper == "video", turn=TURN if tamper == "turn" else None)
     phone = phone or Phone(route.proxy)
     out: dict[str, Any] = {}
@@ -403,6 +407,8 @@ async def browser_calls_phone(route: Routing, tamper: str = "", browser: Browser
             heard = phone.voiced
             await _until(lambda: phone.voiced > heard + 50, 10)
             out["voiced_after_attack"] = phone.voiced - heard
+        if during is not None:
+            await during(browser, phone, out)
         out.update(_report(browser, phone, route))
         bye = in_dialog(browser.ua, "BYE", ok, routes)
         browser.ua.send(bye)

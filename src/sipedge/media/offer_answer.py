@@ -309,6 +309,11 @@ class SdpRewriter:
                 if not has_feedback(p.profile):
                     om.remove_attrs("rtcp-fb")
             return
+        if is_dtls(src.profile) and not src.fingerprints and om.port != 0:
+            # (RFC 8842 §5: nothing to check the party's certificate against, so its keys
+            # would be anybody's)
+            raise RelayError(f"{src.profile} section {src.index} has no a=fingerprint",
+                             (488, "DTLS fingerprint missing"))
         if om.proto != p.profile:
             om.proto = p.profile
         if protection(src.profile) == "sdes":

@@ -169,6 +169,24 @@ def test_unusable_sdes_offer_is_refused_with_488(lines: str, reason: str) -> Non
     assert e.value.hint == (488, "No supported SDES suite")
     assert reason in str(e.value)
     assert r.calls() == [] and r.ports == []
+    assert r.stats()["media_sdp_refused"] == 1
+
+
+def test_a_dtls_offer_without_fingerprint_is_refused_with_488(tmp_path: Path) -> None:
+    """Nothing to check the party's certificate against (RFC 8842 §5): refused before the
+    recipient rings, counted; with a fingerprint at session level it is fine."""
+    r = relay(DtlsContext(tmp_path))
+    bare = re.sub(rb"a=fingerprint:[^\r]*\r\n", b"", browser_sdp())
+    with pytest.raises(RelayError) as e:
+        r.offer("c", "browser", bare, 0.0, Flags(transport_protocol="RTP/AVP", ice="remove"))
+    assert e.value.hint == (488, "DTLS fingerprint missing") and "no a=fingerprint" in str(e.value)
+    assert r.stats()["media_sdp_refused"] == 1 and r.calls() == [] and r.ports == []
+    session_level = bare.replace(b"t=0 0\r\n", f"t=0 0\r\na=fingerprint:{FINGERPRINT}\r\n".encode())
+    assert b" RTP/AVP " in r.offer("c", "browser", session_level, 0.1, Flags(transport_protocol="RTP/AVP", ice="remove"))
+    r.offer("c2", "plain", sdp(PLAIN), 0.2, Flags(transport_protocol="UDP/TLS/RTP/SAVPF", ice="force"))
+    with pytest.raises(RelayError):  # a browser's answer without one
+        r.answer("c2", "plain", "browser", bare.replace(b"a=setup:actpass", b"a=setup:active"), 0.3)
+    assert r.stats()["media_sdp_refused"] == 2
 
 
 def test_sdes_answer_with_a_tag_we_never_offered_is_refused() -> None:
