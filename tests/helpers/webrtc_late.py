@@ -23,6 +23,7 @@ from helpers.webrtc_call import (
     _report,
     _until,
 )
+from helpers.webrtc_fork import _hang_up
 from sipedge.sip import message as m
 
 
@@ -34,74 +35,36 @@ def _ack_with(ua: UA, ok: m.Response, routes: list[str], answer: bytes) -> m.Req
     return ack
 
 
-async def _bye(caller: UA, callee: UA, ok: m.Response, routes: list[str]) -> int:
-    caller.send(in_dialog(caller, "BYE", ok, routes))
-    got = await asyncio.to_thread(callee.wait, "BYE", 5)
-    assert isinstance(got, m.Request)
-    callee.answer(got, 200)
-    return (await asyncio.to_thread(caller.expect_final)).status
-
-
-async def phone_late_offer_to_browser(route: Routing) -> dict[str, Any]:
-    """The phone's INVITE has no SDP; aiortc's 200 carries its offer, the phone's ACK the answer."""
+async def late_offer(route: Routing, caller_is_phone: bool) -> dict[str, Any]:
+    """The caller's INVITE has no SDP; the callee's 200 carries its offer (aiortc's, or
+    the phone's), the caller's ACK the answer."""
     browser, phone = Browser(route.proxy), Phone(route.proxy)
+    caller, callee = (phone.ua, browser.ua) if caller_is_phone else (browser.ua, phone.ua)
+    uri = route.to_browser(browser) if caller_is_phone else route.to_phone(phone)
     out: dict[str, Any] = {}
     try:
         assert (await asyncio.to_thread(browser.ua.register)).status == 200
         assert (await asyncio.to_thread(phone.ua.register)).status == 200
-        invite_task = asyncio.create_task(asyncio.to_thread(
-            _invite_with_auth, phone.ua, route.to_browser(browser), b""))
-        inv = await asyncio.to_thread(browser.ua.wait, "INVITE", 10)
+        invite_task = asyncio.create_task(asyncio.to_thread(_invite_with_auth, caller, uri, b""))
+        inv = await asyncio.to_thread(callee.wait, "INVITE", 10)
         assert isinstance(inv, m.Request)
-        out["invite_body_at_browser"] = inv.body.decode()
-        out["browser_offer"] = (await browser.offer()).decode()
-        browser.ua.answer(inv, 200, body=out["browser_offer"].encode(), headers=SDP_TYPE)
+        out["invite_body_at_callee"] = inv.body.decode()
+        callee.answer(inv, 200, body=await browser.offer() if caller_is_phone else phone.sdp(), headers=SDP_TYPE)
         _, ok = await invite_task
         out["status"] = ok.status
-        out["offer_to_phone"] = ok.body.decode()
+        out["offer_to_caller"] = ok.body.decode()
         routes = list(reversed(ok.get_all("record-route")))
-        phone.ua.send(_ack_with(phone.ua, ok, routes, phone.sdp()))
-        ack = await asyncio.to_thread(browser.ua.wait, "ACK", 10)
+        answer = phone.sdp() if caller_is_phone else await browser.answer(ok.body)
+        caller.send(_ack_with(caller, ok, routes, answer))
+        ack = await asyncio.to_thread(callee.wait, "ACK", 10)
         assert isinstance(ack, m.Request)
-        out["answer_to_browser"] = ack.body.decode()
-        await browser.accept(ack.body)
-        phone.start(ok.body)
+        out["answer_to_callee"] = ack.body.decode()
+        if caller_is_phone:
+            await browser.accept(ack.body)
+        phone.start(ok.body if caller_is_phone else ack.body)
         await _until(lambda: phone.voiced > 50 and browser.voiced > 25, 15)
         out.update(_report(browser, phone, route))
-        out["bye"] = await _bye(phone.ua, browser.ua, ok, routes)
-    finally:
-        await browser.pc.close()
-        phone.stop()
-    out["metrics_after"] = route.stats()
-    return out
-
-
-async def browser_late_offer_to_phone(route: Routing) -> dict[str, Any]:
-    """aiortc's INVITE has no SDP; the phone's 200 carries its offer, aiortc's ACK the answer."""
-    browser, phone = Browser(route.proxy), Phone(route.proxy)
-    out: dict[str, Any] = {}
-    try:
-        assert (await asyncio.to_thread(browser.ua.register)).status == 200
-        assert (await asyncio.to_thread(phone.ua.register)).status == 200
-        invite_task = asyncio.create_task(asyncio.to_thread(
-            _invite_with_auth, browser.ua, route.to_phone(phone), b""))
-        inv = await asyncio.to_thread(phone.ua.wait, "INVITE", 10)
-        assert isinstance(inv, m.Request)
-        out["invite_body_at_phone"] = inv.body.decode()
-        phone.ua.answer(inv, 200, body=phone.sdp(), headers=SDP_TYPE)
-        _, ok = await invite_task
-        out["status"] = ok.status
-        out["offer_to_browser"] = ok.body.decode()
-        routes = list(reversed(ok.get_all("record-route")))
-        answer = await browser.answer(ok.body)
-        browser.ua.send(_ack_with(browser.ua, ok, routes, answer))
-        ack = await asyncio.to_thread(phone.ua.wait, "ACK", 10)
-        assert isinstance(ack, m.Request)
-        out["answer_to_phone"] = ack.body.decode()
-        phone.start(ack.body)
-        await _until(lambda: phone.voiced > 50 and browser.voiced > 25, 15)
-        out.update(_report(browser, phone, route))
-        out["bye"] = await _bye(browser.ua, phone.ua, ok, routes)
+        out["bye"] = await _hang_up(caller, callee, ok, routes)
     finally:
         await browser.pc.close()
         phone.stop()
@@ -110,8 +73,8 @@ async def browser_late_offer_to_phone(route: Routing) -> dict[str, Any]:
 
 
 SCENARIOS = {
-    "phone-late-offer-to-browser": phone_late_offer_to_browser,
-    "browser-late-offer-to-phone": browser_late_offer_to_phone,
+    "phone-late-offer-to-browser": lambda route: late_offer(route, caller_is_phone=True),
+    "browser-late-offer-to-phone": lambda route: late_offer(route, caller_is_phone=False),
 }
 
 

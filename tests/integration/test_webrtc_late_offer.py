@@ -25,10 +25,10 @@ def _media_flowed(out: dict[str, Any]) -> None:
 
 def test_a_phones_late_offer_to_a_browser_is_bridged(tmp_path: Path) -> None:
     out = loopback_netns.run_scenario("webrtc_late", "phone-late-offer-to-browser", tmp_path)
-    assert out["invite_body_at_browser"] == ""
-    to_phone = out["offer_to_phone"]  # aiortc's offer, converted
+    assert out["invite_body_at_callee"] == ""
+    to_phone = out["offer_to_caller"]  # aiortc's offer, converted
     assert " RTP/AVP " in to_phone and "a=fingerprint" not in to_phone and "a=ice-ufrag" not in to_phone
-    to_browser = out["answer_to_browser"]  # the phone's answer in its ACK, converted back
+    to_browser = out["answer_to_callee"]  # the phone's answer in its ACK, converted back
     assert "UDP/TLS/RTP/SAVPF" in to_browser and "a=fingerprint:sha-256 " in to_browser
     assert "a=setup:passive" in to_browser and "a=ice-lite" in to_browser
     _media_flowed(out)
@@ -36,9 +36,9 @@ def test_a_phones_late_offer_to_a_browser_is_bridged(tmp_path: Path) -> None:
 
 def test_a_browsers_late_offer_to_a_phone_is_bridged(tmp_path: Path) -> None:
     out = loopback_netns.run_scenario("webrtc_late", "browser-late-offer-to-phone", tmp_path)
-    assert out["invite_body_at_phone"] == ""
-    to_browser = out["offer_to_browser"]  # the phone's offer, converted
+    assert out["invite_body_at_callee"] == ""
+    to_browser = out["offer_to_caller"]  # the phone's offer, converted
     assert "UDP/TLS/RTP/SAVPF" in to_browser and "a=setup:actpass" in to_browser and "a=ice-lite" in to_browser
-    to_phone = out["answer_to_phone"]  # aiortc's answer in its ACK, converted back
+    to_phone = out["answer_to_callee"]  # aiortc's answer in its ACK, converted back
     assert " RTP/AVP " in to_phone and "a=fingerprint" not in to_phone and "a=ice-ufrag" not in to_phone
     _media_flowed(out)
