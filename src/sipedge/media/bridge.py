@@ -257,7 +257,8 @@ class DtlsBridge:
 
     def _report(self, dtls: DtlsStream, now: float) -> None:
         """The relay's own RTCP towards the DTLS party (RFC 3550 §6), for each section on
-        the association (every member of a BUNDLE group), encrypted like the rest."""
+        the association (every member of a BUNDLE group), encrypted like the rest; and,
+        with ``generate-RTCP=on``, towards the other party of each section too."""
         s = dtls.stream
         dest = dtls.destination()
         if dest is None or s.rtp_port is None:
@@ -268,6 +269,26 @@ class DtlsBridge:
             if wire is not None:
                 self.outbox.append((s.rtp_port, dest, wire))
                 self._counters["media_rtcp_generated"] += 1
+            if q.peer is not None and q.peer.generate_rtcp == "on":
+                self._report_to_other(q.peer, now)
+
+    def _report_to_other(self, p: Stream, now: float) -> None:
+        """The relay's SR/RR towards the party that does not speak DTLS (a plain phone, or
+        an SDES one: then protected with its keys), to its RTCP address (its RTP address
+        with rtcp-mux) out of its RTCP port: an SR from the DTLS party's SSRC for what
+        the relay forwarded to it, with a report block on what it sends."""
+        report = self._report_for(p, now)
+        leader = p.bundle.leader if p.bundle is not None else p
+        if leader.mux:
+            dest, port = leader.latched_rtp or leader.expected_rtp, leader.rtp_port
+        else:
+            dest, port = leader.latched_rtcp or leader.expected_rtcp, leader.rtcp_port
+        if report is None or dest is None or port is None:
+            return
+        wire = leader.egress(report, True) if leader.egress is not None else report
+        if wire is not None:
+            self.outbox.append((port, dest, wire))
+            self._counters["media_rtcp_generated"] += 1
 
     def _report_for(self, q: Stream, now: float) -> bytes | None:
         """What the relay reports to the party of ``q`` (``Flags.generate_rtcp``: "off"
