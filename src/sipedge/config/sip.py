@@ -103,6 +103,11 @@ class SipConfig:
         "and their P-Asserted-Identity is kept (RFC 3325); from anyone else it is removed",
         networks,
     )
+    topology_hiding: bool = option(
+        False,
+        "the default routing hides each side's Vias, Record-Route entries and Contact from the "
+        "other in the calls it record-routes (docs/operations.md, \"Topology hiding\")",
+    )
     timers: TimersConfig = TimersConfig()
     limits: LimitsConfig = LimitsConfig()
     websocket: WebSocketConfig = WebSocketConfig()

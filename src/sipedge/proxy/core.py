@@ -28,7 +28,7 @@ from ..sip import txevents as tx
 from ..sip.flow import Flow, Target
 from ..sip.message import Request, Response, check_response, error_response, make_response, parse
 from ..sip.uri import SipUri
-from . import forwarding, nat, pike, ratelimit, registrar
+from . import forwarding, nat, pike, ratelimit, registrar, topology
 from .context import BranchTarget, ReplyContext, RequestContext
 from .dialog import EARLY, TRYING, DialogTable
 from .identity import Identity, Listener
@@ -107,6 +107,7 @@ class ProxyTransaction:
     socket: Listener | None = None  # the listener its branches leave from (loose_route)
     per_branch: bool = False  # the branches need different media: each gets its own offer
     dialog: bool = False  # an initial INVITE the DialogTable follows
+    hide: bool = False  # topology hiding (docs/operations.md, "Topology hiding")
 
     @property
     def all_final(self) -> bool:
@@ -155,6 +156,7 @@ class ProxyCore:
             nonce_lifetime=config.auth.nonce_lifetime,
         )
         self.route_stamp = RouteStamp(secret)
+        self.topology = topology.TopologyCodec(secret)
         self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in config.sip.trusted_peers)
         self.local_response_handler: Callable[[Response, Flow], None] | None = None
         self.flow_alive: Callable[[Flow], bool] = lambda flow: True  # the adapter's answer
@@ -198,6 +200,7 @@ class ProxyCore:
             "sip_auth_challenges": 0,
             "sip_auth_failures": 0,
             "sip_fraud_refused": 0,
+            "sip_topology_tampered": 0,
             "sip_bindings_dropped_on_disconnect": 0,
             "sip_requests_sent": 0,
         }
@@ -636,6 +639,22 @@ class ProxyCore:
             return False
         return any(self.route_stamp.verify(u.params.get(STAMP_PARAM), call_id, tags) for u in entries)
 
+    def topology_restore(self, ctx: RequestContext) -> bool:
+        """``ctx.topology_restore()``: :func:`topology.restore_in_dialog`; a parameter
+        that does not open is counted and refused (403; an ACK is dropped)."""
+        try:
+            ctx.topology_hidden = topology.restore_in_dialog(ctx.request, ctx.own_routes, self.topology) \
+                or ctx.topology_hidden
+        except (topology.TopologyError, ParseError) as exc:
+            self.counters["sip_topology_tampered"] += 1
+            log.info("x %s from %s: %s", ctx.method, ctx.flow.remote[0], exc)
+            if ctx.method == "ACK":
+                ctx.drop()
+            else:
+                ctx.reply(403, "Bad Topology Parameter")
+            return False
+        return True
+
     # -- authentication and registrar ---------------------------------------------------
     def authenticate(self, ctx: RequestContext) -> bool:
         req = ctx.request
@@ -817,7 +836,7 @@ class ProxyCore:
             else:  # (a late offer or a re-offer has one answerer: the call's flags)
                 per_branch = req.method == "INVITE" and _has_sdp(req) and _to_tag_of(req) is None
         ptx = ProxyTransaction(ctx.server_key, req, ctx.flow, ctx.record_routed, groups, media=media,
-                               socket=ctx.socket, per_branch=per_branch, dialog=tracked)
+                               socket=ctx.socket, per_branch=per_branch, dialog=tracked, hide=ctx.topology_hidden)
         self._proxied[ctx.server_key] = ptx
         if ctx.media is not None and self._media_step_for_request(ptx, ctx):
             return
@@ -907,6 +926,8 @@ class ProxyCore:
         )
         if ptx.record_route and req.method in ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY", "UPDATE"):
             forwarding.record_route(req, inbound, outbound, self._stamp_for(ptx.request))
+        if ptx.hide:
+            self._hide_request(req, outbound, initial=ptx.record_route and _to_tag_of(req) is None)
         via = forwarding.branch_id(ptx.request, index)
         forwarding.add_via(req, outbound, via)
         if ptx.dialog and self.dialogs is not None:
@@ -981,6 +1002,8 @@ class ProxyCore:
             log.debug("x cannot forward %s statelessly: %s", req.method, exc)
             return
         outbound = self.identity.listener_for_flow(dest) if isinstance(dest, Flow) else self.identity.listener_for_target(dest)
+        if ctx.topology_hidden:
+            self._hide_request(req, outbound, initial=False)
         forwarding.add_via(req, outbound, forwarding.branch_id(ctx.request, 0))
         if self.dialogs is not None and req.method == "ACK":
             self.dialogs.request(req, self.clock.wall())
@@ -1164,10 +1187,35 @@ class ProxyCore:
                 self.dialogs.response(ptx.request, resp, self.clock.wall())
             except ParseError as exc:
                 log.debug("x dialog state of %s not updated: %s", ptx.request.get("call-id"), exc)
+        if ptx.hide:
+            self._hide_response(ptx, resp)
         self.tl.respond(ptx.server_key, resp, now)
         resp.forget_parsed()
         if resp.status >= 200 and ptx.request.method != "INVITE":
             self._forget(ptx)
+
+    def _hide_request(self, req: Request, outbound: Listener, initial: bool) -> None:
+        """Topology hiding of a request about to leave (before our Via goes on)."""
+        call_id = req.get("call-id") or ""
+        topology.hide_vias(req)
+        try:
+            if initial:
+                topology.hide_record_route(req, self.identity.uri_is_me, self.topology, call_id)
+        except ParseError:
+            req.remove("record-route")  # (sanity_check parsed it: not reached)
+        topology.hide_contact(req, outbound.uri, self.topology, call_id)
+
+    def _hide_response(self, ptx: ProxyTransaction, resp: Response) -> None:
+        """Topology hiding of a response going back: the request's Vias, the sender's
+        Record-Route (the responder's sealed into ours), a Contact of ours."""
+        call_id = ptx.request.get("call-id") or ""
+        topology.restore_vias(resp, ptx.request)
+        try:
+            if ptx.record_route and 100 < resp.status < 300 and _to_tag_of(ptx.request) is None:
+                topology.restore_record_route(resp, ptx.request, self.identity.uri_is_me, self.topology, call_id)
+        except ParseError:
+            resp.remove("record-route")
+        topology.hide_contact(resp, self.identity.listener_for_flow(ptx.flow).uri, self.topology, call_id)
 
     def _forget(self, ptx: ProxyTransaction) -> None:
         """A non-INVITE's final response went out: nothing of it is relayed any more (late
