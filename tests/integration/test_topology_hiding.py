@@ -7,15 +7,12 @@ gets its Vias and Record-Route back; ACK and BYE route both ways, after a restar
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers.sipserver import SIPEDGE, Server, cli, running_server, wait_ready
+from helpers.sipserver import Server, cli, restarted, running_server
 from helpers.ua import UA
 from sipedge.sip import message as m
 
@@ -134,13 +131,7 @@ def test_after_a_restart_a_bye_from_the_callee_reaches_the_caller_behind_the_ins
     inside, bob = parties(server)
     try:
         seen, _ = call(inside, bob)
-        server.proc.send_signal(signal.SIGTERM)
-        server.proc.wait(10)
-        with (tmp_path / "again.log").open("wb") as logf:
-            proc = subprocess.Popen([SIPEDGE, "serve", "--config", str(server.config)], stdout=logf,
-                                    stderr=subprocess.STDOUT, env=os.environ.copy())
-            server.proc = proc
-            wait_ready(server.host, server.udp, proc)
+        with restarted(server, tmp_path / "again.log"):
             bob.send(bob_request(bob, "BYE", seen))
             bye = inside.wait("BYE")
             assert isinstance(bye, m.Request)
