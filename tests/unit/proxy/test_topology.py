@@ -181,3 +181,20 @@ def test_a_garbage_parameter_in_a_request_gets_an_answer_never_a_crash(value: st
     core.receive(in_dialog("BYE", f"sip:th@127.0.0.1:5060;th={value}", routes, True), CALLEE, 0.0)
     statuses = [x.status for _, x in sent(core) if isinstance(x, m.Response)]
     assert statuses in ([403], [400])
+
+
+def test_a_re_invite_of_the_callee_and_its_answer_hide_the_new_contacts() -> None:
+    core = make_core()
+    branch, _ = call(core)
+    reinvite = m.parse(in_dialog("INVITE", str(branch.contacts[0].uri), branch.get_all("record-route"), True))  # type: ignore[union-attr]
+    reinvite.add("Contact", "<sip:bob@127.0.0.1:7002>")
+    core.receive(reinvite.serialize(), CALLEE, 0.0)
+    dest, out = only(sent(core), m.Request, "INVITE")
+    assert address(dest) == ("127.0.0.50", 5070) and "7002" not in out.serialize().decode()
+    assert out.contacts[0].uri.user == "th"  # type: ignore[union-attr]
+    ok = m.make_response(out, 200, to_tag="a1")
+    ok.add("Contact", "<sip:alice@127.0.0.50:6001>")
+    core.receive(ok.serialize(), INSIDE, 0.0)
+    dest, back = only(sent(core), m.Response, 200)
+    assert address(dest) == ("127.0.0.1", 7001) and "127.0.0.50" not in back.serialize().decode()
+    assert [v.port for v in back.vias] == [7001]
