@@ -198,3 +198,13 @@ def test_a_re_invite_of_the_callee_and_its_answer_hide_the_new_contacts() -> Non
     dest, back = only(sent(core), m.Response, 200)
     assert address(dest) == ("127.0.0.1", 7001) and "127.0.0.50" not in back.serialize().decode()
     assert [v.port for v in back.vias] == [7001]
+
+
+def test_ending_a_hidden_call_from_the_server_sends_each_side_a_bye_along_its_own_route() -> None:
+    core = make_core()
+    call(core)
+    assert core.end_dialog("topo-1", "ended by control", 1.0)
+    byes = {address(d): r for d, r in sent(core) if isinstance(r, m.Request) and r.method == "BYE"}
+    to_callee, to_caller = byes[("10.9.9.9", 5060)], byes[("127.0.0.50", 5070)]
+    assert "127.0.0.50" not in to_callee.serialize().decode() and to_callee.uri == "sip:bob@127.0.0.1:7001"
+    assert to_caller.uri.startswith(CALLER_CONTACT) and to_caller.get_all("route") == [INSIDE_RR]
