@@ -93,17 +93,25 @@ def bob_request(bob: UA, method: str, seen: m.Request) -> m.Request:
     return req
 
 
+def bye_through(sender: UA, bye: m.Request, receiver: UA) -> tuple[m.Request, m.Response]:
+    """``sender``'s BYE as ``receiver`` gets it, and the 200 of ``receiver`` as
+    ``sender`` gets it."""
+    sender.send(bye)
+    got = receiver.wait("BYE")
+    assert isinstance(got, m.Request)
+    receiver.answer(got, 200)
+    done = sender.expect(200)
+    assert done.cseq.method == "BYE"
+    return got, done
+
+
 def test_the_callee_sees_no_inside_address_and_a_bye_from_the_caller_routes(server: Server) -> None:
     inside, bob = parties(server)
     try:
         _, ok = call(inside, bob)
-        inside.send(hop_request(inside, "BYE", ok))
-        bye = bob.wait("BYE")
-        assert isinstance(bye, m.Request) and INSIDE.encode() not in bye.serialize()
-        assert bye.uri.startswith(f"sip:bob@127.0.0.1:{bob.port}")
-        bob.answer(bye, 200)
-        done = inside.expect(200)
-        assert done.cseq.method == "BYE" and len(done.get_all("via")) == 1
+        bye, done = bye_through(inside, hop_request(inside, "BYE", ok), bob)
+        assert INSIDE.encode() not in bye.serialize() and bye.uri.startswith(f"sip:bob@127.0.0.1:{bob.port}")
+        assert len(done.get_all("via")) == 1
     finally:
         inside.close()
         bob.close()
@@ -132,14 +140,27 @@ def test_after_a_restart_a_bye_from_the_callee_reaches_the_caller_behind_the_ins
     try:
         seen, _ = call(inside, bob)
         with restarted(server, tmp_path / "again.log"):
-            bob.send(bob_request(bob, "BYE", seen))
-            bye = inside.wait("BYE")
-            assert isinstance(bye, m.Request)
+            bye, _ = bye_through(bob, bob_request(bob, "BYE", seen), inside)
             assert bye.uri == f"sip:alice@{INSIDE}:{inside.port}"  # the caller's own Contact again
             assert bye.get_all("route") == [inside_rr(inside)]  # through the inside proxy
             assert len(bye.get_all("via")) == 1
-            inside.answer(bye, 200)
-            assert bob.expect(200).cseq.method == "BYE"
     finally:
         inside.close()
         bob.close()
+
+
+def test_with_topology_mask_callid_the_callee_knows_the_call_by_a_masked_call_id(tmp_path: Path) -> None:
+    sip = SIP + "topology_mask_callid = true\n"
+    with running_server(tmp_path, users={"bob": "bob-pw"}, extra=CONFIG, sip=sip, log_level="info") as server:
+        inside, bob = parties(server)
+        try:
+            seen, ok = call(inside, bob)
+            masked = seen.get("call-id") or ""
+            assert masked.startswith("thc-") and inside.call_id not in seen.serialize().decode()
+            assert ok.get("call-id") == inside.call_id
+            bob.call_id = masked
+            bye, done = bye_through(bob, bob_request(bob, "BYE", seen), inside)
+            assert bye.get("call-id") == inside.call_id and done.get("call-id") == masked
+        finally:
+            inside.close()
+            bob.close()

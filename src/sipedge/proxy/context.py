@@ -66,6 +66,8 @@ class RequestContext:
     nat_keepalive_requested: bool = False  # set by nat_keepalive() (docs/nat.md)
     register_received: str = ""  # set by fix_nated_register(): save() keeps it
     topology_hidden: bool = False  # set by topology_hide() or topology_restore()
+    mask_call_id: bool = False  # ... and the request leaves with its Call-ID masked
+    masked_call_id: str = ""  # the Call-ID as it arrived, masked (unmasked in request): replies get it
 
     # -- facts about the request ------------------------------------------
     @property
@@ -317,6 +319,7 @@ class RequestContext:
         restart (docs/operations.md, "Topology hiding")."""
         self.record_routed = True
         self.topology_hidden = True
+        self.mask_call_id = self.core.config.sip.topology_mask_callid and not self.masked_call_id
 
     def lookup(self) -> int:
         """Fill ``targets`` from the location service for the Request-URI's AoR.

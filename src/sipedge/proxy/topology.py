@@ -36,10 +36,14 @@ from ..sip.message import Message, Request, Response
 from ..sip.uri import SipUri
 
 PARAM = "th"
+CALL_ID_PREFIX = "thc-"  # a Call-ID we masked (``sip.topology_mask_callid``)
 USER = "th"  # the user part of our Contact URIs: no strict-router Request-URI (forwarding.route_set)
 MAX_PARAM = 4096  # characters of a sealed parameter we accept (a long route set is ~1 kB)
 _ROUTES = b"routes"
 _CONTACT = b"contact"
+_CALL_ID = b"call-id"
+OUTSIDE = "outside"  # a sealed Contact's mark: requests to this party carry the masked Call-ID
+INSIDE = "inside"
 _VERSION = b"\x01"  # (AES-SIV refuses an empty plaintext, and an empty route set is one)
 
 
@@ -90,9 +94,28 @@ def restore_vias(resp: Response, request: Request) -> None:
         resp.add("via", v)
 
 
-def hide_contact(msg: Message, ours: OurUri, codec: TopologyCodec, call_id: str) -> None:
+def mask_call_id(codec: TopologyCodec, call_id: str) -> str:
+    """The Call-ID the outside (the callee's side) knows the call by (topoh's
+    ``mask_callid``): the same for every message of the call."""
+    return CALL_ID_PREFIX + codec.seal(_CALL_ID, [call_id], "")
+
+
+def unmask_call_id(codec: TopologyCodec, value: str | None) -> str | None:
+    """The Call-ID behind one :func:`mask_call_id` wrote; None for any other value (an
+    unmasked Call-ID, or one that only looks masked: it stays what it is)."""
+    if not value or not value.startswith(CALL_ID_PREFIX):
+        return None
+    try:
+        found = codec.open(_CALL_ID, value[len(CALL_ID_PREFIX):], "")
+    except TopologyError:
+        return None
+    return found[0] if len(found) == 1 else None
+
+
+def hide_contact(msg: Message, ours: OurUri, codec: TopologyCodec, call_id: str, outside: bool = False) -> None:
     """Each Contact becomes ``sip:th@us;th=<sealed URI>`` (header parameters dropped: a
-    ``received`` one names an address); a Contact that does not parse is removed."""
+    ``received`` one names an address); a Contact that does not parse is removed.
+    ``outside``: the party is on the side that sees the masked Call-ID."""
     if not msg.has("contact"):
         return
     try:
@@ -101,7 +124,7 @@ def hide_contact(msg: Message, ours: OurUri, codec: TopologyCodec, call_id: str)
         contacts = []
     msg.remove("contact")
     for na in contacts if isinstance(contacts, list) else ():
-        uri = ours(**{PARAM: codec.seal(_CONTACT, [str(na.uri)], call_id)})
+        uri = ours(**{PARAM: codec.seal(_CONTACT, [str(na.uri), OUTSIDE if outside else INSIDE], call_id)})
         msg.add("contact", f"<{replace(uri, user=USER)}>")
 
 
@@ -160,19 +183,20 @@ def restore_record_route(resp: Response, request: Request, is_me: Callable[[SipU
                       + request.get_all("record-route"))
 
 
-def restore_in_dialog(req: Request, own_routes: Sequence[SipUri], codec: TopologyCodec) -> bool:
+def restore_in_dialog(req: Request, own_routes: Sequence[SipUri], codec: TopologyCodec) -> str | None:
     """An in-dialog request whose Request-URI is one of our hidden Contacts: the party's
     Contact URI becomes the Request-URI again and the route set sealed into our
-    Record-Route entries goes first. False when the request is not of a hidden dialog;
+    Record-Route entries goes first. Returns the party's side (:data:`INSIDE` or
+    :data:`OUTSIDE`); None when the request is not of a hidden dialog;
     :class:`TopologyError` when a parameter does not open."""
     ruri = req.ruri
     if not isinstance(ruri, SipUri) or ruri.user != USER or PARAM not in ruri.params:
-        return False
+        return None
     call_id = req.get("call-id") or ""
     contact = codec.open(_CONTACT, ruri.params.get(PARAM), call_id)
     sealed = [u.params.get(PARAM) for u in own_routes if PARAM in u.params]
     routes = codec.open(_ROUTES, sealed[0], call_id) if sealed else []
-    if len(contact) != 1:
+    if len(contact) != 2 or contact[1] not in (INSIDE, OUTSIDE):
         raise TopologyError("th parameter of a Contact holds no single URI")
     try:
         target = SipUri.parse(contact[0])
@@ -183,4 +207,4 @@ def restore_in_dialog(req: Request, own_routes: Sequence[SipUri], codec: Topolog
     req.set_uri(target)
     for value in reversed(routes):
         req.add("route", value, first=True)
-    return True
+    return contact[1]

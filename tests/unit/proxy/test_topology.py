@@ -27,10 +27,10 @@ INSIDE_RR = "<sip:127.0.0.50:5070;lr>"
 CALLER_CONTACT = "sip:alice@127.0.0.50:6000"
 
 
-def make_core(hiding: bool = True) -> ProxyCore:
+def make_core(hiding: bool = True, mask: bool = False) -> ProxyCore:
     clock = FakeClock()
     config = parse_config({"auth": {"invite": False, "register": False},
-                           "sip": {"topology_hiding": hiding}})
+                           "sip": {"topology_hiding": hiding, "topology_mask_callid": mask}})
     location = MemoryLocationStore()
     location.put(Binding("sip:bob@127.0.0.1", "sip:bob@127.0.0.1:7001", clock.wall() + 6000))
     return ProxyCore(config, Identity([Listener("udp", *ME)]), location, MemorySubscriberStore(),
@@ -100,13 +100,14 @@ def test_without_the_switch_nothing_is_hidden() -> None:
     assert len(branch.get_all("via")) == 3 and INSIDE_RR in branch.get_all("record-route")
 
 
-def in_dialog(method: str, ruri: str, routes: list[str], from_callee: bool, cseq: int = 2) -> bytes:
+def in_dialog(method: str, ruri: str, routes: list[str], from_callee: bool, cseq: int = 2,
+              call_id: str = "topo-1") -> bytes:
     via = "127.0.0.1:7001" if from_callee else "127.0.0.50:5070"
     tags = ("b1", "a1") if from_callee else ("a1", "b1")
     route = "".join(f"Route: {r}\r\n" for r in routes)
     return (f"{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bKd{method}{cseq}\r\n"
             f"Max-Forwards: 70\r\nFrom: <sip:x@127.0.0.1>;tag={tags[0]}\r\nTo: <sip:y@127.0.0.1>;tag={tags[1]}\r\n"
-            f"Call-ID: topo-1\r\nCSeq: {cseq} {method}\r\n{route}Content-Length: 0\r\n\r\n").encode()
+            f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n{route}Content-Length: 0\r\n\r\n").encode()
 
 
 def test_a_bye_from_the_callee_reaches_the_inside_with_the_callers_contact_even_after_a_restart() -> None:
@@ -208,3 +209,51 @@ def test_ending_a_hidden_call_from_the_server_sends_each_side_a_bye_along_its_ow
     to_callee, to_caller = byes[("10.9.9.9", 5060)], byes[("127.0.0.50", 5070)]
     assert "127.0.0.50" not in to_callee.serialize().decode() and to_callee.uri == "sip:bob@127.0.0.1:7001"
     assert to_caller.uri.startswith(CALLER_CONTACT) and to_caller.get_all("route") == [INSIDE_RR]
+
+
+def test_a_masked_call_id_is_all_the_callee_side_sees_of_it_both_ways_and_after_a_restart() -> None:
+    core = make_core(mask=True)
+    branch, back = call(core)
+    masked = branch.get("call-id") or ""
+    assert masked.startswith(topology.CALL_ID_PREFIX) and "topo-1" not in branch.serialize().decode()
+    assert back.get("call-id") == "topo-1"
+    # the caller's ACK and BYE reach the callee under the masked Call-ID
+    routes = list(reversed(back.get_all("record-route")))[1:]
+    ruri = str(back.contacts[0].uri)  # type: ignore[union-attr]
+    core.receive(in_dialog("ACK", ruri, routes, False, cseq=1), INSIDE, 0.0)
+    _, ack = only(sent(core), m.Request, "ACK")
+    assert ack.get("call-id") == masked
+    # after a restart, the callee's BYE (masked) reaches the caller under the call's own,
+    # and the caller's 200 goes back masked
+    again = make_core(mask=True)
+    again.receive(in_dialog("BYE", str(branch.contacts[0].uri), branch.get_all("record-route"), True,  # type: ignore[union-attr]
+                            call_id=masked), CALLEE, 0.0)
+    _, bye = only(sent(again), m.Request, "BYE")
+    assert bye.get("call-id") == "topo-1" and bye.uri.startswith(CALLER_CONTACT)
+    again.receive(m.make_response(bye, 200).serialize(), INSIDE, 0.0)
+    dest, ok = only(sent(again), m.Response, 200)
+    assert address(dest) == ("127.0.0.1", 7001) and ok.get("call-id") == masked
+
+
+def test_ending_a_masked_call_from_the_server_gives_the_callee_the_masked_call_id() -> None:
+    core = make_core(mask=True)
+    branch, _ = call(core)
+    assert core.end_dialog("topo-1", "ended by control", 1.0)
+    ids = {address(d)[0]: r.get("call-id") for d, r in sent(core) if isinstance(r, m.Request)}
+    assert ids == {"10.9.9.9": branch.get("call-id"), "127.0.0.50": "topo-1"}
+
+
+def test_a_local_reply_to_a_masked_request_is_masked_too() -> None:
+    core = make_core(mask=True)
+    branch, _ = call(core)
+    masked = branch.get("call-id") or ""
+    ruri = str(branch.contacts[0].uri).replace(";th=", ";th=A")  # type: ignore[union-attr]
+    core.receive(in_dialog("BYE", ruri, branch.get_all("record-route"), True, call_id=masked), CALLEE, 0.0)
+    _, refused = only(sent(core), m.Response, 403)
+    assert refused.get("call-id") == masked
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=100))
+def test_a_call_id_that_only_looks_masked_stays_what_it_is(value: str) -> None:
+    assert topology.unmask_call_id(topology.TopologyCodec(SECRET), topology.CALL_ID_PREFIX + value) is None
