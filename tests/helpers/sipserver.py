@@ -169,3 +169,22 @@ def running_server(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(5)
+
+
+@contextlib.contextmanager
+def restarted(server: Server, log: Path) -> Iterator[Server]:
+    """Stop ``server`` (SIGTERM) and run ``sipedge serve`` again on its config and data
+    directory, logging to ``log``; ``server.proc`` is the new process until it stops."""
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(10)
+    with log.open("wb") as logf:
+        proc = subprocess.Popen([SIPEDGE, "serve", "--config", str(server.config)], stdout=logf,
+                                stderr=subprocess.STDOUT, env=os.environ.copy())
+        server.proc = proc
+        try:
+            wait_ready(server.host, server.udp, proc)
+            yield server
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(10)

@@ -5,9 +5,7 @@ ctl dlg ...`` and ``sipedge cdr ...`` look at them and end them."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import socket
 import struct
 import subprocess
@@ -20,7 +18,7 @@ from typing import Any
 import pytest
 
 from helpers.ports import free_port
-from helpers.sipserver import SIPEDGE, Server, cli, running_server, wait_ready
+from helpers.sipserver import Server, cli, restarted, running_server
 from helpers.ua import UA, in_dialog
 from sipedge.sip import message as m
 
@@ -314,27 +312,16 @@ def test_a_restart_keeps_the_dialog_and_a_bye_still_completes_its_cdr(tmp_path: 
         try:
             assert bob.register().status == 200
             ok, routes = establish(alice, bob)
-            s.proc.send_signal(signal.SIGTERM)
-            s.proc.wait(10)
-            with (tmp_path / "again.log").open("wb") as logf:
-                proc = subprocess.Popen([SIPEDGE, "serve", "--config", str(s.config)], stdout=logf,
-                                        stderr=subprocess.STDOUT, env=os.environ.copy())
-                try:
-                    wait_ready(s.host, s.udp, proc)
-                    s.proc = proc
-                    listed = json.loads(ctl(s, "dlg", "list").stdout)
-                    assert [d["state"] for d in listed if d["call_id"] == alice.call_id] == ["confirmed"]
-                    alice.send(in_dialog(alice, "BYE", ok, routes))
-                    bye = bob.wait("BYE")
-                    assert isinstance(bye, m.Request)
-                    bob.answer(bye, 200)
-                    assert alice.expect(200).cseq.method == "BYE"
-                    record = cdr_of(s, alice.call_id)
-                    assert (record["status"], record["ended_by"]) == (200, "caller") and record["answer"]
-                finally:
-                    if proc.poll() is None:
-                        proc.send_signal(signal.SIGTERM)
-                        proc.wait(10)
+            with restarted(s, tmp_path / "again.log"):
+                listed = json.loads(ctl(s, "dlg", "list").stdout)
+                assert [d["state"] for d in listed if d["call_id"] == alice.call_id] == ["confirmed"]
+                alice.send(in_dialog(alice, "BYE", ok, routes))
+                bye = bob.wait("BYE")
+                assert isinstance(bye, m.Request)
+                bob.answer(bye, 200)
+                assert alice.expect(200).cseq.method == "BYE"
+                record = cdr_of(s, alice.call_id)
+                assert (record["status"], record["ended_by"]) == (200, "caller") and record["answer"]
         finally:
             alice.close()
             bob.close()

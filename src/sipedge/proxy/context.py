@@ -65,6 +65,9 @@ class RequestContext:
     own_routes: tuple[SipUri, ...] = ()  # our Route entries loose_route consumed
     nat_keepalive_requested: bool = False  # set by nat_keepalive() (docs/nat.md)
     register_received: str = ""  # set by fix_nated_register(): save() keeps it
+    topology_hidden: bool = False  # set by topology_hide() or topology_restore()
+    mask_call_id: bool = False  # ... and the request leaves with its Call-ID masked
+    masked_call_id: str = ""  # the Call-ID as it arrived, masked (unmasked in request): replies get it
 
     # -- facts about the request ------------------------------------------
     @property
@@ -195,6 +198,14 @@ class RequestContext:
         a stranger asking us to relay for them."""
         return self.core.stamped_by_us(self.request, self.own_routes)
 
+    def topology_restore(self) -> bool:
+        """After ``loose_route`` on an in-dialog request: when its Request-URI is a Contact
+        that ``topology_hide`` handed out, the party's own Contact becomes the Request-URI
+        again, the route set sealed into our Record-Route goes first, and the request (and
+        its responses) are hidden as the dialog's first were. False (after answering 403,
+        or dropping an ACK) when a sealed parameter is forged or tampered with."""
+        return self.core.topology_restore(self)
+
     def remove_preloaded_route(self) -> bool:
         """For an initial request: drop the Route entries that name us (a phone's
         outbound proxy setting), so the request is routed like any other: authenticated,
@@ -299,6 +310,16 @@ class RequestContext:
     def record_route(self) -> None:
         """Stay in the path of the dialog (double Record-Route across transports)."""
         self.record_routed = True
+
+    def topology_hide(self) -> None:
+        """Kamailio's topoh/topos for this dialog (and ``record_route``, which it needs):
+        the Vias, the Record-Route entries and the Contact of each side never reach the
+        other; what was taken away is sealed into parameters of our own URIs, so the
+        responses and in-dialog requests (``topology_restore``) still route, across a
+        restart (docs/operations.md, "Topology hiding")."""
+        self.record_routed = True
+        self.topology_hidden = True
+        self.mask_call_id = self.core.config.sip.topology_mask_callid and not self.masked_call_id
 
     def lookup(self) -> int:
         """Fill ``targets`` from the location service for the Request-URI's AoR.

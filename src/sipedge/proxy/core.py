@@ -28,7 +28,7 @@ from ..sip import txevents as tx
 from ..sip.flow import Flow, Target
 from ..sip.message import Request, Response, check_response, error_response, make_response, parse
 from ..sip.uri import SipUri
-from . import forwarding, nat, pike, ratelimit, registrar
+from . import forwarding, nat, pike, ratelimit, registrar, topology
 from .context import BranchTarget, ReplyContext, RequestContext
 from .dialog import EARLY, TRYING, DialogTable
 from .identity import Identity, Listener
@@ -107,6 +107,9 @@ class ProxyTransaction:
     socket: Listener | None = None  # the listener its branches leave from (loose_route)
     per_branch: bool = False  # the branches need different media: each gets its own offer
     dialog: bool = False  # an initial INVITE the DialogTable follows
+    hide: bool = False  # topology hiding (docs/operations.md, "Topology hiding")
+    mask: bool = False  # ... its branches leave with the Call-ID masked
+    masked_call_id: str = ""  # ... it came with this masked Call-ID: its responses go back with it
 
     @property
     def all_final(self) -> bool:
@@ -155,6 +158,7 @@ class ProxyCore:
             nonce_lifetime=config.auth.nonce_lifetime,
         )
         self.route_stamp = RouteStamp(secret)
+        self.topology = topology.TopologyCodec(secret)
         self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in config.sip.trusted_peers)
         self.local_response_handler: Callable[[Response, Flow], None] | None = None
         self.flow_alive: Callable[[Flow], bool] = lambda flow: True  # the adapter's answer
@@ -198,6 +202,7 @@ class ProxyCore:
             "sip_auth_challenges": 0,
             "sip_auth_failures": 0,
             "sip_fraud_refused": 0,
+            "sip_topology_tampered": 0,
             "sip_bindings_dropped_on_disconnect": 0,
             "sip_requests_sent": 0,
         }
@@ -518,12 +523,21 @@ class ProxyCore:
     def _on_request(self, key: Any, req: Request, flow: Flow, now: float) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("< %s %s from %s (call %s)", req.method, req.uri, flow.remote, req.get("call-id"))
-        ctx = RequestContext(self, req, flow, now, server_key=key)
-        self._run_route(ctx)
+        self._run_route(self._unmasked(RequestContext(self, req, flow, now, server_key=key)))
 
     def _on_stateless_request(self, req: Request, flow: Flow, now: float) -> None:
-        ctx = RequestContext(self, req, flow, now, stateless=True)
-        self._run_route(ctx)
+        self._run_route(self._unmasked(RequestContext(self, req, flow, now, stateless=True)))
+
+    def _unmasked(self, ctx: RequestContext) -> RequestContext:
+        """A request with a Call-ID we masked (``sip.topology_mask_callid``) is routed,
+        followed and accounted under the call's own; its replies get the masked one back."""
+        if self.config.sip.topology_mask_callid:
+            value = ctx.request.get("call-id")
+            original = topology.unmask_call_id(self.topology, value)
+            if original is not None and value is not None:
+                ctx.request.set("call-id", original)
+                ctx.masked_call_id = value
+        return ctx
 
     def _run_route(self, ctx: RequestContext) -> None:
         try:
@@ -563,6 +577,8 @@ class ProxyCore:
         if ctx.stateless or ctx.request.method == "ACK":
             return  # ACKs are never answered
         resp = make_response(ctx.request, status, reason, to_tag=self._to_tag(ctx.request))
+        if ctx.masked_call_id:
+            resp.set("call-id", ctx.masked_call_id)
         for name, value in headers:
             resp.add(name, value)
         if self.config.sip.server_header:
@@ -635,6 +651,25 @@ class ProxyCore:
         except ParseError:
             return False
         return any(self.route_stamp.verify(u.params.get(STAMP_PARAM), call_id, tags) for u in entries)
+
+    def topology_restore(self, ctx: RequestContext) -> bool:
+        """``ctx.topology_restore()``: :func:`topology.restore_in_dialog`; a parameter
+        that does not open is counted and refused (403; an ACK is dropped)."""
+        try:
+            side = topology.restore_in_dialog(ctx.request, ctx.own_routes, self.topology)
+        except (topology.TopologyError, ParseError) as exc:
+            self.counters["sip_topology_tampered"] += 1
+            log.info("x %s from %s: %s", ctx.method, ctx.flow.remote[0], exc)
+            if ctx.method == "ACK":
+                ctx.drop()
+            else:
+                ctx.reply(403, "Bad Topology Parameter")
+            return False
+        if side is not None:
+            ctx.topology_hidden = True
+            ctx.mask_call_id = side == topology.OUTSIDE and self.config.sip.topology_mask_callid \
+                and not ctx.masked_call_id
+        return True
 
     # -- authentication and registrar ---------------------------------------------------
     def authenticate(self, ctx: RequestContext) -> bool:
@@ -817,7 +852,8 @@ class ProxyCore:
             else:  # (a late offer or a re-offer has one answerer: the call's flags)
                 per_branch = req.method == "INVITE" and _has_sdp(req) and _to_tag_of(req) is None
         ptx = ProxyTransaction(ctx.server_key, req, ctx.flow, ctx.record_routed, groups, media=media,
-                               socket=ctx.socket, per_branch=per_branch, dialog=tracked)
+                               socket=ctx.socket, per_branch=per_branch, dialog=tracked, hide=ctx.topology_hidden,
+                               mask=ctx.mask_call_id, masked_call_id=ctx.masked_call_id)
         self._proxied[ctx.server_key] = ptx
         if ctx.media is not None and self._media_step_for_request(ptx, ctx):
             return
@@ -857,7 +893,7 @@ class ProxyCore:
         def then(sdp: bytes | None, error: tuple[int, str] | None, now: float) -> None:
             if ptx.cancelled:  # CANCELled while the offer was at the relay: no branch left
                 ptx.final_sent = True
-                self.tl.respond(ptx.server_key, make_response(req, 487, to_tag=self._to_tag(req)), now)
+                self._respond_to(ptx, make_response(req, 487, to_tag=self._to_tag(req)), now)
                 self._proxied.pop(ptx.server_key, None)
                 if error is None and to_tag is None:  # after the offer, so nothing is left
                     self._media_job("delete", call_id, from_tag)
@@ -865,7 +901,7 @@ class ProxyCore:
             if error is not None or sdp is None:
                 status, reason = error or (500, "Media Relay Error")
                 ptx.final_sent = True
-                self.tl.respond(ptx.server_key, make_response(req, status, reason, to_tag=self._to_tag(req)), now)
+                self._respond_to(ptx, make_response(req, status, reason, to_tag=self._to_tag(req)), now)
                 self._proxied.pop(ptx.server_key, None)
                 return
             req.body = sdp
@@ -907,10 +943,14 @@ class ProxyCore:
         )
         if ptx.record_route and req.method in ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY", "UPDATE"):
             forwarding.record_route(req, inbound, outbound, self._stamp_for(ptx.request))
+        if ptx.hide:
+            self._hide_request(req, outbound, ptx.record_route and _to_tag_of(req) is None, bool(ptx.masked_call_id))
+            if ptx.mask:
+                req.set("call-id", topology.mask_call_id(self.topology, req.get("call-id") or ""))
         via = forwarding.branch_id(ptx.request, index)
         forwarding.add_via(req, outbound, via)
         if ptx.dialog and self.dialogs is not None:
-            self.dialogs.relayed(req.get("call-id") or "", req)
+            self.dialogs.relayed(ptx.request.get("call-id") or "", req)
         branch = Branch(None, req, target, dest, target.fallback)
         if ptx.per_branch:
             self._offer_for_branch(ptx, branch, via, now)
@@ -981,6 +1021,8 @@ class ProxyCore:
             log.debug("x cannot forward %s statelessly: %s", req.method, exc)
             return
         outbound = self.identity.listener_for_flow(dest) if isinstance(dest, Flow) else self.identity.listener_for_target(dest)
+        if ctx.topology_hidden:
+            self._hide_request(req, outbound, False, bool(ctx.masked_call_id))
         forwarding.add_via(req, outbound, forwarding.branch_id(ctx.request, 0))
         if self.dialogs is not None and req.method == "ACK":
             self.dialogs.request(req, self.clock.wall())
@@ -991,6 +1033,8 @@ class ProxyCore:
             elif error is not None:
                 log.warning("media answer in ACK failed for %s: %s", req.get("call-id"), error)
             self.counters["sip_requests_relayed"] += 1
+            if ctx.mask_call_id:
+                req.set("call-id", topology.mask_call_id(self.topology, req.get("call-id") or ""))
             data = req.serialize()
             self._out.append(Send(data, dest, None) if isinstance(dest, Flow) else Send(data, None, dest))
 
@@ -1013,6 +1057,8 @@ class ProxyCore:
         ptx, branch = found
         resp = resp.copy()
         resp.pop_first("via")  # our own Via (RFC 3261 §16.7 step 3)
+        if ptx.mask:  # (whatever the outside answers: it is the call's own Call-ID inside)
+            resp.set("call-id", ptx.request.get("call-id") or "")
         if resp.status < 200:
             branch.provisional = True
             if resp.status == 100:
@@ -1164,10 +1210,42 @@ class ProxyCore:
                 self.dialogs.response(ptx.request, resp, self.clock.wall())
             except ParseError as exc:
                 log.debug("x dialog state of %s not updated: %s", ptx.request.get("call-id"), exc)
-        self.tl.respond(ptx.server_key, resp, now)
+        if ptx.hide:
+            self._hide_response(ptx, resp)
+        self._respond_to(ptx, resp, now)
         resp.forget_parsed()
         if resp.status >= 200 and ptx.request.method != "INVITE":
             self._forget(ptx)
+
+    def _respond_to(self, ptx: ProxyTransaction, resp: Response, now: float) -> None:
+        """A response to ``ptx``'s sender (with the Call-ID it knows the call by)."""
+        if ptx.masked_call_id:
+            resp.set("call-id", ptx.masked_call_id)
+        self.tl.respond(ptx.server_key, resp, now)
+
+    def _hide_request(self, req: Request, outbound: Listener, initial: bool, outside: bool) -> None:
+        """Topology hiding of a request about to leave (before our Via goes on); ``outside``:
+        it comes from the side that sees the masked Call-ID."""
+        call_id = req.get("call-id") or ""
+        topology.hide_vias(req)
+        try:
+            if initial:
+                topology.hide_record_route(req, self.identity.uri_is_me, self.topology, call_id)
+        except ParseError:
+            req.remove("record-route")  # (sanity_check parsed it: not reached)
+        topology.hide_contact(req, outbound.uri, self.topology, call_id, outside)
+
+    def _hide_response(self, ptx: ProxyTransaction, resp: Response) -> None:
+        """Topology hiding of a response going back: the request's Vias, the sender's
+        Record-Route (the responder's sealed into ours), a Contact of ours."""
+        call_id = ptx.request.get("call-id") or ""
+        topology.restore_vias(resp, ptx.request)
+        try:
+            if ptx.record_route and 100 < resp.status < 300 and _to_tag_of(ptx.request) is None:
+                topology.restore_record_route(resp, ptx.request, self.identity.uri_is_me, self.topology, call_id)
+        except ParseError:
+            resp.remove("record-route")
+        topology.hide_contact(resp, self.identity.listener_for_flow(ptx.flow).uri, self.topology, call_id, ptx.mask)
 
     def _forget(self, ptx: ProxyTransaction) -> None:
         """A non-INVITE's final response went out: nothing of it is relayed any more (late

@@ -57,6 +57,8 @@ def request_route(ctx: RequestContext) -> None:
                 else:
                     ctx.reply(403, "Route Not Recorded Here")
                 return
+            if not ctx.topology_restore():  # a hidden dialog's Contact: back to the party's own
+                return
             ctx.handle_ruri_alias()  # a NATed/WebSocket peer: back on its own flow
             if nated and ctx.method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"):
                 ctx.add_contact_alias()
@@ -116,7 +118,7 @@ def request_route(ctx: RequestContext) -> None:
         if not ctx.destination_within_limit():
             return
         ctx.record_route()
-        ctx.relay()
+        relay_initial(ctx)
         return
 
     # LOCATION.
@@ -148,6 +150,14 @@ def request_route(ctx: RequestContext) -> None:
         ):
             ctx.rtpengine_manage()
             ctx.record_route()
+    relay_initial(ctx)
+
+
+def relay_initial(ctx: RequestContext) -> None:
+    """Relay an initial request; with ``sip.topology_hiding``, a record-routed one hides
+    each side's topology from the other (docs/operations.md, "Topology hiding")."""
+    if ctx.record_routed and ctx.core.config.sip.topology_hiding:
+        ctx.topology_hide()
     ctx.relay()
 
 

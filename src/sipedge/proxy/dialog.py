@@ -51,6 +51,7 @@ class Leg:
     dest: str = ""
     party: str = ""  # its From (caller) or To (callee) header, with its tag
     cseq: int = 0
+    call_id: str = ""  # the Call-ID this party knows the call by, when not the call's (masked)
 
 
 @dataclass(slots=True)
@@ -96,7 +97,7 @@ class Dialog:
         for name in ("caller_leg", "callee_leg"):
             leg: Leg = out[name]
             out[name] = {"uri": leg.uri, "route": list(leg.route), "dest": leg.dest, "party": leg.party,
-                         "cseq": leg.cseq}
+                         "cseq": leg.cseq, "call_id": leg.call_id}
         return out
 
     @classmethod
@@ -317,6 +318,8 @@ class DialogTable:
         dlg = self.dialogs.get(call_id)
         if dlg is not None and dlg.state in (TRYING, EARLY):
             dlg.relayed_routes = req.count("record-route")
+            if req.call_id != call_id:  # masked towards the callee (topology hiding)
+                dlg.callee_leg.call_id = req.call_id
 
     def answered_by(self, call_id: str, dest: str) -> None:
         """The branch sent to ``dest`` answered 2xx (before its response is forwarded)."""
@@ -438,7 +441,7 @@ class DialogTable:
         req.add("Max-Forwards", "70")
         req.add("From", sender.party)
         req.add("To", to.party)
-        req.add("Call-ID", dlg.call_id)
+        req.add("Call-ID", to.call_id or dlg.call_id)
         req.add("CSeq", f"{sender.cseq} BYE")
         for r in to.route:
             req.add("Route", r)
