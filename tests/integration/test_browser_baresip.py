@@ -7,8 +7,9 @@ Each test runs ``tests/browser/baresip_worker.py`` in a loopback-only network na
 inbound and outbound audio bytes and decoded audio energy grow, and what baresip decoded
 (its ``sndfile`` dump) over the same seconds is the fake microphone's beep, not silence.
 Also: a camera towards the audio-only phone, an ICE restart mid-call, the page over WSS,
-relay-only ICE through sipedge's own TURN server, and Chromium behind a real NAT (``helpers.netns.nat_topology``; the worker on the public
-side, Chromium alone in the private namespace).
+relay-only ICE through sipedge's own TURN server, and Chromium behind a real NAT
+(``helpers.netns.nat_topology``; the worker on the public side, Chromium alone in the
+private namespace).
 """
 
 from __future__ import annotations
