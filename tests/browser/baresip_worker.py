@@ -20,6 +20,13 @@ Scenarios (each writes what it saw to OUTDIR/result.json, as worker.py does):
   media goes on afterwards.
 - ``browser-calls-baresip-over-wss``: as ``browser-calls-baresip``, the page registered
   over WSS (sipedge's self-signed certificate; Chromium ``--ignore-certificate-errors``).
+- ``relay-only-browser-calls-baresip``: as ``browser-calls-baresip``, with the TURN role
+  on (worker.py's ``turn_section``): the page gets TURN credentials from
+  /turn/ice-servers with alice's SIP password and calls with ``iceTransportPolicy:
+  "relay"``, so every packet between Chromium and the relay goes through sipedge's TURN.
+
+After the media, every scenario where the browser calls records the candidate types of
+the pair Chromium's ICE selected (``selected``).
 
 With a third argument, the name of the private namespace of ``helpers.netns.nat_topology``,
 the worker runs on its public side and Chromium behind the NAT (:func:`behind_nat`).
@@ -42,7 +49,16 @@ from typing import Any
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
-from browser.worker import CHROMIUM, MD5_ONLY, Phone, Recorder, Setup, main, wait_until  # noqa: E402
+from browser.worker import (  # noqa: E402
+    CHROMIUM,
+    MD5_ONLY,
+    Phone,
+    Recorder,
+    Setup,
+    main,
+    turn_section,
+    wait_until,
+)
 from helpers.ports import free_port  # noqa: E402
 from helpers.sipserver import Server  # noqa: E402
 from helpers.webrtc_call import Baresip  # noqa: E402
@@ -63,11 +79,25 @@ SDP_JS = """() => {
   const pc = window.phone.session.connection;
   return {local: pc.localDescription.sdp, remote: pc.remoteDescription.sdp};
 }"""
-# the browser calls with a camera too (the page itself dials audio only)
-VIDEO_CALL_JS = """(target) => window.phone.ua.call(target, {
-  mediaConstraints: {audio: true, video: true},
-  pcConfig: {iceServers: [], bundlePolicy: "max-bundle", rtcpMuxPolicy: "require"},
-})"""
+# the browser calls with a camera too, or relay-only through the TURN servers the page got
+# from /turn/ice-servers (the page itself dials audio only, with every candidate type)
+CALL_JS = """async ({target, video, relay}) => {
+  const pcConfig = {iceServers: relay ? await window.phone.iceServers : [], bundlePolicy: "max-bundle",
+                    rtcpMuxPolicy: "require"};
+  if (relay) pcConfig.iceTransportPolicy = "relay";
+  window.phone.ua.call(target, {mediaConstraints: {audio: true, video}, pcConfig});
+}"""
+# the candidate types of the pair Chromium's ICE selected
+SELECTED_JS = """async () => {
+  const stats = await window.phone.session.connection.getStats(), out = [];
+  stats.forEach((r) => {
+    if (r.type !== "transport" || !r.selectedCandidatePairId) return;
+    const pair = stats.get(r.selectedCandidatePairId);
+    out.push({local: stats.get(pair.localCandidateId).candidateType,
+              remote: stats.get(pair.remoteCandidateId).candidateType});
+  });
+  return out;
+}"""
 # JsSIP re-INVITE with an ICE restart offer: resolves true once its 200 OK is applied
 ICE_RESTART_JS = """() => new Promise((resolve) => {
   const s = window.phone.session;
@@ -184,19 +214,20 @@ def confirmed(rec: Recorder, alice: Phone) -> None:
 
 
 def browser_calls(video: bool = False, restart: bool = False, by: str = "browser",
-                  scheme: str = "ws") -> Callable[..., None]:
+                  scheme: str = "ws", relay: bool = False) -> Callable[..., None]:
     def scenario(rec: Recorder, browser: Any, server: Server, outdir: Path) -> None:
         with parties(rec, browser, server, outdir) as (alice, bob):
             bob.start()
             register_both(rec, alice, bob, server, scheme)
             target = f"sip:bob@{server.host}"
-            if video:
-                alice.page.evaluate(VIDEO_CALL_JS, target)
+            if video or relay:
+                alice.page.evaluate(CALL_JS, {"target": target, "video": video, "relay": relay})
             else:
                 alice.page.fill("#target", target)
                 alice.page.click("#dial")
             confirmed(rec, alice)
             media_both_ways(rec, alice, bob, "media")
+            rec.step("selected", pairs=alice.page.evaluate(SELECTED_JS))
             if restart:
                 ice_restart(rec, alice, bob, server)
             hang_up(rec, alice, bob, by)
@@ -236,6 +267,10 @@ SCENARIOS: dict[str, tuple[Callable[..., None], str]] = {
     "video-to-audio-phone": (browser_calls(video=True), MD5_ONLY),
     "ice-restart": (browser_calls(restart=True), MD5_ONLY),
     "browser-calls-baresip-over-wss": (browser_calls(scheme="wss"), MD5_ONLY),
+    # sipedge's TURN relays to its own media relay on loopback, which peer safety denies
+    # by default
+    "relay-only-browser-calls-baresip": (browser_calls(relay=True),
+                                         MD5_ONLY + turn_section() + 'allow_peers = ["127.0.0.0/8"]\n'),
 }
 
 NAT_SERVER = "203.0.113.2"  # the public side of helpers.netns.nat_topology (Chromium: 192.168.77.2)

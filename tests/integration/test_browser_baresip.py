@@ -7,8 +7,9 @@ Each test runs ``tests/browser/baresip_worker.py`` in a loopback-only network na
 inbound and outbound audio bytes and decoded audio energy grow, and what baresip decoded
 (its ``sndfile`` dump) over the same seconds is the fake microphone's beep, not silence.
 Also: a camera towards the audio-only phone, an ICE restart mid-call, the page over WSS,
-and Chromium behind a real NAT (``helpers.netns.nat_topology``; the worker on the public
-side, Chromium alone in the private namespace).
+relay-only ICE through sipedge's own TURN server, and Chromium behind a real NAT
+(``helpers.netns.nat_topology``; the worker on the public side, Chromium alone in the
+private namespace).
 """
 
 from __future__ import annotations
@@ -137,6 +138,29 @@ def test_jssip_over_wss_calls_baresip(tmp_path: Path) -> None:
     media_flowed(result["media"], why)
     assert result["ended"]["browser"] == {"state": "ended", "cause": "Terminated", "originator": "local"}, why
     assert result["metrics"]["sip_wss_messages_in"] > 0 and result["metrics"]["media_calls"] == 0, why
+
+
+def test_relay_only_jssip_calls_baresip_through_sipedges_turn(tmp_path: Path) -> None:
+    """With ``[turn] enabled``, the page gets TURN credentials from /turn/ice-servers
+    (digest with alice's SIP password) and JsSIP calls baresip with ``iceTransportPolicy:
+    "relay"``: the pair Chromium selects has a relay candidate of its own, audio flows
+    both ways, and sipedge's TURN counters show the allocation and the relayed packets."""
+    result, why = run("relay-only-browser-calls-baresip", tmp_path)
+    local = result["confirmed"]["sdp"]["local"]
+    assert re.search(r"^a=candidate:.* typ relay", local, re.M), why
+    assert not re.search(r"^a=candidate:.* typ (host|srflx)", local, re.M), why  # relay only
+    bridged_towards_chromium(result["confirmed"]["sdp"]["remote"], why)
+    assert result["selected"]["pairs"] == [{"local": "relay", "remote": "host"}], why
+    media_flowed(result["media"], why)
+    m = result["metrics"]
+    assert m["turn_allocations_total"] >= 1 and m["turn_auth_failures"] == 0, why
+    # MEDIA_SECONDS of 20 ms packets at least, each way, and more bytes (with RTP headers,
+    # SRTP tags and ICE checks) than Chromium counts as audio payload
+    assert m["turn_packets_to_peer"] > 100 and m["turn_packets_from_peer"] > 100, why
+    later = result["media"]["later"]
+    assert m["turn_bytes_to_peer"] > later["outbound"] and m["turn_bytes_from_peer"] > later["inbound"], why
+    assert m["media_dtls_established"] == 1 and m["media_calls"] == 0, why
+    assert result["ended"]["browser"] == {"state": "ended", "cause": "Terminated", "originator": "local"}, why
 
 
 @pytest.mark.netns
