@@ -15,6 +15,7 @@ others get 403 (``web_metrics_refused``). Roles add their own routes (the TURN
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import json
@@ -60,6 +61,7 @@ GAUGES = frozenset({
 })
 
 
+@functools.lru_cache(maxsize=4096)  # the stats' names are a fixed set: sanitized once
 def metric_name(name: str, prefix: str = "sipedge_") -> str:
     return prefix + "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
