@@ -48,6 +48,12 @@ def test_browser_calls_phone(tmp_path: Path) -> None:
     assert "a=setup:passive" in to_browser and "a=ice-lite" in to_browser and "a=rtcp-mux" in to_browser
     _media_flowed(out)
     assert out["metrics_after"]["media_calls"] == 0  # BYE ended the relayed session
+    # the setup histograms (docs/operations.md, "Metrics"): one association, keyed; ICE latched
+    metrics = out["metrics"]
+    assert metrics["media_dtls_setup_seconds_count"] == metrics["media_dtls_established"] == 1
+    assert 0 < metrics["media_dtls_setup_seconds_sum"] < 10
+    assert metrics["media_ice_connect_seconds_count"] == 1
+    assert 0 < metrics["media_ice_connect_seconds_sum"] <= metrics["media_dtls_setup_seconds_sum"]
 
 
 def test_phone_calls_browser(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .._common.addr import Address
+from .._common.histogram import SETUP_BUCKETS, Histogram
 from ..sdp import Fingerprint, MediaSection, SessionDescription
 from .model import DtlsEstablished, DtlsFailed, Event, Stream
 from .rtcp import RELAY_SSRC, RR, RtcpPacket, report_block, sender_report
@@ -85,7 +86,7 @@ def our_setup(offer: bool, party_setup: str | None, asked: str | None) -> str:
 class DtlsStream(KeyedLater):
     """DTLS-SRTP terminated on one stream facing a DTLS party."""
 
-    __slots__ = ("endpoint", "fingerprints", "ice_ufrag", "remote", "reported", "role",
+    __slots__ = ("created", "endpoint", "fingerprints", "ice_timed", "ice_ufrag", "remote", "reported", "role",
                  "srtp_profile", "started", "stream")
 
     def __init__(self, stream: Stream, endpoint: DtlsEndpoint, role: str,
@@ -100,6 +101,8 @@ class DtlsStream(KeyedLater):
         self.srtp_profile = ""
         self.started = False  # (a client's first flight went out)
         self.reported = False  # (its failure was counted)
+        self.created = 0.0  # when the offer/answer made it (the setup histograms' start)
+        self.ice_timed = False
 
     # -- the association ----------------------------------------------------------------
     def destination(self) -> Address | None:
@@ -174,6 +177,9 @@ class DtlsBridge:
         self._handshaking: dict[int, DtlsStream] = {}  # id(stream) -> association in progress
         self._established: dict[int, DtlsStream] = {}  # id(stream) -> keyed association
         self._next_rtcp: float | None = None
+        # /metrics: association made -> keyed; -> ICE latched the party (docs/operations.md)
+        self.dtls_seconds = Histogram(SETUP_BUCKETS)
+        self.ice_seconds = Histogram(SETUP_BUCKETS)
 
     @property
     def fingerprint(self) -> Fingerprint | None:
@@ -206,6 +212,7 @@ class DtlsBridge:
         self.drop(s)
         dtls = DtlsStream(s, self.factory(role, s.fingerprints), role, s.fingerprints, s.party_ufrag)
         s.dtls = dtls
+        dtls.created = now
         s.ingress = dtls.unprotect
         s.egress = dtls.protect
         self._handshaking[id(s)] = dtls
@@ -223,6 +230,9 @@ class DtlsBridge:
     def latched(self, s: Stream, now: float) -> None:
         """The party's address is known (ICE): a client association sends its ClientHello."""
         dtls = s.dtls
+        if dtls is not None and not dtls.ice_timed:
+            dtls.ice_timed = True
+            self.ice_seconds.observe(now - dtls.created)
         if dtls is not None and dtls.role == "client" and not dtls.started and not dtls.established:
             dtls.start(now, self.outbox)
 
@@ -315,6 +325,7 @@ class DtlsBridge:
             if self._next_rtcp is None:
                 self._next_rtcp = now + RTCP_INTERVAL
             self._counters["media_dtls_established"] += 1
+            self.dtls_seconds.observe(now - dtls.created)
             self._events.append(DtlsEstablished(s.call.call_id, s.tag, s.index, dtls.srtp_profile))
         failure = dtls.failure
         if failure is not None and not dtls.reported:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .._common.addr import Address
+from .._common.histogram import Observed
 from .._common.ids import TokenSource
 from ..sdp import SessionDescription
 from .bridge import DtlsBridge
@@ -307,6 +308,10 @@ class MediaRelay:
         out["media_packets_received_live"] = pk
         out["media_bytes_received_live"] = by
         return out
+
+    def histograms(self) -> Observed:
+        b = self._bridge
+        return [("media_dtls_setup_seconds", {}, b.dtls_seconds), ("media_ice_connect_seconds", {}, b.ice_seconds)]
 
     @property
     def ports(self) -> list[int]:

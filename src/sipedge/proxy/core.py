@@ -18,6 +18,7 @@ from typing import Any
 
 from .._common.addr import canonical_host, host_for_uri, is_ip, is_ipv6, strip_brackets
 from .._common.clock import Clock
+from .._common.histogram import SIP_RESPONSE_BUCKETS, Histogram, Observed
 from .._common.ids import TokenSource
 from ..config import Config
 from ..errors import ParseError, StorageError
@@ -147,10 +148,12 @@ class ProxyCore:
         self.subscribers = subscribers
         self.router = router
         self.clock = clock
+        # /metrics sip_response_seconds{method=}: REGISTER, INVITE (to its first final), other
+        self.response_times = {m: Histogram(SIP_RESPONSE_BUCKETS) for m in ("REGISTER", "INVITE", "other")}
         self._token = token_source
         timers = config.sip.timers
         self.tl = transaction.TransactionLayer(
-            timers, send_100=True, max_transactions=config.sip.limits.max_transactions
+            timers, send_100=True, max_transactions=config.sip.limits.max_transactions, on_final=self._time_response
         )
         self.auth = digest.DigestAuth(
             secret,
@@ -595,6 +598,15 @@ class ProxyCore:
         else:
             self._respond(ctx, resp)
         resp.forget_parsed()
+
+    def _time_response(self, method: str, arrived: float) -> None:
+        """A server transaction sent its first final response: time it on the core's
+        clock (the ``now`` of a local reply is its request's, the same input)."""
+        times = self.response_times
+        times.get(method, times["other"]).observe(self.clock.monotonic() - arrived)
+
+    def histograms(self) -> Observed:
+        return [("sip_response_seconds", {"method": m}, h) for m, h in self.response_times.items()]
 
     def _respond(self, ctx: RequestContext, resp: Response) -> None:
         if ctx.server_key is None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from .._common.addr import is_ip
 from .._common.clock import SystemClock
+from .._common.histogram import Observed
 from ..config import Config
 from ..errors import ConfigError, ParseError, StorageError
 from ..media.control import MediaControl
@@ -372,6 +373,9 @@ class SipService:
             out.update(self.trace.stats())
         return out
 
+    def histograms(self) -> Observed:
+        return self.core.histograms() if self.core is not None else []
+
 
 class App:
     """Every role of one sipedge process."""
@@ -465,7 +469,7 @@ class App:
             self.turn_users = TurnUserStore(users_path)
             self.turn = await start_from_config(cfg, users=self.turn_users, ssl_context=server_ctx)
         if cfg.web.enabled:
-            self.web = WebServer(cfg, self.stats)
+            self.web = WebServer(cfg, self.stats, histograms=self.histograms)
             if cfg.turn.enabled:
                 subscriber_auth = turn_http.SubscriberAuth(
                     digest=DigestAuth(
@@ -515,6 +519,13 @@ class App:
         for role in (self.sip, self.keepalive, self.media, self.ng, self.turn, self.gc):
             if role is not None:
                 out.update(role.stats())
+        return out
+
+    def histograms(self) -> Observed:
+        """Every role's histograms, for /metrics."""
+        out = self.sip.histograms() if self.sip is not None else []
+        if self.media is not None:
+            out.extend(self.media.relay.histograms())
         return out
 
     async def stop(self) -> None:

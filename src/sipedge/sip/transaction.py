@@ -51,6 +51,7 @@ import hashlib
 import heapq
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from ..config.sip import TimersConfig
 from ..errors import ParseError, UsageError
@@ -388,7 +389,7 @@ class _ClientNonInvite(_ClientTransaction):
 
 
 class _ServerTransaction(_Transaction):
-    __slots__ = ("flow", "sent_tag")
+    __slots__ = ("arrived", "flow", "sent_tag")
 
     def __init__(
         self,
@@ -400,6 +401,7 @@ class _ServerTransaction(_Transaction):
         super().__init__(layer, key, request, flow.reliable)
         self.flow = flow
         self.sent_tag: str | None = None  # To tag of our last response, for RFC 2543 ACKs
+        self.arrived = 0.0  # the request's ``now`` (TransactionLayer ``on_final``)
 
     def _transmit(self, data: bytes, retransmit: bool = False) -> None:
         self.layer._send(data, self.flow, self.key, retransmit)
@@ -455,7 +457,9 @@ class _ServerInvite(_ServerTransaction):
             self._transmit(data)
             if status < 200:
                 self.provisional_bytes = data
-            elif status < 300:
+                return True
+            self.layer._final_sent(self)
+            if status < 300:
                 self._set_state(TxState.ACCEPTED)
                 self._linger()
                 self._arm("L", 64 * self.layer.t1, now)
@@ -535,6 +539,7 @@ class _ServerNonInvite(_ServerTransaction):
             if state is TxState.TRYING:
                 self._set_state(TxState.PROCEEDING)
         else:
+            self.layer._final_sent(self)
             self.final_bytes = data
             self._disarm("U")
             self._set_state(TxState.COMPLETED)
@@ -586,6 +591,9 @@ class TransactionLayer:
     transactions are never refused: they carry calls already accepted). ``timer_c``:
     run the proxy's Timer C on INVITE client transactions (RFC 3261 §16.6 step 11): when
     it fires in Proceeding, TimedOut(key, "C") is reported and a CANCEL sent.
+    ``on_final(method, arrived)``: called as a server transaction sends its first final
+    response (stateless ones too), with the ``now`` its request arrived at (the proxy's
+    response-time histogram).
     """
 
     def __init__(
@@ -595,6 +603,7 @@ class TransactionLayer:
         send_100: bool = True,
         max_transactions: int = 100_000,
         timer_c: bool = True,
+        on_final: Callable[[str, float], None] | None = None,
     ) -> None:
         timers = timers if timers is not None else TimersConfig()
         self.t1 = float(timers.t1)
@@ -602,6 +611,7 @@ class TransactionLayer:
         self.t4 = float(timers.t4)
         self.timer_c: float | None = float(timers.timer_c) if timer_c else None
         self.send_100 = send_100
+        self.on_final = on_final
         self.max_transactions = max_transactions
         self._table: dict[TransactionKey, _Transaction] = {}
         self._events: deque[TxEvent] = deque()
@@ -707,6 +717,7 @@ class TransactionLayer:
         if resp.status < 300:
             raise UsageError("only a final non-2xx response can be sent statelessly")
         tx._transmit(resp.serialize())
+        self._final_sent(tx)
         self._count("sip_tx_stateless_replies")
         tx._terminate()
         return True
@@ -878,6 +889,7 @@ class TransactionLayer:
             new = _ServerNonInvite(self, key, req, flow)
             self._count("sip_tx_server_non_invite")
         self._table[key] = new
+        new.arrived = now
         new.start(now)
         if method == "CANCEL":
             invite_key = TransactionKey(False, key.branch, "INVITE", key.sent_by)
@@ -1052,6 +1064,10 @@ class TransactionLayer:
         else:
             self._lingering.pop(tx.key, None)
         self._stats["sip_tx_terminated"] += 1
+
+    def _final_sent(self, tx: _ServerTransaction) -> None:
+        if self.on_final is not None:
+            self.on_final(tx.key.method, tx.arrived)
 
     def _count(self, name: str) -> None:
         self._stats[name] += 1

@@ -1,7 +1,13 @@
 """The HTTP side of sipedge (aiohttp): Prometheus metrics, health, static pages.
 
-Every role exposes ``stats()``; ``/metrics`` renders them all as Prometheus text, so an
-operator scrapes one endpoint per process. Counts tell an outsider how busy the server
+Every role exposes ``stats()``; ``/metrics`` renders them all as Prometheus text (format
+0.0.4), with the roles' histograms (SIP response time, DTLS and ICE setup time), so an
+operator scrapes one endpoint per process. Sample names are ``sipedge_<stat>``: the names
+in :data:`GAUGES` are typed ``gauge``, the other stats (event counts) are untyped under
+their own names (a ``counter`` would have to be called ``<name>_total`` and break every
+dashboard; docs/operations.md, "Metrics"). The page is written here rather than through
+prometheus-client, which renders the same page 4-8 times slower (``bench.metrics_bench``);
+its parser checks ours in the tests. Counts tell an outsider how busy the server
 is and which roles run, so ``/metrics`` answers only clients in ``web.metrics_allow``
 (loopback by default) or requests carrying ``Authorization: Bearer <web.metrics_token>``;
 others get 403 (``web_metrics_refused``). Roles add their own routes (the TURN
@@ -11,33 +17,82 @@ others get 403 (``web_metrics_refused``). Roles add their own routes (the TURN
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from aiohttp import web
 
+from .._common.histogram import Histogram, Observed
 from ..config import Config
 
 log = logging.getLogger(__name__)
 
 StatsProvider = Callable[[], dict[str, int | float]]
 RouteAdder = Callable[[web.Application], None]
+HistogramProvider = Callable[[], Observed]
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def render_metrics(stats: dict[str, int | float], prefix: str = "sipedge_") -> str:
-    """Prometheus text format: counters and gauges as untyped samples, names sanitized."""
-    lines = []
-    for name in sorted(stats):
-        value = stats[name]
-        metric = prefix + "".join(c if c.isalnum() or c == "_" else "_" for c in name)
-        lines.append(f"{metric} {value}")
-    return "\n".join(lines) + "\n"
+# Stats that are a current level (they go down as well as up): ``# TYPE gauge``. Every
+# other stat counts events since the start and is rendered untyped under its own name.
+GAUGES = frozenset({
+    "dialog_endpoints", "dialogs_active", "dialogs_confirmed_active", "dns_cache_entries", "dns_inflight",
+    "dns_targets_down", "gc_full_last_pause_seconds", "gc_full_max_pause_seconds", "keepalive_endpoints",
+    "media_bytes_received_live", "media_calls", "media_packets_received_live", "media_ports_in_use",
+    "registered_endpoints", "sip_auth_failure_tracked", "sip_connections_open", "sip_flood_banned_sources",
+    "sip_flood_tracked_sources", "sip_proxy_transactions", "sip_ratelimit_pipes", "sip_tx_lingering",
+    "sip_tx_live", "subscribed_endpoints", "trace_calls", "turn_allocations", "turn_channels",
+    "turn_connections", "turn_permissions", "turn_relay_ports_total", "turn_relay_ports_used",
+    "turn_reservations",
+})
+
+
+@functools.lru_cache(maxsize=4096)  # the stats' names are a fixed set: sanitized once
+def metric_name(name: str, prefix: str = "sipedge_") -> str:
+    return prefix + "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+
+
+def _label_value(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _histogram_lines(name: str, labels: dict[str, str], h: Histogram) -> Iterator[str]:
+    pairs = [f'{k}="{_label_value(v)}"' for k, v in labels.items()]
+    for bound, n in h.cumulative():
+        le = "+Inf" if math.isinf(bound) else repr(bound)
+        inside = ",".join([*pairs, 'le="' + le + '"'])
+        yield f"{name}_bucket{{{inside}}} {n}"
+    braces = f"{{{','.join(pairs)}}}" if pairs else ""
+    yield f"{name}_sum{braces} {h.sum!r}"
+    yield f"{name}_count{braces} {h.count}"
+
+
+def render_metrics(stats: StatsProvider, histograms: HistogramProvider | None = None) -> bytes:
+    """The /metrics page: one ``sipedge_<stat> <value>`` line per stat (gauges typed), then
+    each histogram family with its ``_bucket{le=...}``, ``_sum`` and ``_count`` lines."""
+    values = stats()
+    lines: list[str] = []
+    for name in sorted(values):
+        metric = metric_name(name)
+        if name in GAUGES:
+            lines.append(f"# TYPE {metric} gauge")
+        lines.append(f"{metric} {values[name]}")
+    families: dict[str, list[tuple[dict[str, str], Histogram]]] = {}
+    for name, labels, h in histograms() if histograms is not None else ():
+        families.setdefault(metric_name(name), []).append((labels, h))
+    for metric, members in families.items():
+        lines.append(f"# TYPE {metric} histogram")
+        for labels, h in members:
+            lines.extend(_histogram_lines(metric, labels, h))
+    return ("\n".join(lines) + "\n").encode()
 
 
 def client_ip(request: web.Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -58,9 +113,11 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 class WebServer:
-    def __init__(self, config: Config, stats: StatsProvider, extra_routes: Iterable[RouteAdder] = ()) -> None:
+    def __init__(self, config: Config, stats: StatsProvider, extra_routes: Iterable[RouteAdder] = (),
+                 histograms: HistogramProvider | None = None) -> None:
         self.config = config
         self.stats = stats
+        self.histograms = histograms
         self.counters: dict[str, int] = {"web_metrics_refused": 0}
         """This HTTP server's own counters (and those of routes added to it), on /metrics."""
         self._metrics_allow = tuple(ipaddress.ip_network(n, strict=False) for n in config.web.metrics_allow)
@@ -91,8 +148,8 @@ class WebServer:
             return web.Response(
                 status=403, text="/metrics: not from web.metrics_allow and no valid Bearer token (web.metrics_token)\n"
             )
-        stats = {**self.stats(), **self.counters}
-        return web.Response(text=render_metrics(stats), content_type="text/plain")
+        page = render_metrics(lambda: {**self.stats(), **self.counters}, self.histograms)
+        return web.Response(body=page, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
