@@ -43,12 +43,14 @@ from pathlib import Path
 from sipedge._common.clock import SystemClock
 from sipedge.config import parse_config
 from sipedge.proxy.core import ProxyCore
+from sipedge.proxy.dialog import DialogTable
 from sipedge.proxy.identity import Identity, Listener
 from sipedge.proxy.location import Binding
 from sipedge.proxy.routing import load_router
 from sipedge.sip import auth as digest
 from sipedge.sip import message as m
 from sipedge.sip.flow import Flow
+from sipedge.store.dialogs import SqliteDialogStore
 from sipedge.store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriberStore
 
 SDP = (
@@ -70,17 +72,22 @@ class Harness:
         self.location.put(
             Binding("sip:carol@127.0.0.1", "sip:carol@127.0.0.1:7000", self.clock.wall() + 86400)
         )
+        config = parse_config({})
+        # dialogs and CDRs as sipedge serve keeps them: written back once a second
+        self.dialog_store = SqliteDialogStore(db, config.accounting, write_back=True)
         self.core = ProxyCore(
-            parse_config({}),
+            config,
             Identity([Listener("udp", "127.0.0.1", 5060)]),
             self.location,
             subscribers,
             load_router("sipedge.proxy.default_routing"),
             self.clock,
             secret=b"k" * 32,
+            dialogs=DialogTable(config.dialog, self.dialog_store, timer_c=config.sip.timers.timer_c),
         )
         self.core_cpu = 0.0
         self.now = time.monotonic()
+        self._flushed = self.now
 
     def send(self, data: bytes, flow: Flow) -> list[tuple[bytes, Flow | None]]:
         t = time.process_time()
@@ -101,6 +108,9 @@ class Harness:
             core.outgoing()
             due = core.get_timer()
         self.core_cpu += time.process_time() - t
+        if self.now - self._flushed >= 1.0:
+            self._flushed = self.now
+            self.dialog_store.flush()
 
 
 A = Flow("udp", ("127.0.0.1", 5060), ("127.0.0.1", 6000))

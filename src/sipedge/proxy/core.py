@@ -117,6 +117,33 @@ class ProxyTransaction:
         return all(b.final is not None for b in self.branches)
 
 
+# An answered INVITE whose every branch is final can only see its winners' 2xx
+# retransmissions again (until Timers L and M, 32 s). Each winner is kept as one tuple of
+# atoms, which the garbage collector stops tracking, instead of the ProxyTransaction's
+# dozen and a half objects: a loaded server holds tens of thousands of them, and every
+# full collection walked them all (docs/performance.md, "Garbage collection").
+# (request as routed, serialized; server key; flow token; record_route; hide; mask;
+#  masked Call-ID; dialog; media flags; the branch's own via-branch and media flags)
+Accepted = tuple[bytes, tuple[Any, ...], str, bool, bool, bool, str, bool, "Flags | None", "str | None", "Flags | None"]
+
+
+def _accepted(ptx: ProxyTransaction, branch: Branch) -> Accepted:
+    return (ptx.request.serialize(), tuple(ptx.server_key), ptx.flow.token, ptx.record_route, ptx.hide, ptx.mask,
+            ptx.masked_call_id, ptx.dialog, ptx.media, branch.via, branch.media)
+
+
+def _rebuilt(key: Any, settled: Accepted) -> tuple[ProxyTransaction, Branch] | None:
+    """Short-lived state for relaying one 2xx retransmission of a settled INVITE."""
+    raw, server_key, flow_token, record_route, hide, mask, masked, dialog, media, via, own_media = settled
+    request = parse(raw)
+    caller = Flow.from_token(flow_token)
+    if not isinstance(request, Request) or caller is None:
+        return None  # (serialized by us: not reached)
+    ptx = ProxyTransaction(tx.TransactionKey(*server_key), request, caller, record_route, [], final_sent=True,
+                           media=media, hide=hide, mask=mask, masked_call_id=masked, dialog=dialog)
+    return ptx, Branch(key, request, None, caller, via=via, media=own_media)
+
+
 _STATUS_PRIORITY = {6: 0, 2: -1}
 
 
@@ -190,6 +217,7 @@ class ProxyCore:
         self._out: list[Send] = []
         self._proxied: dict[Any, ProxyTransaction] = {}
         self._branch_of: dict[Any, tuple[ProxyTransaction, Branch]] = {}
+        self._accepted: dict[tuple[Any, ...], Accepted] = {}  # client key → a settled INVITE's winner
         # branches sent to a WebSocket peer, by (transport, ip, port): what fails when it closes
         self._ws_branches: dict[tuple[str, str, int], set[Any]] = {}
         self.counters: dict[str, int] = {
@@ -519,6 +547,7 @@ class ProxyCore:
             self._on_branch_failure(ev.key, 503, now)
         elif isinstance(ev, tx.Terminated):
             self._unlink_branch(ev.key)
+            self._accepted.pop(ev.key, None)
             ptx = self._proxied.get(ev.key)
             if ptx is not None and ptx.final_sent:
                 self._proxied.pop(ev.key, None)
@@ -1064,13 +1093,17 @@ class ProxyCore:
     # -- responses ---------------------------------------------------------------------------
     def _on_branch_response(self, key: Any, resp: Response, flow: Flow | None, now: float) -> None:
         found = self._branch_of.get(key)
-        if found is None:
+        settled = self._accepted.get(key) if found is None else None
+        if found is None and (settled is None or not 200 <= resp.status < 300 or (found := _rebuilt(key, settled)) is None):
             return
         ptx, branch = found
         resp = resp.copy()
         resp.pop_first("via")  # our own Via (RFC 3261 §16.7 step 3)
         if ptx.mask:  # (whatever the outside answers: it is the call's own Call-ID inside)
             resp.set("call-id", ptx.request.get("call-id") or "")
+        if settled is not None:  # a 2xx again from a settled INVITE's winner: relayed as the first was
+            self._forward_response(ptx, resp, now, flow, branch)
+            return
         if resp.status < 200:
             branch.provisional = True
             if resp.status == 100:
@@ -1094,6 +1127,7 @@ class ProxyCore:
             for other in ptx.branches:  # the losers' media goes now, not at the BYE
                 if other is not branch:
                     self._release_branch_media(ptx, other)
+            self._settle(ptx)
             return
         self._record_branch_final(ptx, branch, now, resp)
 
@@ -1137,10 +1171,12 @@ class ProxyCore:
         if final.status >= 600:
             self._cancel_pending(ptx, now, except_branch=branch)
         if ptx.final_sent or not ptx.all_final:
+            self._settle(ptx)
             return
         if ptx.best is not None and ptx.best.status < 600 and not ptx.cancelled and self._start_next_group(ptx, now):
             return
         self._send_best(ptx, now)
+        self._settle(ptx)
 
     def _send_best(self, ptx: ProxyTransaction, now: float) -> None:
         best = ptx.best
@@ -1258,6 +1294,19 @@ class ProxyCore:
         except ParseError:
             resp.remove("record-route")
         topology.hide_contact(resp, self.identity.listener_for_flow(ptx.flow).uri, self.topology, call_id, ptx.mask)
+
+    def _settle(self, ptx: ProxyTransaction) -> None:
+        """An INVITE answered upstream whose every branch is final: nothing but its winners'
+        2xx retransmissions can come (a CANCEL finds it answered: RFC 3261 §9.2), so its
+        state goes and each winner becomes an :data:`Accepted` tuple."""
+        if not ptx.final_sent or not ptx.all_final or ptx.request.method != "INVITE" or ptx.groups:
+            return
+        if self._proxied.get(ptx.server_key) is not ptx:
+            return  # settled already
+        winners = [b for b in ptx.branches if b.final is not None and b.final.status < 300 and b.key is not None]
+        for b in winners:
+            self._accepted[tuple(b.key)] = _accepted(ptx, b)
+        self._forget(ptx)
 
     def _forget(self, ptx: ProxyTransaction) -> None:
         """A non-INVITE's final response went out: nothing of it is relayed any more (late

@@ -83,12 +83,13 @@ def test_answered_calls_leave_nothing_in_the_index(tmp_path: Path) -> None:
         req = sent_on(core)[flows[0]]
         core.receive(m.make_response(req, 200, to_tag=f"b{n}").serialize(), flows[0], clock.now)
         assert finals_to_caller(core) == [200]
-    assert len(core._ws_branches[("ws", "127.0.0.1", 40000)]) == 20  # lingering (Timer M)
+    # answered, every branch final: settled at once, only the 2xx's client keys wait for Timer M
+    assert core._ws_branches == {} and core._branch_of == {} and len(core._accepted) == 20
     for _ in range(8):
         clock.advance(5)
         core.handle_timer(clock.now)
         core.outgoing()
-    assert core._ws_branches == {} and core._branch_of == {}
+    assert core._accepted == {}
 
 
 def test_an_alias_for_the_next_proxy_is_left_to_it() -> None:

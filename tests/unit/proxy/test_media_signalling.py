@@ -285,3 +285,46 @@ def test_a_bridged_calls_answer_leaves_out_the_keys_that_describe_the_offers_rec
 def test_an_unbridged_calls_answer_keeps_the_offers_flags() -> None:
     flags = Flags(ice="remove", rtcp_mux=("demux",))
     assert flags.for_answer() is flags
+
+
+def test_a_settled_invites_2xx_retransmission_is_relayed_as_the_first_was() -> None:
+    """Once every branch is final the proxy keeps only a tuple per winner (``Accepted``);
+    a 2xx again (the callee did not hear the caller's ACK) still goes through the media
+    answer and ``reply_route`` to the caller, with the caller's Vias, until Timer M."""
+    replies: list[int] = []
+    router = Router(route, reply_route=lambda rctx: replies.append(rctx.response.status))
+    core, clock = make_core()
+    core.router = router
+    inv = established(core, clock)
+    assert core._proxied == {} and core._branch_of == {} and len(core._accepted) == 1  # settled
+    ok = m.make_response(inv, 200, to_tag="b1")
+    for rr in inv.get_all("record-route"):
+        ok.add("Record-Route", rr)
+    ok.add("Contact", "<sip:bob@127.0.0.1:7001>")
+    ok.set("Content-Type", "application/sdp")
+    ok.body = SDP
+    core.receive(ok.serialize(), CALLEE, clock.now)
+    (answer,) = jobs(core)
+    assert (answer.op, answer.call_id, answer.from_tag, answer.to_tag) == ("answer", "c-1", "a1", "b1")
+    core.media_done(answer.token, RELAYED, None, clock.now)
+    (again,) = [msg for _, port, msg in sent(core) if port == 6000 and isinstance(msg, m.Response)]
+    assert isinstance(again, m.Response) and again.status == 200 and again.body == RELAYED
+    assert [v.branch for v in again.vias] == ["z9hG4bKc1"]  # ours popped, the caller's kept
+    assert replies == [200, 200]
+    clock.advance(40)
+    core.handle_timer(clock.now)
+    core.outgoing()
+    assert core._accepted == {}  # Timer M: a 2xx now is a stray, relayed by its Via
+
+
+def test_an_invite_refused_on_every_branch_keeps_nothing_for_its_lingering() -> None:
+    core, clock = make_core()
+    core.receive(request("INVITE"), CALLER, clock.now)
+    (offer,) = jobs(core)
+    core.media_done(offer.token, RELAYED, None, clock.now)
+    (inv,) = [msg for _, port, msg in sent(core) if port == 7001 and isinstance(msg, m.Request)]
+    core.receive(m.make_response(inv, 486, to_tag="b1").serialize(), CALLEE, clock.now)
+    assert to_caller(core) == [486]
+    assert core._proxied == {} and core._branch_of == {} and core._accepted == {}
+    core.receive(request("CANCEL", b"", branch="z9hG4bKc1"), CALLER, clock.now)
+    assert to_caller(core) == [200]  # answered already: the CANCEL changes nothing (RFC 3261 §9.2)
