@@ -69,14 +69,6 @@ def test_created_on_first_open_with_schema_and_wal(dbfile: Path) -> None:
     raw.close()
 
 
-@pytest.mark.parametrize("write_back", [False, True], ids=["write-through", "write-back"])
-def test_location_contract(dbfile: Path, write_back: bool) -> None:
-    with SqliteDatabase(dbfile) as db:
-        CONTRACTS.store_contract(SqliteLocationStore(db, write_back=write_back))
-    with SqliteDatabase(dbfile.with_name("other.db")) as db:
-        CONTRACTS.instance_contract(SqliteLocationStore(db, write_back=write_back))
-
-
 def _rows(dbfile: Path) -> set[tuple[str, str]]:
     raw = sqlite3.connect(dbfile)
     try:
@@ -190,11 +182,6 @@ def test_second_connection_sees_data(dbfile: Path) -> None:
         assert loc_a.count(AOR, NOW) == 1
         loc_a.reload()
         assert loc_a.count(AOR, NOW) == 0
-
-
-def test_subscriber_contract(dbfile: Path) -> None:
-    with SqliteDatabase(dbfile) as db:
-        CONTRACTS.subscriber_contract(SqliteSubscriberStore(db))
 
 
 def test_no_password_stored(dbfile: Path) -> None:
