@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -260,3 +261,24 @@ def test_postgresql_going_away_fails_fast_and_comes_back_by_itself(caplog: pytes
             assert sum("unavailable" in r.message for r in caplog.records) == 1  # one line per outage
         finally:
             db.close()
+
+
+def test_database_url_forms(tmp_path: Path) -> None:
+    from sipedge.config import parse_config
+    from sipedge.errors import ConfigError
+    from sipedge.store.backend import open_database
+
+    for bad in ("mysql://u@h/db", "sqlite://relative.db"):
+        with pytest.raises(ConfigError, match=r"database\.url"):
+            parse_config({"database": {"url": bad}})
+    for url in (str(tmp_path / "plain.db"), f"sqlite://{tmp_path / 'url.db'}", ""):
+        cfg = parse_config({"general": {"data_dir": str(tmp_path / "data")}, "database": {"url": url}})
+        db = open_database(cfg)
+        try:
+            assert db.dialect == "sqlite" and db.schema_version == SCHEMA_VERSION
+        finally:
+            db.close()
+    assert (tmp_path / "plain.db").exists() and (tmp_path / "url.db").exists()
+    assert (tmp_path / "data" / "sipedge.db").exists()
+    with pytest.raises(StorageError, match=re.escape("cannot connect to database postgresql://u:***@127.0.0.1:1/x")):
+        open_url("postgresql://u:secret@127.0.0.1:1/x", parse_config({"database": {"connect_timeout": 0.5}}).database)
