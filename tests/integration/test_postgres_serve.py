@@ -4,6 +4,7 @@ nodes sharing one database, and the database stopped and started again under loa
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -11,8 +12,10 @@ from pathlib import Path
 import psycopg
 
 from helpers.pgserver import PgServer, started_pg
-from helpers.sipserver import Server, cli, restarted, running_server
+from helpers.ports import free_port
+from helpers.sipserver import SIPEDGE, Server, cli, restarted, running_server, write_config
 from helpers.ua import UA, in_dialog
+from sipedge.proxy.location import subscriber_hashes
 from sipedge.sip import message as m
 
 DOMAIN = "example.com"
@@ -105,13 +108,10 @@ def test_the_database_stopped_under_load_and_back(tmp_path: Path) -> None:
     users = [f"u{i}" for i in range(40)]
     with started_pg() as pg:
         url = pg.create_database()
-        for user in ("u0",):
-            add_user(url, user)
+        add_user(url, "u0")
         with psycopg.connect(url, autocommit=True) as conn:  # the rest at once (the CLI is tested above)
-            import sipedge.proxy.location as loc
-
             for user in users[1:]:
-                h = loc.subscriber_hashes(user, DOMAIN, f"{user}-pw")
+                h = subscriber_hashes(user, DOMAIN, f"{user}-pw")
                 conn.execute("INSERT INTO subscriber VALUES (%s, %s, %s, %s, 0)", (user, DOMAIN, h["MD5"], h["SHA-256"]))
         answered: dict[str, int] = {}
         with running_server(tmp_path, extra=pg_extra(url), sip=f'domains = ["{DOMAIN}"]', log_level="info") as s:
@@ -153,3 +153,12 @@ def test_the_database_stopped_under_load_and_back(tmp_path: Path) -> None:
             log = s.log_text()
         assert stored(url) == {f"sip:{u}@{DOMAIN}" for u in users}
         assert log.count("unavailable (") == 1 and "is back after" in log
+
+
+def test_an_unreachable_database_at_start_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    url = f"postgresql://sipedge:secret@127.0.0.1:{free_port()}/none"  # nothing listens there
+    cfg = write_config(tmp_path, extra=pg_extra(url))[0]
+    r = subprocess.run([SIPEDGE, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "sipedge: cannot connect to database postgresql://sipedge:***@127.0.0.1" in r.stderr
+    assert "secret" not in r.stderr + r.stdout and "Traceback" not in r.stderr
