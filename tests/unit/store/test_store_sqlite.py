@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -21,18 +19,6 @@ from sipedge.store.sqlite import (
 
 AOR = "sip:alice@example.com"
 NOW = 1_700_000_000.0
-
-
-def _contracts() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "proxy" / "test_location_memory.py"
-    spec = importlib.util.spec_from_file_location("_location_contracts", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-CONTRACTS = _contracts()
 
 
 @pytest.fixture
