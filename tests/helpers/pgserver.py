@@ -10,6 +10,7 @@ of it: the crash tests rely on that) but skips fsync (a test never outlives the 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import os
@@ -25,6 +26,7 @@ import pytest
 from .ports import free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
+_TEMPLATE: Path | None = None  # a fresh cluster (initdb output) that later servers copy
 
 
 class PgServer:
@@ -43,13 +45,22 @@ class PgServer:
         return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout, cwd=self.root)
 
     def init(self) -> None:
+        """A new cluster: initdb once per process, copied for every further server."""
+        global _TEMPLATE
         self.sockets.mkdir()
         if self._user:
             pw = pwd.getpwnam(self._user)
             for p in (self.root, self.sockets):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
+        if _TEMPLATE is not None and _TEMPLATE.exists():
+            subprocess.run(["cp", "-a", str(_TEMPLATE), str(self.data)], check=True, timeout=60)
+            return
         self._run("initdb", "-D", str(self.data), "-U", "sipedge", "--auth=trust", "-E", "UTF8",
                   "--locale=C.UTF-8", "--no-sync")
+        template = Path(tempfile.mkdtemp(prefix="sipedge-pg-template-")) / "data"
+        subprocess.run(["cp", "-a", str(self.data), str(template)], check=True, timeout=60)
+        _TEMPLATE = template
+        atexit.register(shutil.rmtree, template.parent, True)
 
     def start(self) -> None:
         opts = (f"-p {self.port} -h 127.0.0.1 -k {self.sockets} -c fsync=off -c full_page_writes=off "

@@ -282,3 +282,20 @@ def test_database_url_forms(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "sipedge.db").exists()
     with pytest.raises(StorageError, match=re.escape("cannot connect to database postgresql://u:***@127.0.0.1:1/x")):
         open_url("postgresql://u:secret@127.0.0.1:1/x", parse_config({"database": {"connect_timeout": 0.5}}).database)
+
+
+def test_postgresql_statement_timeout_and_pool_size(pg_url: str) -> None:
+    """``statement_timeout`` cancels a statement that runs too long (a StorageError for that
+    request, the database is not taken for down); ``pool_size`` bounds the connections."""
+    from sipedge.config import DatabaseConfig
+
+    db = open_url(pg_url, DatabaseConfig(url=pg_url, statement_timeout=0.2, pool_size=2))
+    try:
+        with pytest.raises(StorageError, match="statement timeout"), db.read() as c:
+            c.execute("SELECT pg_sleep(2)")
+        assert db.stats()["db_down"] == 0 and db.stats()["db_errors"] == 1  # type: ignore[attr-defined]
+        assert db._pool.max_size == 2  # type: ignore[attr-defined]
+        with db.read() as c:
+            assert c.execute("SELECT current_setting('statement_timeout')").fetchone()[0] == "200ms"
+    finally:
+        db.close()
