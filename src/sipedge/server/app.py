@@ -361,6 +361,8 @@ class SipService:
                 n = self.location.purge_expired(self.clock.wall())
                 if n:
                     log.info("purged %d expired contacts", n)
+            except StorageError as exc:  # the database is away: the next round purges
+                log.warning("x purging expired contacts failed: %s", exc)
             except Exception:
                 log.exception("purging expired contacts failed")
 

@@ -41,6 +41,9 @@ from ..proxy.location import Binding, order_bindings
 from . import schema
 
 log = logging.getLogger(__name__)
+# The pool logs every failed reconnection attempt; our own two lines say when the
+# database goes away and when it is back.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 2.0
@@ -144,7 +147,7 @@ class PgDatabase:
         self._gate()
         conn: psycopg.Connection[Any] | None = None
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with self._pool.connection(timeout=self._checkout_timeout()) as conn, conn.transaction():
                 yield _PgConnection(conn)
         except psycopg_pool.PoolTimeout as exc:
             self._failed(f"no connection within {self.connect_timeout:g} s")
@@ -158,6 +161,11 @@ class PgDatabase:
         self._succeeded()
 
     read = transaction
+
+    def _checkout_timeout(self) -> float:
+        """While down, a retry only looks for a connection the pool has made meanwhile
+        (asking starts the pool reconnecting): the event loop never waits on the network."""
+        return self.connect_timeout if self._down_since is None else min(0.05, self.connect_timeout)
 
     def _gate(self) -> None:
         with self._lock:
