@@ -112,7 +112,7 @@ class PgDatabase:
             self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
                 url, min_size=1, max_size=pool_size, open=False, timeout=connect_timeout, name="sipedge",
                 reconnect_timeout=max(5.0, connect_timeout),
-                kwargs={"connect_timeout": libpq_timeout, "options": settings, "application_name": "sipedge",
+                kwargs={"autocommit": True, "connect_timeout": libpq_timeout, "options": settings, "application_name": "sipedge",
                         "tcp_user_timeout": int(connect_timeout * 1000), "keepalives_idle": 10,
                         "keepalives_interval": 5, "keepalives_count": 2},
             )
@@ -144,11 +144,27 @@ class PgDatabase:
     def transaction(self) -> Iterator[schema.Connection]:
         """One transaction on a pooled connection: commits on success, rolls back on any
         error; psycopg errors and an unreachable server become StorageError."""
+        with self._connection(transaction=True) as c:
+            yield c
+
+    @contextmanager
+    def read(self) -> Iterator[schema.Connection]:
+        """Statements that change nothing, each on its own (autocommit: one round trip
+        per lookup, no BEGIN/COMMIT)."""
+        with self._connection(transaction=False) as c:
+            yield c
+
+    @contextmanager
+    def _connection(self, *, transaction: bool) -> Iterator[schema.Connection]:
         self._gate()
         conn: psycopg.Connection[Any] | None = None
         try:
-            with self._pool.connection(timeout=self._checkout_timeout()) as conn, conn.transaction():
-                yield _PgConnection(conn)
+            with self._pool.connection(timeout=self._checkout_timeout()) as conn:
+                if transaction:
+                    with conn.transaction():
+                        yield _PgConnection(conn)
+                else:
+                    yield _PgConnection(conn)
         except psycopg_pool.PoolTimeout as exc:
             self._failed(f"no connection within {self.connect_timeout:g} s")
             raise StorageError(f"database {self.name} unavailable: no connection") from exc
@@ -159,8 +175,6 @@ class PgDatabase:
                 raise StorageError(f"database {self.name} unavailable: {_reason(exc)}") from exc
             raise StorageError(f"database {self.name}: {_reason(exc)}") from exc
         self._succeeded()
-
-    read = transaction
 
     def _checkout_timeout(self) -> float:
         """While down, a retry only looks for a connection the pool has made meanwhile

@@ -84,8 +84,10 @@ def _columns(c: Connection, table: str) -> list[str]:
 def _export(db: Database) -> Iterator[tuple[str, str]]:
     """(table or "" for the header, line) of the export of ``db``, read in one
     transaction: a consistent copy."""
-    with db.read() as c:
-        version = _version(db)
+    version = _version(db)
+    with db.transaction() as c:
+        if db.dialect == "postgresql":  # one snapshot for every table
+            c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         yield "", json.dumps({"sipedge_export": FORMAT, "schema_version": version, "dialect": db.dialect})
         for table in TABLES:
             names = _columns(c, table)
