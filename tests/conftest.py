@@ -14,3 +14,6 @@ settings.register_profile(
     "ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("ci")
+
+from helpers.backends import database, location_factory  # noqa: E402, F401  (fixtures)
+from helpers.pgserver import pg_server, pg_url  # noqa: E402, F401  (fixtures)

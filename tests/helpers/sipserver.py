@@ -46,14 +46,13 @@ def cli(args: list[str], check: bool = True, input_text: str | None = None) -> s
 
 
 def add_users(cfg: Path, host: str, users: dict[str, str]) -> None:
-    """Add subscribers straight into the server's SQLite file (one process, fast; the
-    CLI path is tested on its own)."""
+    """Add subscribers straight into the server's database (one process, fast; the CLI
+    path is tested on its own)."""
     from sipedge.config import load_config
-    from sipedge.store.sqlite import SqliteDatabase, SqliteSubscriberStore
+    from sipedge.store.backend import open_database
+    from sipedge.store.sqlite import SqliteSubscriberStore
 
-    path = load_config(cfg).database_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = SqliteDatabase(path)
+    db = open_database(load_config(cfg))
     try:
         store = SqliteSubscriberStore(db)
         for user, password in users.items():

@@ -11,14 +11,15 @@ import json
 import re
 import sys
 import time
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..config import load_config
 from ..errors import Error
+from ..store.backend import is_postgresql, open_database
 from ..store.dialogs import CDR_FIELDS, read_cdrs
-from ..store.sqlite import SqliteDatabase
 from .ctl import table
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -50,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     for name, help_text in (("list", "recent records, newest first"), ("export", "records as CSV or JSON")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", "-c", metavar="FILE", help="the server's TOML config (to find its database)")
-        p.add_argument("--db", metavar="FILE", help="the SQLite file (default: from the config)")
+        p.add_argument("--db", metavar="FILE|URL", help="SQLite file or postgresql:// URL (default: from the config)")
         p.add_argument("--since", metavar="WHEN", help="from then on: 30m, 2h, 7d, epoch seconds or ISO date")
         p.add_argument("--user", metavar="USER", help="of this caller (authenticated user, or part of a URI)")
         p.add_argument("--limit", type=int, default=50 if name == "list" else None, help="at most this many")
@@ -63,13 +64,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    path = Path(args.db) if args.db else load_config(args.config).database_path
-    if not path.exists():
-        raise CdrCommandError(f"no database at {path}: give the server's --config (or --db)")
+    cfg = load_config(args.config)
+    url = args.db or cfg.database.url
+    if not is_postgresql(url):
+        path = Path(url.removeprefix("sqlite://")) if url else cfg.database_path
+        if not path.exists():
+            raise CdrCommandError(f"no database at {path}: give the server's --config (or --db)")
     if args.limit is not None and args.limit < 1:
         raise CdrCommandError("--limit must be 1 or more")
     since = parse_since(args.since, time.time()) if args.since else None
-    with SqliteDatabase(path) as db:
+    with closing(open_database(cfg, args.db)) as db:
         records = read_cdrs(db, since=since, user=args.user, limit=args.limit)
     if args.cdr_command == "list":
         text = json.dumps(records, indent=2) if args.json else render(records)

@@ -19,10 +19,10 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from ..config import Config, load_config
 from ..errors import Error
+from ..store.backend import open_database
 from ..store.turn_users import TurnUserStore
 from ..turn.auth import ice_servers
 
@@ -37,15 +37,14 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(getattr(args, "turn_config", None) or getattr(args, "config", None))
 
 
-def users_path(config: Config) -> Path:
-    """``[turn] users_db``, or the main database file when empty."""
-    return Path(config.turn.users_db) if config.turn.users_db else config.database_path
+def open_users(config: Config, url: str | None = None) -> TurnUserStore:
+    """The TURN users of ``url``, else ``[turn] users_db``, else the main database."""
+    return TurnUserStore(open_database(config, url or config.turn.users_db or None), owns=True)
 
 
 def _store(args: argparse.Namespace) -> tuple[TurnUserStore, Config]:
     cfg = _config(args)
-    path = Path(args.db) if getattr(args, "db", None) else users_path(cfg)
-    return TurnUserStore(path), cfg
+    return open_users(cfg, getattr(args, "db", None)), cfg
 
 
 def _realm(args: argparse.Namespace, cfg: Config) -> str:
@@ -113,7 +112,7 @@ async def _serve(cfg: Config, http: str = "") -> int:
     from ..server.stun_turn import start_from_config
     from ..web.server import WebServer
 
-    store = TurnUserStore(users_path(cfg))
+    store = open_users(cfg)
     try:
         svc = await start_from_config(cfg, users=store)
     except BaseException:
@@ -182,7 +181,7 @@ def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
 def _common(p: argparse.ArgumentParser, db: bool = False) -> None:
     p.add_argument("--config", "-c", dest="turn_config", help="TOML config file (default: embedded defaults)")
     if db:
-        p.add_argument("--db", help="SQLite file of TURN users (overrides the config)")
+        p.add_argument("--db", help="SQLite file or postgresql:// URL of TURN users (overrides the config)")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -220,4 +219,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_guard(cmd_user_list))
 
 
-__all__ = ["TurnCommandError", "register", "users_path"]
+__all__ = ["TurnCommandError", "open_users", "register"]

@@ -1,4 +1,5 @@
-"""``sipedge user add|del|list|passwd``: manage subscribers in the SQLite database.
+"""``sipedge user add|del|list|passwd``: manage subscribers in the database (SQLite or
+PostgreSQL, ``[database] url`` or ``--db``).
 
 Passwords are never stored: the database keeps HA1 hashes for MD5 and SHA-256 with the
 domain as the digest realm. Without ``--password`` the password is asked for on a
@@ -11,23 +12,19 @@ import argparse
 import getpass
 import sys
 from collections.abc import Callable
-from pathlib import Path
+from contextlib import closing
 from typing import TextIO
 
 from ..config import load_config
 from ..errors import Error, ParseError
 from ..proxy.location import DuplicateSubscriber, parse_user_address
-from ..store.sqlite import SqliteDatabase, SqliteSubscriberStore
+from ..store.backend import open_database
+from ..store.schema import Database
+from ..store.sqlite import SqliteSubscriberStore
 
 
 class UserCommandError(Error):
     """A mistake the user can fix; printed as one line, exit status 2."""
-
-
-def _database_path(args: argparse.Namespace) -> Path:
-    if getattr(args, "db", None):
-        return Path(args.db)
-    return load_config(getattr(args, "config", None)).database_path
 
 
 def _address(text: str) -> tuple[str, str]:
@@ -62,8 +59,8 @@ def read_password(
     return password
 
 
-def _open(args: argparse.Namespace) -> tuple[SqliteDatabase, SqliteSubscriberStore]:
-    db = SqliteDatabase(_database_path(args))
+def _open(args: argparse.Namespace) -> tuple[Database, SqliteSubscriberStore]:
+    db = open_database(load_config(getattr(args, "config", None)), getattr(args, "db", None))
     return db, SqliteSubscriberStore(db)
 
 
@@ -75,7 +72,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     user, domain = _address(args.address)
     password = read_password(args.password)
     db, subs = _open(args)
-    with db:
+    with closing(db):
         try:
             subs.add(user, domain, password)
         except DuplicateSubscriber:
@@ -90,7 +87,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_del(args: argparse.Namespace) -> int:
     user, domain = _address(args.address)
     db, subs = _open(args)
-    with db:
+    with closing(db):
         if not subs.delete(user, domain):
             raise UserCommandError(f"no user {user}@{domain}; see `sipedge user list`")
     _out(f"deleted {user}@{domain}")
@@ -100,7 +97,7 @@ def cmd_del(args: argparse.Namespace) -> int:
 def cmd_passwd(args: argparse.Namespace) -> int:
     user, domain = _address(args.address)
     db, subs = _open(args)
-    with db:
+    with closing(db):
         if not subs.exists(user, domain):
             raise UserCommandError(f"no user {user}@{domain}; add it with `sipedge user add {user}@{domain}`")
         password = read_password(args.password)
@@ -112,7 +109,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     db, subs = _open(args)
-    with db:
+    with closing(db):
         users = subs.list(args.domain)
     for user, domain in users:
         _out(f"{user}@{domain}")
@@ -138,7 +135,7 @@ def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="TOML config file that names the database (default: embedded defaults)")
-    p.add_argument("--db", help="SQLite database file (overrides the config)")
+    p.add_argument("--db", help="SQLite file or postgresql:// URL (overrides the config)")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

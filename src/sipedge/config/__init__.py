@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._schema import build, non_negative, one_of, option, render
+from ._schema import build, non_negative, one_of, option, positive, render
 from .dialog import AccountingConfig, DialogConfig
 from .dns import DnsConfig
 from .media import MediaConfig
@@ -63,11 +63,48 @@ class GeneralConfig:
     )
 
 
+def database_url(v: Any) -> str | None:
+    """A SQLite file path (plain or ``sqlite:///path``) or a ``postgresql://`` URL."""
+    text = str(v)
+    if "://" not in text:
+        return None
+    scheme, _, rest = text.partition("://")
+    if scheme == "sqlite":
+        return None if rest.startswith("/") and len(rest) > 1 else "sqlite:///ABSOLUTE/PATH (three slashes)"
+    if scheme in ("postgresql", "postgres"):
+        return None
+    return 'a SQLite path, "sqlite:///path" or "postgresql://user@host:port/dbname"'
+
+
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
-    """Where subscribers and locations are kept."""
+    """Where subscribers, locations, dialogs, CDRs, keepalive and TURN users are kept
+    (docs/storage.md)."""
 
-    url: str = option("", "sqlite file path (empty = <data_dir>/sipedge.db)")
+    url: str = option(
+        "",
+        'SQLite file path or "sqlite:///path", or "postgresql://user:password@host:port/dbname" '
+        "(empty = <data_dir>/sipedge.db)",
+        database_url,
+    )
+    pool_size: int = option(4, "PostgreSQL: connections per process, at most", positive)
+    connect_timeout: float = option(
+        5.0, "PostgreSQL: seconds to connect, or to wait for a pooled connection", positive
+    )
+    statement_timeout: float = option(
+        2.0, "PostgreSQL: seconds a statement may run before the server cancels it (0 = no limit)",
+        non_negative,
+    )
+    migrate: str = option(
+        "auto",
+        'PostgreSQL: "auto" brings the schema up to date at start; "manual" refuses to start on '
+        "an old schema until `sipedge db migrate` (SQLite files are always migrated)",
+        one_of("auto", "manual"),
+    )
+
+    @property
+    def dialect(self) -> str:
+        return "postgresql" if self.url.startswith(("postgresql://", "postgres://")) else "sqlite"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +138,14 @@ class Config:
 
     @property
     def database_path(self) -> Path:
-        return Path(self.database.url) if self.database.url else Path(self.general.data_dir) / "sipedge.db"
+        """The SQLite file of ``[database] url`` (for a PostgreSQL URL: not a file, an error)."""
+        url = self.database.url
+        if self.database.dialect != "sqlite":
+            raise ConfigError("database.url is a PostgreSQL URL, not a SQLite file")
+        if url.startswith("sqlite://"):
+            return Path(url[len("sqlite://"):])
+        return Path(url) if url else Path(self.general.data_dir) / "sipedge.db"
+
 
 
 def parse_config(data: dict[str, Any]) -> Config:

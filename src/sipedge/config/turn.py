@@ -111,7 +111,9 @@ class TurnConfig:
     ice_urls: list[str] = option(
         [], "turn:/stun: URLs handed out by the iceServers endpoint (empty = derived from listen)"
     )
-    users_db: str = option("", "SQLite file of long-term users (empty = the [database] file)")
+    users_db: str = option(
+        "", "database of long-term users: SQLite path or postgresql:// URL (empty = the [database] one)"
+    )
     allow_peers: list[str] = option(
         [], "peer ranges always allowed (e.g. [\"127.0.0.0/8\"] for loopback tests)", _cidrs
     )

@@ -17,7 +17,7 @@ import secrets
 import signal
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._common.addr import is_ip
 from .._common.clock import SystemClock
@@ -35,10 +35,15 @@ from ..proxy.routing import load_router
 from ..proxy.trace import TraceStore
 from ..sip.auth import DigestAuth
 from ..sip.flow import Flow, Target
+from ..store.backend import open_database, open_location
 from ..store.dialogs import SqliteDialogStore
 from ..store.keepalive import SqliteEndpointStore
-from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriberStore
+from ..store.schema import Database
+from ..store.sqlite import SqliteLocationStore, SqliteSubscriberStore
 from ..store.turn_users import TurnUserStore
+
+if TYPE_CHECKING:
+    from ..store.postgres import PgLocationStore
 from ..stun import server as stun_server
 from ..web.dashboard import add_dashboard
 from ..web.server import WebServer
@@ -69,7 +74,7 @@ class SipService:
     def __init__(
         self,
         config: Config,
-        location: SqliteLocationStore,
+        location: SqliteLocationStore | PgLocationStore,
         subscribers: SqliteSubscriberStore,
         secret: bytes,
         dialog_store: SqliteDialogStore | None = None,
@@ -149,7 +154,7 @@ class SipService:
             return None
         table = dlgs.DialogTable(cfg.dialog, self.dialog_store, timer_c=cfg.sip.timers.timer_c)
         if table.dialogs:
-            log.info("dialogs: %d call(s) loaded from %s", len(table.dialogs), self.dialog_store.db.path)
+            log.info("dialogs: %d call(s) loaded from %s", len(table.dialogs), self.dialog_store.db.name)
         return table
 
     def end_dialog(self, call_id: str, why: str) -> bool:
@@ -357,6 +362,8 @@ class SipService:
                 n = self.location.purge_expired(self.clock.wall())
                 if n:
                     log.info("purged %d expired contacts", n)
+            except StorageError as exc:  # the database is away: the next round purges
+                log.warning("x purging expired contacts failed: %s", exc)
             except Exception:
                 log.exception("purging expired contacts failed")
 
@@ -382,7 +389,8 @@ class App:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.db: SqliteDatabase | None = None
+        self.db: Database | None = None
+        self.turn_db: Database | None = None  # [turn] users_db, when it is another database
         self.sip: SipService | None = None
         self.cert_path: Path | None = None
         self.cert_key: Path | None = None
@@ -395,7 +403,7 @@ class App:
         self.turn: TurnService | None = None
         self.turn_users: TurnUserStore | None = None
         self.gc = GcSchedule(config.general.gc_interval)
-        self.location: SqliteLocationStore | None = None
+        self.location: SqliteLocationStore | PgLocationStore | None = None
         self.dialog_store: SqliteDialogStore | None = None
         self._dialog_flush: asyncio.Task[None] | None = None
         self._location_flush: asyncio.Task[None] | None = None
@@ -414,10 +422,9 @@ class App:
         if socket_path is not None:  # first: a second server on the same socket stops here
             self.control_socket = ControlSocket(self.control, socket_path)
             await self.control_socket.start()
-        self.db = SqliteDatabase(cfg.database_path)
-        location = self.location = SqliteLocationStore(
-            self.db, write_back=cfg.registrar.db_mode == "write-back"
-        )
+        self.db = open_database(cfg)
+        log.info("database %s (%s, schema version %d)", self.db.name, self.db.dialect, self.db.schema_version)
+        location = self.location = open_location(self.db, write_back=cfg.registrar.db_mode == "write-back")
         subscribers = SqliteSubscriberStore(self.db)
         needs_tls = any(li.split(":", 1)[0] in ("tls", "wss") for li in cfg.sip.listen)
         server_ctx = client_ctx = None
@@ -465,8 +472,9 @@ class App:
             log.info("media relay on %s ports %d-%d", cfg.media.describe_interfaces(), cfg.media.port_min,
                      cfg.media.port_max)
         if cfg.turn.enabled:
-            users_path = Path(cfg.turn.users_db) if cfg.turn.users_db else cfg.database_path
-            self.turn_users = TurnUserStore(users_path)
+            if cfg.turn.users_db:
+                self.turn_db = open_database(cfg, cfg.turn.users_db)
+            self.turn_users = TurnUserStore(self.turn_db or self.db)
             self.turn = await start_from_config(cfg, users=self.turn_users, ssl_context=server_ctx)
         if cfg.web.enabled:
             self.web = WebServer(cfg, self.stats, histograms=self.histograms)
@@ -519,6 +527,9 @@ class App:
         for role in (self.sip, self.keepalive, self.media, self.ng, self.turn, self.gc):
             if role is not None:
                 out.update(role.stats())
+        db_stats = getattr(self.db, "stats", None)  # PostgreSQL: db_errors, db_unavailable, db_down...
+        if db_stats is not None:
+            out.update(db_stats())
         return out
 
     def histograms(self) -> Observed:
@@ -536,8 +547,8 @@ class App:
             await self.web.stop()
         if self.turn is not None:
             await self.turn.stop()
-        if self.turn_users is not None:
-            self.turn_users.close()
+        if self.turn_db is not None:
+            self.turn_db.close()
         if self.ng is not None:
             self.ng.close()
         if self.media_remote is not None:
@@ -597,7 +608,7 @@ async def _serve(config: Config) -> int:
     except OSError as exc:
         await app.stop()
         raise ConfigError(f"sip.listen: cannot bind ({exc.strerror or exc}); is another server using the port?") from exc
-    except ConfigError:
+    except (ConfigError, StorageError):  # a bad option, or a database that cannot be opened
         await app.stop()  # what started is closed again (the control socket's file too)
         raise
     log.info("sipedge ready (pid %d)", os.getpid())

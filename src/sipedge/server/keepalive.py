@@ -17,6 +17,7 @@ from typing import Protocol
 
 from .._common.clock import Clock
 from ..config.nat import NatConfig
+from ..errors import StorageError
 from ..proxy.core import ProxyCore
 from ..proxy.keepalive import EndpointStore, KeepaliveCore, wrap_router
 from ..proxy.location import LocationStore
@@ -109,6 +110,8 @@ class KeepaliveService:
         try:
             ka.handle_timer(self.clock.wall())
             self._flush()
+        except StorageError as exc:  # the database is away (logged once there): next round
+            log.debug("keepalive round skipped: %s", exc)
         except Exception:  # a bug: log it, keep pinging
             log.exception("keepalive round failed")
         self._arm()

@@ -1,7 +1,7 @@
-"""SQLite keeping of dialogs and CDRs (``proxy.dialog.DialogStore``).
+"""Keeping of dialogs and CDRs (``proxy.dialog.DialogStore``) in SQLite or PostgreSQL.
 
-Two tables in the same file as the location service, created on first use (``CREATE
-TABLE IF NOT EXISTS``): ``dialog``, one row per call the proxy follows (its state as a
+Two tables in the same database as the location service (schema version 2, see
+``store.schema``): ``dialog``, one row per call the proxy follows (its state as a
 JSON object, written through on every change and deleted when the call ends, so a
 restart loads the calls back), and ``cdr``, one row per call attempt. With
 ``[accounting] jsonl`` each record is also appended to that file as one JSON line.
@@ -24,51 +24,25 @@ from typing import Any
 from ..config.dialog import AccountingConfig
 from ..errors import StorageError
 from ..proxy.dialog import Cdr, Dialog
-from .sqlite import SqliteDatabase
+from .schema import Database
 
 log = logging.getLogger(__name__)
 
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS dialog (
-        call_id TEXT PRIMARY KEY,
-        data TEXT NOT NULL,
-        updated_at REAL NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS cdr (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        call_id TEXT NOT NULL,
-        start REAL NOT NULL,
-        answer REAL,
-        end REAL NOT NULL,
-        duration REAL NOT NULL,
-        caller TEXT NOT NULL,
-        callee TEXT NOT NULL,
-        user TEXT NOT NULL,
-        source TEXT NOT NULL,
-        status INTEGER NOT NULL,
-        reason TEXT NOT NULL,
-        ended_by TEXT NOT NULL,
-        from_tag TEXT NOT NULL,
-        to_tag TEXT NOT NULL,
-        media TEXT NOT NULL DEFAULT '{}'
-    )""",
-    "CREATE INDEX IF NOT EXISTS cdr_start ON cdr (start)",
-    "CREATE INDEX IF NOT EXISTS cdr_call ON cdr (call_id)",
-)
 CDR_FIELDS = ("call_id", "start", "answer", "end", "duration", "caller", "callee", "user", "source", "status",
               "reason", "ended_by", "from_tag", "to_tag", "media")
+_CDR_COLUMNS = ", ".join(f'"{f}"' for f in CDR_FIELDS)  # "end" and "user" are reserved words
 MAX_PENDING_TOTALS = 10_000
 
 
 class SqliteDialogStore:
-    """:class:`~sipedge.proxy.dialog.DialogStore` on a :class:`SqliteDatabase`.
+    """:class:`~sipedge.proxy.dialog.DialogStore` on a database of either engine.
 
     Write-through by default; with ``write_back`` the changes wait in memory for
     :meth:`flush` (``[dialog] db_flush_interval``), which commits them all in one
     transaction: a few SQLite transactions per call cost more than the call's SIP work.
     """
 
-    def __init__(self, db: SqliteDatabase, accounting: AccountingConfig | None = None, *,
+    def __init__(self, db: Database, accounting: AccountingConfig | None = None, *,
                  write_back: bool = False) -> None:
         self.db = db
         self.accounting = accounting or AccountingConfig()
@@ -78,9 +52,6 @@ class SqliteDialogStore:
         self._dirty: dict[str, Dialog | None] = {}  # write-back: the latest of each call (None: gone)
         self._records: list[dict[str, Any]] = []  # write-back: CDRs to insert
         self.counters: dict[str, int] = {"cdr_write_errors": 0, "dialog_write_errors": 0}
-        with db.transaction() as c:
-            for sql in SCHEMA:
-                c.execute(sql)
 
     # -- dialogs ----------------------------------------------------------------------
     def load_dialogs(self) -> list[Dialog]:
@@ -91,7 +62,7 @@ class SqliteDialogStore:
             try:
                 out.append(Dialog.from_json(json.loads(data)))
             except (ValueError, TypeError, KeyError) as exc:
-                log.warning("x dialog %s in %s not loaded (damaged row): %s", call_id, self.db.path, exc)
+                log.warning("x dialog %s in %s not loaded (damaged row): %s", call_id, self.db.name, exc)
         return out
 
     def save_dialog(self, dialog: Dialog) -> None:
@@ -128,11 +99,12 @@ class SqliteDialogStore:
                     if dialog is None:
                         c.execute("DELETE FROM dialog WHERE call_id = ?", (call_id,))
                     else:
-                        c.execute("INSERT OR REPLACE INTO dialog (call_id, data, updated_at) VALUES (?, ?, ?)",
+                        c.execute("INSERT INTO dialog (call_id, data, updated_at) VALUES (?, ?, ?) ON CONFLICT (call_id) "
+                                  "DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
                                   (call_id, json.dumps(dialog.to_json()), now))
                 if self.accounting.database:
                     c.executemany(
-                        f"INSERT INTO cdr ({', '.join(CDR_FIELDS)}) VALUES ({', '.join('?' * len(CDR_FIELDS))})",
+                        f"INSERT INTO cdr ({_CDR_COLUMNS}) VALUES ({', '.join('?' * len(CDR_FIELDS))})",
                         [tuple(json.dumps(r[f]) if f == "media" else r[f] for f in CDR_FIELDS) for r in records],
                     )
         except StorageError as exc:  # calls go on; kept for the next flush (newer changes win)
@@ -190,7 +162,7 @@ def _bound(pending: OrderedDict[str, Any]) -> None:
         pending.popitem(last=False)
 
 
-def read_cdrs(db: SqliteDatabase, since: float | None = None, user: str | None = None,
+def read_cdrs(db: Database, since: float | None = None, user: str | None = None,
               limit: int | None = None) -> list[dict[str, Any]]:
     """CDRs, newest first: from ``since`` (epoch seconds), of ``user`` (the authenticated
     caller, or the caller/callee URI containing it)."""
@@ -200,18 +172,16 @@ def read_cdrs(db: SqliteDatabase, since: float | None = None, user: str | None =
         where.append("start >= ?")
         args.append(since)
     if user:
-        where.append("(user = ? OR instr(caller, ?) > 0 OR instr(callee, ?) > 0)")
+        find = "instr" if db.dialect == "sqlite" else "strpos"
+        where.append(f'("user" = ? OR {find}(caller, ?) > 0 OR {find}(callee, ?) > 0)')
         args += [user, user, user]
-    sql = f"SELECT {', '.join(CDR_FIELDS)} FROM cdr"
+    sql = f"SELECT {_CDR_COLUMNS} FROM cdr"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id DESC"
     if limit is not None:
         sql += " LIMIT ?"
         args.append(limit)
-    with db.transaction() as c:  # (creates the tables of a fresh file: nothing listed)
-        for s in SCHEMA:
-            c.execute(s)
     with db.read() as c:
         rows = c.execute(sql, args).fetchall()
     out = []
@@ -225,4 +195,4 @@ def read_cdrs(db: SqliteDatabase, since: float | None = None, user: str | None =
     return out
 
 
-__all__ = ["SCHEMA", "SqliteDialogStore", "read_cdrs"]
+__all__ = ["SqliteDialogStore", "read_cdrs"]

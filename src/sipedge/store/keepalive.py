@@ -1,7 +1,8 @@
-"""SQLite keeping of NAT keepalive endpoints (``proxy.keepalive.EndpointStore``).
+"""Keeping of NAT keepalive endpoints (``proxy.keepalive.EndpointStore``) in SQLite or
+PostgreSQL.
 
-One table, ``nat_keepalive``, in the same file as the location service: created on
-first use (``CREATE TABLE IF NOT EXISTS``), one row per endpoint (its flow token), with
+One table, ``nat_keepalive``, in the same database as the location service (schema
+version 2, see ``store.schema``), one row per endpoint (its flow token), with
 the registration expiry and the subscriptions and dialogs as JSON objects of key ->
 expiry (wall-clock epoch seconds). Rows are written through on every change, so a
 restart (or a crash) finds what was being kept alive.
@@ -14,15 +15,7 @@ import time
 
 from ..errors import StorageError
 from ..proxy.keepalive import Endpoint
-from .sqlite import SqliteDatabase
-
-SCHEMA = """CREATE TABLE IF NOT EXISTS nat_keepalive (
-    token TEXT PRIMARY KEY,
-    registered_until REAL NOT NULL DEFAULT 0,
-    subscriptions TEXT NOT NULL DEFAULT '{}',
-    dialogs TEXT NOT NULL DEFAULT '{}',
-    updated_at REAL NOT NULL
-)"""
+from .schema import Database
 
 
 def _times(text: object) -> dict[str, float]:
@@ -40,12 +33,10 @@ def _times(text: object) -> dict[str, float]:
 
 
 class SqliteEndpointStore:
-    """:class:`~sipedge.proxy.keepalive.EndpointStore` on a :class:`SqliteDatabase`."""
+    """:class:`~sipedge.proxy.keepalive.EndpointStore` on a database of either engine."""
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        with db.transaction() as c:
-            c.execute(SCHEMA)
 
     def load(self) -> list[Endpoint]:
         with self.db.read() as c:
@@ -59,8 +50,10 @@ class SqliteEndpointStore:
     def save(self, endpoint: Endpoint) -> None:
         with self.db.transaction() as c:
             c.execute(
-                "INSERT OR REPLACE INTO nat_keepalive "
-                "(token, registered_until, subscriptions, dialogs, updated_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO nat_keepalive (token, registered_until, subscriptions, dialogs, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (token) DO UPDATE SET "
+                "registered_until = excluded.registered_until, subscriptions = excluded.subscriptions, "
+                "dialogs = excluded.dialogs, updated_at = excluded.updated_at",
                 (
                     endpoint.token,
                     endpoint.registered_until,
@@ -75,4 +68,4 @@ class SqliteEndpointStore:
             c.execute("DELETE FROM nat_keepalive WHERE token = ?", (token,))
 
 
-__all__ = ["SCHEMA", "SqliteEndpointStore", "StorageError"]
+__all__ = ["SqliteEndpointStore", "StorageError"]

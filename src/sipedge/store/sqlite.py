@@ -31,42 +31,8 @@ from ..proxy.location import (
     order_bindings,
     subscriber_hashes,
 )
-
-# Each migration brings the schema from version N-1 to N; never edit a released one.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (
-        1,
-        (
-            """CREATE TABLE location (
-                aor TEXT NOT NULL,
-                contact TEXT NOT NULL,
-                expires_at REAL NOT NULL,
-                q REAL NOT NULL DEFAULT 1.0,
-                call_id TEXT NOT NULL DEFAULT '',
-                cseq INTEGER NOT NULL DEFAULT 0,
-                received TEXT NOT NULL DEFAULT '',
-                path TEXT NOT NULL DEFAULT '[]',
-                instance TEXT NOT NULL DEFAULT '',
-                reg_id INTEGER NOT NULL DEFAULT 0,
-                flow TEXT NOT NULL DEFAULT '',
-                user_agent TEXT NOT NULL DEFAULT '',
-                socket TEXT NOT NULL DEFAULT '',
-                seq INTEGER NOT NULL,
-                PRIMARY KEY (aor, contact)
-            )""",
-            "CREATE INDEX location_expires ON location (expires_at)",
-            """CREATE TABLE subscriber (
-                username TEXT NOT NULL,
-                domain TEXT NOT NULL,
-                ha1_md5 TEXT NOT NULL,
-                ha1_sha256 TEXT NOT NULL,
-                created_at REAL NOT NULL,
-                PRIMARY KEY (username, domain)
-            )""",
-        ),
-    ),
-)
-SCHEMA_VERSION = MIGRATIONS[-1][0]
+from . import schema
+from .schema import MIGRATIONS, SCHEMA_VERSION, Database
 
 _HA1_COLUMNS = {"MD5": "ha1_md5", "SHA-256": "ha1_sha256"}
 
@@ -76,10 +42,14 @@ class SqliteDatabase:
 
     Safe to share between threads (one connection behind a lock); cheap enough to call
     from the event loop because WAL with ``synchronous=NORMAL`` does not fsync per commit.
+    The schema is always brought up to date at open (one process owns an embedded file).
     """
 
-    def __init__(self, path: str | Path, *, timeout: float = 5.0) -> None:
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path, *, timeout: float = 5.0, migrate: bool = True) -> None:
         self.path = Path(path)
+        self.name = str(self.path)
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +65,7 @@ class SqliteDatabase:
             self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            self.migrations_applied = self.migrate() if migrate else []
         except sqlite3.Error as exc:
             self._conn.close()
             raise StorageError(
@@ -107,41 +77,18 @@ class SqliteDatabase:
             raise
 
     # -- schema ------------------------------------------------------------------
-    def _migrate(self) -> None:
-        c = self._conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            c.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version ("
-                "version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-            )
-            row = c.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            current = int(row[0]) if row and row[0] is not None else 0
-            if current > SCHEMA_VERSION:
-                raise StorageError(
-                    f"database {self.path} has schema version {current}, newer than this "
-                    f"sipedge supports ({SCHEMA_VERSION}); upgrade sipedge"
-                )
-            for version, statements in MIGRATIONS:
-                if version <= current:
-                    continue
-                for sql in statements:
-                    c.execute(sql)
-                c.execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                    (version, time.time()),
-                )
-            c.execute("COMMIT")
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise
+    def migrate(self) -> list[int]:
+        """Bring the schema up to date in one transaction; returns the versions applied
+        (``sipedge serve`` and the CLI open a file migrated unless told not to)."""
+        with self.transaction() as c:
+            return schema.migrate(c, self.dialect, self.name)
 
     @property
     def schema_version(self) -> int:
         with self.read() as c:
-            row = c.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        return int(row[0])
+            if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchone() is None:
+                return 0
+            return schema.current_version(c)
 
     # -- access ----------------------------------------------------------------------
     @contextmanager
@@ -202,6 +149,11 @@ def _db_text(s: str) -> str | bytes:
     except UnicodeEncodeError:
         return s.encode("utf-8", "surrogateescape")
     return s
+
+
+def _storable(s: str) -> bool:
+    """Can ``s`` be a TEXT value on both engines (UTF-8, no NUL)?"""
+    return "\x00" not in s and not isinstance(_db_text(s), bytes)
 
 
 def _py_text(v: object) -> str:
@@ -409,19 +361,20 @@ class SqliteLocationStore:
 
 
 class SqliteSubscriberStore:
-    """:class:`~sipedge.proxy.location.SubscriberStore` on SQLite (HA1 hashes only).
+    """:class:`~sipedge.proxy.location.SubscriberStore` on either engine's database (HA1
+    hashes only; its SQL is the same on SQLite and PostgreSQL).
 
     Queried on every lookup, so users added by ``sipedge user add`` while the server runs
     are seen at once.
     """
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def ha1(self, username: str, realm: str, algorithm: str) -> str | None:
         column = _HA1_COLUMNS.get(algorithm)
-        if column is None or isinstance(_db_text(username), bytes) or isinstance(_db_text(realm), bytes):
-            return None  # not UTF-8: no subscriber has that name
+        if column is None or not _storable(username) or not _storable(realm):
+            return None  # not UTF-8, or a NUL: no subscriber has that name
         with self.db.read() as c:
             row = c.execute(
                 f"SELECT {column} FROM subscriber WHERE username = ? AND domain = ?",
@@ -433,15 +386,13 @@ class SqliteSubscriberStore:
         d = domain.lower()
         h = subscriber_hashes(username, d, password)
         with self.db.transaction() as c:
-            if c.execute(
-                "SELECT 1 FROM subscriber WHERE username = ? AND domain = ?", (username, d)
-            ).fetchone():
-                raise DuplicateSubscriber(f"user {username}@{d} already exists")
-            c.execute(
+            cur = c.execute(
                 "INSERT INTO subscriber (username, domain, ha1_md5, ha1_sha256, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (username, domain) DO NOTHING",
                 (username, d, h["MD5"], h["SHA-256"], time.time()),
             )
+            if cur.rowcount == 0:  # (one statement: two nodes adding at once cannot both win)
+                raise DuplicateSubscriber(f"user {username}@{d} already exists")
 
     def delete(self, username: str, domain: str) -> bool:
         with self.db.transaction() as c:

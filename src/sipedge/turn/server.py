@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .._common.addr import Address
-from ..errors import ParseError
+from ..errors import ParseError, StorageError
 from ..stun import attributes as at
 from ..stun import message as sm
 from ..stun.message import Class, Message, Method
@@ -227,7 +227,7 @@ class TurnServer:
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "turn_allocations_total", "turn_allocations_expired", "turn_requests",
-                "turn_binding_requests", "turn_errors_sent", "turn_auth_failures",
+                "turn_binding_requests", "turn_errors_sent", "turn_auth_failures", "turn_storage_errors",
                 "turn_stale_nonces", "turn_quota_rejections", "turn_capacity_rejections",
                 "turn_denied_peers", "turn_packets_to_peer", "turn_bytes_to_peer",
                 "turn_packets_from_peer", "turn_bytes_from_peer", "turn_drops_malformed",
@@ -525,18 +525,23 @@ class TurnServer:
         if realm.value != self.config.realm:
             self.counters["turn_auth_failures"] += 1
             return self._challenge(flow, req, 401, now)
-        if user is not None:
-            username: str | None = user.value
-        elif uhash is not None:
-            # RFC 8489 §9.2.4: USERHASH instead of USERNAME (username anonymity).
-            username = self._creds.username_for_hash(uhash.value, realm.value)
-        else:
-            username = None
-        if username is not None:
-            for keys in self._creds.candidates(username, realm.value):
-                key = keys.key(algorithm)
-                if key is not None and req.check_integrity(key):
-                    return dataclasses.replace(keys, username=username), key, sha256
+        try:
+            if user is not None:
+                username: str | None = user.value
+            elif uhash is not None:
+                # RFC 8489 §9.2.4: USERHASH instead of USERNAME (username anonymity).
+                username = self._creds.username_for_hash(uhash.value, realm.value)
+            else:
+                username = None
+            candidates = self._creds.candidates(username, realm.value) if username is not None else []
+        except StorageError as exc:  # the user database is unreachable: a server error, retried later
+            self.counters["turn_storage_errors"] += 1
+            log.warning("x TURN: user lookup failed: %s", exc)
+            return self._error(flow, req, 500, reason="Storage Failure")
+        for keys in candidates:
+            key = keys.key(algorithm)
+            if key is not None and req.check_integrity(key):
+                return dataclasses.replace(keys, username=username or keys.username), key, sha256
         self.counters["turn_auth_failures"] += 1
         return self._challenge(flow, req, 401, now)
 

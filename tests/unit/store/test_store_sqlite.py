@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -21,18 +19,6 @@ from sipedge.store.sqlite import (
 
 AOR = "sip:alice@example.com"
 NOW = 1_700_000_000.0
-
-
-def _contracts() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "proxy" / "test_location_memory.py"
-    spec = importlib.util.spec_from_file_location("_location_contracts", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-CONTRACTS = _contracts()
 
 
 @pytest.fixture
@@ -67,14 +53,6 @@ def test_created_on_first_open_with_schema_and_wal(dbfile: Path) -> None:
     raw = sqlite3.connect(dbfile)
     assert raw.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     raw.close()
-
-
-@pytest.mark.parametrize("write_back", [False, True], ids=["write-through", "write-back"])
-def test_location_contract(dbfile: Path, write_back: bool) -> None:
-    with SqliteDatabase(dbfile) as db:
-        CONTRACTS.store_contract(SqliteLocationStore(db, write_back=write_back))
-    with SqliteDatabase(dbfile.with_name("other.db")) as db:
-        CONTRACTS.instance_contract(SqliteLocationStore(db, write_back=write_back))
 
 
 def _rows(dbfile: Path) -> set[tuple[str, str]]:
@@ -190,11 +168,6 @@ def test_second_connection_sees_data(dbfile: Path) -> None:
         assert loc_a.count(AOR, NOW) == 1
         loc_a.reload()
         assert loc_a.count(AOR, NOW) == 0
-
-
-def test_subscriber_contract(dbfile: Path) -> None:
-    with SqliteDatabase(dbfile) as db:
-        CONTRACTS.subscriber_contract(SqliteSubscriberStore(db))
 
 
 def test_no_password_stored(dbfile: Path) -> None:

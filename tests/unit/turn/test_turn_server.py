@@ -664,3 +664,26 @@ def test_rfc5780_binding(clock: FakeClock) -> None:
     r4 = Message.parse(server.handle_client(v6, sm.request(Method.BINDING, c.tid()).serialize(), clock.now)[0].data)  # type: ignore[union-attr]
     assert r4.get(at.OtherAddress) is None
     assert r4.get(at.XorMappedAddress) == at.XorMappedAddress("2001:db8::5", 4000)
+
+
+def test_an_unreachable_user_database_is_a_500_not_a_crash(clock: FakeClock, pg_url: str) -> None:
+    """TURN users on PostgreSQL (docs/storage.md): a lookup the database cannot answer is
+    a 500 (unsigned: no key was found to sign it), counted."""
+    from sipedge.store.backend import open_url
+    from sipedge.store.turn_users import TurnUserStore
+
+    db = open_url(pg_url)
+    users = TurnUserStore(db, owns=True)
+    users.add("carol", REALM, "pw")
+    rng = random.Random(7)
+    server = TurnServer(ServerConfig(realm=REALM, relay_ipv4=RELAY_IP), Credentials(users),
+                        RangeAllocator(49152, 49152 + 63, rng), token_source=lambda n: rng.randbytes(n))
+    assert Client(server, clock, "carol", "pw").allocate().cls is Class.SUCCESS
+    users.close()  # the pool is gone: every statement fails as on a dead server
+    c = Client(server, clock, "carol", "pw", flow=Flow("udp", ("192.0.2.1", 3478), ("203.0.113.5", 50001)))
+    challenge = c.reply(c.send(sm.request(Method.ALLOCATE, c.tid(), [at.RequestedTransport(17)]).serialize()))
+    nonce = challenge.get(at.Nonce)
+    assert challenge.error_code == 401 and nonce is not None
+    c.nonce = nonce.value
+    r = c.reply(c.send(c.raw_request(Method.ALLOCATE, [at.RequestedTransport(17)])))
+    assert r.error_code == 500 and server.counters["turn_storage_errors"] == 1

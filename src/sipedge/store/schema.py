@@ -1,0 +1,240 @@
+"""The versioned schema of every sipedge table, for SQLite and PostgreSQL alike.
+
+One list, :data:`MIGRATIONS`: each entry brings a database from version N-1 to N with
+its own SQL per dialect, and is recorded in the ``schema_version`` table (version,
+applied_at) in the same transaction as its DDL, so a migration applies whole or not at
+all. Never edit a released entry; add the next one.
+
+- 1: ``location`` and ``subscriber`` (what sipedge's first SQLite files held).
+- 2: ``dialog``, ``cdr``, ``nat_keepalive`` and ``turn_users``, which earlier versions
+  created on first use (``CREATE TABLE IF NOT EXISTS``, the same columns), so on such a
+  file version 2 keeps their rows and only records itself. On PostgreSQL also the
+  index of the location service's flows.
+
+PostgreSQL keeps the location row's text as ``BYTEA`` (the SIP parser keeps header bytes
+that are not UTF-8 as surrogate escapes, and a Contact may hold bytes that ``TEXT``
+refuses, NUL among them): what a phone sent is stored and read back unchanged. Times are
+``DOUBLE PRECISION`` epoch seconds (``REAL`` would be 4 bytes there).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..errors import StorageError
+
+
+class Cursor(Protocol):
+    """What a statement returns, on either engine (sqlite3's cursor, psycopg's)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    @property
+    def description(self) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """One connection inside a transaction; SQL with ``?`` placeholders on both engines."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
+
+
+class Database(Protocol):
+    """An open database of either engine (``store.backend.open_database`` opens one).
+
+    ``transaction()`` commits on success and rolls back on any error; ``read()`` is for
+    statements that change nothing. Engine errors surface as StorageError naming
+    ``name`` (the file, or the URL without its password)."""
+
+    dialect: str  # "sqlite" or "postgresql"
+    name: str
+
+    def transaction(self) -> AbstractContextManager[Connection]: ...
+
+    def read(self) -> AbstractContextManager[Connection]: ...
+
+    @property
+    def schema_version(self) -> int: ...
+
+    def migrate(self) -> list[int]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    sqlite: tuple[str, ...]
+    postgresql: tuple[str, ...]
+
+    def statements(self, dialect: str) -> tuple[str, ...]:
+        return self.sqlite if dialect == "sqlite" else self.postgresql
+
+
+_SUBSCRIBER = """CREATE TABLE subscriber (
+    username TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    ha1_md5 TEXT NOT NULL,
+    ha1_sha256 TEXT NOT NULL,
+    created_at {real} NOT NULL,
+    PRIMARY KEY (username, domain)
+)"""
+
+# Version 2 once for both dialects: {ine} "IF NOT EXISTS" on SQLite (the tables may be
+# there already, made on first use by earlier sipedge), {real}, {blob}, {id} their types.
+_V2 = (
+    """CREATE TABLE {ine}dialog (
+        call_id TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        updated_at {real} NOT NULL
+    )""",
+    """CREATE TABLE {ine}cdr (
+        id {id},
+        call_id TEXT NOT NULL,
+        start {real} NOT NULL,
+        answer {real},
+        "end" {real} NOT NULL,
+        duration {real} NOT NULL,
+        caller TEXT NOT NULL,
+        callee TEXT NOT NULL,
+        "user" TEXT NOT NULL,
+        source TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        ended_by TEXT NOT NULL,
+        from_tag TEXT NOT NULL,
+        to_tag TEXT NOT NULL,
+        media TEXT NOT NULL DEFAULT '{{}}'
+    )""",
+    "CREATE INDEX {ine}cdr_start ON cdr (start)",
+    "CREATE INDEX {ine}cdr_call ON cdr (call_id)",
+    """CREATE TABLE {ine}nat_keepalive (
+        token TEXT PRIMARY KEY,
+        registered_until {real} NOT NULL DEFAULT 0,
+        subscriptions TEXT NOT NULL DEFAULT '{{}}',
+        dialogs TEXT NOT NULL DEFAULT '{{}}',
+        updated_at {real} NOT NULL
+    )""",
+    """CREATE TABLE {ine}turn_users (
+        username   TEXT NOT NULL,
+        realm      TEXT NOT NULL,
+        key_md5    {blob} NOT NULL,
+        key_sha256 {blob} NOT NULL,
+        userhash   {blob} NOT NULL,
+        PRIMARY KEY (username, realm)
+    )""",
+    "CREATE INDEX {ine}turn_users_userhash ON turn_users (userhash)",
+)
+_SQLITE_V2 = tuple(
+    sql.format(ine="IF NOT EXISTS ", real="REAL", blob="BLOB", id="INTEGER PRIMARY KEY AUTOINCREMENT")
+    for sql in _V2
+)
+_PG_V2 = (
+    *(sql.format(ine="", real="DOUBLE PRECISION", blob="BYTEA", id="BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+      for sql in _V2),
+    "CREATE INDEX location_flow ON location (flow) WHERE flow <> ''::bytea",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "location and subscriber",
+        sqlite=(
+            """CREATE TABLE location (
+                aor TEXT NOT NULL,
+                contact TEXT NOT NULL,
+                expires_at REAL NOT NULL,
+                q REAL NOT NULL DEFAULT 1.0,
+                call_id TEXT NOT NULL DEFAULT '',
+                cseq INTEGER NOT NULL DEFAULT 0,
+                received TEXT NOT NULL DEFAULT '',
+                path TEXT NOT NULL DEFAULT '[]',
+                instance TEXT NOT NULL DEFAULT '',
+                reg_id INTEGER NOT NULL DEFAULT 0,
+                flow TEXT NOT NULL DEFAULT '',
+                user_agent TEXT NOT NULL DEFAULT '',
+                socket TEXT NOT NULL DEFAULT '',
+                seq INTEGER NOT NULL,
+                PRIMARY KEY (aor, contact)
+            )""",
+            "CREATE INDEX location_expires ON location (expires_at)",
+            _SUBSCRIBER.format(real="REAL"),
+        ),
+        postgresql=(
+            "CREATE SEQUENCE location_seq",
+            """CREATE TABLE location (
+                aor BYTEA NOT NULL,
+                contact BYTEA NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL,
+                q DOUBLE PRECISION NOT NULL DEFAULT 1.0,
+                call_id BYTEA NOT NULL DEFAULT ''::bytea,
+                cseq BIGINT NOT NULL DEFAULT 0,
+                received BYTEA NOT NULL DEFAULT ''::bytea,
+                path TEXT NOT NULL DEFAULT '[]',
+                instance BYTEA NOT NULL DEFAULT ''::bytea,
+                reg_id BIGINT NOT NULL DEFAULT 0,
+                flow BYTEA NOT NULL DEFAULT ''::bytea,
+                user_agent BYTEA NOT NULL DEFAULT ''::bytea,
+                socket BYTEA NOT NULL DEFAULT ''::bytea,
+                seq BIGINT NOT NULL DEFAULT nextval('location_seq'),
+                PRIMARY KEY (aor, contact)
+            )""",
+            "CREATE INDEX location_expires ON location (expires_at)",
+            _SUBSCRIBER.format(real="DOUBLE PRECISION"),
+        ),
+    ),
+    Migration(
+        2,
+        "dialog, cdr, nat_keepalive and turn_users under migration",
+        sqlite=_SQLITE_V2,
+        postgresql=_PG_V2,
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+SCHEMA_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at {real} NOT NULL)"
+)
+
+def current_version(c: Connection) -> int:
+    """The highest migration recorded (0: none, or no ``schema_version`` table yet)."""
+    row = c.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def migrate(c: Connection, dialect: str, name: str, target: int = SCHEMA_VERSION) -> list[int]:
+    """Apply the migrations after the recorded version up to ``target`` on ``c``, inside
+    the caller's transaction; returns the versions applied. A database newer than this
+    sipedge is refused (StorageError), never downgraded."""
+    c.execute(SCHEMA_VERSION_TABLE.format(real="REAL" if dialect == "sqlite" else "DOUBLE PRECISION"))
+    current = current_version(c)
+    if current > SCHEMA_VERSION:
+        raise StorageError(
+            f"database {name} has schema version {current}, newer than this sipedge supports "
+            f"({SCHEMA_VERSION}); upgrade sipedge"
+        )
+    applied = []
+    for m in MIGRATIONS:
+        if current < m.version <= target:
+            for sql in m.statements(dialect):
+                c.execute(sql)
+            c.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (m.version, time.time()))
+            applied.append(m.version)
+    return applied
+
+
+TABLES = ("subscriber", "location", "dialog", "cdr", "nat_keepalive", "turn_users")
+"""Every table holding an installation's data, in the order export and import use."""
+
+__all__ = ["MIGRATIONS", "Connection", "Cursor", "Database", "current_version", "migrate", "SCHEMA_VERSION", "SCHEMA_VERSION_TABLE", "TABLES", "Migration"]
