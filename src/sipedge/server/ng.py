@@ -6,6 +6,7 @@ the decisions are ``media.pool.MediaPool``'s)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import time
@@ -79,6 +80,7 @@ class NgRemote:
 
     def __init__(self, host: str, port: int, timeout: float = 3.0, retries: int = 3) -> None:
         self.target = (host, port)
+        self._target_ip = ipaddress.ip_address(host)
         self.timeout = timeout
         self.retries = retries
         self.codec = NgClient()
@@ -92,7 +94,8 @@ class NgRemote:
             fam = socket.AF_INET6 if ":" in self.target[0] else socket.AF_INET
             sock = socket.socket(fam, socket.SOCK_DGRAM)
             sock.setblocking(False)
-            sock.connect(self.target)
+            # not connect()ed: a connected socket gets the ICMP errors of a relay that went
+            # away, and under uvloop its reader then never fires again when the relay is back
             self._loop.add_reader(sock.fileno(), self._readable)
             self._sock = sock
         return self._sock
@@ -101,11 +104,13 @@ class NgRemote:
         assert self._sock is not None
         while True:
             try:
-                data = self._sock.recv(65535)
+                data, addr = self._sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
+            if addr[1] != self.target[1] or ipaddress.ip_address(addr[0]) != self._target_ip:
+                continue  # only the relay's replies count
             try:
                 cookie, reply = NgClient.parse_reply(data)
             except ParseError:
@@ -122,7 +127,7 @@ class NgRemote:
         try:
             for _ in range(self.retries):
                 try:
-                    sock.send(data)
+                    sock.sendto(data, self.target)
                 except OSError:
                     pass
                 try:
