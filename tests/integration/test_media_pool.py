@@ -216,7 +216,8 @@ def test_a_killed_relay_is_taken_out_by_ping_and_put_back_when_it_answers(tmp_pa
 
 def test_an_offer_that_times_out_is_retried_on_the_next_relay(tmp_path: Path) -> None:
     """No ping within the test (every 60 s): the relay killed after the first ping is found
-    out by the offer sent to it, which times out and goes to the other relay."""
+    out by the offer sent to it, which times out and goes to the other relay. With both
+    killed, an offer tries each once and the call is refused 503."""
     with media_pool(tmp_path, ping_interval=60) as (proxy, nodes):
         nodes[1].kill()
         calls = [place_call(proxy) for _ in range(2)]  # one of two picks is the heavier relay
@@ -225,6 +226,20 @@ def test_an_offer_that_times_out_is_retried_on_the_next_relay(tmp_path: Path) ->
         assert rows["127.0.0.2"]["state"] == "down" and rows["127.0.0.2"]["failures"] == 1
         assert metrics(proxy)["media_pool_retries"] == 1
         calls[0].talk(0)
+        # with no relay left, each is tried once and the call gets 503
+        nodes[0].kill()
+        i = next(_next_user)
+        caller = UA("udp", (proxy.host, proxy.udp), f"u{i}", proxy.host, USERS[f"u{i}"])
+        callee = UA("udp", (proxy.host, proxy.udp), f"u{i + 1}", proxy.host, USERS[f"u{i + 1}"])
+        assert callee.register().status == 200
+        inv = caller.build("INVITE", callee.aor, body=sdp("192.168.77.2", 4000),
+                           headers={"Content-Type": "application/sdp"})
+        caller.send(inv)
+        caller.send(caller.authorize(inv, caller.expect(407)))
+        assert caller.expect_final(10).status == 503
+        assert not [x for x in callee.inbox if isinstance(x, m.Request)]
+        for ua in (caller, callee):
+            ua.close()
         for c in calls:
             c.close()
 
