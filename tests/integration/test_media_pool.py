@@ -19,16 +19,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from helpers.metrics import metrics
 from helpers.ports import free_port
-from helpers.rtpengine import wait_pong
+from helpers.rtpengine import INSTALLED as RTPENGINE_INSTALLED
+from helpers.rtpengine import running_rtpengine, wait_pong
 from helpers.sipserver import SIPEDGE, Server, running_server
 from helpers.ua import UA
 from integration.test_ctl import api, ctl, token_of
 from integration.test_proxy_media import in_dialog, media_of, natted_invite, rtp, sdp, udp_socket
 from sipedge.sip import message as m
 
-USERS = {f"u{i}": f"u{i}-pw" for i in range(40)}
+USERS = {f"u{i}": f"u{i}-pw" for i in range(80)}  # two per call, each call its own
 NODE_HOSTS = ("127.0.0.1", "127.0.0.2")
 
 
@@ -102,13 +105,13 @@ class Call:
         got = sorted(struct.unpack("!H", self.a_rtp.recvfrom(2048)[0][2:4])[0] for _ in range(5))
         assert got == list(range(first + 100, first + 105))
 
-    def reinvite(self) -> str:
+    def reinvite(self, port: int = 4002) -> str:
         """A re-INVITE with a new offer from the caller; the relay both new SDPs name."""
-        req = in_dialog(self.caller, "INVITE", self.ok, body=sdp("192.168.77.2", 4002))
+        req = in_dialog(self.caller, "INVITE", self.ok, body=sdp("192.168.77.2", port))
         self.caller.send(req)
         seen = self.callee.wait("INVITE")
         assert isinstance(seen, m.Request)
-        towards_callee = media_of(seen.body)[0]
+        towards_callee, self.to_b = media_of(seen.body)
         self.callee.answer(seen, 200, body=sdp("127.0.0.1", self.b_rtp.getsockname()[1]))
         ok = self.caller.wait(lambda x: isinstance(x, m.Response) and x.status == 200
                               and x.cseq.number == req.cseq.number)
@@ -116,7 +119,8 @@ class Call:
         ack = in_dialog(self.caller, "ACK", self.ok)
         ack.set("CSeq", f"{req.cseq.number} ACK")
         self.caller.send(ack)
-        assert media_of(ok.body)[0] == towards_callee
+        relay, self.to_a = media_of(ok.body)  # (rtpengine may hand out new ports)
+        assert relay == towards_callee
         return towards_callee
 
     def hang_up(self) -> None:
@@ -256,3 +260,28 @@ def test_an_offer_a_full_relay_refuses_is_retried_on_the_next(tmp_path: Path) ->
         calls[2].talk(0)
         for c in calls:
             c.hang_up()
+
+
+@pytest.mark.skipif(not RTPENGINE_INSTALLED, reason="rtpengine not installed (rtpengine-daemon)")
+def test_a_pool_of_two_rtpengines_spreads_and_sticks(tmp_path: Path) -> None:
+    """The same with Debian's rtpengine-daemon as both relays."""
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r2").mkdir()
+    low1, low2 = free_port("127.0.0.1") & ~1, free_port("127.0.0.2") & ~1
+    with running_rtpengine(tmp_path / "r1", low1, low1 + 40) as ng1, \
+            running_rtpengine(tmp_path / "r2", low2, low2 + 40, host="127.0.0.2") as ng2:
+        remote = f'["127.0.0.1:{ng1}", "127.0.0.2:{ng2};weight=2"]'
+        extra = f"\n[media]\nremote = {remote}\nping_interval = 0.5\n"
+        with running_server(tmp_path / "proxy", users=USERS, extra=extra) as proxy:
+            calls = [place_call(proxy) for _ in range(3)]
+            try:
+                assert Counter(c.relay for c in calls) == {"127.0.0.1": 1, "127.0.0.2": 2}
+                for i, c in enumerate(calls):
+                    c.talk(10 * i)
+                    assert c.reinvite(4000) == c.relay  # (the same offer again: a session refresh)
+                    time.sleep(0.1)
+                    c.talk(100 + 10 * i)
+                assert [nodes_of(proxy)[h]["calls"] for h in NODE_HOSTS] == [1, 2]
+            finally:
+                for c in calls:
+                    c.hang_up()
