@@ -51,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         dest="media_command", metavar="ACTION", required=True)
     command(media, "list", "media.list", "the calls the relay holds")
     command(media, "query", "media.query", "one call's streams and packets", ("call_id", "the Call-ID", False))
+    command(media, "nodes", "media.nodes", "the remote relays of media.remote: state, weight, calls")
     turn = groups.add_parser("turn", help="the TURN server").add_subparsers(
         dest="turn_command", metavar="ACTION", required=True)
     command(turn, "allocations", "turn.allocations", "the TURN allocations")
@@ -139,6 +140,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "ul.dump": ("aor", "contact", "expires", "received", "socket", "user_agent"),
     "ul.show": ("aor", "contact", "expires", "received", "socket", "user_agent"),
     "media.list": ("call_id", "created", "tags", "rtp_packets", "rtcp_packets"),
+    "media.nodes": ("node", "state", "weight", "calls", "offers", "failures", "since"),
     "dlg.list": ("call_id", "state", "caller", "callee", "user", "source", "duration", "expires_in"),
     "turn.allocations": ("client", "username", "relayed", "expires", "permissions"),
     "ban.list": ("source", "seconds_left", "dropped"),

@@ -79,7 +79,17 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _coerce(key, value, args[0])
+        for arg in args[:-1]:  # the first type the value fits (e.g. a string or a list of them)
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                pass
+        try:
+            return _coerce(key, value, args[-1])
+        except ConfigError:
+            if len(args) == 1:
+                raise
+            raise ConfigError(f"{key} = {value!r}: expected " + " or ".join(_type_name(a) for a in args)) from None
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):

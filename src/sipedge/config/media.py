@@ -32,6 +32,45 @@ def _hostport_or_empty(v: Any) -> str | None:
     return None
 
 
+def parse_node(spec: str) -> tuple[str, int, int]:
+    """``HOST:PORT`` or ``HOST:PORT;weight=N`` (one node of ``media.remote``) as (host, port,
+    weight); ValueError when malformed."""
+    addr, _, params = spec.partition(";")
+    weight = 1
+    if params:
+        key, eq, value = params.partition("=")
+        if key.strip().lower() != "weight" or not eq or not value.strip().isdigit():
+            raise ValueError(spec)
+        weight = int(value)
+        if not 1 <= weight <= 1000:
+            raise ValueError(spec)
+    if not addr or _hostport_or_empty(addr.strip()):
+        raise ValueError(spec)
+    host, _, p = addr.strip().rpartition(":")
+    return host.strip("[]"), int(p), weight
+
+
+def _remote(v: Any) -> str | None:
+    items = [v] if isinstance(v, str) else v
+    if items == [""]:
+        return None
+    if isinstance(v, list) and not v:
+        return '"" (built-in relay) or a non-empty list of nodes'
+    seen: set[tuple[str, int]] = set()
+    for item in items:
+        try:
+            host, p, _ = parse_node(item)
+        except ValueError:
+            return (
+                '"ip:port", or a list of nodes like ["127.0.0.1:2223", "127.0.0.2:2223;weight=2"] '
+                f"(weight 1..1000, default 1); {item!r} is not"
+            )
+        if (host, p) in seen:
+            return f"distinct nodes; {item!r} appears twice"
+        seen.add((host, p))
+    return None
+
+
 def parse_interface(spec: str) -> tuple[str, str, str]:
     """``NAME/IP`` or ``NAME/IP!ADVERTISED`` (rtpengine's --interface syntax) as (name, listen,
     advertised); ValueError when malformed."""
@@ -85,11 +124,20 @@ class MediaConfig:
         "none in `sipedge serve`; `sipedge media serve` then uses 127.0.0.1:22222)",
         _hostport_or_empty,
     )
-    remote: str = option(
+    remote: str | list[str] = option(
         "",
-        'drive a remote relay (another sipedge, or rtpengine) over ng at "host:port" instead '
-        "of the built-in one (empty = built-in)",
-        _hostport_or_empty,
+        'drive remote relays (other sipedge nodes, or rtpengine) over ng instead of the built-in '
+        'one: "host:port" for one, or a pool ["127.0.0.1:2223", "127.0.0.2:2223;weight=2"] '
+        "spread by weight, each call kept on its node (empty = built-in; docs/media.md)",
+        _remote,
+    )
+    ping_interval: float = option(
+        5.0, "seconds between ng pings of each remote node; one unanswered takes it out of the pool",
+        positive,
+    )
+    remote_timeout: float = option(
+        3.0, "seconds a remote node has to answer one ng request (retransmitted within) before "
+        "the request fails and, for an offer, goes to the next node", positive,
     )
     timeout: float = option(60.0, "delete a call after this many seconds without media", positive)
     hold_timeout: float = option(
@@ -147,11 +195,10 @@ class MediaConfig:
         return ", ".join(parts)
 
     @property
-    def remote_address(self) -> tuple[str, int] | None:
-        if not self.remote:
-            return None
-        host, _, p = self.remote.rpartition(":")
-        return host.strip("[]"), int(p)
+    def remote_nodes(self) -> list[tuple[str, int, int]]:
+        """(host, port, weight) of each remote node; empty: the built-in relay."""
+        items = [self.remote] if isinstance(self.remote, str) else self.remote
+        return [parse_node(item) for item in items if item]
 
     @property
     def ng_address(self) -> tuple[str, int] | None:

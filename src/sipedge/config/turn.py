@@ -137,7 +137,12 @@ class TurnConfig:
     )
     alt_port: int = option(0, "second port for RFC 5780 (0 = first UDP port + 1)", port)
     alternate_servers: list[str] = option(
-        [], "send new allocations to these ip:port with 300 Try Alternate (draining a node)", _addresses
+        [], "send new allocations to these ip:port with 300 Try Alternate, round robin (to drain a node, "
+        "or above alternate_threshold to spread load)", _addresses
+    )
+    alternate_threshold: int = option(
+        0, "redirect only while this node holds this many allocations or more (0 = every new one: draining)",
+        non_negative,
     )
     alternate_domain: str = option(
         "", "certificate name of the alternate servers, sent as ALTERNATE-DOMAIN to TLS clients (empty = none)"

@@ -55,7 +55,7 @@ from .gcschedule import GcSchedule
 from .keepalive import KeepaliveService
 from .logsetup import setup_logging
 from .media import MediaServer
-from .ng import NgControlServer, NgRemote
+from .ng import NgControlServer, NgPool
 from .stun_turn import TurnService, start_from_config
 from .transport import ALL_TRANSPORTS, TransportLayer
 from .ws import WsOptions, own_origins
@@ -398,7 +398,7 @@ class App:
         self.web: WebServer | None = None
         self.media: MediaServer | None = None
         self.ng: NgControlServer | None = None
-        self.media_remote: NgRemote | None = None
+        self.media_remote: NgPool | None = None
         self.keepalive: KeepaliveService | None = None
         self.turn: TurnService | None = None
         self.turn_users: TurnUserStore | None = None
@@ -450,13 +450,16 @@ class App:
         self.keepalive.start()
         if location.write_back:
             self._location_flush = asyncio.create_task(self._flush_location_loop(cfg.registrar.db_flush_interval))
-        remote = cfg.media.remote_address
-        if remote is not None:
-            self.media_remote = NgRemote(*remote)
+        remote = cfg.media.remote_nodes
+        if remote:
+            self.media_remote = NgPool(remote, cfg.media.ping_interval, cfg.media.remote_timeout,
+                                       cfg.media.max_calls)
+            self.media_remote.start()
             self.sip.media = self.media_remote
             assert self.sip.core is not None
             self.sip.core.media_available = True
-            log.info("media relay: remote ng at %s:%d", *remote)
+            log.info("media relay: remote ng at %s", ", ".join(f"{n['node']} (weight {n['weight']})"
+                                                              for n in self.media_remote.nodes()))
         elif cfg.media.enabled:
             dtls = DtlsContext(cfg.general.data_dir)  # the bridge's certificate (docs/webrtc.md)
             log.info("media relay DTLS certificate %s, fingerprint sha-256 %s", dtls.certificate.cert,
@@ -524,7 +527,7 @@ class App:
 
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = {}
-        for role in (self.sip, self.keepalive, self.media, self.ng, self.turn, self.gc):
+        for role in (self.sip, self.keepalive, self.media, self.ng, self.media_remote, self.turn, self.gc):
             if role is not None:
                 out.update(role.stats())
         db_stats = getattr(self.db, "stats", None)  # PostgreSQL: db_errors, db_unavailable, db_down...

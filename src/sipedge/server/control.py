@@ -134,6 +134,8 @@ class Control:
                 Command("media.list", self._media_list, "the calls the media relay holds"),
                 Command("media.query", self._media_query, "one call's media: streams, addresses, packets",
                         ("call_id",)),
+                Command("media.nodes", self._media_nodes,
+                        "the remote media relays (media.remote): state, weight, calls"),
                 Command("turn.allocations", self._turn_allocations, "the TURN allocations"),
                 Command("trace.list", self._trace_list,
                         "the traced calls, most recent first (with since: only those with newer messages)",
@@ -291,6 +293,12 @@ class Control:
         if summary is None:
             raise ControlError(404, f"the media relay has no call {call_id!r}")
         return {"call_id": call_id, **summary}
+
+    async def _media_nodes(self, params: Params) -> list[dict[str, Any]]:
+        pool = self.app.media_remote
+        if pool is None:
+            raise ControlError(503, "no remote media relays here: media.remote is empty (the relay is built in)")
+        return pool.nodes()
 
     async def _turn_allocations(self, params: Params) -> list[dict[str, Any]]:
         turn = self.app.turn

@@ -97,6 +97,7 @@ def server_config(cfg: TurnConfig) -> ServerConfig:
         password_algorithms=cfg.password_algorithms,
         alternate_servers=tuple(split_address(a) for a in cfg.alternate_servers),
         alternate_domain=cfg.alternate_domain,
+        alternate_threshold=cfg.alternate_threshold,
         policy=PeerPolicy.build(cfg.allow_peers, cfg.deny_peers, cfg.deny_private_peers),
         binding=BindingConfig(cfg.software, primary, other),
     )

@@ -32,6 +32,7 @@ from . import channel as ch
 from .auth import CredentialProvider, NonceFactory, UserKeys
 from .policy import PeerPolicy
 from .ports import PortAllocator
+from .redirect import Redirector
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ class ServerConfig:
     """redirect new allocations there with 300 Try Alternate (RFC 8489 §10), round robin."""
     alternate_domain: str = ""
     """the name TLS clients check the alternates' certificates against (ALTERNATE-DOMAIN)."""
+    alternate_threshold: int = 0
+    """redirect only while this many allocations or more are held here (0 = always: drain)."""
     policy: PeerPolicy = field(default_factory=PeerPolicy)
     binding: BindingConfig = field(default_factory=BindingConfig)
 
@@ -224,6 +227,8 @@ class TurnServer:
         self._per_account: dict[str, int] = {}
         self._reservations: dict[bytes, tuple[at.Family, int, float]] = {}
         self._next_sweep: float | None = None
+        self._redirect = Redirector(config.alternate_servers, config.alternate_threshold,
+                                    max_entries=config.max_allocations)
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "turn_allocations_total", "turn_allocations_expired", "turn_requests",
@@ -233,7 +238,7 @@ class TurnServer:
                 "turn_packets_from_peer", "turn_bytes_from_peer", "turn_drops_malformed",
                 "turn_drops_no_allocation", "turn_drops_no_permission",
                 "turn_drops_unbound_channel", "turn_drops_bandwidth", "turn_drops_unknown_relay",
-                "turn_permissions_created", "turn_channels_bound", "turn_redirects",
+                "turn_permissions_created", "turn_channels_bound", "turn_redirects", "turn_redirect_loops_avoided",
                 "turn_icmp_reported", "turn_reservations_made", "turn_reservations_used",
             ),
             0,
@@ -564,12 +569,12 @@ class TurnServer:
             if existing.alloc_tid == req.transaction_id:
                 return [ToClient(flow, existing.alloc_response)]
             return err(437)
-        # RFC 8489 §14.15: the alternate is of the family the client reached us over
-        v6 = ":" in flow.remote[0]
-        alts = [a for a in self.config.alternate_servers if (":" in a[0]) == v6]
-        if alts:
-            target = alts[self.counters["turn_redirects"] % len(alts)]
-            self.counters["turn_redirects"] += 1
+        # an Allocate with a RESERVATION-TOKEN claims a port reserved here: never sent away
+        target = None if req.get(at.ReservationToken) is not None else self._redirect.target(
+            username, flow.remote, req.transaction_id, len(self._allocs), now)
+        self.counters["turn_redirects"] = self._redirect.redirects
+        self.counters["turn_redirect_loops_avoided"] = self._redirect.loops_avoided
+        if target is not None:
             redirect: list[at.Attribute] = [at.AlternateServer(*target)]
             if flow.transport == "tls" and self.config.alternate_domain:
                 redirect.append(at.AlternateDomain(self.config.alternate_domain))  # RFC 8489 §14.16
