@@ -105,10 +105,10 @@ class _Ban:
         self.dropped = 0
 
 
-def flood_detector(sip: SipConfig) -> FloodDetector:
+def flood_detector(sip: SipConfig, shared: BanStore | None = None) -> FloodDetector:
     """The detector for a server: ``[sip.flood]``, with ``sip.trusted_peers`` exempt too
     (a trunk is trusted to relay, so it is trusted not to be a flooder)."""
-    return FloodDetector(sip.flood, tuple(sip.trusted_peers))
+    return FloodDetector(sip.flood, tuple(sip.trusted_peers), shared)
 
 
 class FloodDetector:

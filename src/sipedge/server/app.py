@@ -36,6 +36,13 @@ from ..sip.auth import DigestAuth
 from ..sip.flow import Flow, Target
 from ..store.dialogs import SqliteDialogStore
 from ..store.keepalive import SqliteEndpointStore
+from ..store.redis import (
+    RedisAllocationQuota,
+    RedisBanStore,
+    RedisLink,
+    RedisLocationStore,
+    shared_secret,
+)
 from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriberStore
 from ..store.turn_users import TurnUserStore
 from ..stun import server as stun_server
@@ -68,12 +75,14 @@ class SipService:
     def __init__(
         self,
         config: Config,
-        location: SqliteLocationStore,
+        location: SqliteLocationStore | RedisLocationStore,
         subscribers: SqliteSubscriberStore,
         secret: bytes,
         dialog_store: SqliteDialogStore | None = None,
+        bans: pike.BanStore | None = None,
     ) -> None:
         self.config = config
+        self.bans = bans
         self.dialog_store = dialog_store
         self.location = location
         self.subscribers = subscribers
@@ -84,6 +93,7 @@ class SipService:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._purge_task: asyncio.Task[None] | None = None
+        self._ban_sync_task: asyncio.Task[None] | None = None
         self._load_task: asyncio.Task[None] | None = None
         self.media: MediaControl | None = None
         self.dns = DnsResolver(config.dns, transports=ALL_TRANSPORTS)
@@ -94,7 +104,7 @@ class SipService:
 
     async def start(self, server_ctx: Any, client_ctx: Any) -> None:
         ws = self.config.sip.websocket
-        flood = pike.flood_detector(self.config.sip)  # the transport drops banned sources
+        flood = pike.flood_detector(self.config.sip, self.bans)  # the transport drops banned sources
         origins = websocket_origins(self.config)
         self.transports = TransportLayer(
             self.config.sip,
@@ -133,6 +143,8 @@ class SipService:
         )
         self.core.flow_alive = self.transports.is_alive
         self._purge_task = asyncio.create_task(self._purge_loop())
+        if self.bans is not None and self.config.redis.sync_interval > 0:
+            self._ban_sync_task = asyncio.create_task(self._ban_sync_loop(self.config.redis.sync_interval))
         if self.config.sip.ratelimit.algorithm == "network":
             self._load_task = asyncio.create_task(self._network_load_loop())
         for li in listeners:
@@ -191,7 +203,7 @@ class SipService:
         return out
 
     async def stop(self) -> None:
-        for task in (self._purge_task, self._load_task):
+        for task in (self._purge_task, self._load_task, self._ban_sync_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -349,6 +361,14 @@ class SipService:
                 self.core.ratelimit.set_network_load((now - last) / interval)
             last = now
 
+    async def _ban_sync_loop(self, interval: float) -> None:
+        """``[redis] bans``: adopt the bans other nodes made, drop the ones lifted there."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.core is not None:
+                self.core.flood.sync(self.loop.time())
+                self.kick()  # log the adopted bans, arm the timer that ends them
+
     async def _purge_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.registrar.purge_interval)
@@ -391,7 +411,8 @@ class App:
         self.turn: TurnService | None = None
         self.turn_users: TurnUserStore | None = None
         self.gc = GcSchedule(config.general.gc_interval)
-        self.location: SqliteLocationStore | None = None
+        self.location: SqliteLocationStore | RedisLocationStore | None = None
+        self.redis: RedisLink | None = None
         self.dialog_store: SqliteDialogStore | None = None
         self._dialog_flush: asyncio.Task[None] | None = None
         self._location_flush: asyncio.Task[None] | None = None
@@ -411,9 +432,19 @@ class App:
             self.control_socket = ControlSocket(self.control, socket_path)
             await self.control_socket.start()
         self.db = SqliteDatabase(cfg.database_path)
-        location = self.location = SqliteLocationStore(
-            self.db, write_back=cfg.registrar.db_mode == "write-back"
-        )
+        secret = load_secret(data_dir / "nonce.key")
+        bans: pike.BanStore | None = None
+        location: SqliteLocationStore | RedisLocationStore
+        if cfg.redis.url:
+            redis = self.redis = self._open_redis()
+            if cfg.redis.nonces:
+                secret = shared_secret(redis, secret)
+            if cfg.redis.bans:
+                bans = RedisBanStore(redis, cfg.sip.flood.max_sources)
+        if self.redis is not None and cfg.redis.location:
+            location = self.location = RedisLocationStore(self.redis)
+        else:
+            location = self.location = SqliteLocationStore(self.db, write_back=cfg.registrar.db_mode == "write-back")
         subscribers = SqliteSubscriberStore(self.db)
         needs_tls = any(li.split(":", 1)[0] in ("tls", "wss") for li in cfg.sip.listen)
         server_ctx = client_ctx = None
@@ -430,7 +461,7 @@ class App:
         self.dialog_store = SqliteDialogStore(self.db, cfg.accounting, write_back=cfg.dialog.db_flush_interval > 0)
         if self.dialog_store.write_back:
             self._dialog_flush = asyncio.create_task(self._flush_dialogs_loop(cfg.dialog.db_flush_interval))
-        self.sip = SipService(cfg, location, subscribers, load_secret(data_dir / "nonce.key"), self.dialog_store)
+        self.sip = SipService(cfg, location, subscribers, secret, self.dialog_store, bans)
         await self.sip.start(server_ctx, client_ctx)
         assert self.sip.core is not None and self.sip.transports is not None
         self.keepalive = KeepaliveService(
@@ -463,7 +494,10 @@ class App:
         if cfg.turn.enabled:
             users_path = Path(cfg.turn.users_db) if cfg.turn.users_db else cfg.database_path
             self.turn_users = TurnUserStore(users_path)
-            self.turn = await start_from_config(cfg, users=self.turn_users, ssl_context=server_ctx)
+            quota = None
+            if self.redis is not None and cfg.redis.turn_quotas:
+                quota = RedisAllocationQuota(self.redis, secrets.token_hex(8))
+            self.turn = await start_from_config(cfg, users=self.turn_users, ssl_context=server_ctx, quota=quota)
         if cfg.web.enabled:
             self.web = WebServer(cfg, self.stats)
             if cfg.turn.enabled:
@@ -489,6 +523,18 @@ class App:
             await self.web.start()
         self.gc.start()
 
+    def _open_redis(self) -> RedisLink:
+        """``[redis] url``: connect once at start, so a wrong URL stops the start here."""
+        try:
+            link = RedisLink(self.config.redis)
+            link.ping()
+            log.info("redis %s: sharing %s", link.where, ", ".join(
+                what for what in ("location", "nonces", "bans", "turn_quotas") if getattr(self.config.redis, what)
+            ) or "nothing")
+        except StorageError as exc:
+            raise ConfigError(f"redis.url: {exc}") from exc
+        return link
+
     def reload(self) -> dict[str, Any]:
         """``sipedge ctl reload``: the routing module and the TLS certificate, re-read
         without a restart. New requests and handshakes use them; calls, registrations and
@@ -512,7 +558,7 @@ class App:
 
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = {}
-        for role in (self.sip, self.keepalive, self.media, self.ng, self.turn, self.gc):
+        for role in (self.sip, self.keepalive, self.media, self.ng, self.turn, self.gc, self.redis):
             if role is not None:
                 out.update(role.stats())
         return out
@@ -551,6 +597,8 @@ class App:
             self.dialog_store.flush()  # the calls under way and the last CDRs
         if self.db is not None:
             self.db.close()
+        if self.redis is not None:
+            self.redis.close()
 
     async def _flush_dialogs_loop(self, interval: float) -> None:
         assert self.dialog_store is not None

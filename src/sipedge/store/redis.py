@@ -14,6 +14,8 @@ On top of it, all synchronous (the sans-I/O cores call them inline):
   transaction on the AoR's hash, so two nodes registering the same AoR never interleave.
 - :class:`RedisBanStore`, a :class:`~sipedge.proxy.pike.BanStore`: one sorted set of
   source -> end of ban in Redis's own clock (``TIME``), trimmed to ``max_sources``.
+- :class:`RedisAllocationQuota`, a :class:`~sipedge.turn.quota.AllocationQuota`: a sorted
+  set per TURN account of its allocations on every node, each with the end of its life.
 - :func:`shared_secret`: the digest-nonce key, created once with ``SET NX`` so that every
   node signs and verifies nonces with the same one.
 
@@ -394,6 +396,71 @@ class RedisBanStore:
         return {_text(m): until - now for m, until in rows if until > now}
 
 
+# -- TURN allocation quotas ------------------------------------------------------------------
+
+# A sorted set per account: allocation -> end of its lifetime (Redis's clock). Ended ones
+# are dropped first, so a node that died frees its slots when they would have expired.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 60)
+return 1
+"""
+
+# Extends the allocation if it is still there (XX: a refresh never creates a slot).
+_REFRESH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+if redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[2]), ARGV[1]) == 1 then
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl < tonumber(ARGV[2]) + 60 then redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 60) end
+end
+return 1
+"""
+
+
+class RedisAllocationQuota:
+    """:class:`~sipedge.turn.quota.AllocationQuota` over every node sharing the Redis;
+    ``node`` (random per process) keeps two nodes' allocation names apart."""
+
+    def __init__(self, link: RedisLink, node: str) -> None:
+        self.link = link
+        self.node = node
+        self._acquire = link.client.register_script(_ACQUIRE)
+        self._refresh = link.client.register_script(_REFRESH)
+
+    def _key(self, account: str) -> str:
+        return self.link.key("turn", "quota", account)
+
+    def acquire(self, account: str, allocation: str, limit: int, lifetime: float) -> bool:
+        member = f"{self.node}|{allocation}"
+        got = self.link.call(
+            "TURN quota", lambda r: self._acquire(keys=[self._key(account)], args=[member, limit, lifetime])
+        )
+        return int(got) == 1
+
+    def refresh(self, account: str, allocation: str, lifetime: float) -> None:
+        member = f"{self.node}|{allocation}"
+        self.link.call("TURN quota refresh", lambda r: self._refresh(keys=[self._key(account)], args=[member, lifetime]))
+
+    def release(self, account: str, allocation: str) -> None:
+        self.link.call("TURN quota release", lambda r: r.zrem(self._key(account), f"{self.node}|{allocation}"))
+
+    def in_use(self, account: str) -> int:
+        """Allocations of ``account`` alive on all nodes (admin, tests)."""
+
+        def count(r: redis.Redis) -> int:
+            sec, usec = r.time()
+            return int(r.zcount(self._key(account), f"({sec + usec / 1e6!r}", "+inf"))
+
+        return self.link.call("TURN quota", count)
+
+
 # -- the digest-nonce secret ---------------------------------------------------------------
 
 
@@ -413,4 +480,4 @@ def shared_secret(link: RedisLink, mine: bytes) -> bytes:
     return secret
 
 
-__all__ = ["RedisBanStore", "RedisLink", "RedisLocationStore", "shared_secret"]
+__all__ = ["RedisAllocationQuota", "RedisBanStore", "RedisLink", "RedisLocationStore", "shared_secret"]

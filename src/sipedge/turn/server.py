@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .._common.addr import Address
-from ..errors import ParseError
+from ..errors import ParseError, StorageError
 from ..stun import attributes as at
 from ..stun import message as sm
 from ..stun.message import Class, Message, Method
@@ -32,6 +32,7 @@ from . import channel as ch
 from .auth import CredentialProvider, NonceFactory, UserKeys
 from .policy import PeerPolicy
 from .ports import PortAllocator
+from .quota import AllocationQuota, LocalQuota
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ class TurnServer:
         credentials: CredentialProvider,
         ports: PortAllocator,
         token_source: TokenSource = secrets.token_bytes,
+        quota: AllocationQuota | None = None,
     ) -> None:
         own = [
             ip
@@ -221,14 +223,14 @@ class TurnServer:
         self._understood = frozenset(understood)
         self._allocs: dict[Flow, Allocation] = {}
         self._by_relay: dict[Address, Allocation] = {}
-        self._per_account: dict[str, int] = {}
+        self._quota: AllocationQuota = quota if quota is not None else LocalQuota()
         self._reservations: dict[bytes, tuple[at.Family, int, float]] = {}
         self._next_sweep: float | None = None
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "turn_allocations_total", "turn_allocations_expired", "turn_requests",
                 "turn_binding_requests", "turn_errors_sent", "turn_auth_failures",
-                "turn_stale_nonces", "turn_quota_rejections", "turn_capacity_rejections",
+                "turn_stale_nonces", "turn_quota_rejections", "turn_quota_errors", "turn_capacity_rejections",
                 "turn_denied_peers", "turn_packets_to_peer", "turn_bytes_to_peer",
                 "turn_packets_from_peer", "turn_bytes_from_peer", "turn_drops_malformed",
                 "turn_drops_no_allocation", "turn_drops_no_permission",
@@ -553,7 +555,6 @@ class TurnServer:
     def _allocate(self, flow: Flow, req: Message, keys: UserKeys, key: bytes, sha: bool, now: float) -> list[Action]:
         """RFC 8656 §7.2."""
         err = self._err_factory(flow, req, key, sha)
-        username = keys.username
         existing = self._allocs.get(flow)
         if existing is not None:
             if existing.alloc_tid == req.transaction_id:
@@ -584,9 +585,30 @@ class TurnServer:
             return err(400, reason="Both REQUESTED- and ADDITIONAL-ADDRESS-FAMILY")
         if aaf is not None and aaf.family != at.Family.IPV6:
             return err(400, reason="ADDITIONAL-ADDRESS-FAMILY must be IPv6")
-        if self._per_account.get(keys.account, 0) >= self.config.max_allocations_per_user:
+        lifetime = self._lifetime(req) or self.config.default_lifetime
+        name = _nonce_binding(flow)
+        try:
+            granted = self._quota.acquire(keys.account, name, self.config.max_allocations_per_user, lifetime)
+        except StorageError as exc:
+            self.counters["turn_quota_errors"] += 1
+            log.warning("x TURN allocation for %s refused: quota store failed: %s", keys.account, exc)
+            return err(500, reason="Quota store unavailable")
+        if not granted:
             self.counters["turn_quota_rejections"] += 1
             return err(486)
+        try:
+            return self._grant(flow, req, keys, key, sha, now, token, even, raf, aaf)
+        finally:
+            if flow not in self._allocs:  # refused after all: the slot is free again
+                self._release(keys.account, name)
+
+    def _grant(self, flow: Flow, req: Message, keys: UserKeys, key: bytes, sha: bool, now: float,
+               token: at.ReservationToken | None, even: at.EvenPort | None,
+               raf: at.RequestedAddressFamily | None,
+               aaf: at.AdditionalAddressFamily | at.AdditionalAddressFamilyDraft | None) -> list[Action]:
+        """The rest of Allocate once the quota granted a slot: capacity, relay ports."""
+        err = self._err_factory(flow, req, key, sha)
+        username = keys.username
         if len(self._allocs) >= self.config.max_allocations:
             self.counters["turn_quota_rejections"] += 1
             return err(486)
@@ -644,7 +666,6 @@ class TurnServer:
         self._allocs[flow] = a
         for r in relays.values():
             self._by_relay[r] = a
-        self._per_account[keys.account] = self._per_account.get(keys.account, 0) + 1
         self.counters["turn_allocations_total"] += 1
         self._schedule(now, now + lifetime)
         if any(isinstance(x, at.ReservationToken) for x in extra):
@@ -672,6 +693,11 @@ class TurnServer:
         if lifetime == 0:
             return [resp, self._delete(flow, "deleted by client")]
         a.expiry = now + lifetime
+        try:
+            self._quota.refresh(a.account, _nonce_binding(flow), lifetime)
+        except StorageError as exc:
+            self.counters["turn_quota_errors"] += 1
+            log.debug("x TURN quota refresh for %s failed: %s", a.account, exc)
         return [resp]
 
     def _peer_checks(self, a: Allocation, peer: at.XorPeerAddress) -> int | None:
@@ -756,12 +782,15 @@ class TurnServer:
         for fam, r in a.relays.items():
             self._by_relay.pop(r, None)
             self._ports.release(fam, r[1])
-        n = self._per_account.get(a.account, 1) - 1
-        if n > 0:
-            self._per_account[a.account] = n
-        else:
-            self._per_account.pop(a.account, None)
+        self._release(a.account, _nonce_binding(flow))
         return AllocationDeleted(flow, tuple(a.relays.values()), reason)
+
+    def _release(self, account: str, name: str) -> None:
+        try:
+            self._quota.release(account, name)
+        except StorageError as exc:  # the shared slot ends with the allocation's lifetime
+            self.counters["turn_quota_errors"] += 1
+            log.debug("x TURN quota release for %s failed: %s", account, exc)
 
     def _schedule(self, now: float, expiry: float | None = None) -> None:
         """Arm the sweep: the next expiry, at least every 30 s while allocations live.

@@ -18,7 +18,7 @@ from sipedge.config.redis import RedisConfig
 from sipedge.errors import StorageError
 from sipedge.proxy import pike
 from sipedge.proxy.location import Binding, MemoryLocationStore
-from sipedge.store.redis import RedisBanStore, RedisLink, RedisLocationStore, shared_secret
+from sipedge.store.redis import RedisAllocationQuota, RedisBanStore, RedisLink, RedisLocationStore, shared_secret
 
 NOW = 1_700_000_000.0
 AOR = "sip:alice@example.com"
@@ -184,3 +184,28 @@ def test_outage_fails_fast_then_recovers_by_itself(redis_server: RedisServer, li
 def test_bad_url_is_a_clear_error() -> None:
     with pytest.raises(StorageError, match=r"redis\.url"):
         RedisLink(RedisConfig(url="redis://127.0.0.1:notaport/0"))
+
+
+def test_turn_quota_counts_every_node_and_frees_what_ends(redis_url: str) -> None:  # noqa: F811
+    a = RedisAllocationQuota(node(redis_url), "node-a")
+    b = RedisAllocationQuota(node(redis_url), "node-b")
+    assert a.acquire("alice", "flow1", 2, 600)
+    assert b.acquire("alice", "flow1", 2, 600)  # same flow name on another node: its own slot
+    assert not a.acquire("alice", "flow2", 2, 600) and not b.acquire("alice", "flow2", 2, 600)
+    assert a.acquire("alice", "flow1", 2, 600)  # the same allocation again (a retransmission)
+    assert a.acquire("bob", "flow2", 2, 600)  # per account
+    assert a.in_use("alice") == 2
+    b.release("alice", "flow1")
+    assert a.acquire("alice", "flow2", 2, 0.3)
+    a.refresh("alice", "flow9", 600)  # a refresh never creates a slot
+    assert a.in_use("alice") == 2
+    time.sleep(0.4)  # flow2 lapsed (its node died, say): the slot is free
+    assert b.acquire("alice", "flow3", 2, 600)
+    a.refresh("alice", "flow1", 0.2)
+    time.sleep(0.3)
+    assert a.in_use("alice") == 1
+
+
+def test_turn_allocations_on_two_cores_share_one_quota(redis_url: str) -> None:  # noqa: F811
+    quota_tests = _load("_turn_quota_tests_redis", HERE.parent / "turn" / "test_turn_quota.py")
+    quota_tests.allocate_on_two_cores(lambda name: RedisAllocationQuota(node(redis_url), name))
