@@ -18,7 +18,13 @@ from sipedge.config.redis import RedisConfig
 from sipedge.errors import StorageError
 from sipedge.proxy import pike
 from sipedge.proxy.location import Binding, MemoryLocationStore
-from sipedge.store.redis import RedisAllocationQuota, RedisBanStore, RedisLink, RedisLocationStore, shared_secret
+from sipedge.store.redis import (
+    RedisAllocationQuota,
+    RedisBanStore,
+    RedisLink,
+    RedisLocationStore,
+    shared_secret,
+)
 
 NOW = 1_700_000_000.0
 AOR = "sip:alice@example.com"
