@@ -600,7 +600,7 @@ class TurnServer:
             return self._grant(flow, req, keys, key, sha, now, token, even, raf, aaf)
         finally:
             if flow not in self._allocs:  # refused after all: the slot is free again
-                self._release(keys.account, name)
+                self._update_quota(keys.account, name)
 
     def _grant(self, flow: Flow, req: Message, keys: UserKeys, key: bytes, sha: bool, now: float,
                token: at.ReservationToken | None, even: at.EvenPort | None,
@@ -693,11 +693,7 @@ class TurnServer:
         if lifetime == 0:
             return [resp, self._delete(flow, "deleted by client")]
         a.expiry = now + lifetime
-        try:
-            self._quota.refresh(a.account, _nonce_binding(flow), lifetime)
-        except StorageError as exc:
-            self.counters["turn_quota_errors"] += 1
-            log.debug("x TURN quota refresh for %s failed: %s", a.account, exc)
+        self._update_quota(a.account, _nonce_binding(flow), lifetime)
         return [resp]
 
     def _peer_checks(self, a: Allocation, peer: at.XorPeerAddress) -> int | None:
@@ -782,15 +778,20 @@ class TurnServer:
         for fam, r in a.relays.items():
             self._by_relay.pop(r, None)
             self._ports.release(fam, r[1])
-        self._release(a.account, _nonce_binding(flow))
+        self._update_quota(a.account, _nonce_binding(flow))
         return AllocationDeleted(flow, tuple(a.relays.values()), reason)
 
-    def _release(self, account: str, name: str) -> None:
+    def _update_quota(self, account: str, name: str, lifetime: float | None = None) -> None:
+        """Give the slot back (or, with ``lifetime``, extend it); a failure is counted,
+        and the shared slot then ends with the allocation's lifetime."""
         try:
-            self._quota.release(account, name)
-        except StorageError as exc:  # the shared slot ends with the allocation's lifetime
+            if lifetime is None:
+                self._quota.release(account, name)
+            else:
+                self._quota.refresh(account, name, lifetime)
+        except StorageError as exc:
             self.counters["turn_quota_errors"] += 1
-            log.debug("x TURN quota release for %s failed: %s", account, exc)
+            log.debug("x TURN quota update for %s failed: %s", account, exc)
 
     def _schedule(self, now: float, expiry: float | None = None) -> None:
         """Arm the sweep: the next expiry, at least every 30 s while allocations live.

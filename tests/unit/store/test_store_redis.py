@@ -215,3 +215,12 @@ def test_turn_quota_counts_every_node_and_frees_what_ends(redis_url: str) -> Non
 def test_turn_allocations_on_two_cores_share_one_quota(redis_url: str) -> None:  # noqa: F811
     quota_tests = _load("_turn_quota_tests_redis", HERE.parent / "turn" / "test_turn_quota.py")
     quota_tests.allocate_on_two_cores(lambda name: RedisAllocationQuota(node(redis_url), name))
+
+
+def test_a_url_that_is_not_redis_is_refused_at_load() -> None:
+    from sipedge.config import parse_config
+    from sipedge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"redis\.url = 'http://x'"):
+        parse_config({"redis": {"url": "http://x"}})
+    assert parse_config({"redis": {"url": "unix:///run/redis.sock"}}).redis.url.startswith("unix://")
