@@ -16,6 +16,7 @@ from .dialog import AccountingConfig, DialogConfig
 from .dns import DnsConfig
 from .media import MediaConfig
 from .nat import NatConfig
+from .redis import RedisConfig
 from .sip import AuthConfig, LimitsConfig, RegistrarConfig, RoutingConfig, SipConfig, TimersConfig
 from .turn import TurnConfig
 from .web import WebConfig
@@ -30,6 +31,7 @@ __all__ = [
     "LimitsConfig",
     "MediaConfig",
     "NatConfig",
+    "RedisConfig",
     "RegistrarConfig",
     "RoutingConfig",
     "SipConfig",
@@ -123,6 +125,7 @@ class Config:
 
     general: GeneralConfig = GeneralConfig()
     database: DatabaseConfig = DatabaseConfig()
+    redis: RedisConfig = RedisConfig()
     tls: TlsConfig = TlsConfig()
     sip: SipConfig = SipConfig()
     auth: AuthConfig = AuthConfig()

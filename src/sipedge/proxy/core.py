@@ -489,7 +489,9 @@ class ProxyCore:
             more = f" ({held} more ban lines not logged)" if held else ""
             if isinstance(ev, pike.SourceBanned):
                 cfg = self.config.sip.flood
-                if ev.reason == "scanner":
+                if ev.reason == pike.SHARED:
+                    why = "banned by another node (redis.bans)"
+                elif ev.reason == "scanner":
                     why = "its User-Agent names a SIP scanner"
                 elif ev.reason == "auth-failures":
                     why = f"failed digest responses (sip.flood.max_auth_failures {cfg.max_auth_failures} in {cfg.auth_window:g} s, or for a user past max_user_auth_failures)"

@@ -24,6 +24,12 @@ User-Agent names a known scanner are dropped and their source banned
 Bans end at :meth:`handle_timer`; :meth:`events` reports bans starting and ending, for
 the application to log. An operator lists, adds and lifts bans through :meth:`bans`,
 :meth:`ban` and :meth:`lift` (``sipedge ctl ban ...``).
+
+Several nodes share their bans through a :class:`BanStore` (Redis, in ``store/redis.py``):
+every ban made here, and every lift, is written to it; :meth:`sync`, called by the
+application every second or so, adopts the bans other nodes made and drops the ones an
+operator lifted elsewhere. Without a store (the default) nothing changes: the packet path
+never waits on it either way, since :meth:`banned` only reads the local table.
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..config.flood import FloodConfig
 from ..config.sip import SipConfig
+from ..errors import StorageError
 from .ratelimit import Window, window
 
 
@@ -57,6 +65,26 @@ class SourceUnbanned:
 
 FloodEvent = SourceBanned | SourceUnbanned
 
+SHARED = "shared"
+"""The reason of a ban adopted from another node through the :class:`BanStore`."""
+
+
+class BanStore(Protocol):
+    """Bans shared by several nodes. Times are durations, so nodes need not share a clock;
+    any method may raise StorageError (the ban then holds on this node only)."""
+
+    def publish(self, source: str, seconds: float) -> None:
+        """``source`` is banned for ``seconds`` from now (a longer ban in place stays)."""
+        ...
+
+    def withdraw(self, source: str) -> None:
+        """``source``'s ban was lifted."""
+        ...
+
+    def active(self) -> dict[str, float]:
+        """Every ban in force: source -> seconds left."""
+        ...
+
 
 class _Count:
     """One source's window: when it started, requests and challenges in it."""
@@ -77,17 +105,21 @@ class _Ban:
         self.dropped = 0
 
 
-def flood_detector(sip: SipConfig) -> FloodDetector:
+def flood_detector(sip: SipConfig, shared: BanStore | None = None) -> FloodDetector:
     """The detector for a server: ``[sip.flood]``, with ``sip.trusted_peers`` exempt too
     (a trunk is trusted to relay, so it is trusted not to be a flooder)."""
-    return FloodDetector(sip.flood, tuple(sip.trusted_peers))
+    return FloodDetector(sip.flood, tuple(sip.trusted_peers), shared)
 
 
 class FloodDetector:
     """Counts requests and challenges per source IP; bans the ones over the limits."""
 
-    def __init__(self, config: FloodConfig, also_trusted: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, config: FloodConfig, also_trusted: tuple[str, ...] = (), shared: BanStore | None = None
+    ) -> None:
         self.config = config
+        self.shared = shared
+        self._in_store: set[str] = set()  # bans the shared store holds too (made here or adopted)
         self._trusted = tuple(
             ipaddress.ip_network(n, strict=False) for n in (*config.trusted, *also_trusted)
         )
@@ -103,6 +135,8 @@ class FloodDetector:
             "sip_flood_challenges_refused": 0,
             "sip_auth_failure_bans": 0,
             "sip_scanners_dropped": 0,
+            "sip_flood_bans_adopted": 0,
+            "sip_flood_share_errors": 0,
         }
 
     # -- the per-message path ------------------------------------------------------------
@@ -197,10 +231,43 @@ class FloodDetector:
     def lift(self, source: str) -> bool:
         """End ``source``'s ban now; False when it was not banned."""
         ban = self._bans.pop(source, None)
-        if ban is None:
-            return False
-        self._events.append(SourceUnbanned(source, ban.dropped))
-        return True
+        if ban is not None:
+            self._in_store.discard(source)
+            self._events.append(SourceUnbanned(source, ban.dropped))
+        if self.shared is not None:  # lifted on every node, even if not banned here
+            try:
+                self.shared.withdraw(source)
+            except StorageError:
+                self.counters["sip_flood_share_errors"] += 1
+        return ban is not None
+
+    def sync(self, now: float) -> None:
+        """Adopt the bans other nodes made, and lift the bans no longer in the shared
+        store (an operator lifted them on another node)."""
+        if self.shared is None:
+            return
+        try:
+            shared = self.shared.active()
+        except StorageError:
+            self.counters["sip_flood_share_errors"] += 1
+            return
+        for source in [s for s in self._in_store if s not in shared]:
+            self._in_store.discard(source)
+            ban = self._bans.pop(source, None)
+            if ban is not None:
+                self._events.append(SourceUnbanned(source, ban.dropped))
+        added = False
+        for source, left in shared.items():
+            ban = self._bans.get(source)
+            if left <= 0 or (ban is not None and ban.until >= now + left - 1.0):
+                continue  # known here already (within a second: clocks and round trips)
+            if ban is None:
+                self.counters["sip_flood_bans_adopted"] += 1
+            self._ban(source, SHARED, now, left)
+            self._in_store.add(source)
+            added = True
+        if added:
+            self._bans = dict(sorted(self._bans.items(), key=lambda item: item[1].until))
 
     # -- timer and events ----------------------------------------------------------------
     def get_timer(self) -> float | None:
@@ -217,6 +284,7 @@ class FloodDetector:
             if ban.until > now:
                 break
             del bans[source]
+            self._in_store.discard(source)
             self._events.append(SourceUnbanned(source, ban.dropped))
 
     def events(self) -> list[FloodEvent]:
@@ -274,11 +342,26 @@ class FloodDetector:
 
     def _ban(self, source: str, reason: str, now: float, seconds: float | None = None) -> None:
         bans = self._bans
+        old = bans.pop(source, None)
         if len(bans) >= self.config.max_sources:
             oldest = next(iter(bans))
+            self._in_store.discard(oldest)
             self._events.append(SourceUnbanned(oldest, bans.pop(oldest).dropped))
-        until = now + (self.config.ban_time if seconds is None else seconds)
-        bans[source] = _Ban(until)
+        seconds = self.config.ban_time if seconds is None else seconds
+        until = now + seconds
+        bans[source] = ban = _Ban(until)
+        if old is not None:
+            ban.dropped = old.dropped
         self._sources.pop(source, None)  # counted afresh once the ban is over
-        self.counters["sip_flood_bans"] += 1
         self._events.append(SourceBanned(source, reason, until))
+        if reason == SHARED:
+            return
+        self._in_store.discard(source)
+        self.counters["sip_flood_bans"] += 1
+        if self.shared is not None:
+            try:
+                self.shared.publish(source, seconds)
+            except StorageError:
+                self.counters["sip_flood_share_errors"] += 1
+            else:
+                self._in_store.add(source)

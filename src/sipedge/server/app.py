@@ -38,6 +38,13 @@ from ..sip.flow import Flow, Target
 from ..store.backend import open_database, open_location
 from ..store.dialogs import SqliteDialogStore
 from ..store.keepalive import SqliteEndpointStore
+from ..store.redis import (
+    RedisAllocationQuota,
+    RedisBanStore,
+    RedisLink,
+    RedisLocationStore,
+    shared_secret,
+)
 from ..store.schema import Database
 from ..store.sqlite import SqliteLocationStore, SqliteSubscriberStore
 from ..store.turn_users import TurnUserStore
@@ -74,12 +81,14 @@ class SipService:
     def __init__(
         self,
         config: Config,
-        location: SqliteLocationStore | PgLocationStore,
+        location: SqliteLocationStore | PgLocationStore | RedisLocationStore,
         subscribers: SqliteSubscriberStore,
         secret: bytes,
         dialog_store: SqliteDialogStore | None = None,
+        bans: pike.BanStore | None = None,
     ) -> None:
         self.config = config
+        self.bans = bans
         self.dialog_store = dialog_store
         self.location = location
         self.subscribers = subscribers
@@ -90,6 +99,7 @@ class SipService:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._purge_task: asyncio.Task[None] | None = None
+        self._ban_sync_task: asyncio.Task[None] | None = None
         self._load_task: asyncio.Task[None] | None = None
         self.media: MediaControl | None = None
         self.dns = DnsResolver(config.dns, transports=ALL_TRANSPORTS)
@@ -100,7 +110,7 @@ class SipService:
 
     async def start(self, server_ctx: Any, client_ctx: Any) -> None:
         ws = self.config.sip.websocket
-        flood = pike.flood_detector(self.config.sip)  # the transport drops banned sources
+        flood = pike.flood_detector(self.config.sip, self.bans)  # the transport drops banned sources
         origins = websocket_origins(self.config)
         self.transports = TransportLayer(
             self.config.sip,
@@ -139,6 +149,8 @@ class SipService:
         )
         self.core.flow_alive = self.transports.is_alive
         self._purge_task = asyncio.create_task(self._purge_loop())
+        if self.bans is not None and self.config.redis.sync_interval > 0:
+            self._ban_sync_task = asyncio.create_task(self._ban_sync_loop(self.config.redis.sync_interval))
         if self.config.sip.ratelimit.algorithm == "network":
             self._load_task = asyncio.create_task(self._network_load_loop())
         for li in listeners:
@@ -197,7 +209,7 @@ class SipService:
         return out
 
     async def stop(self) -> None:
-        for task in (self._purge_task, self._load_task):
+        for task in (self._purge_task, self._load_task, self._ban_sync_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -355,6 +367,14 @@ class SipService:
                 self.core.ratelimit.set_network_load((now - last) / interval)
             last = now
 
+    async def _ban_sync_loop(self, interval: float) -> None:
+        """``[redis] bans``: adopt the bans other nodes made, drop the ones lifted there."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.core is not None:
+                self.core.flood.sync(self.loop.time())
+                self.kick()  # log the adopted bans, arm the timer that ends them
+
     async def _purge_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.registrar.purge_interval)
@@ -403,7 +423,8 @@ class App:
         self.turn: TurnService | None = None
         self.turn_users: TurnUserStore | None = None
         self.gc = GcSchedule(config.general.gc_interval)
-        self.location: SqliteLocationStore | PgLocationStore | None = None
+        self.location: SqliteLocationStore | PgLocationStore | RedisLocationStore | None = None
+        self.redis: RedisLink | None = None
         self.dialog_store: SqliteDialogStore | None = None
         self._dialog_flush: asyncio.Task[None] | None = None
         self._location_flush: asyncio.Task[None] | None = None
@@ -424,7 +445,19 @@ class App:
             await self.control_socket.start()
         self.db = open_database(cfg)
         log.info("database %s (%s, schema version %d)", self.db.name, self.db.dialect, self.db.schema_version)
-        location = self.location = open_location(self.db, write_back=cfg.registrar.db_mode == "write-back")
+        secret = load_secret(data_dir / "nonce.key")
+        bans: pike.BanStore | None = None
+        location: SqliteLocationStore | PgLocationStore | RedisLocationStore
+        if cfg.redis.url:
+            redis = self.redis = self._open_redis()
+            if cfg.redis.nonces:
+                secret = shared_secret(redis, secret)
+            if cfg.redis.bans:
+                bans = RedisBanStore(redis, cfg.sip.flood.max_sources)
+        if self.redis is not None and cfg.redis.location:
+            location = self.location = RedisLocationStore(self.redis)
+        else:
+            location = self.location = open_location(self.db, write_back=cfg.registrar.db_mode == "write-back")
         subscribers = SqliteSubscriberStore(self.db)
         needs_tls = any(li.split(":", 1)[0] in ("tls", "wss") for li in cfg.sip.listen)
         server_ctx = client_ctx = None
@@ -441,7 +474,7 @@ class App:
         self.dialog_store = SqliteDialogStore(self.db, cfg.accounting, write_back=cfg.dialog.db_flush_interval > 0)
         if self.dialog_store.write_back:
             self._dialog_flush = asyncio.create_task(self._flush_dialogs_loop(cfg.dialog.db_flush_interval))
-        self.sip = SipService(cfg, location, subscribers, load_secret(data_dir / "nonce.key"), self.dialog_store)
+        self.sip = SipService(cfg, location, subscribers, secret, self.dialog_store, bans)
         await self.sip.start(server_ctx, client_ctx)
         assert self.sip.core is not None and self.sip.transports is not None
         self.keepalive = KeepaliveService(
@@ -478,7 +511,10 @@ class App:
             if cfg.turn.users_db:
                 self.turn_db = open_database(cfg, cfg.turn.users_db)
             self.turn_users = TurnUserStore(self.turn_db or self.db)
-            self.turn = await start_from_config(cfg, users=self.turn_users, ssl_context=server_ctx)
+            quota = None
+            if self.redis is not None and cfg.redis.turn_quotas:
+                quota = RedisAllocationQuota(self.redis, secrets.token_hex(8))
+            self.turn = await start_from_config(cfg, users=self.turn_users, ssl_context=server_ctx, quota=quota)
         if cfg.web.enabled:
             self.web = WebServer(cfg, self.stats, histograms=self.histograms)
             if cfg.turn.enabled:
@@ -504,6 +540,18 @@ class App:
             await self.web.start()
         self.gc.start()
 
+    def _open_redis(self) -> RedisLink:
+        """``[redis] url``: connect once at start, so a wrong URL stops the start here."""
+        try:
+            link = RedisLink(self.config.redis)
+            link.ping()
+            log.info("redis %s: sharing %s", link.where, ", ".join(
+                what for what in ("location", "nonces", "bans", "turn_quotas") if getattr(self.config.redis, what)
+            ) or "nothing")
+        except StorageError as exc:
+            raise ConfigError(f"redis.url: {exc}") from exc
+        return link
+
     def reload(self) -> dict[str, Any]:
         """``sipedge ctl reload``: the routing module and the TLS certificate, re-read
         without a restart. New requests and handshakes use them; calls, registrations and
@@ -527,7 +575,7 @@ class App:
 
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = {}
-        for role in (self.sip, self.keepalive, self.media, self.ng, self.media_remote, self.turn, self.gc):
+        for role in (self.sip, self.keepalive, self.media, self.ng, self.media_remote, self.turn, self.gc, self.redis):
             if role is not None:
                 out.update(role.stats())
         db_stats = getattr(self.db, "stats", None)  # PostgreSQL: db_errors, db_unavailable, db_down...
@@ -576,6 +624,8 @@ class App:
             self.dialog_store.flush()  # the calls under way and the last CDRs
         if self.db is not None:
             self.db.close()
+        if self.redis is not None:
+            self.redis.close()
 
     async def _flush_dialogs_loop(self, interval: float) -> None:
         assert self.dialog_store is not None

@@ -33,6 +33,7 @@ from ..turn.auth import Credentials, RestCredentials, UserStore
 from ..turn.channel import Framer
 from ..turn.policy import PeerPolicy
 from ..turn.ports import RangeAllocator
+from ..turn.quota import AllocationQuota
 from ..turn.server import (
     Action,
     AllocationCreated,
@@ -351,6 +352,7 @@ class TurnService:
         ssl_context: ssl.SSLContext | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         wall_clock: Callable[[], float] = time.time,
+        quota: AllocationQuota | None = None,
     ) -> TurnService:
         loop = loop or asyncio.get_running_loop()
         core_cfg = server_config(config)
@@ -369,7 +371,7 @@ class TurnService:
             holder[0].relay_readable(sock, relay)
 
         ports = SocketPortAllocator(loop, ips, config.port_min, config.port_max, readable)
-        core = TurnServer(core_cfg, creds, ports)
+        core = TurnServer(core_cfg, creds, ports, quota=quota)
         svc = cls(core, config, ports, loop, ssl_context)
         svc.counters = dict.fromkeys(
             (
@@ -588,7 +590,8 @@ class TurnService:
 
 
 async def start_from_config(
-    config: Config, users: UserStore | None = None, ssl_context: ssl.SSLContext | None = None
+    config: Config, users: UserStore | None = None, ssl_context: ssl.SSLContext | None = None,
+    quota: AllocationQuota | None = None,
 ) -> TurnService:
     """Build and start the STUN/TURN role from the whole config (``sipedge serve`` and
     ``sipedge turn serve``). ``users``: the long-term user store (the caller opens and
@@ -608,7 +611,7 @@ async def start_from_config(
         cert_p, key_p = tls.certificate_paths(config.tls.cert, config.tls.key, config.general.data_dir)
         cert = tls.ensure_certificate(cert_p, key_p)
         ssl_context = tls.server_context(cert.cert, cert.key)
-    svc = TurnService.create(cfg, users=users, ssl_context=ssl_context)
+    svc = TurnService.create(cfg, users=users, ssl_context=ssl_context, quota=quota)
     try:
         await svc.start()
     except OSError as exc:

@@ -32,6 +32,7 @@ from . import channel as ch
 from .auth import CredentialProvider, NonceFactory, UserKeys
 from .policy import PeerPolicy
 from .ports import PortAllocator
+from .quota import AllocationQuota, LocalQuota
 from .redirect import Redirector
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ class TurnServer:
         credentials: CredentialProvider,
         ports: PortAllocator,
         token_source: TokenSource = secrets.token_bytes,
+        quota: AllocationQuota | None = None,
     ) -> None:
         own = [
             ip
@@ -224,7 +226,7 @@ class TurnServer:
         self._understood = frozenset(understood)
         self._allocs: dict[Flow, Allocation] = {}
         self._by_relay: dict[Address, Allocation] = {}
-        self._per_account: dict[str, int] = {}
+        self._quota: AllocationQuota = quota if quota is not None else LocalQuota()
         self._reservations: dict[bytes, tuple[at.Family, int, float]] = {}
         self._next_sweep: float | None = None
         self._redirect = Redirector(config.alternate_servers, config.alternate_threshold,
@@ -233,7 +235,7 @@ class TurnServer:
             (
                 "turn_allocations_total", "turn_allocations_expired", "turn_requests",
                 "turn_binding_requests", "turn_errors_sent", "turn_auth_failures", "turn_storage_errors",
-                "turn_stale_nonces", "turn_quota_rejections", "turn_capacity_rejections",
+                "turn_stale_nonces", "turn_quota_rejections", "turn_quota_errors", "turn_capacity_rejections",
                 "turn_denied_peers", "turn_packets_to_peer", "turn_bytes_to_peer",
                 "turn_packets_from_peer", "turn_bytes_from_peer", "turn_drops_malformed",
                 "turn_drops_no_allocation", "turn_drops_no_permission",
@@ -563,7 +565,6 @@ class TurnServer:
     def _allocate(self, flow: Flow, req: Message, keys: UserKeys, key: bytes, sha: bool, now: float) -> list[Action]:
         """RFC 8656 §7.2."""
         err = self._err_factory(flow, req, key, sha)
-        username = keys.username
         existing = self._allocs.get(flow)
         if existing is not None:
             if existing.alloc_tid == req.transaction_id:
@@ -571,7 +572,7 @@ class TurnServer:
             return err(437)
         # an Allocate with a RESERVATION-TOKEN claims a port reserved here: never sent away
         target = None if req.get(at.ReservationToken) is not None else self._redirect.target(
-            username, flow.remote, req.transaction_id, len(self._allocs), now)
+            keys.username, flow.remote, req.transaction_id, len(self._allocs), now)
         self.counters["turn_redirects"] = self._redirect.redirects
         self.counters["turn_redirect_loops_avoided"] = self._redirect.loops_avoided
         if target is not None:
@@ -594,9 +595,30 @@ class TurnServer:
             return err(400, reason="Both REQUESTED- and ADDITIONAL-ADDRESS-FAMILY")
         if aaf is not None and aaf.family != at.Family.IPV6:
             return err(400, reason="ADDITIONAL-ADDRESS-FAMILY must be IPv6")
-        if self._per_account.get(keys.account, 0) >= self.config.max_allocations_per_user:
+        lifetime = self._lifetime(req) or self.config.default_lifetime
+        name = _nonce_binding(flow)
+        try:
+            granted = self._quota.acquire(keys.account, name, self.config.max_allocations_per_user, lifetime)
+        except StorageError as exc:
+            self.counters["turn_quota_errors"] += 1
+            log.warning("x TURN allocation for %s refused: quota store failed: %s", keys.account, exc)
+            return err(500, reason="Quota store unavailable")
+        if not granted:
             self.counters["turn_quota_rejections"] += 1
             return err(486)
+        try:
+            return self._grant(flow, req, keys, key, sha, now, token, even, raf, aaf)
+        finally:
+            if flow not in self._allocs:  # refused after all: the slot is free again
+                self._update_quota(keys.account, name)
+
+    def _grant(self, flow: Flow, req: Message, keys: UserKeys, key: bytes, sha: bool, now: float,
+               token: at.ReservationToken | None, even: at.EvenPort | None,
+               raf: at.RequestedAddressFamily | None,
+               aaf: at.AdditionalAddressFamily | at.AdditionalAddressFamilyDraft | None) -> list[Action]:
+        """The rest of Allocate once the quota granted a slot: capacity, relay ports."""
+        err = self._err_factory(flow, req, key, sha)
+        username = keys.username
         if len(self._allocs) >= self.config.max_allocations:
             self.counters["turn_quota_rejections"] += 1
             return err(486)
@@ -654,7 +676,6 @@ class TurnServer:
         self._allocs[flow] = a
         for r in relays.values():
             self._by_relay[r] = a
-        self._per_account[keys.account] = self._per_account.get(keys.account, 0) + 1
         self.counters["turn_allocations_total"] += 1
         self._schedule(now, now + lifetime)
         if any(isinstance(x, at.ReservationToken) for x in extra):
@@ -682,6 +703,7 @@ class TurnServer:
         if lifetime == 0:
             return [resp, self._delete(flow, "deleted by client")]
         a.expiry = now + lifetime
+        self._update_quota(a.account, _nonce_binding(flow), lifetime)
         return [resp]
 
     def _peer_checks(self, a: Allocation, peer: at.XorPeerAddress) -> int | None:
@@ -766,12 +788,20 @@ class TurnServer:
         for fam, r in a.relays.items():
             self._by_relay.pop(r, None)
             self._ports.release(fam, r[1])
-        n = self._per_account.get(a.account, 1) - 1
-        if n > 0:
-            self._per_account[a.account] = n
-        else:
-            self._per_account.pop(a.account, None)
+        self._update_quota(a.account, _nonce_binding(flow))
         return AllocationDeleted(flow, tuple(a.relays.values()), reason)
+
+    def _update_quota(self, account: str, name: str, lifetime: float | None = None) -> None:
+        """Give the slot back (or, with ``lifetime``, extend it); a failure is counted,
+        and the shared slot then ends with the allocation's lifetime."""
+        try:
+            if lifetime is None:
+                self._quota.release(account, name)
+            else:
+                self._quota.refresh(account, name, lifetime)
+        except StorageError as exc:
+            self.counters["turn_quota_errors"] += 1
+            log.debug("x TURN quota update for %s failed: %s", account, exc)
 
     def _schedule(self, now: float, expiry: float | None = None) -> None:
         """Arm the sweep: the next expiry, at least every 30 s while allocations live.
