@@ -28,7 +28,7 @@ from ..media.model import CallDeleted
 from ..media.relay import RelayError
 from ..proxy import dialog as dlgs
 from ..proxy import nat, pike
-from ..proxy.core import MediaJob, ProxyCore, Send
+from ..proxy.core import MediaJob, ProxyCore, ResolveJob, Send
 from ..proxy.identity import Identity, Listener
 from ..proxy.routing import load_router
 from ..proxy.trace import TraceStore
@@ -43,6 +43,7 @@ from ..web.dashboard import add_dashboard
 from ..web.server import WebServer
 from . import tls, turn_http
 from .control import Control, ControlSocket, add_api_routes, control_socket_path
+from .dispatcher import DispatcherService
 from .dns import DnsResolver
 from .dtls import DtlsContext
 from .gcschedule import GcSchedule
@@ -132,6 +133,7 @@ class SipService:
             dialogs=self._dialog_table(),
         )
         self.core.flow_alive = self.transports.is_alive
+        self.core.resolve_names = True  # branches to a name: one address, the others their failover list
         self._purge_task = asyncio.create_task(self._purge_loop())
         if self.config.sip.ratelimit.algorithm == "network":
             self._load_task = asyncio.create_task(self._network_load_loop())
@@ -246,6 +248,10 @@ class SipService:
             task = asyncio.create_task(self._media(job))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+        for rjob in core.resolve_jobs():
+            task = asyncio.create_task(self._resolve(rjob))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
         when = core.get_timer()
         if when is not None:
             when = max(when, math.ceil(when / TIMER_TICK) * TIMER_TICK)
@@ -286,7 +292,7 @@ class SipService:
         assert transports is not None
         if is_ip(target.host):
             try:
-                await transports.send_to(data, target)
+                await transports.send_to(data, target, tls_name=target.name or None)
             except (OSError, TimeoutError, ValueError) as exc:
                 log.info("x cannot send to %s:%s:%d: %s", target.transport, target.host, target.port, exc)
                 self._failed(key)
@@ -301,6 +307,13 @@ class SipService:
             log.info("x cannot send to %s:%s:%d: no resolved address took it",
                      target.transport, target.host, target.port)
             self._failed(key)
+
+    async def _resolve(self, job: ResolveJob) -> None:
+        """A branch's next hop by name (docs/dns.md): its addresses back to the core."""
+        targets = await self.dns.resolve_next_hop(job.uri, job.target)
+        if self.core is not None:
+            self.core.resolved(job.token, targets, self.loop.time())
+            self._flush()
 
     async def _media(self, job: MediaJob) -> None:
         """Perform one media-relay step and hand the result back to the core."""
@@ -388,6 +401,7 @@ class App:
         self.ng: NgControlServer | None = None
         self.media_remote: NgRemote | None = None
         self.keepalive: KeepaliveService | None = None
+        self.dispatcher: DispatcherService | None = None
         self.turn: TurnService | None = None
         self.turn_users: TurnUserStore | None = None
         self.gc = GcSchedule(config.general.gc_interval)
@@ -437,6 +451,8 @@ class App:
             cfg.nat, location, self.sip.core, self.sip.transports, self.sip.clock, SqliteEndpointStore(self.db)
         )
         self.keepalive.start()
+        self.dispatcher = DispatcherService(self.sip.core, self.sip.transports, self.sip.dns)
+        self.dispatcher.start()
         if location.write_back:
             self._location_flush = asyncio.create_task(self._flush_location_loop(cfg.registrar.db_flush_interval))
         remote = cfg.media.remote_address
@@ -533,6 +549,8 @@ class App:
             self.media_remote.close()
         if self.media is not None:
             self.media.close()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
         if self.keepalive is not None:
             self.keepalive.stop()
         if self.sip is not None:
