@@ -85,7 +85,8 @@ class _Pending:
     sent: float
 
 
-def _hash(text: str) -> int:
+def stable_hash(text: str) -> int:
+    """A hash of ``text`` that is the same in every process and release (not Python's hash())."""
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big")
 
 
@@ -166,7 +167,7 @@ class Dispatcher:
             start = self._rr[set_id]
             self._rr[set_id] = (start + 1) % n
         else:
-            start = _hash(_hash_key(request, alg)) % n
+            start = stable_hash(_hash_key(request, alg)) % n
         # the first live one from there on: a destination going down moves only its own share
         return next(i for k in range(n) if dests[i := (start + k) % n].state != DOWN)
 
