@@ -163,11 +163,11 @@ class Dispatcher:
             return live[0]
         if alg == "weighted":
             return self._weighted(dests, live)
-        if alg == "round_robin":
-            start = self._rr[set_id]
-            self._rr[set_id] = (start + 1) % n
-        else:
-            start = stable_hash(_hash_key(request, alg)) % n
+        if alg == "round_robin":  # turns among the live ones: each its equal share
+            turn = self._rr[set_id]
+            self._rr[set_id] = turn + 1
+            return live[turn % len(live)]
+        start = stable_hash(_hash_key(request, alg)) % n
         # the first live one from there on: a destination going down moves only its own share
         return next(i for k in range(n) if dests[i := (start + k) % n].state != DOWN)
 

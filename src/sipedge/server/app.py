@@ -295,6 +295,8 @@ class SipService:
                 await transports.send_to(data, target, tls_name=target.name or None)
             except (OSError, TimeoutError, ValueError) as exc:
                 log.info("x cannot send to %s:%s:%d: %s", target.transport, target.host, target.port, exc)
+                if target.name:  # an address a name resolved to: listed last for a while
+                    self.dns.send_failed(target)
                 self._failed(key)
             return
 

@@ -204,12 +204,16 @@ class DnsResolver:
             try:
                 await send(t)
             except (OSError, TimeoutError, ValueError) as exc:
-                self.send_failures += 1
                 log.info("dns: send to %s:%s:%d failed (%s), trying the next target", t.transport, t.host, t.port, exc)
-                self.mark_down(t)
+                self.send_failed(t)
                 continue
             return t
         return None
+
+    def send_failed(self, target: Target) -> None:
+        """A send to ``target``, an address of a name, failed (the next one is tried)."""
+        self.send_failures += 1
+        self.mark_down(target)
 
     def mark_down(self, target: Target) -> None:
         """A send to ``target`` failed: later answers list it last for ``down_time``."""
