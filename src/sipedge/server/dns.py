@@ -1,9 +1,13 @@
 """The DNS adapter: dnspython's asyncio resolver driving the RFC 3263 plan of
 ``dns/naptr_srv.py``, with the TTL cache of ``dns/cache.py``.
 
-``await DnsResolver(config).resolve(uri)`` returns the targets to try in turn (first one
-first, the next on a transport error or 503/timeout); an empty list when nothing resolves.
-DNS failures never raise: they are counted (``stats()``) and give fewer targets.
+``await DnsResolver(config).resolve(uri)`` returns the targets to try in turn; an empty
+list when nothing resolves. DNS failures never raise: they are counted (``stats()``) and
+give fewer targets. The proxy core asks for a branch's next hop by name
+(``ProxyCore.resolve_jobs`` → :meth:`DnsResolver.resolve_next_hop`) and keeps the other
+addresses as the branch's failover list (tried on a timeout, a send error or a 503, in
+the same transaction: docs/dns.md, "Failover"); :meth:`DnsResolver.send_failover` serves
+the sends outside a transaction (next address on a send error only).
 """
 
 from __future__ import annotations
