@@ -56,14 +56,18 @@ def status_matches(patterns: tuple[str, ...] | list[str], status: int) -> bool:
     return any(p == code or (p[1:].lower() == "xx" and p[0] == code[0]) for p in patterns)
 
 
+def _known_keys(table: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key; known keys are " + ", ".join(sorted(known)))
+
+
 def _destination(raw: Any, where: str) -> DestinationConfig:
     if isinstance(raw, str):
         raw = {"uri": raw}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a URI string or a table with uri, weight, priority, attrs; got {raw!r}")
-    unknown = set(raw) - _DEST_KEYS
-    if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key; known keys are " + ", ".join(sorted(_DEST_KEYS)))
+    _known_keys(raw, _DEST_KEYS, where)
     uri = raw.get("uri")
     # (the URI itself is parsed by the dispatcher, a layer up: it refuses the start the same way)
     if not isinstance(uri, str) or not uri.lower().startswith(("sip:", "sips:")) or "@" in uri:
@@ -87,9 +91,7 @@ def parse_sets(raw: list[Any]) -> tuple[DestinationSet, ...]:
         where = f"dispatcher.sets[{i}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: expected a table ([[dispatcher.sets]]), got {table!r}")
-        unknown = set(table) - _SET_KEYS
-        if unknown:
-            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key; known keys are " + ", ".join(sorted(_SET_KEYS)))
+        _known_keys(table, _SET_KEYS, where)
         set_id = table.get("id")
         if isinstance(set_id, bool) or not isinstance(set_id, int) or set_id < 0:
             raise ConfigError(f"{where}.id = {set_id!r}: expected an integer >= 0")

@@ -217,12 +217,13 @@ def make_core(**ds: Any) -> tuple[ProxyCore, FakeClock]:
 
 
 def sent(core: ProxyCore) -> tuple[list[tuple[Target, m.Request]], list[m.Response]]:
+    """The requests the core sent (ACKs aside) with their targets, and the responses (no 100)."""
     requests, upstream = [], []
     for s in core.outgoing():
         msg = m.parse(s.data)
         if isinstance(msg, m.Request) and msg.method != "ACK" and s.target is not None:
             requests.append((s.target, msg))
-        elif isinstance(msg, m.Response) and s.flow == CALLER and msg.status > 100:
+        elif isinstance(msg, m.Response) and msg.status > 100:
             upstream.append(msg)
     return requests, upstream
 
@@ -233,7 +234,7 @@ def wait(core: ProxyCore, clock: FakeClock, seconds: float) -> tuple[list[tuple[
     for _ in range(int(seconds * 10)):
         clock.advance(0.1)
         core.handle_timer(clock.now)
-        more, up = sent_any(core)
+        more, up = sent(core)
         requests += more
         upstream += up
     return requests, upstream
@@ -312,10 +313,10 @@ def test_a_name_is_resolved_and_its_addresses_are_a_failover_list() -> None:
     assert job.target == Target("udp", "gw.example.test", 5060) and job.uri is not None
     addresses = [Target("udp", f"127.0.0.{i}", 5060, name="gw.example.test") for i in (7, 8, 9)]
     core.resolved(job.token, addresses, clock.now)
-    ((t1, r1),), _ = sent_any(core)
+    ((t1, r1),), _ = sent(core)
     assert t1.host == "127.0.0.7"
     reply(core, r1, t1, 503, clock.now)
-    ((t2, _r2),), _ = sent_any(core)
+    ((t2, _r2),), _ = sent(core)
     assert t2.host == "127.0.0.8"
     requests, _ = wait(core, clock, 40.0)
     t3, r3 = requests[-1]
@@ -333,14 +334,3 @@ def test_a_name_that_resolves_to_nothing_is_unreachable() -> None:
     out = [m.parse(s.data) for s in core.outgoing()]
     assert [r.status for r in out if isinstance(r, m.Response) and r.status > 100] == [503]
 
-
-def sent_any(core: ProxyCore) -> tuple[list[tuple[Target, m.Request]], list[m.Response]]:
-    """As ``sent``, whoever the caller was."""
-    requests, upstream = [], []
-    for s in core.outgoing():
-        msg = m.parse(s.data)
-        if isinstance(msg, m.Request) and msg.method != "ACK" and s.target is not None:
-            requests.append((s.target, msg))
-        elif isinstance(msg, m.Response) and msg.status > 100:
-            upstream.append(msg)
-    return requests, upstream
