@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -212,3 +213,19 @@ def test_hash_over_from_user_keeps_a_caller_on_one_gateway(tmp_path: Path, ports
     finally:
         for p in gws.values():
             stop_process(p)
+
+
+@pytest.mark.parametrize(("sets", "problem"), [
+    ('[[dispatcher.sets]]\nid = 1\nalgorithm = "random"\ndestinations = ["sip:127.0.0.2"]\n',
+     "dispatcher.sets[0].algorithm = 'random': expected one of"),
+    ('[[dispatcher.sets]]\nid = 1\ndestinations = ["sip:127.0.0.2:99999999"]\n',
+     "dispatcher.sets (id 1).destinations[0].uri = 'sip:127.0.0.2:99999999'"),
+])
+def test_a_bad_set_refuses_the_start_naming_it(tmp_path: Path, sets: str, problem: str) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f'[general]\ndata_dir = "{tmp_path}/d"\n[sip]\nlisten = ["udp:127.0.0.1:0"]\n'
+                   f'[web]\nenabled = false\n{sets}')
+    r = subprocess.run([str(Path(sys.executable).parent / "sipedge"), "serve", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert problem in r.stderr and "Traceback" not in r.stderr
