@@ -66,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     command(ban, "add", "ban.add", "ban a source IP", ("source", "IP address", False),
             ("seconds", "how long (default: sip.flood.ban_time)", True))
     command(ban, "rm", "ban.rm", "lift a ban", ("source", "IP address", False))
+    ds = groups.add_parser("ds", help="dispatcher destinations (gateways, PBXs)").add_subparsers(
+        dest="ds_command", metavar="ACTION", required=True)
+    command(ds, "list", "ds.list", "the destinations of every set and their state")
     dlg = groups.add_parser("dlg", help="calls the proxy follows (dialogs)").add_subparsers(
         dest="dlg_command", metavar="ACTION", required=True)
     command(dlg, "list", "dlg.list", "the calls")
@@ -144,6 +147,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "dlg.list": ("call_id", "state", "caller", "callee", "user", "source", "duration", "expires_in"),
     "turn.allocations": ("client", "username", "relayed", "expires", "permissions"),
     "ban.list": ("source", "seconds_left", "dropped"),
+    "ds.list": ("set", "uri", "algorithm", "state", "weight", "priority", "failures", "last_status", "selected"),
     "trace.list": ("call_id", "from", "to", "first", "last", "messages", "status"),
     "trace.show": ("time", "direction", "transport", "local", "remote", "first_line"),
     "help": ("name", "params", "summary"),

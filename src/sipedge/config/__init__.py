@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from ._schema import build, non_negative, one_of, option, positive, render
 from .dialog import AccountingConfig, DialogConfig
+from .dispatcher import DispatcherConfig
 from .dns import DnsConfig
 from .media import MediaConfig
 from .nat import NatConfig
@@ -26,6 +27,7 @@ __all__ = [
     "AuthConfig",
     "Config",
     "DialogConfig",
+    "DispatcherConfig",
     "DnsConfig",
     "GeneralConfig",
     "LimitsConfig",
@@ -132,6 +134,7 @@ class Config:
     registrar: RegistrarConfig = RegistrarConfig()
     routing: RoutingConfig = RoutingConfig()
     dns: DnsConfig = DnsConfig()
+    dispatcher: DispatcherConfig = DispatcherConfig()
     turn: TurnConfig = TurnConfig()
     media: MediaConfig = MediaConfig()
     nat: NatConfig = NatConfig()

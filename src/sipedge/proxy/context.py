@@ -44,6 +44,11 @@ class BranchTarget:
     # relay): branches whose flags differ each get an offer of their own (rtpengine's
     # via-branch), e.g. DTLS-SRTP towards a browser and plain RTP towards a phone
     media: Flags | None = None
+    # where to try next, in turn, when this one times out (Timer B/F), cannot be reached,
+    # or answers one of ``failover_codes`` (same transaction): the rest of a dispatcher
+    # set (ds_select), the other addresses its name resolved to (RFC 3263 §4.3)
+    failover: tuple[Target, ...] = ()
+    failover_codes: tuple[str, ...] = ("503",)
 
 
 @dataclass(slots=True)
@@ -333,6 +338,32 @@ class RequestContext:
         bindings = self.core.location.lookup(u.aor, self.core.clock.wall())
         self.targets = [self.core.binding_target(b) for b in bindings]
         return len(self.targets)
+
+    def ds_select(self, set_id: int, alg: str | None = None, limit: int | None = None) -> bool:
+        """Kamailio's ``ds_select_dst``: send the request to a destination of dispatcher set
+        ``set_id`` picked by ``alg`` (the set's ``algorithm`` when None: "round_robin",
+        "weighted", "hash_call_id", "hash_from_user", "priority"), the set's other live
+        destinations (``limit`` in all, at most) its failover list. The Request-URI is
+        kept (the destination is the next hop, as Kamailio's ``$du``). False when no
+        destination of the set is up (the routing answers, say, 503)."""
+        ds = self.core.dispatcher
+        if ds is None:
+            raise ValueError("ds_select: no [[dispatcher.sets]] are configured")
+        order = ds.select(set_id, self.request, alg, limit)
+        if not order:
+            return False
+        codes = tuple(self.core.config.dispatcher.failover_codes)
+        self.targets = [BranchTarget(dest=order[0].target, failover=tuple(d.target for d in order[1:]),
+                                     failover_codes=codes)]
+        return True
+
+    def ds_is_from(self, set_id: int | None = None, match_port: bool = False) -> bool:
+        """The request comes from the address of a destination of set ``set_id`` (of any
+        set when None): Kamailio's ``ds_is_from_list``. The source address of the
+        message is compared, never a header; ``match_port`` also compares its port."""
+        ds = self.core.dispatcher
+        host, port = self.flow.remote
+        return ds is not None and ds.is_from(host, port if match_port else None, set_id)
 
     def user_exists(self) -> bool:
         u = self.ruri

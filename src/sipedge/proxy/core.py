@@ -13,7 +13,7 @@ import hashlib
 import ipaddress
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._common.addr import canonical_host, host_for_uri, is_ip, is_ipv6, strip_brackets
@@ -21,6 +21,7 @@ from .._common.clock import Clock
 from .._common.histogram import SIP_RESPONSE_BUCKETS, Histogram, Observed
 from .._common.ids import TokenSource
 from ..config import Config
+from ..config.dispatcher import status_matches
 from ..errors import ParseError, StorageError
 from ..media.relay import Flags
 from ..sip import auth as digest
@@ -32,6 +33,7 @@ from ..sip.uri import SipUri
 from . import forwarding, nat, pike, ratelimit, registrar, topology
 from .context import BranchTarget, ReplyContext, RequestContext
 from .dialog import EARLY, TRYING, DialogTable
+from .dispatcher import Dispatcher
 from .identity import Identity, Listener
 from .location import Binding, LocationStore, SubscriberStore
 from .route_stamp import PARAM as STAMP_PARAM
@@ -71,6 +73,20 @@ class MediaJob:
 
 
 MediaContinuation = Callable[[bytes | None, "tuple[int, str] | None", float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveJob:
+    """A branch's next hop named by host, for the adapter to resolve (RFC 3263: NAPTR/SRV
+    of ``uri`` when it is what named the hop, else A/AAAA of ``target``); report the
+    addresses, in the order to try them, with :meth:`ProxyCore.resolved`."""
+
+    token: int
+    target: Target
+    uri: SipUri | None = None
+
+
+ResolveContinuation = Callable[[list[Target], float], None]
 
 
 @dataclass(slots=True)
@@ -193,6 +209,13 @@ class ProxyCore:
         self.local_response_handler: Callable[[Response, Flow], None] | None = None
         self.flow_alive: Callable[[Flow], bool] = lambda flow: True  # the adapter's answer
         self.media_available = False  # the adapter sets it when a media relay is wired
+        # the adapter sets it when it resolves names (ResolveJob): a branch to a name is
+        # then sent to one address, the others its failover list
+        self.resolve_names = False
+        self._resolve_jobs: list[ResolveJob] = []
+        self._resolve_waiting: dict[int, ResolveContinuation] = {}
+        self._resolve_token = 0
+        self.dispatcher = Dispatcher(config.dispatcher, identity, token_source) if config.dispatcher.sets else None
         self._refused_log_at = 0.0  # rate limit of the "unparseable message" log line
         self._refused_held = 0
         # shared with the transport, which asks it first (server/app.py builds both)
@@ -236,6 +259,7 @@ class ProxyCore:
             "sip_topology_tampered": 0,
             "sip_bindings_dropped_on_disconnect": 0,
             "sip_requests_sent": 0,
+            "sip_branch_failovers": 0,
         }
 
     # -- adapter interface -------------------------------------------------------
@@ -373,6 +397,22 @@ class ProxyCore:
         jobs, self._media_jobs = self._media_jobs, []
         return jobs
 
+    def resolve_jobs(self) -> list[ResolveJob]:
+        """Names to resolve (drain after every call that may create them)."""
+        jobs, self._resolve_jobs = self._resolve_jobs, []
+        return jobs
+
+    def resolved(self, token: int, targets: list[Target], now: float) -> None:
+        """The addresses of a :class:`ResolveJob`, first to try first ([]: none)."""
+        cont = self._resolve_waiting.pop(token, None)
+        if cont is not None:
+            try:
+                cont(targets, now)
+            except Exception:
+                self.counters["sip_routing_errors"] += 1
+                log.exception("resolution continuation failed")
+        self._drain(now)
+
     def media_done(self, token: int, sdp: bytes | None, error: tuple[int, str] | None, now: float) -> None:
         """The result of an offer/answer :class:`MediaJob`: the rewritten SDP, or the
         SIP status and reason to fail the call with."""
@@ -440,6 +480,8 @@ class ProxyCore:
         out.update(self.flood.stats())
         out.update(self.ratelimit.stats())
         out.update(self.registrar.stats())
+        if self.dispatcher is not None:
+            out.update(self.dispatcher.stats())
         return out
 
     # -- inbound requests -----------------------------------------------------------
@@ -974,12 +1016,20 @@ class ProxyCore:
             if target.path:
                 for value in reversed(target.path):
                     req.add("route", value, first=True)
-            dest = target.dest if target.dest is not None else forwarding.uri_target(forwarding.next_hop(req))
+            hop: SipUri | None = None
+            if target.dest is None:
+                hop = forwarding.next_hop(req)
+                dest: Flow | Target = forwarding.uri_target(hop)
+            else:
+                dest = target.dest
             dest = _leave_from(dest, ptx.socket)
         except ParseError as exc:
             resp = Response(*exc.hint) if isinstance(exc.hint, tuple) else Response(400)
             self._record_branch_final(ptx, Branch(None, req, target, Target("udp", "", 0), final=resp), now)
             return False
+        if self.resolve_names and isinstance(dest, Target) and not is_ip(strip_brackets(dest.host)):
+            self._resolve_branch(ptx, target, dest, hop, now)
+            return True
         inbound = self.identity.listener_for_flow(ptx.flow)
         outbound = (
             self.identity.listener_for_flow(dest) if isinstance(dest, Flow) else self.identity.listener_for_target(dest)
@@ -999,6 +1049,50 @@ class ProxyCore:
             self._offer_for_branch(ptx, branch, via, now)
         else:
             self._send_branch(ptx, branch, now)
+        return True
+
+    def _resolve_branch(self, ptx: ProxyTransaction, target: BranchTarget, dest: Target, hop: SipUri | None,
+                        now: float) -> None:
+        """A branch to a name waits (a placeholder without a transaction) for its addresses:
+        it then leaves for the first, the others ahead of its failover list."""
+        waiting = Branch(None, ptx.request, target, dest)
+        ptx.branches.append(waiting)
+        self._resolve_token += 1
+        self._resolve_jobs.append(ResolveJob(self._resolve_token, dest, hop))
+
+        def then(targets: list[Target], later: float) -> None:
+            if waiting.cancelled or ptx.cancelled or ptx.final_sent:
+                self._record_branch_final(ptx, waiting, later, make_response(ptx.request, 487))
+            elif not targets:
+                log.info("x [%s] %s: %s resolves to no address", ptx.request.get("call-id"), ptx.request.method,
+                         dest.host)
+                if not self._failover(ptx, waiting, later):
+                    waiting.unreachable = True
+                    self._record_branch_final(ptx, waiting, later, make_response(ptx.request, 503))
+            else:
+                ptx.branches.remove(waiting)
+                first, *rest = targets
+                self._start_branch(ptx, replace(target, dest=first, failover=(*rest, *target.failover)), later)
+
+        self._resolve_waiting[self._resolve_token] = then
+
+    def _failover(self, ptx: ProxyTransaction, branch: Branch, now: float) -> bool:
+        """Try the next of the branch's failover list instead (same transaction; RFC 3263
+        §4.3, Kamailio's dispatcher failover and tm DNS failover). False: none left, or
+        the call is over."""
+        target = branch.target
+        if target is None or not target.failover or ptx.cancelled or ptx.final_sent or branch.cancelled:
+            return False
+        if branch.key is not None:
+            self._unlink_branch(branch.key)
+        if branch in ptx.branches:
+            ptx.branches.remove(branch)
+        self._release_branch_media(ptx, branch)
+        self.counters["sip_branch_failovers"] += 1
+        nxt = replace(target, dest=target.failover[0], failover=target.failover[1:])
+        log.info("- [%s] %s to %s failed; trying %s", ptx.request.get("call-id"), ptx.request.method,
+                 _dest_address(branch.dest), _dest_address(target.failover[0]))
+        self._start_branch(ptx, nxt, now)
         return True
 
     def _send_branch(self, ptx: ProxyTransaction, branch: Branch, now: float) -> None:
@@ -1131,6 +1225,9 @@ class ProxyCore:
                     self._release_branch_media(ptx, other)
             self._settle(ptx)
             return
+        if (not branch.timed_out and branch.target is not None
+                and status_matches(branch.target.failover_codes, resp.status) and self._failover(ptx, branch, now)):
+            return
         self._record_branch_final(ptx, branch, now, resp)
 
     def _on_branch_failure(self, key: Any, status: int, now: float) -> None:
@@ -1150,6 +1247,8 @@ class ProxyCore:
             if self._start_branch(ptx, retry, now):
                 return
             ptx.branches.append(branch)
+        if self._failover(ptx, branch, now):
+            return  # a timeout or an unreachable address: the next one
         if status == 503 and (isinstance(branch.dest, Flow) or branch.dest.transport in ("ws", "wss")):
             # a flow-only peer (a registered flow, or a WebSocket client reached by its
             # alias) is unreachable once its connection is gone: nothing else can reach it

@@ -29,7 +29,7 @@ from ..media.model import CallDeleted
 from ..media.relay import RelayError
 from ..proxy import dialog as dlgs
 from ..proxy import nat, pike
-from ..proxy.core import MediaJob, ProxyCore, Send
+from ..proxy.core import MediaJob, ProxyCore, ResolveJob, Send
 from ..proxy.identity import Identity, Listener
 from ..proxy.routing import load_router
 from ..proxy.trace import TraceStore
@@ -56,6 +56,7 @@ from ..web.dashboard import add_dashboard
 from ..web.server import WebServer
 from . import tls, turn_http
 from .control import Control, ControlSocket, add_api_routes, control_socket_path
+from .dispatcher import DispatcherService
 from .dns import DnsResolver
 from .dtls import DtlsContext
 from .gcschedule import GcSchedule
@@ -148,6 +149,7 @@ class SipService:
             dialogs=self._dialog_table(),
         )
         self.core.flow_alive = self.transports.is_alive
+        self.core.resolve_names = True  # branches to a name: one address, the others their failover list
         self._purge_task = asyncio.create_task(self._purge_loop())
         if self.bans is not None and self.config.redis.sync_interval > 0:
             self._ban_sync_task = asyncio.create_task(self._ban_sync_loop(self.config.redis.sync_interval))
@@ -264,6 +266,10 @@ class SipService:
             task = asyncio.create_task(self._media(job))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+        for rjob in core.resolve_jobs():
+            task = asyncio.create_task(self._resolve(rjob))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
         when = core.get_timer()
         if when is not None:
             when = max(when, math.ceil(when / TIMER_TICK) * TIMER_TICK)
@@ -304,9 +310,11 @@ class SipService:
         assert transports is not None
         if is_ip(target.host):
             try:
-                await transports.send_to(data, target)
+                await transports.send_to(data, target, tls_name=target.name or None)
             except (OSError, TimeoutError, ValueError) as exc:
                 log.info("x cannot send to %s:%s:%d: %s", target.transport, target.host, target.port, exc)
+                if target.name:  # an address a name resolved to: listed last for a while
+                    self.dns.send_failed(target)
                 self._failed(key)
             return
 
@@ -319,6 +327,13 @@ class SipService:
             log.info("x cannot send to %s:%s:%d: no resolved address took it",
                      target.transport, target.host, target.port)
             self._failed(key)
+
+    async def _resolve(self, job: ResolveJob) -> None:
+        """A branch's next hop by name (docs/dns.md): its addresses back to the core."""
+        targets = await self.dns.resolve_next_hop(job.uri, job.target)
+        if self.core is not None:
+            self.core.resolved(job.token, targets, self.loop.time())
+            self._flush()
 
     async def _media(self, job: MediaJob) -> None:
         """Perform one media-relay step and hand the result back to the core."""
@@ -420,6 +435,7 @@ class App:
         self.ng: NgControlServer | None = None
         self.media_remote: NgPool | None = None
         self.keepalive: KeepaliveService | None = None
+        self.dispatcher: DispatcherService | None = None
         self.turn: TurnService | None = None
         self.turn_users: TurnUserStore | None = None
         self.gc = GcSchedule(config.general.gc_interval)
@@ -481,6 +497,8 @@ class App:
             cfg.nat, location, self.sip.core, self.sip.transports, self.sip.clock, SqliteEndpointStore(self.db)
         )
         self.keepalive.start()
+        self.dispatcher = DispatcherService(self.sip.core, self.sip.transports, self.sip.dns)
+        self.dispatcher.start()
         if location.write_back:
             self._location_flush = asyncio.create_task(self._flush_location_loop(cfg.registrar.db_flush_interval))
         remote = cfg.media.remote_nodes
@@ -606,6 +624,8 @@ class App:
             self.media_remote.close()
         if self.media is not None:
             self.media.close()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
         if self.keepalive is not None:
             self.keepalive.stop()
         if self.sip is not None:

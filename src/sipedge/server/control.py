@@ -151,6 +151,8 @@ class Control:
                         writes=True),
             )
         }
+        self.commands["ds.list"] = Command("ds.list", self._ds_list,
+                                           "the dispatcher's destinations and their state (up, probing, down)")
         # dialogs (docs/operations.md, "Dialogs")
         for c in (
             Command("dlg.list", self._dlg_list, "the calls the proxy follows (record-routed dialogs)"),
@@ -348,6 +350,11 @@ class Control:
         if sip is None or sip.core is None:
             raise ControlError(503, "the SIP proxy is not running")
         return sip
+
+    async def _ds_list(self, params: Params) -> list[dict[str, Any]]:
+        sip = self._flood()
+        ds = sip.core.dispatcher
+        return [] if ds is None else ds.snapshot()
 
     async def _ban_list(self, params: Params) -> list[dict[str, Any]]:
         sip = self._flood()

@@ -1,9 +1,13 @@
 """The DNS adapter: dnspython's asyncio resolver driving the RFC 3263 plan of
 ``dns/naptr_srv.py``, with the TTL cache of ``dns/cache.py``.
 
-``await DnsResolver(config).resolve(uri)`` returns the targets to try in turn (first one
-first, the next on a transport error or 503/timeout); an empty list when nothing resolves.
-DNS failures never raise: they are counted (``stats()``) and give fewer targets.
+``await DnsResolver(config).resolve(uri)`` returns the targets to try in turn; an empty
+list when nothing resolves. DNS failures never raise: they are counted (``stats()``) and
+give fewer targets. The proxy core asks for a branch's next hop by name
+(``ProxyCore.resolve_jobs`` → :meth:`DnsResolver.resolve_next_hop`) and keeps the other
+addresses as the branch's failover list (tried on a timeout, a send error or a 503, in
+the same transaction: docs/dns.md, "Failover"); :meth:`DnsResolver.send_failover` serves
+the sends outside a transaction (next address on a send error only).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import replace
 
 import dns.asyncresolver
 import dns.exception
@@ -165,14 +170,18 @@ class DnsResolver:
         return self._finish(await self._drive(plan))
 
     async def resolve_send(self, data: bytes, target: Target) -> list[Target]:
-        """Targets for a core ``Send`` to ``target`` whose host is a name.
+        """Targets for a core ``Send`` to ``target`` whose host is a name (see
+        :meth:`resolve_next_hop`; the URI is the next hop of the serialized request)."""
+        return await self.resolve_next_hop(_next_hop(data), target)
 
-        When ``target`` is what ``forwarding.uri_target`` makes of the request's next hop
-        (top Route, else Request-URI), that URI gets the full RFC 3263 treatment, kept to
-        ``target.transport`` (the core has stamped the Via for it); otherwise (a
-        routing-chosen destination, a response) A/AAAA of ``target`` only.
+    async def resolve_next_hop(self, uri: SipUri | None, target: Target) -> list[Target]:
+        """The addresses of ``target``, a name, in the order to try them, each naming it
+        (``Target.name``, for TLS). When ``target`` is what ``forwarding.uri_target``
+        makes of ``uri`` (the request's top Route, else its Request-URI), that URI gets
+        the full RFC 3263 treatment, kept to ``target.transport`` (the core has stamped
+        the Via for it); otherwise (a routing-chosen destination) A/AAAA of ``target``.
         """
-        uri = _next_hop(data)
+        name = target.host
         if uri is not None and forwarding.uri_target(uri) == Target(
             target.transport, target.host.lower(), target.port
         ):
@@ -180,9 +189,9 @@ class DnsResolver:
             plan = naptr_srv.select(uri, rng=self.rng, transports=(target.transport,), families=self.families)
             targets = await self._drive(plan)
             if targets:
-                return self._finish(targets)
+                return [replace(t, name=name) for t in self._finish(targets)]
             self.resolves -= 1  # counted again below
-        return await self.resolve_target(target)
+        return [replace(t, name=name) for t in await self.resolve_target(target)]
 
     async def send_failover(
         self, data: bytes, target: Target, send: Callable[[Target], Awaitable[object]]
@@ -199,12 +208,16 @@ class DnsResolver:
             try:
                 await send(t)
             except (OSError, TimeoutError, ValueError) as exc:
-                self.send_failures += 1
                 log.info("dns: send to %s:%s:%d failed (%s), trying the next target", t.transport, t.host, t.port, exc)
-                self.mark_down(t)
+                self.send_failed(t)
                 continue
             return t
         return None
+
+    def send_failed(self, target: Target) -> None:
+        """A send to ``target``, an address of a name, failed (the next one is tried)."""
+        self.send_failures += 1
+        self.mark_down(target)
 
     def mark_down(self, target: Target) -> None:
         """A send to ``target`` failed: later answers list it last for ``down_time``."""

@@ -9,7 +9,7 @@ a destination still to be reached (any connection will do, or a new one).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._common.addr import Address
 
@@ -63,6 +63,9 @@ class Target:
     transport: str
     host: str
     port: int
+    # the name an address was resolved from: what TLS checks the certificate against (and
+    # sends as SNI); not part of what the target is
+    name: str = field(default="", compare=False)
 
     @property
     def reliable(self) -> bool:
