@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._schema import build, non_negative, one_of, option, render
+from ._schema import build, non_negative, one_of, option, positive, render
 from .dns import DnsConfig
 from .media import MediaConfig
 from .nat import NatConfig
@@ -57,6 +57,12 @@ class GeneralConfig:
         "",
         "Unix socket that `sipedge ctl` talks to, readable by this user only (empty = "
         '<data_dir>/control.sock; "off" = none)',
+    )
+    workers: int = option(
+        1,
+        "SIP worker processes serving the same listeners (1 = one process, as before; "
+        "more: a supervisor starts them, docs/workers.md)",
+        positive,
     )
 
 

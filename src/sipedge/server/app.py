@@ -86,6 +86,9 @@ class SipService:
         self.loop = asyncio.get_running_loop()
         web = config.web
         self.trace = TraceStore(web.trace_calls, web.trace_messages, web.trace_bytes) if web.trace else None
+        # a worker's (server/worker.py): the supervisor's listener sockets, its connection ids
+        self.inherited: dict[str, Any] = {}
+        self.conn_ids = (1, 1)
 
     async def start(self, server_ctx: Any, client_ctx: Any) -> None:
         ws = self.config.sip.websocket
@@ -99,6 +102,8 @@ class SipService:
             on_flow_closed=self._on_flow_closed,
             on_stun=self._on_stun,
             source_banned=flood.banned,
+            inherited=self.inherited,
+            conn_ids=self.conn_ids,
             ws_options=WsOptions(
                 origins=origins,
                 ping_interval=ws.ping_interval,
@@ -314,6 +319,10 @@ class SipService:
 class App:
     """Every role of one sipedge process."""
 
+    # a worker (server/worker.py) builds its own kinds of these
+    sip_service: type[SipService] = SipService
+    location_store: type[SqliteLocationStore] = SqliteLocationStore
+
     def __init__(self, config: Config) -> None:
         self.config = config
         self.db: SqliteDatabase | None = None
@@ -343,7 +352,7 @@ class App:
         except OSError as exc:
             raise ConfigError(f"general.data_dir = {str(data_dir)!r}: cannot create it ({exc.strerror})") from exc
         self.db = SqliteDatabase(cfg.database_path)
-        location = self.location = SqliteLocationStore(
+        location = self.location = self.location_store(
             self.db, write_back=cfg.registrar.db_mode == "write-back"
         )
         subscribers = SqliteSubscriberStore(self.db)
@@ -359,8 +368,8 @@ class App:
             )
             self.cert_key = cert.key
             client_ctx = tls.client_context(verify=cfg.tls.verify_peer, ca=cfg.tls.ca or None)
-        self.sip = SipService(cfg, location, subscribers, load_secret(data_dir / "nonce.key"))
-        await self.sip.start(server_ctx, client_ctx)
+        self.sip = self.sip_service(cfg, location, subscribers, load_secret(data_dir / "nonce.key"))
+        await self.start_sip(server_ctx, client_ctx)
         assert self.sip.core is not None and self.sip.transports is not None
         self.keepalive = KeepaliveService(
             cfg.nat, location, self.sip.core, self.sip.transports, self.sip.clock, SqliteEndpointStore(self.db)
@@ -420,6 +429,10 @@ class App:
             self.control_socket = ControlSocket(self.control, socket_path)
             await self.control_socket.start()
         self.gc.start()
+
+    async def start_sip(self, server_ctx: Any, client_ctx: Any) -> None:
+        assert self.sip is not None
+        await self.sip.start(server_ctx, client_ctx)
 
     def reload(self) -> dict[str, Any]:
         """``sipedge ctl reload``: the routing module and the TLS certificate, re-read
@@ -515,8 +528,13 @@ async def _serve(config: Config) -> int:
 
 
 def run(config: Config) -> int:
-    """Run until SIGINT/SIGTERM; used by ``sipedge serve``."""
+    """Run until SIGINT/SIGTERM; used by ``sipedge serve``. With ``general.workers`` > 1
+    this process is the supervisor of that many (docs/workers.md)."""
     setup_logging(config.general.log_level, config.general.log_format)
+    if config.general.workers > 1:
+        from .supervisor import supervise
+
+        return supervise(config)
     try:
         import uvloop
 

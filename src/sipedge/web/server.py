@@ -31,12 +31,14 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 
 def render_metrics(stats: dict[str, int | float], prefix: str = "sipedge_") -> str:
-    """Prometheus text format: counters and gauges as untyped samples, names sanitized."""
+    """Prometheus text format: counters and gauges as untyped samples, names sanitized;
+    a name may end in labels of our own making (``{worker="1"}``, server/worker.py)."""
     lines = []
     for name in sorted(stats):
         value = stats[name]
-        metric = prefix + "".join(c if c.isalnum() or c == "_" else "_" for c in name)
-        lines.append(f"{metric} {value}")
+        base, brace, labels = name.partition("{")
+        metric = prefix + "".join(c if c.isalnum() or c == "_" else "_" for c in base)
+        lines.append(f"{metric}{brace}{labels} {value}")
     return "\n".join(lines) + "\n"
 
 

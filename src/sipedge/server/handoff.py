@@ -1,0 +1,239 @@
+"""The local channel between SIP workers (docs/workers.md).
+
+Every worker reads one Unix datagram socket of its own and may write to every other's.
+A datagram is one hand-off::
+
+    kind (1 byte) | flow token length (2 bytes, big endian) | flow token | payload
+
+- ``I`` inbound: a SIP message received on that flow by a worker that does not own its
+  Call-ID; the owner handles it as if it had read it itself.
+- ``O`` outbound: send the payload on that flow, a connection the receiver holds.
+- ``C`` closed: that connection ended (the payload is empty); forget what used it.
+- ``S`` stats: the sender's counters as JSON (the flow token is its worker number), for
+  worker 0's ``/metrics``.
+- ``G`` generation: from the supervisor, ``"worker:generation"`` when it (re)starts a
+  worker; connections of an older generation of that worker are gone.
+
+Connection ids are unique across workers and their restarts: worker ``w`` of ``n``, in
+its generation ``g``, counts from ``n * (g * 2**24 + 1) + w`` in steps of ``n``, so any
+worker can tell a connection's holder (``id % n``) and whether it may still be open (its
+generation is the holder's current one and no ``C`` said it closed).
+
+The owner of a message is ``crc32(Call-ID) % workers``: the same on every worker without
+any shared state, and one worker sees a whole call (INVITE, its retransmissions, CANCEL,
+ACK, the callee's responses, BYE). The channel is local and its peers are our own
+processes, but a datagram that does not decode is still counted and dropped, never
+raised (``sip_handoff_bad``); a full channel drops and counts (``sip_handoff_dropped``),
+as a lost UDP datagram would be, and SIP retransmissions recover it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+import struct
+import zlib
+from collections.abc import Callable
+
+from ..sip.flow import Flow
+
+log = logging.getLogger(__name__)
+
+IN, OUT, CLOSED, STATS, GENERATION = b"I", b"O", b"C", b"S", b"G"
+_KINDS = frozenset((IN, OUT, CLOSED, STATS, GENERATION))
+_GEN_SHIFT = 24
+_DEAD_KEPT = 100_000  # ids of closed connections of other workers remembered, newest
+_HEAD = struct.Struct("!cH")
+# the channel's buffers: room for a burst of whole SIP messages (max_message_size each)
+CHANNEL_BUFFER = 4 << 20
+_READ_BURST = 64
+# a header line "Call-ID:" or its compact form "i:" (RFC 3261 §7.3.3), in the lowered head
+_CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)")
+
+
+def call_id_of(data: bytes) -> bytes | None:
+    """The Call-ID of one framed SIP message, from its head only; None when it has none."""
+    end = data.find(b"\r\n\r\n")
+    head = (data if end < 0 else data[:end]).lower()
+    m = _CALL_ID.search(head)
+    if m is None:
+        return None
+    value = m.group(1).strip()
+    return value or None
+
+
+def owner_of(call_id: bytes, workers: int) -> int:
+    """The worker that handles every message of this Call-ID."""
+    return zlib.crc32(call_id) % workers
+
+
+def conn_ids(worker: int, workers: int, generation: int) -> tuple[int, int]:
+    """``(start, step)`` of the connection ids of one worker generation."""
+    return workers * ((generation << _GEN_SHIFT) + 1) + worker, workers
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """A worker's channel: (the end it reads, the end every worker writes to)."""
+    rx, tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for s in (rx, tx):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHANNEL_BUFFER)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CHANNEL_BUFFER)
+    return rx, tx
+
+
+def encode(kind: bytes, token: str, payload: bytes) -> bytes:
+    t = token.encode("ascii")
+    return _HEAD.pack(kind, len(t)) + t + payload
+
+
+def decode(datagram: bytes) -> tuple[bytes, str, bytes] | None:
+    """``(kind, token, payload)``, or None when the datagram is not a hand-off."""
+    if len(datagram) < _HEAD.size:
+        return None
+    kind, n = _HEAD.unpack_from(datagram)
+    if kind not in _KINDS or len(datagram) < _HEAD.size + n:
+        return None
+    try:
+        token = datagram[_HEAD.size:_HEAD.size + n].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return kind, token, datagram[_HEAD.size + n:]
+
+
+Handler = Callable[[bytes, Flow], object]
+
+
+class Handoff:
+    """One worker's ends of the channel: ``rx`` it reads, ``tx[i]`` reaches worker i."""
+
+    def __init__(
+        self, worker: int, rx: socket.socket, tx: list[socket.socket], generations: list[int] | None = None
+    ) -> None:
+        self.worker = worker
+        self.workers = len(tx)
+        self.generations = list(generations or [0] * len(tx))
+        self._dead: dict[int, None] = {}  # closed connections of other workers
+        self.rx = rx
+        self.tx = tx
+        for s in (rx, *tx):
+            s.setblocking(False)
+        self.on_in: Handler = lambda data, flow: None
+        self.on_out: Handler = lambda data, flow: None
+        self.on_closed: Callable[[Flow], None] = lambda flow: None
+        self.on_stats: Callable[[int, dict[str, int | float]], None] = lambda worker, stats: None
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("sip_handoff_in_sent", "sip_handoff_out_sent", "sip_handoff_received", "sip_handoff_dropped",
+             "sip_handoff_bad"),
+            0,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.rx.fileno(), self._read)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self.rx.fileno())
+            self._loop = None
+
+    # -- who owns what ---------------------------------------------------------------
+    def owner(self, data: bytes) -> int:
+        """The worker for this message (this one when it carries no Call-ID: it gets its
+        answer, a 400, here)."""
+        call_id = call_id_of(data)
+        return self.worker if call_id is None else owner_of(call_id, self.workers)
+
+    def flow_owner(self, flow: Flow) -> int:
+        """The worker holding a connection (connection ids are unique across workers:
+        each counts from its number in steps of the worker count); UDP: any worker."""
+        return flow.conn_id % self.workers if flow.reliable else self.worker
+
+    def remote_alive(self, flow: Flow) -> bool:
+        """Whether another worker's connection may still be open (its holder is the
+        generation that opened it, and it has not said it closed)."""
+        holder = flow.conn_id % self.workers
+        generation = (flow.conn_id // self.workers) >> _GEN_SHIFT
+        return generation == self.generations[holder] and flow.conn_id not in self._dead
+
+    # -- sending ---------------------------------------------------------------------
+    def send(self, worker: int, kind: bytes, token: str, payload: bytes = b"") -> bool:
+        try:
+            self.tx[worker].send(encode(kind, token, payload))
+        except OSError:  # full (the owner is slow or restarting), or too big
+            self.counters["sip_handoff_dropped"] += 1
+            return False
+        if kind == IN:
+            self.counters["sip_handoff_in_sent"] += 1
+        elif kind == OUT:
+            self.counters["sip_handoff_out_sent"] += 1
+        return True
+
+    def broadcast_closed(self, flow: Flow) -> None:
+        for w in range(self.workers):
+            if w != self.worker:
+                self.send(w, CLOSED, flow.token)
+
+    def push_stats(self, stats: dict[str, int | float]) -> None:
+        if self.worker != 0:
+            self.send(0, STATS, str(self.worker), json.dumps(stats).encode())
+
+    def stats(self) -> dict[str, int | float]:
+        return dict(self.counters)
+
+    # -- receiving -------------------------------------------------------------------
+    def _read(self) -> None:
+        for _ in range(_READ_BURST):
+            try:
+                datagram = self.rx.recv(1 << 17)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("x worker channel: %s", exc)
+                return
+            self._dispatch(datagram)
+
+    def _dispatch(self, datagram: bytes) -> None:
+        item = decode(datagram)
+        if item is None:
+            self.counters["sip_handoff_bad"] += 1
+            return
+        kind, token, payload = item
+        self.counters["sip_handoff_received"] += 1
+        if kind == GENERATION:
+            w, _, g = token.partition(":")
+            if not (w.isdigit() and g.isdigit() and int(w) < self.workers):
+                self.counters["sip_handoff_bad"] += 1
+                return
+            self.generations[int(w)] = int(g)
+            return
+        if kind == STATS:
+            try:
+                stats = json.loads(payload)
+                worker = int(token)
+            except ValueError:
+                self.counters["sip_handoff_bad"] += 1
+                return
+            if isinstance(stats, dict):
+                self.on_stats(worker, stats)
+            return
+        flow = Flow.from_token(token)
+        if flow is None:
+            self.counters["sip_handoff_bad"] += 1
+            return
+        try:
+            if kind == IN:
+                self.on_in(payload, flow)
+            elif kind == OUT:
+                self.on_out(payload, flow)
+            else:
+                self._dead[flow.conn_id] = None
+                if len(self._dead) > _DEAD_KEPT:
+                    del self._dead[next(iter(self._dead))]
+                self.on_closed(flow)
+        except Exception:  # a bug in a handler: logged, counted, the channel keeps serving
+            self.counters["sip_handoff_bad"] += 1
+            log.exception("x worker hand-off %r failed", kind)
