@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 IN, OUT, CLOSED, STATS, GENERATION = b"I", b"O", b"C", b"S", b"G"
 _KINDS = frozenset((IN, OUT, CLOSED, STATS, GENERATION))
 _GEN_SHIFT = 24
+# which hand-offs are counted on their own: a response, a CANCEL, an ACK (by first bytes)
+_WHAT = {b"SIP/": "sip_handoff_responses", b"CANC": "sip_handoff_cancels", b"ACK ": "sip_handoff_acks"}
 _DEAD_KEPT = 100_000  # ids of closed connections of other workers remembered, newest
 _HEAD = struct.Struct("!cH")
 # the channel's buffers: room for a burst of whole SIP messages (max_message_size each)
@@ -125,8 +127,8 @@ class Handoff:
         self.on_closed: Callable[[Flow], None] = lambda flow: None
         self.on_stats: Callable[[int, dict[str, int | float]], None] = lambda worker, stats: None
         self.counters: dict[str, int] = dict.fromkeys(
-            ("sip_handoff_in_sent", "sip_handoff_out_sent", "sip_handoff_received", "sip_handoff_dropped",
-             "sip_handoff_bad"),
+            ("sip_handoff_in_sent", "sip_handoff_responses", "sip_handoff_cancels", "sip_handoff_acks",
+             "sip_handoff_out_sent", "sip_handoff_received", "sip_handoff_dropped", "sip_handoff_bad"),
             0,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -168,6 +170,9 @@ class Handoff:
             return False
         if kind == IN:
             self.counters["sip_handoff_in_sent"] += 1
+            what = _WHAT.get(payload[:4])
+            if what is not None:
+                self.counters[what] += 1
         elif kind == OUT:
             self.counters["sip_handoff_out_sent"] += 1
         return True

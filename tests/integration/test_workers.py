@@ -1,0 +1,180 @@
+"""``general.workers = 2`` through a real ``sipedge serve`` (docs/workers.md): SIPp
+registrations and calls from many source ports, answers and CANCELs read by the worker
+that does not own their call, a worker killed mid-load, SIGTERM stopping them all."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers.sipserver import Server, running_server
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.sipp_runner import SippFlows, SippResult, sipp_bin, stop_process  # noqa: E402
+
+pytestmark = [
+    pytest.mark.sipp,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(sipp_bin() is None, reason="sipp not installed (scripts/setup test installs sip-tester)"),
+]
+
+USERS = {"alice": "alice-pw", "bob": "bob-pw", **{f"u{i}": f"u{i}-pw" for i in range(6)}}
+DOMAIN = "127.0.0.1"
+
+
+def _ok(r: SippResult) -> None:
+    assert r.ok, r.explain()
+
+
+def metrics(server: Server) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://{server.host}:{server.http}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        out[name.removeprefix("sipedge_")] = float(value)
+    return out
+
+
+def settled_metrics(server: Server) -> dict[str, float]:
+    """After the workers have pushed their latest counters to worker 0 (every second)."""
+    time.sleep(2.5)
+    return metrics(server)
+
+
+def worker_pids(server: Server) -> dict[int, int]:
+    """The current pid of each worker, from the supervisor's log."""
+    pids: dict[int, int] = {}
+    for m in re.finditer(r"worker (\d+) started \(pid (\d+)\)", server.log_text()):
+        pids[int(m.group(1))] = int(m.group(2))
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (the supervisor has not reaped it yet) is gone too
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("workers"), users=USERS, general="workers = 2",
+                        log_level="info") as s:
+        yield s
+
+
+@pytest.fixture
+def flows(server: Server, tmp_path: Path) -> Iterator[SippFlows]:
+    with SippFlows(f"{server.host}:{server.udp}", DOMAIN, tmp_path) as f:
+        yield f
+
+
+@pytest.fixture
+def bob(flows: SippFlows) -> Iterator[str]:
+    uas, contact = flows.start_uas()
+    try:
+        _ok(flows.register("bob", USERS["bob"], contact))
+        yield contact
+        _ok(flows.register("bob", USERS["bob"], contact, expires=0))
+    finally:
+        stop_process(uas)
+
+
+def test_both_workers_serve_and_metrics_label_them(server: Server) -> None:
+    m = settled_metrics(server)
+    assert m["workers_reporting"] == 2
+    assert 'sip_requests_received{worker="0"}' in m and 'sip_requests_received{worker="1"}' in m
+    assert m["sip_requests_received"] == m['sip_requests_received{worker="0"}'] + m['sip_requests_received{worker="1"}']
+    pids = worker_pids(server)
+    assert sorted(pids) == [0, 1] and all(alive(p) for p in pids.values())
+
+
+def test_registrations_and_calls_from_many_source_ports(server: Server, flows: SippFlows, bob: str) -> None:
+    """Every SIPp run has a source port of its own; the callee's answers come from yet
+    another. Whichever worker reads a message, the call's owner handles it: all succeed,
+    and answers were handed from one worker to the other."""
+    before = settled_metrics(server)
+    for i in range(6):
+        _ok(flows.register(f"u{i}", USERS[f"u{i}"], f"127.0.0.1:{6000 + i}"))
+    # one after another (the SIPp UAS takes a retransmitted INVITE after its 200 for an
+    # error, and sip.timers.t1 is 0.1 s here: parallel runs on 2 cores would trip it)
+    for _ in range(3):
+        r = flows.call("alice", USERS["alice"], "bob", calls=15, rate=15)
+        _ok(r)
+        assert r.successful == 15
+    after = settled_metrics(server)
+    assert after["sip_handoff_responses"] > before.get("sip_handoff_responses", 0)
+    assert after["sip_handoff_acks"] > before.get("sip_handoff_acks", 0)
+    assert after["sip_handoff_dropped"] == 0 and after["sip_handoff_bad"] == 0
+    for w in ("0", "1"):  # both did calls
+        assert after[f'sip_handoff_received{{worker="{w}"}}'] > 0
+
+
+def test_cancels_reach_the_worker_of_their_invite(server: Server, flows: SippFlows, bob: str) -> None:
+    before = settled_metrics(server)
+    for _ in range(12):  # each from a source port of its own
+        r = flows.cancel("alice", USERS["alice"], "bob")
+        _ok(r)
+    after = settled_metrics(server)
+    assert after["sip_handoff_cancels"] > before.get("sip_handoff_cancels", 0)
+
+
+def test_a_killed_worker_comes_back_and_the_other_keeps_serving(server: Server, flows: SippFlows, bob: str) -> None:
+    """SIGKILL worker 1 under load: calls keep completing, the UDP registration made before
+    survives (it is in the database), and the supervisor starts worker 1 again."""
+    old = worker_pids(server)[1]
+    results: list[SippResult] = []
+    load = threading.Thread(target=lambda: results.append(flows.call("alice", USERS["alice"], "bob", calls=60,
+                                                                     rate=20)))
+    load.start()
+    time.sleep(1.0)
+    os.kill(old, signal.SIGKILL)
+    load.join(90)
+    assert results, "SIPp did not finish"
+    r = results[0]
+    # calls owned by worker 0 never noticed; worker 1's are retransmitted to the new one
+    assert r.successful >= 30, r.explain()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and worker_pids(server)[1] == old:
+        time.sleep(0.1)
+    new = worker_pids(server)[1]
+    assert new != old and alive(new)
+    assert "worker 1 (pid" in server.log_text() and "exited with -9" in server.log_text()
+    time.sleep(1.0)
+    # bob did not register again: calls still find him, on both workers
+    r = flows.call("alice", USERS["alice"], "bob", calls=10, rate=20)
+    _ok(r)
+    assert r.successful == 10
+    assert settled_metrics(server)["workers_reporting"] == 2
+
+
+def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
+    with running_server(tmp_path, users=USERS, general="workers = 2", log_level="info") as s:
+        pids = worker_pids(s)
+        assert len(pids) == 2
+        s.proc.send_signal(signal.SIGTERM)
+        try:
+            assert s.proc.wait(15) == 0
+        except subprocess.TimeoutExpired:
+            pytest.fail("the supervisor did not stop on SIGTERM")
+        for pid in pids.values():
+            assert not alive(pid)
+        assert "stopping 2 workers" in s.log_text()
