@@ -8,6 +8,8 @@ A datagram is one hand-off::
 - ``I`` inbound: a SIP message received on that flow by a worker that does not own its
   Call-ID; the owner handles it as if it had read it itself.
 - ``O`` outbound: send the payload on that flow, a connection the receiver holds.
+- ``N`` new: the sender holds a new connection (the payload is empty); requests to
+  that peer address go out on it.
 - ``C`` closed: that connection ended (the payload is empty); forget what used it.
 - ``S`` stats: the sender's counters as JSON (the flow token is its worker number), for
   worker 0's ``/metrics``.
@@ -38,12 +40,13 @@ import struct
 import zlib
 from collections.abc import Callable
 
-from ..sip.flow import Flow
+from ..sip.flow import Flow, Target
 
 log = logging.getLogger(__name__)
 
-IN, OUT, CLOSED, STATS, GENERATION = b"I", b"O", b"C", b"S", b"G"
-_KINDS = frozenset((IN, OUT, CLOSED, STATS, GENERATION))
+IN, OUT, NEW, CLOSED, STATS, GENERATION = b"I", b"O", b"N", b"C", b"S", b"G"
+_KINDS = frozenset((IN, OUT, NEW, CLOSED, STATS, GENERATION))
+_REMOTE_KEPT = 100_000  # connections of other workers known by peer address
 _GEN_SHIFT = 24
 # which hand-offs are counted on their own: a response, a CANCEL, an ACK (by first bytes)
 _WHAT = {b"SIP/": "sip_handoff_responses", b"CANC": "sip_handoff_cancels", b"ACK ": "sip_handoff_acks"}
@@ -118,6 +121,8 @@ class Handoff:
         self.workers = len(tx)
         self.generations = list(generations or [0] * len(tx))
         self._dead: dict[int, None] = {}  # closed connections of other workers
+        # open connections of other workers by (transport, peer ip, peer port)
+        self._remote: dict[tuple[str, str, int], Flow] = {}
         self.rx = rx
         self.tx = tx
         for s in (rx, *tx):
@@ -161,6 +166,11 @@ class Handoff:
         generation = (flow.conn_id // self.workers) >> _GEN_SHIFT
         return generation == self.generations[holder] and flow.conn_id not in self._dead
 
+    def remote_flow(self, target: Target) -> Flow | None:
+        """Another worker's open connection to ``target``, if one is known."""
+        flow = self._remote.get((target.transport, target.host, target.port))
+        return flow if flow is not None and self.remote_alive(flow) else None
+
     # -- sending ---------------------------------------------------------------------
     def send(self, worker: int, kind: bytes, token: str, payload: bytes = b"") -> bool:
         try:
@@ -177,10 +187,16 @@ class Handoff:
             self.counters["sip_handoff_out_sent"] += 1
         return True
 
+    def broadcast_opened(self, flow: Flow) -> None:
+        self._broadcast(NEW, flow)
+
     def broadcast_closed(self, flow: Flow) -> None:
+        self._broadcast(CLOSED, flow)
+
+    def _broadcast(self, kind: bytes, flow: Flow) -> None:
         for w in range(self.workers):
             if w != self.worker:
-                self.send(w, CLOSED, flow.token)
+                self.send(w, kind, flow.token)
 
     def push_stats(self, stats: dict[str, int | float]) -> None:
         if self.worker != 0:
@@ -234,7 +250,14 @@ class Handoff:
                 self.on_in(payload, flow)
             elif kind == OUT:
                 self.on_out(payload, flow)
+            elif kind == NEW:
+                if len(self._remote) >= _REMOTE_KEPT:
+                    del self._remote[next(iter(self._remote))]
+                self._remote[(flow.transport, *flow.remote)] = flow
             else:
+                key = (flow.transport, *flow.remote)
+                if self._remote.get(key) == flow:
+                    del self._remote[key]
                 self._dead[flow.conn_id] = None
                 if len(self._dead) > _DEAD_KEPT:
                     del self._dead[next(iter(self._dead))]

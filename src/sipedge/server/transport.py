@@ -461,6 +461,8 @@ class TransportLayer:
         # a worker's listeners, bound by its supervisor (``listen`` entry -> socket), and
         # its connection ids (start, step): unique across workers, the owner is id % step
         self.inherited = inherited or {}
+        # a worker's: told of every connection opened (the other workers learn of it)
+        self.on_flow_opened: OnFlowClosed | None = None
         self.on_message = on_message
         self.on_flow_closed = on_flow_closed
         self.on_stun = on_stun
@@ -693,6 +695,11 @@ class TransportLayer:
             raise TransportError(f"{name} connection to {host}:{target.port} closed")
         return conn.flow
 
+    def has_connection(self, target: Target) -> bool:
+        """Whether an open connection of this process reaches ``target`` (IP host)."""
+        conn = self._by_remote.get((target.transport, _norm_host(target.host), target.port))
+        return conn is not None and not conn.closing
+
     def close_flow(self, flow: Flow) -> bool:
         """Close a stream flow's connection after flushing (e.g. after a fatal 400)."""
         conn = self._conns.get(flow.conn_id)
@@ -802,6 +809,8 @@ class TransportLayer:
         self._stat["sip_connections_accepted" if conn.inbound else "sip_connections_outbound"] += 1
         log.debug("- %s connection %d %s %s", conn.name, conn.conn_id,
                   "from" if conn.inbound else "to", conn.flow.remote)
+        if self.on_flow_opened is not None:
+            self.on_flow_opened(conn.flow)
 
     def _unregister(self, conn: Conn, exc: Exception | None) -> None:
         if self._conns.pop(conn.conn_id, None) is None:

@@ -59,6 +59,7 @@ class WorkerSipService(SipService):
     async def start(self, server_ctx: Any, client_ctx: Any) -> None:
         await super().start(server_ctx, client_ctx)
         assert self.core is not None and self.transports is not None
+        self.transports.on_flow_opened = self.handoff.broadcast_opened
         here, there = self.transports.is_alive, self.handoff.remote_alive
         me = self.handoff.worker
         # another worker's connection: alive unless it said it closed or its holder died;
@@ -89,7 +90,10 @@ class WorkerSipService(SipService):
         return self.transports is not None and self.transports.send(data, flow)
 
     def _send(self, item: Any) -> None:
-        flow = item.flow
+        flow, target = item.flow, item.target
+        if flow is None and target is not None and target.reliable and self.transports is not None \
+                and not self.transports.has_connection(target):
+            flow = self.handoff.remote_flow(target)  # (a browser's WebSocket another worker holds)
         if flow is not None and flow.reliable and (owner := self.handoff.flow_owner(flow)) != self.handoff.worker:
             self.handoff.send(owner, OUT, flow.token, item.data)
             return
@@ -207,7 +211,7 @@ async def _serve(app: WorkerApp) -> int:
     except BaseException:
         await app.stop()
         raise
-    log.info("sipedge worker %d ready (pid %d)", app.handoff.worker, os.getpid())
+    log.info("sipedge ready (worker %d, pid %d)", app.handoff.worker, os.getpid())
     await stop.wait()
     await app.stop()
     return 0
