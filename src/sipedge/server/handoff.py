@@ -11,8 +11,8 @@ A datagram is one hand-off::
 - ``N`` new: the sender holds a new connection (the payload is empty); requests to
   that peer address go out on it.
 - ``C`` closed: that connection ended (the payload is empty); forget what used it.
-- ``S`` stats: the sender's counters as JSON (the flow token is its worker number), for
-  worker 0's ``/metrics``.
+- ``S`` stats: the sender's counters as JSON (the flow token names it: its worker
+  number, or ``supervisor`` for the media relay there), for worker 0's ``/metrics``.
 - ``G`` generation: from the supervisor, ``"worker:generation"`` when it (re)starts a
   worker; connections of an older generation of that worker are gone.
 
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 IN, OUT, NEW, CLOSED, STATS, GENERATION = b"I", b"O", b"N", b"C", b"S", b"G"
 _KINDS = frozenset((IN, OUT, NEW, CLOSED, STATS, GENERATION))
+SUPERVISOR = "supervisor"  # the sender name of the supervisor's stats
 _REMOTE_KEPT = 100_000  # connections of other workers known by peer address
 _GEN_SHIFT = 24
 # which hand-offs are counted on their own: a response, a CANCEL, an ACK (by first bytes)
@@ -130,7 +131,7 @@ class Handoff:
         self.on_in: Handler = lambda data, flow: None
         self.on_out: Handler = lambda data, flow: None
         self.on_closed: Callable[[Flow], None] = lambda flow: None
-        self.on_stats: Callable[[int, dict[str, int | float]], None] = lambda worker, stats: None
+        self.on_stats: Callable[[str, dict[str, int | float]], None] = lambda sender, stats: None
         self.counters: dict[str, int] = dict.fromkeys(
             ("sip_handoff_in_sent", "sip_handoff_responses", "sip_handoff_cancels", "sip_handoff_acks",
              "sip_handoff_out_sent", "sip_handoff_received", "sip_handoff_dropped", "sip_handoff_bad"),
@@ -234,12 +235,12 @@ class Handoff:
         if kind == STATS:
             try:
                 stats = json.loads(payload)
-                worker = int(token)
             except ValueError:
+                stats = None
+            if not isinstance(stats, dict) or not (token.isdigit() or token == SUPERVISOR):
                 self.counters["sip_handoff_bad"] += 1
                 return
-            if isinstance(stats, dict):
-                self.on_stats(worker, stats)
+            self.on_stats(token, stats)
             return
         flow = Flow.from_token(token)
         if flow is None:

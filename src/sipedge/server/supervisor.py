@@ -36,11 +36,11 @@ from ..store.sqlite import SqliteDatabase
 from . import tls
 from .app import load_secret, load_token
 from .dtls import DtlsContext
-from .handoff import GENERATION, channel_pair, encode
+from .handoff import GENERATION, STATS, SUPERVISOR, channel_pair, encode
 from .media import MediaServer
 from .ng import NgControlServer
 from .transport import bind_listener, parse_listen
-from .worker import ENV, worker_config
+from .worker import ENV, STATS_INTERVAL, worker_config
 
 log = logging.getLogger("sipedge")
 
@@ -138,6 +138,14 @@ class Supervisor:
         self.started_at[worker] = time.monotonic()
         log.info("worker %d started (pid %d)", worker, proc.pid)
 
+    def push_stats(self) -> None:
+        """The media relay's counters, to worker 0's /metrics."""
+        if self._media is None or self._ng is None:
+            return
+        stats = {**self._media.stats(), **self._ng.stats()}
+        with contextlib.suppress(OSError):
+            self.channels[0][1].send(encode(STATS, SUPERVISOR, json.dumps(stats).encode()))
+
     def reap(self) -> list[int]:
         """The workers that have exited since the last look (their slots emptied)."""
         gone = []
@@ -170,14 +178,18 @@ class Supervisor:
             self.spawn(w)
         log.info("sipedge supervisor ready (pid %d, %d workers)", os.getpid(), self.n)
         due: dict[int, float] = {}
+        stats_at = 0.0
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
             now = time.monotonic()
+            if now >= stats_at:
+                stats_at = now + STATS_INTERVAL
+                self.push_stats()
             for w in self.reap():
                 early = now - self.started_at[w] < 10.0
                 self.restarts[w] = self.restarts[w] + 1 if early else 0
-                delay = RESTART_BACKOFF[min(self.restarts[w], len(RESTART_BACKOFF) - 1)] if early else 0.0
+                delay = RESTART_BACKOFF[min(self.restarts[w], len(RESTART_BACKOFF)) - 1] if early else 0.0
                 due[w] = now + delay
             for w, at in list(due.items()):
                 if at <= now and not stop.is_set():

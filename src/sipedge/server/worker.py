@@ -113,7 +113,7 @@ class WorkerApp(App):
         super().__init__(config)
         self.handoff = handoff
         self.inherited = inherited
-        self.peers: dict[int, dict[str, int | float]] = {}
+        self.peers: dict[str, dict[str, int | float]] = {}
         handoff.on_stats = self.peers.__setitem__
         self._stats_task: asyncio.Task[None] | None = None
 
@@ -143,7 +143,7 @@ class WorkerApp(App):
         own = super().stats()
         if self.handoff.worker != 0:
             return own
-        return merge_stats({0: own, **self.peers})
+        return merge_stats({"0": own, **self.peers})
 
     async def _stats_loop(self) -> None:
         parent = os.getppid()
@@ -160,9 +160,10 @@ class WorkerApp(App):
                     log.exception("x worker stats")
 
 
-def merge_stats(per_worker: dict[int, dict[str, int | float]]) -> dict[str, int | float]:
-    """Every counter summed over the workers, and each worker's own, labelled."""
-    out: dict[str, int | float] = {"workers_reporting": len(per_worker)}
+def merge_stats(per_worker: dict[str, dict[str, int | float]]) -> dict[str, int | float]:
+    """Every counter summed over the workers (and the supervisor's media relay), and
+    each one's own, labelled."""
+    out: dict[str, int | float] = {"workers_reporting": sum(1 for w in per_worker if w.isdigit())}
     for worker, stats in sorted(per_worker.items()):
         for name, value in stats.items():
             if not isinstance(value, int | float) or "{" in name:
