@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -164,6 +165,68 @@ def test_a_killed_worker_comes_back_and_the_other_keeps_serving(server: Server, 
     _ok(r)
     assert r.successful == 10
     assert settled_metrics(server)["workers_reporting"] == 2
+
+
+ROUTING = '''
+from sipedge.proxy import default_routing
+
+reply_route = default_routing.reply_route
+
+
+def request_route(ctx):
+    if ctx.method == "OPTIONS":
+        ctx.reply({status}, "Routing {status}")
+        return
+    default_routing.request_route(ctx)
+'''
+
+
+def options_status(server: Server, call_id: str) -> int | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2.0)
+        s.bind((server.host, 0))
+        port = s.getsockname()[1]
+        s.sendto(
+            (f"OPTIONS sip:{server.host}:{server.udp} SIP/2.0\r\n"
+             f"Via: SIP/2.0/UDP {server.host}:{port};branch=z9hG4bK{call_id}\r\n"
+             f"From: <sip:probe@{server.host}>;tag=p\r\nTo: <sip:{server.host}>\r\nCall-ID: {call_id}\r\n"
+             "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(),
+            (server.host, server.udp),
+        )
+        try:
+            return int(s.recv(65535).split(b" ", 2)[1])
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def test_sighup_reloads_the_routing_module_in_every_worker_under_load(tmp_path: Path) -> None:
+    routing = tmp_path / "routing.py"
+    routing.write_text(ROUTING.format(status=486))
+    extra = f'\n[routing]\nmodule = "{routing}"\n'
+    with running_server(tmp_path / "srv", users=USERS, general="workers = 2", log_level="info", extra=extra) as s, \
+            SippFlows(f"{s.host}:{s.udp}", DOMAIN, tmp_path / "sipp") as flows:
+        # Call-IDs owned by either worker (crc32 % 2)
+        ids = [f"hup-{i}" for i in range(16)]
+        assert {options_status(s, c) for c in ids} == {486}
+        uas, contact = flows.start_uas()
+        try:
+            _ok(flows.register("bob", USERS["bob"], contact))
+            results: list[SippResult] = []
+            load = threading.Thread(
+                target=lambda: results.append(flows.call("alice", USERS["alice"], "bob", calls=40, rate=10)))
+            load.start()
+            time.sleep(1.5)
+            routing.write_text(ROUTING.format(status=603))
+            s.proc.send_signal(signal.SIGHUP)
+            load.join(60)
+            assert results, "SIPp did not finish"
+            _ok(results[0])  # no call failed across the reload
+            assert results[0].successful == 40
+        finally:
+            stop_process(uas)
+        assert s.log_text().count("- reloaded: routing") == 2
+        assert {options_status(s, f"after-{c}") for c in ids} == {603}
+        assert len(worker_pids(s)) == 2 and all(alive(p) for p in worker_pids(s).values())
 
 
 def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
