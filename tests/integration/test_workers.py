@@ -12,19 +12,21 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers.metrics import metrics
 from helpers.sipserver import Server, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.sipp_runner import SippFlows, SippResult, sipp_bin, stop_process  # noqa: E402
+from bench.sipp_runner import SippFlows, SippResult, sipp_bin  # noqa: E402
+
+from helpers.sippcallee import registered_uas  # noqa: E402
 
 pytestmark = [
     pytest.mark.sipp,
@@ -40,15 +42,6 @@ def _ok(r: SippResult) -> None:
     assert r.ok, r.explain()
 
 
-def metrics(server: Server) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://{server.host}:{server.http}/metrics", timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        out[name.removeprefix("sipedge_")] = float(value)
-    return out
-
-
 def settled_metrics(server: Server) -> dict[str, float]:
     """After the workers have pushed their latest counters to worker 0 (every second)."""
     time.sleep(2.5)
@@ -61,6 +54,17 @@ def worker_pids(server: Server) -> dict[int, int]:
     for m in re.finditer(r"worker (\d+) started \(pid (\d+)\)", server.log_text()):
         pids[int(m.group(1))] = int(m.group(2))
     return pids
+
+
+def wait_all_ready(server: Server, workers: int = 2, timeout: float = 20.0) -> Server:
+    """Until every worker has said it is ready (``running_server`` waits for one answer,
+    which any worker may give)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(f"sipedge ready (worker {w}," in server.log_text() for w in range(workers)):
+            return server
+        time.sleep(0.05)
+    raise AssertionError(f"not every worker got ready: {server.log_text()[-2000:]}")
 
 
 def alive(pid: int) -> bool:
@@ -79,7 +83,7 @@ def alive(pid: int) -> bool:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(tmp_path_factory.mktemp("workers"), users=USERS, general="workers = 2",
                         log_level="info") as s:
-        yield s
+        yield wait_all_ready(s)
 
 
 @pytest.fixture
@@ -90,13 +94,8 @@ def flows(server: Server, tmp_path: Path) -> Iterator[SippFlows]:
 
 @pytest.fixture
 def bob(flows: SippFlows) -> Iterator[str]:
-    uas, contact = flows.start_uas()
-    try:
-        _ok(flows.register("bob", USERS["bob"], contact))
+    with registered_uas(flows, "bob", USERS["bob"]) as contact:
         yield contact
-        _ok(flows.register("bob", USERS["bob"], contact, expires=0))
-    finally:
-        stop_process(uas)
 
 
 def test_both_workers_serve_and_metrics_label_them(server: Server) -> None:
@@ -158,8 +157,9 @@ def test_a_killed_worker_comes_back_and_the_other_keeps_serving(server: Server, 
         time.sleep(0.1)
     new = worker_pids(server)[1]
     assert new != old and alive(new)
-    assert "worker 1 (pid" in server.log_text() and "exited with -9" in server.log_text()
-    time.sleep(1.0)
+    assert f"x worker 1 (pid {old}) exited with -9" in server.log_text()
+    while time.monotonic() < deadline and server.log_text().count("sipedge ready (worker 1,") < 2:
+        time.sleep(0.1)
     # bob did not register again: calls still find him, on both workers
     r = flows.call("alice", USERS["alice"], "bob", calls=10, rate=20)
     _ok(r)
@@ -205,12 +205,11 @@ def test_sighup_reloads_the_routing_module_in_every_worker_under_load(tmp_path: 
     extra = f'\n[routing]\nmodule = "{routing}"\n'
     with running_server(tmp_path / "srv", users=USERS, general="workers = 2", log_level="info", extra=extra) as s, \
             SippFlows(f"{s.host}:{s.udp}", DOMAIN, tmp_path / "sipp") as flows:
+        wait_all_ready(s)
         # Call-IDs owned by either worker (crc32 % 2)
         ids = [f"hup-{i}" for i in range(16)]
         assert {options_status(s, c) for c in ids} == {486}
-        uas, contact = flows.start_uas()
-        try:
-            _ok(flows.register("bob", USERS["bob"], contact))
+        with registered_uas(flows, "bob", USERS["bob"]):
             results: list[SippResult] = []
             load = threading.Thread(
                 target=lambda: results.append(flows.call("alice", USERS["alice"], "bob", calls=40, rate=10)))
@@ -222,8 +221,6 @@ def test_sighup_reloads_the_routing_module_in_every_worker_under_load(tmp_path: 
             assert results, "SIPp did not finish"
             _ok(results[0])  # no call failed across the reload
             assert results[0].successful == 40
-        finally:
-            stop_process(uas)
         assert s.log_text().count("- reloaded: routing") == 2
         assert {options_status(s, f"after-{c}") for c in ids} == {603}
         assert len(worker_pids(s)) == 2 and all(alive(p) for p in worker_pids(s).values())
@@ -231,6 +228,7 @@ def test_sighup_reloads_the_routing_module_in_every_worker_under_load(tmp_path: 
 
 def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
     with running_server(tmp_path, users=USERS, general="workers = 2", log_level="info") as s:
+        wait_all_ready(s)
         pids = worker_pids(s)
         assert len(pids) == 2
         s.proc.send_signal(signal.SIGTERM)
