@@ -9,7 +9,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,21 +17,10 @@ from pathlib import Path
 import pytest
 
 from helpers.metrics import metrics
+from helpers.sippcallee import SippFlows, SippResult, registered_uas, sipp_marks
 from helpers.sipserver import Server, running_server
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.sipp_runner import SippFlows, SippResult, sipp_bin  # noqa: E402
-
-from helpers.sippcallee import registered_uas  # noqa: E402
-
-pytestmark = [
-    pytest.mark.sipp,
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(sipp_bin() is None, reason="sipp not installed (scripts/setup test installs sip-tester)"),
-]
+pytestmark = sipp_marks(120)
 
 USERS = {"alice": "alice-pw", "bob": "bob-pw", **{f"u{i}": f"u{i}-pw" for i in range(6)}}
 DOMAIN = "127.0.0.1"
