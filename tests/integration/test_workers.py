@@ -18,7 +18,7 @@ import pytest
 
 from helpers.metrics import metrics
 from helpers.sippcallee import SippFlows, SippResult, registered_uas, sipp_marks
-from helpers.sipserver import Server, running_server
+from helpers.sipserver import SIPEDGE, Server, running_server, write_config
 
 pytestmark = sipp_marks(120)
 
@@ -227,3 +227,17 @@ def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
         for pid in pids.values():
             assert not alive(pid)
         assert "stopping 2 workers" in s.log_text()
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    ('\n[registrar]\ndb_mode = "write-back"\n', 'needs registrar.db_mode = "write-through"'),
+    ('\n[routing]\nmodule = "/nonexistent/routing.py"\n', "refused the configuration"),
+])
+def test_a_configuration_workers_cannot_run_stops_sipedge_serve(tmp_path: Path, extra: str, says: str) -> None:
+    """Refused up front (write-back), or by the workers (a routing module that does not
+    load): `sipedge serve` exits 2 saying why, and restarts nothing."""
+    cfg = write_config(tmp_path, general="workers = 2", extra=extra, log_level="info")[0]
+    proc = subprocess.run([SIPEDGE, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert says in proc.stderr + proc.stdout
+    assert "started (pid" not in proc.stderr or proc.stderr.count("started (pid") <= 2  # no restarts

@@ -149,12 +149,6 @@ class Handoff:
             self._loop = None
 
     # -- who owns what ---------------------------------------------------------------
-    def owner(self, data: bytes) -> int:
-        """The worker for this message (this one when it carries no Call-ID: it gets its
-        answer, a 400, here)."""
-        call_id = call_id_of(data)
-        return self.worker if call_id is None else owner_of(call_id, self.workers)
-
     def flow_owner(self, flow: Flow) -> int:
         """The worker holding a connection (connection ids are unique across workers:
         each counts from its number in steps of the worker count); UDP: any worker."""

@@ -98,7 +98,7 @@ class Supervisor:
         self.restarts = [0] * self.n
         self.generations = [0] * self.n
         self.media_remote = ""
-        self.stopping = False
+        self.fatal: str | None = None  # a worker refused its configuration: all stop
         self._media: MediaServer | None = None
         self._ng: NgControlServer | None = None
 
@@ -152,11 +152,15 @@ class Supervisor:
         for w, proc in enumerate(self.procs):
             if proc is not None and proc.poll() is not None:
                 gone.append(w)
+                self.procs[w] = None
+                if proc.returncode == 2:  # a ConfigError (the routing module...): no use restarting
+                    self.fatal = f"worker {w} refused the configuration (its log says why)"
+                    log.error("x %s; stopping", self.fatal)
+                    continue
                 what = "its UDP transactions and the TCP/TLS/WS connections it accepted"
                 if w == 0:
                     what += ", the web server, TURN, NAT keepalives and the control socket"
                 log.warning("x worker %d (pid %d) exited with %s; lost: %s", w, proc.pid, proc.returncode, what)
-                self.procs[w] = None
         return gone
 
     def reload(self) -> None:
@@ -186,7 +190,10 @@ class Supervisor:
             if now >= stats_at:
                 stats_at = now + STATS_INTERVAL
                 self.push_stats()
-            for w in self.reap():
+            gone = self.reap()
+            if self.fatal is not None:
+                break
+            for w in gone:
                 early = now - self.started_at[w] < 10.0
                 self.restarts[w] = self.restarts[w] + 1 if early else 0
                 delay = RESTART_BACKOFF[min(self.restarts[w], len(RESTART_BACKOFF)) - 1] if early else 0.0
@@ -196,7 +203,7 @@ class Supervisor:
                     del due[w]
                     self.spawn(w)
         await self.stop_all()
-        return 0
+        return 0 if self.fatal is None else 2
 
     async def stop_all(self) -> None:
         log.info("stopping %d workers", self.n)

@@ -34,14 +34,14 @@ from ..errors import ConfigError
 from ..sip.flow import Flow
 from ..store.shared import SharedSqliteLocationStore
 from .app import App, SipService
-from .handoff import IN, OUT, Handoff, conn_ids
+from .handoff import IN, OUT, Handoff, call_id_of, conn_ids, owner_of
 from .logsetup import setup_logging
 
 log = logging.getLogger("sipedge")
 
 ENV = "SIPEDGE_WORKER"
 STATS_INTERVAL = 1.0
-KEEPALIVE_PREFIX = b"sipedge-ka-"  # proxy/keepalive.py's SIP pings: worker 0 sends them
+KEEPALIVE_PREFIX = b"sipedge-ka-"  # proxy/keepalive.py's SIP pings (lowered): worker 0 sends them
 
 
 class WorkerSipService(SipService):
@@ -68,7 +68,13 @@ class WorkerSipService(SipService):
 
     def _on_message(self, data: bytes, flow: Flow) -> None:
         handoff = self.handoff
-        owner = 0 if KEEPALIVE_PREFIX in data[:1024] else handoff.owner(data)
+        call_id = call_id_of(data)
+        if call_id is None:
+            owner = handoff.worker  # answered here (400)
+        elif call_id.startswith(KEEPALIVE_PREFIX):
+            owner = 0
+        else:
+            owner = owner_of(call_id, handoff.workers)
         if owner == handoff.worker or not handoff.send(owner, IN, flow.token, data):
             super()._on_message(data, flow)  # (a full channel: better served here than lost)
 
