@@ -101,7 +101,8 @@ class WorkerSipService(SipService):
                 and not self.transports.has_connection(target):
             flow = self.handoff.remote_flow(target)  # (a browser's WebSocket another worker holds)
         if flow is not None and flow.reliable and (owner := self.handoff.flow_owner(flow)) != self.handoff.worker:
-            self.handoff.send(owner, OUT, flow.token, item.data)
+            if not self.handoff.send(owner, OUT, flow.token, item.data):
+                self._failed(getattr(item, "key", None))
             return
         super()._send(item)
 
