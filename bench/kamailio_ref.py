@@ -107,10 +107,17 @@ def render_config(
     children: int = 2,
     module_dir: str | None = None,
     tls_config: str | None = None,
+    sbc_db: str | None = None,
 ) -> str:
-    """The kamailio.cfg text. Listeners come from the command line (``-l``)."""
+    """The kamailio.cfg text. Listeners come from the command line (``-l``).
+
+    ``sbc_db``: a db_text directory: the session-border duties on as well, dialog
+    tracking (``dlg_manage``), accounting of every call to the log (``acc``, missed
+    calls too) and topology hiding (``topos``, stored in that db_text directory)."""
     mdir = module_dir or _module_dir()
     modules = (*_MODULES, "tls") if tls_config else _MODULES
+    if sbc_db:
+        modules = (*modules, "db_text", "dialog", "acc", "topos")
     loads = "\n".join(f'loadmodule "{m}.so"' for m in modules)
     tls = "enable_tls=yes\n" if tls_config else ""
     tls_params = f'modparam("tls", "config", {_quote(tls_config)})\n' if tls_config else ""
@@ -128,6 +135,18 @@ def render_config(
         '\t\t\tauth_challenge("$fd", "1");\n\t\t\texit;\n\t\t}\n'
         '\t\tconsume_credentials();\n\t}\n'
         if auth_invite else ""
+    )
+    sbc_params = (
+        'modparam("dialog", "dlg_flag", 4)\nmodparam("dialog", "default_timeout", 3600)\n'
+        'modparam("acc", "log_flag", 1)\nmodparam("acc", "log_missed_flag", 2)\n'
+        'modparam("acc", "failed_transaction_flag", 3)\nmodparam("acc", "log_level", 1)\n'
+        f'modparam("topos", "db_url", {_quote("text://" + sbc_db)})\n'
+        if sbc_db else ""
+    )
+    sbc_block = (
+        '\tif (is_method("INVITE")) {\n\t\tdlg_manage();\n\t\tsetflag(1);\n\t\tsetflag(2);\n'
+        '\t\tsetflag(3);\n\t}\n'
+        if sbc_db else ""
     )
     return f"""#!KAMAILIO
 # written by sipedge bench/kamailio_ref.py: reference registrar + stateful proxy
@@ -159,7 +178,7 @@ modparam("registrar", "default_expires", 3600)
 modparam("registrar", "max_contacts", 10)
 modparam("auth", "nonce_expire", 300)
 modparam("htable", "htable", "users=>size=10;")
-{tls_params}
+{tls_params}{sbc_params}
 
 event_route[htable:mod-init] {{
 {fill}
@@ -210,7 +229,7 @@ request_route {{
 \tif (is_method("INVITE|SUBSCRIBE")) {{
 \t\trecord_route();
 \t}}
-\tif (uri!=myself) {{
+{sbc_block}\tif (uri!=myself) {{
 \t\tsl_send_reply("403", "Not relaying");
 \t\texit;
 \t}}
@@ -294,6 +313,7 @@ class KamailioRef:
     children: int = 2
     shm_mb: int = 64
     tls_port: int = 0
+    sbc: bool = False  # dialog + acc + topos (render_config's sbc_db)
     workdir: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
@@ -338,6 +358,12 @@ class KamailioRef:
             if not self.tls_port:
                 self.tls_port = free_port(self.host, ("tcp",))
             tls_cfg = self._write_tls(wd)
+        sbc_db: str | None = None
+        if self.sbc:
+            db = wd / "dbtext"
+            if not db.exists():
+                shutil.copytree("/usr/share/kamailio/dbtext/kamailio", db)
+            sbc_db = str(db)
         cfg = wd / "kamailio.cfg"
         cfg.write_text(
             render_config(
@@ -347,6 +373,7 @@ class KamailioRef:
                 auth_invite=self.auth_invite,
                 children=self.children,
                 tls_config=str(tls_cfg) if tls_cfg else None,
+                sbc_db=sbc_db,
             )
         )
         h = f"[{self.host}]" if ":" in self.host else self.host

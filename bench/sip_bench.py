@@ -103,18 +103,19 @@ class Server:
 class KamailioServer(Server):
     name = "kamailio"
 
-    def __init__(self, workdir: Path, auth: bool, children: int) -> None:
+    def __init__(self, workdir: Path, auth: bool, children: int, sbc: bool = False) -> None:
         binary = kamailio_bin()
         if binary is None:
             raise Skip("kamailio not installed (apt-get install kamailio)")
         self.ref = KamailioRef(domain=DOMAIN, users=dict(PASSWORDS), transports=("udp",),
                                auth_register=auth, auth_invite=auth, children=children,
-                               shm_mb=256, workdir=workdir)
+                               shm_mb=256, workdir=workdir, sbc=sbc)
         self.ref.start()
         self.target = self.ref.target
         version = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10)
         first = (version.stdout.splitlines() or ["kamailio"])[0].replace("version: ", "").strip()
-        self.description = f"{first}, {children} UDP worker(s), usrloc in memory"
+        self.description = f"{first}, {children} UDP worker(s), usrloc in memory" + (
+            ", dialog + acc (log) + topos (db_text)" if sbc else "")
 
     def pids(self) -> list[int]:
         return self.ref.process_ids()
@@ -124,12 +125,19 @@ class KamailioServer(Server):
 
 
 def sipedge_toml(port: int, data_dir: Path, auth: bool, sections: set[str], db_mode: str = "write-through",
-                 workers: int = 1) -> str:
+                 sbc: bool = False, options: str = "", workers: int = 1) -> str:
     """A sipedge config: one UDP listener, the bench domain, auth like the kamailio side.
 
     ``sections``: those this sipedge knows (from ``sipedge init``); optional roles that
-    exist are switched off so that only the SIP side runs.
+    exist are switched off so that only the SIP side runs. ``sbc``: dialogs, CDRs and
+    topology hiding on (as the Kamailio side's dialog + acc + topos), else dialogs and
+    CDRs off (Kamailio's plain side keeps neither). ``options``: the text of
+    ``sipedge init``, to use only options this sipedge has.
     """
+    dialog = ""
+    if "dialog" in sections:
+        dialog = f"\n[dialog]\nenabled = {'true' if sbc else 'false'}\n"
+    hide = "topology_hiding = true\n" if sbc and "topology_hiding" in options else ""
     on = "true" if auth else "false"
     off = "".join(f"\n[{name}]\nenabled = false\n" for name in ("web", "turn", "media")
                   if name in sections)
@@ -142,7 +150,7 @@ log_level = "warning"
 [sip]
 listen = ["udp:127.0.0.1:{port}"]
 domains = ["{DOMAIN}"]
-
+{hide}
 [auth]
 register = {on}
 invite = {on}
@@ -151,14 +159,14 @@ algorithms = ["MD5"]
 
 [registrar]
 db_mode = "{db_mode}"
-{off}"""
+{off}{dialog}"""
 
 
 class SipedgeServer(Server):
     name = "sipedge"
 
     def __init__(self, workdir: Path, auth: bool, binary: str, db_mode: str = "write-through",
-                 workers: int = 1) -> None:
+                 sbc: bool = False, workers: int = 1) -> None:
         if not Path(binary).exists() and shutil.which(binary) is None:
             raise Skip(f"{binary} not found (pip install -e . into .venv first)")
         probe = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True,
@@ -171,10 +179,11 @@ class SipedgeServer(Server):
         init = workdir / "init.toml"
         subprocess.run([binary, "init", str(init)], capture_output=True, timeout=30)
         sections = set()
-        if init.exists():
-            sections = {line.strip()[1:-1] for line in init.read_text().splitlines()
-                        if line.startswith("[") and line.strip().endswith("]")}
-        self.config.write_text(sipedge_toml(self.port, workdir / "data", auth, sections, db_mode, workers))
+        options = init.read_text() if init.exists() else ""
+        sections = {line.strip()[1:-1] for line in options.splitlines()
+                    if line.startswith("[") and line.strip().endswith("]")}
+        self.config.write_text(sipedge_toml(self.port, workdir / "data", auth, sections, db_mode, sbc, options,
+                                            workers))
         for user, pw in PASSWORDS.items():
             r = subprocess.run([binary, "user", "add", f"{user}@{DOMAIN}", "--password", pw,
                                 "--config", str(self.config)],
@@ -203,6 +212,8 @@ class SipedgeServer(Server):
         self.description = (
             f"{(version.stdout or 'sipedge').strip()}, Python {platform.python_version()}, "
             f"SQLite location ({db_mode}), {workers} worker(s)"
+            + (", dialogs + CDRs (SQLite)" + (" + topology hiding" if "topology_hiding" in options else "")
+               if sbc else ", no dialogs")
         )
 
     def _tail(self) -> str:
@@ -602,6 +613,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="sipedge's registrar.db_mode (Kamailio's side keeps usrloc in memory)")
     p.add_argument("--sipedge-workers", type=int, default=1,
                    help="sipedge's general.workers (docs/workers.md); 1 = one process")
+    p.add_argument("--sbc", action="store_true",
+                   help="session-border duties on both sides: sipedge's dialogs, CDRs and topology hiding "
+                        "against Kamailio's dialog + acc + topos")
     p.add_argument("--keep", action="store_true", help="keep the work directory (traces)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
@@ -642,9 +656,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"== {name}", flush=True)
             server: Server | None = None
             try:
-                server = (SipedgeServer(wd, opts.auth, args.sipedge, args.sipedge_db_mode,
-                                         args.sipedge_workers) if name == "sipedge"
-                          else KamailioServer(wd, opts.auth, args.kamailio_children))
+                server = (SipedgeServer(wd, opts.auth, args.sipedge, args.sipedge_db_mode, args.sbc,
+                                        args.sipedge_workers)
+                          if name == "sipedge" else KamailioServer(wd, opts.auth, args.kamailio_children, args.sbc))
                 described[name] = server.description
                 print(f"   {server.description} on udp:{server.target}", flush=True)
                 for j, load in enumerate(loads):

@@ -22,9 +22,10 @@ class ParseError(Error, ValueError):
         super().__init__(message)
         self.hint = hint
 
-
-class ProtocolViolation(Error):
-    """Well-formed input that is illegal in the current state."""
+    def sip_reply(self, default: tuple[int, str] = (400, "Bad Request")) -> tuple[int, str]:
+        """The SIP ``(status, reason)`` to answer with: the hint when it is one, else
+        ``default`` (a codec of another protocol raised it, or it is unanswerable)."""
+        return self.hint if isinstance(self.hint, tuple) else default
 
 
 class UsageError(Error):

@@ -39,13 +39,16 @@ def missing() -> str | None:
     return None
 
 
-def run_scenario(scenario: str, outdir: Path, timeout: float = 45.0, worker: Path = WORKER) -> dict[str, Any]:
-    """Run ``worker.py SCENARIO OUTDIR`` (or another ``worker`` script taking the same
-    arguments) in the namespace; return its ``result.json`` (with ``error`` set when the
-    worker failed or timed out)."""
+def run_scenario(scenario: str, outdir: Path, timeout: float = 45.0, worker: Path = WORKER,
+                 netns: str | None = None, args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run ``worker.py SCENARIO OUTDIR [ARGS]`` (or another ``worker`` script taking the same
+    arguments) in a new loopback-only namespace, or in the ``ip netns`` named ``netns``
+    (still in a PID namespace of its own); return its ``result.json`` (with ``error`` set
+    when the worker failed or timed out)."""
     outdir.mkdir(parents=True, exist_ok=True)
-    cmd = ["unshare", "--net", "--pid", "--mount-proc", "--fork", "--kill-child",
-           sys.executable, str(worker), scenario, str(outdir)]
+    where = ["ip", "netns", "exec", netns, "unshare"] if netns else ["unshare", "--net"]
+    cmd = [*where, "--pid", "--mount-proc", "--fork", "--kill-child",
+           sys.executable, str(worker), scenario, str(outdir), *args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     with (outdir / "worker.log").open("wb") as logf:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -27,6 +27,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -345,20 +346,35 @@ SCENARIOS = {
 }
 
 
-def main(scenarios: dict[str, tuple[Callable[..., None], str]] | None = None) -> int:
+@dataclass
+class Setup:
+    """Where a scenario's server listens and how Chromium starts (default: all on
+    loopback). ``extra`` and ``web`` are added to the server's config (see
+    ``running_server``); ``args`` gives Chromium flags that depend on the server."""
+
+    host: str = "127.0.0.1"
+    extra: str = ""
+    web: str = ""
+    chromium: str = CHROMIUM
+    args: Callable[[Server], list[str]] = lambda _server: []
+
+
+def main(scenarios: dict[str, tuple[Callable[..., None], str]] | None = None, setup: Setup | None = None) -> int:
     """Run ``sys.argv[1]`` of ``scenarios`` (default: this file's) with OUTDIR ``sys.argv[2]``."""
     scenario, outdir = sys.argv[1], Path(sys.argv[2])
     outdir.mkdir(parents=True, exist_ok=True)
     rec = Recorder(outdir)
+    setup = setup or Setup()
     try:
         lo_up()
         from playwright.sync_api import sync_playwright
 
         run, extra = (scenarios or SCENARIOS)[scenario]
-        with running_server(outdir, extra=extra, users=USERS) as server:
+        with running_server(outdir, host=setup.host, extra=extra + setup.extra, users=USERS, web=setup.web) as server:
             rec.step("server", ws=server.ws, wss=server.wss, http=server.http, udp=server.udp)
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=15000)
+                browser = pw.chromium.launch(executable_path=setup.chromium, args=CHROMIUM_ARGS + setup.args(server),
+                                             timeout=15000)
                 try:
                     run(rec, browser, server, outdir)
                 finally:

@@ -120,6 +120,17 @@ def wait_ready(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
     raise RuntimeError("sipedge did not answer OPTIONS in time")
 
 
+def wait_http(host: str, port: int, timeout: float = 10.0) -> None:
+    """Until the web port accepts a connection (it starts after SIP answers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def running_server(
     tmp: Path, host: str = "127.0.0.1", extra: str = "", users: dict[str, str] | None = None, general: str = "",
@@ -143,6 +154,8 @@ def running_server(
         try:
             try:
                 wait_ready(host, udp, proc)
+                if "enabled = false" not in web:
+                    wait_http(host, http)
             except RuntimeError as exc:
                 logf.flush()
                 tail = log.read_text(errors="replace")[-2000:]
@@ -156,3 +169,22 @@ def running_server(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(5)
+
+
+@contextlib.contextmanager
+def restarted(server: Server, log: Path) -> Iterator[Server]:
+    """Stop ``server`` (SIGTERM) and run ``sipedge serve`` again on its config and data
+    directory, logging to ``log``; ``server.proc`` is the new process until it stops."""
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(10)
+    with log.open("wb") as logf:
+        proc = subprocess.Popen([SIPEDGE, "serve", "--config", str(server.config)], stdout=logf,
+                                stderr=subprocess.STDOUT, env=os.environ.copy())
+        server.proc = proc
+        try:
+            wait_ready(server.host, server.udp, proc)
+            yield server
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(10)

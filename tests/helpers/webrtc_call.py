@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -275,7 +275,8 @@ class Baresip:
 
 
 def _invite_with_auth(ua: UA, uri: str, body: bytes) -> tuple[m.Request, m.Response]:
-    req = ua.build("INVITE", uri, headers=SDP_TYPE, body=body)
+    """INVITE (without SDP when ``body`` is empty: a late offer), its 407 answered."""
+    req = ua.build("INVITE", uri, headers=SDP_TYPE if body else None, body=body)
     ua.send(req)
     first = ua.expect_final(10)
     if first.status == 407:
@@ -356,12 +357,16 @@ def _media_port(sdp: str) -> int:
     return int(found.group(1))
 
 
+During = Callable[["Browser", "Phone", dict[str, Any]], Awaitable[None]]
+
+
 async def browser_calls_phone(route: Routing, tamper: str = "", browser: Browser | None = None,
-                              phone: Phone | None = None) -> dict[str, Any]:
+                              phone: Phone | None = None, during: During | None = None) -> dict[str, Any]:
     """``tamper``: "attack" (a stranger sends DTLS and SRTP to the browser's relay port
     while the call runs), "fingerprint" (the browser's SDP names a certificate it does
     not have), "video" (the browser sends audio and video to an audio-only phone), "turn"
-    (the browser's ICE is relay-only, through sipedge's own TURN server)."""
+    (the browser's ICE is relay-only, through sipedge's own TURN server). ``during``:
+    awaited once media flows, before the BYE (it may add to the result)."""
     browser = browser or Browser(route.proxy, video=tamper == "video", turn=TURN if tamper == "turn" else None)
     phone = phone or Phone(route.proxy)
     out: dict[str, Any] = {}
@@ -402,6 +407,8 @@ async def browser_calls_phone(route: Routing, tamper: str = "", browser: Browser
             heard = phone.voiced
             await _until(lambda: phone.voiced > heard + 50, 10)
             out["voiced_after_attack"] = phone.voiced - heard
+        if during is not None:
+            await during(browser, phone, out)
         out.update(_report(browser, phone, route))
         bye = in_dialog(browser.ua, "BYE", ok, routes)
         browser.ua.send(bye)
@@ -620,8 +627,11 @@ def _turn_section() -> str:
             f'secrets = ["{TURN_SECRET}"]\nallow_peers = ["192.0.2.0/24"]\nport_min = 50000\nport_max = 50100\n')
 
 
-def main(scenario: str, tmp: str) -> None:
+def main(scenario: str, tmp: str, routing: Path | None = None) -> None:
+    """``routing``: a routing module instead of the default one."""
     turn = _turn_section() if scenario.startswith("relay-only") else ""
+    if routing is not None:
+        turn += f'\n[routing]\nmodule = "{routing}"\n'
 
     async def run() -> dict[str, Any]:
         with running_server(Path(tmp), host=HOST, users=USERS, log_level=os.environ.get("SIPEDGE_LOG", "info"),

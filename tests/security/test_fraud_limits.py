@@ -232,49 +232,43 @@ def _call_abroad(alice: UA, carrier: Carrier) -> int | None:
     return alice.expect_final(3).status
 
 
-def test_requests_to_one_foreign_destination_are_rate_limited(tmp_path: Path) -> None:
-    cfg = "[sip.ratelimit]\ninterval = 60.0\nper_destination = 2\n"
+@contextlib.contextmanager
+def calling_abroad(tmp: Path, cfg: str) -> Iterator[tuple[Server, Carrier, UA, UA]]:
+    """``sipedge serve`` (domain 127.0.0.1) with ``cfg``, a carrier on 127.0.0.99, and
+    alice's and bob's UAs; the server's log must show no traceback."""
     carrier = Carrier()
     carrier.start()
     try:
-        with running_server(tmp_path, users=USERS, log_level="info", extra=cfg, sip=OUR_DOMAIN) as s:
+        with running_server(tmp, users=USERS, log_level="info", extra=cfg, sip=OUR_DOMAIN) as s:
             alice = ua(s, "127.0.0.1", password=USERS["alice"])
             bob = ua(s, "127.0.0.1", user="bob", password=USERS["bob"])
             try:
-                assert [_call_abroad(alice, carrier) for _ in range(2)] == [486, 486]
-                assert _call_abroad(bob, carrier) == 503  # the destination's pipe is full
-                assert _call_abroad(alice, carrier) == 503
+                yield s, carrier, alice, bob
             finally:
                 alice.close()
                 bob.close()
-            assert carrier.invites == 2
-            log = s.log_text()
+            assert "Traceback" not in s.log_text()
     finally:
         carrier.close()
-    assert "Traceback" not in log
+
+
+def test_requests_to_one_foreign_destination_are_rate_limited(tmp_path: Path) -> None:
+    with calling_abroad(tmp_path, "[sip.ratelimit]\ninterval = 60.0\nper_destination = 2\n") as (_, carrier, alice, bob):
+        assert [_call_abroad(alice, carrier) for _ in range(2)] == [486, 486]
+        assert _call_abroad(bob, carrier) == 503  # the destination's pipe is full
+        assert _call_abroad(alice, carrier) == 503
+        assert carrier.invites == 2
 
 
 def test_the_toll_fraud_guard_refuses_past_max_foreign_calls(tmp_path: Path) -> None:
-    cfg = "[sip.fraud]\nmax_foreign_calls = 2\nwindow = 600.0\n"
-    carrier = Carrier()
-    carrier.start()
-    try:
-        with running_server(tmp_path, users=USERS, log_level="info", extra=cfg, sip=OUR_DOMAIN) as s:
-            alice = ua(s, "127.0.0.1", password=USERS["alice"])
-            bob = ua(s, "127.0.0.1", user="bob", password=USERS["bob"])
-            try:
-                assert [_call_abroad(alice, carrier) for _ in range(3)] == [486, 486, 403]
-                assert _call_abroad(bob, carrier) == 486  # per user
-                local = alice.build("INVITE", f"sip:bob@{s.host}")  # calls at home still go
-                alice.send(local)
-                first = alice.expect_final(3)
-                alice.send(alice.authorize(local, first))
-                assert alice.expect_final(3).status == 480  # bob is not registered
-            finally:
-                alice.close()
-                bob.close()
-            assert metrics(s)["sip_fraud_refused"] == 1
-            assert "alice: foreign call refused, over sip.fraud.max_foreign_calls" in s.log_text()
+    with calling_abroad(tmp_path, "[sip.fraud]\nmax_foreign_calls = 2\nwindow = 600.0\n") as (s, carrier, alice, bob):
+        assert [_call_abroad(alice, carrier) for _ in range(3)] == [486, 486, 403]
+        assert _call_abroad(bob, carrier) == 486  # per user
+        local = alice.build("INVITE", f"sip:bob@{s.host}")  # calls at home still go
+        alice.send(local)
+        first = alice.expect_final(3)
+        alice.send(alice.authorize(local, first))
+        assert alice.expect_final(3).status == 480  # bob is not registered
+        assert metrics(s)["sip_fraud_refused"] == 1
+        assert "alice: foreign call refused, over sip.fraud.max_foreign_calls" in s.log_text()
         assert carrier.invites == 3
-    finally:
-        carrier.close()

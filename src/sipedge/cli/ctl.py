@@ -65,6 +65,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     command(ban, "add", "ban.add", "ban a source IP", ("source", "IP address", False),
             ("seconds", "how long (default: sip.flood.ban_time)", True))
     command(ban, "rm", "ban.rm", "lift a ban", ("source", "IP address", False))
+    dlg = groups.add_parser("dlg", help="calls the proxy follows (dialogs)").add_subparsers(
+        dest="dlg_command", metavar="ACTION", required=True)
+    command(dlg, "list", "dlg.list", "the calls")
+    command(dlg, "show", "dlg.show", "one call's dialog", ("call_id", "the Call-ID", False))
+    command(dlg, "end", "dlg.end", "end a call (BYE to both parties)", ("call_id", "the Call-ID", False))
     log = groups.add_parser("log", help="logging").add_subparsers(dest="log_command", metavar="ACTION", required=True)
     command(log, "level", "log.level", "show or set the log level", ("level", "debug, info, warning or error", True))
 
@@ -134,6 +139,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "ul.dump": ("aor", "contact", "expires", "received", "socket", "user_agent"),
     "ul.show": ("aor", "contact", "expires", "received", "socket", "user_agent"),
     "media.list": ("call_id", "created", "tags", "rtp_packets", "rtcp_packets"),
+    "dlg.list": ("call_id", "state", "caller", "callee", "user", "source", "duration", "expires_in"),
     "turn.allocations": ("client", "username", "relayed", "expires", "permissions"),
     "ban.list": ("source", "seconds_left", "dropped"),
     "trace.list": ("call_id", "from", "to", "first", "last", "messages", "status"),

@@ -17,7 +17,7 @@ from ..config import default_toml, load_config
 from ..errors import ConfigError, Error
 
 # Subcommand modules of the roles; each exposes register(subparsers).
-_ROLE_COMMANDS = ("user", "turn", "probe", "media", "ctl")
+_ROLE_COMMANDS = ("user", "turn", "probe", "media", "ctl", "cdr")
 
 
 def _cmd_init(args: argparse.Namespace) -> int:

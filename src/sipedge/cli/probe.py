@@ -15,10 +15,9 @@ import sys
 from dataclasses import dataclass
 from typing import cast
 
+from .._common.addr import Address
 from ..errors import Error
 from ..stun import nat
-
-Address = tuple[str, int]
 
 
 class ProbeError(Error):

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ._schema import build, non_negative, one_of, option, positive, render
+from .dialog import AccountingConfig, DialogConfig
 from .dns import DnsConfig
 from .media import MediaConfig
 from .nat import NatConfig
@@ -20,8 +21,10 @@ from .turn import TurnConfig
 from .web import WebConfig
 
 __all__ = [
+    "AccountingConfig",
     "AuthConfig",
     "Config",
+    "DialogConfig",
     "DnsConfig",
     "GeneralConfig",
     "LimitsConfig",
@@ -99,6 +102,8 @@ class Config:
     media: MediaConfig = MediaConfig()
     nat: NatConfig = NatConfig()
     web: WebConfig = WebConfig()
+    dialog: DialogConfig = DialogConfig()
+    accounting: AccountingConfig = AccountingConfig()
 
     @property
     def database_path(self) -> Path:

@@ -103,6 +103,16 @@ class SipConfig:
         "and their P-Asserted-Identity is kept (RFC 3325); from anyone else it is removed",
         networks,
     )
+    topology_hiding: bool = option(
+        False,
+        "the default routing hides each side's Vias, Record-Route entries and Contact from the "
+        "other in the calls it record-routes (docs/operations.md, \"Topology hiding\")",
+    )
+    topology_mask_callid: bool = option(
+        False,
+        "with topology_hiding: the callee's side of a hidden call sees its Call-ID encrypted "
+        "(Kamailio topoh's mask_callid)",
+    )
     timers: TimersConfig = TimersConfig()
     limits: LimitsConfig = LimitsConfig()
     websocket: WebSocketConfig = WebSocketConfig()

@@ -14,8 +14,8 @@ RTP) and ``egress`` (RTP → SRTP) hooks use on the packet path.
 Roles (RFC 5763 §5, RFC 8842): the party's ``a=setup`` decides. It offered ``actpass``:
 we answer ``passive`` (we are the DTLS server) unless asked for ``active``; it answered
 ``active``: we are the server; ``passive``: we are the client. Our offers say
-``actpass``. A re-offer with a new fingerprint or new ICE credentials starts a new
-association (ICE restart, RFC 8842 §5.5).
+``actpass``. A re-offer with a new fingerprint starts a new association; one with new
+ICE credentials only (an ICE restart) keeps it (browsers keep their DTLS across one).
 """
 
 from __future__ import annotations
@@ -168,6 +168,7 @@ class DtlsBridge:
         self.factory = factory
         self._wall = wall_clock  # (the NTP time of our sender reports; ``now`` without one)
         self._counters = counters
+        counters.setdefault("media_ice_restarts", 0)  # (re-offers with new ICE credentials of the party)
         self._events = events
         self.outbox = outbox
         self._handshaking: dict[int, DtlsStream] = {}  # id(stream) -> association in progress
@@ -181,8 +182,11 @@ class DtlsBridge:
     def settle(self, s: Stream, now: float) -> None:
         """After an offer or an answer: does ``s`` face a DTLS party across a bridge (its
         peer's profile is not DTLS)? Then it gets an association in the role its
-        ``local_setup`` says, kept across re-offers unless the party's fingerprint or ICE
-        credentials changed; otherwise it has none and packets pass as they are."""
+        ``local_setup`` says, kept across re-offers unless the party's fingerprint or our
+        role changed; otherwise it has none and packets pass as they are. New ICE
+        credentials alone (an ICE restart) keep the association and its SRTP keys: browsers
+        keep their DTLS across an ICE restart and send no new ClientHello (a new
+        association is signalled by a new fingerprint, RFC 8842)."""
         p = s.peer
         bridged = p is not None and is_dtls(s.profile) and not is_dtls(p.profile) and s.rtp_port is not None
         if s.bundle is not None and s.bundle.leader is not s:
@@ -194,8 +198,10 @@ class DtlsBridge:
             return
         role = "client" if s.local_setup == "active" else "server"
         old = s.dtls
-        if old is not None and old.role == role and old.fingerprints == s.fingerprints \
-                and old.ice_ufrag == s.party_ufrag:
+        if old is not None and old.role == role and old.fingerprints == s.fingerprints:
+            if old.ice_ufrag != s.party_ufrag:  # an ICE restart: the association stays
+                old.ice_ufrag, old.remote = s.party_ufrag, None  # (its datagrams: to the new ICE path)
+                self._counters["media_ice_restarts"] += 1
             return
         self.drop(s)
         dtls = DtlsStream(s, self.factory(role, s.fingerprints), role, s.fingerprints, s.party_ufrag)
@@ -251,7 +257,8 @@ class DtlsBridge:
 
     def _report(self, dtls: DtlsStream, now: float) -> None:
         """The relay's own RTCP towards the DTLS party (RFC 3550 §6), for each section on
-        the association (every member of a BUNDLE group), encrypted like the rest."""
+        the association (every member of a BUNDLE group), encrypted like the rest; and,
+        with ``generate-RTCP=on``, towards the other party of each section too."""
         s = dtls.stream
         dest = dtls.destination()
         if dest is None or s.rtp_port is None:
@@ -262,6 +269,26 @@ class DtlsBridge:
             if wire is not None:
                 self.outbox.append((s.rtp_port, dest, wire))
                 self._counters["media_rtcp_generated"] += 1
+            if q.peer is not None and q.peer.generate_rtcp == "on":
+                self._report_to_other(q.peer, now)
+
+    def _report_to_other(self, p: Stream, now: float) -> None:
+        """The relay's SR/RR towards the party that does not speak DTLS (a plain phone, or
+        an SDES one: then protected with its keys), to its RTCP address (its RTP address
+        with rtcp-mux) out of its RTCP port: an SR from the DTLS party's SSRC for what
+        the relay forwarded to it, with a report block on what it sends."""
+        report = self._report_for(p, now)
+        leader = p.bundle.leader if p.bundle is not None else p
+        if leader.mux:
+            dest, port = leader.latched_rtp or leader.expected_rtp, leader.rtp_port
+        else:
+            dest, port = leader.latched_rtcp or leader.expected_rtcp, leader.rtcp_port
+        if report is None or dest is None or port is None:
+            return
+        wire = leader.egress(report, True) if leader.egress is not None else report
+        if wire is not None:
+            self.outbox.append((port, dest, wire))
+            self._counters["media_rtcp_generated"] += 1
 
     def _report_for(self, q: Stream, now: float) -> bytes | None:
         """What the relay reports to the party of ``q`` (``Flags.generate_rtcp``: "off"

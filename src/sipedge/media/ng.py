@@ -23,6 +23,7 @@ from .._common.ids import TokenSource, token
 from ..errors import ParseError
 from . import bencode
 from .relay import Flags, MediaRelay, RelayError, Stream
+from .sdes import SDES_ITEMS
 
 MAX_REQUEST = 65535
 CACHE_SIZE = 4096
@@ -201,11 +202,16 @@ def _codec_flag(f: str) -> tuple[str | None, str]:
 def _sdes_flags(items: list[str]) -> tuple[str, ...]:
     """rtpengine's ``SDES`` list (normalized: "off", "no-aes-cm-128-hmac-sha1-32"...) as
     :attr:`Flags.sdes`: "off", "no-<SUITE>", "only-<SUITE>" with the suite in its a=crypto
-    spelling. Its other items (``pad``, ``unencrypted-srtp``, ...) are accepted and ignored."""
+    spelling, and the items of :data:`~.sdes.SDES_ITEMS` (``pad``, ``lifetime``, the
+    ``unencrypted_srtp`` family, which the offer/answer refuses) in their underscore
+    spelling. Its other items (``static``, ``nonew``, ``prefer``...) are accepted and
+    ignored."""
     out: list[str] = []
     for item in items:
         if item in ("off", "no", "disable"):
             out.append("off")
+        elif item.replace("-", "_") in SDES_ITEMS:
+            out.append(item.replace("-", "_"))
         for prefix in ("no-", "only-"):
             if item.startswith(prefix) and len(item) > len(prefix):
                 out.append(prefix + item[len(prefix):].upper().replace("-", "_"))

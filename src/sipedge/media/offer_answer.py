@@ -30,7 +30,7 @@ from .bundle import MID_URI, Bundle
 from .codecs import Codec, formats_of, has_codec_flags, plan_answer, plan_offer, same_codec_flags
 from .model import Call, Flags, Leg, RelayConfig, RelayError, Stream
 from .port_table import PortTable
-from .sdes import SdesStream, allowed_suites, choose_offered, refuse
+from .sdes import SdesStream, allowed_suites, check_items, choose_offered, refuse
 from .transcode import TranscodeSetup
 
 ICE_ATTRS = ("ice-ufrag", "ice-pwd", "ice-options", "candidate", "end-of-candidates",
@@ -235,8 +235,9 @@ class SdpRewriter:
     def _bundle_across_bridge(self, out: SessionDescription, theirs: list[Stream], mine: list[Stream],
                               flags: Flags, ice_mode: str, offer: bool) -> None:
         """No BUNDLE towards a plain party (a port per m= line). Towards a DTLS party the
-        accepted bridged sections share one transport (RFC 8843): in our offer all of them
-        (the plain offerer offered no BUNDLE), in an answer those it bundled (browsers
+        accepted bridged sections share one transport (RFC 8843): in our offer all of them,
+        even a lone one (the plain offerer offered no BUNDLE; Chromium with
+        ``bundlePolicy: "max-bundle"`` refuses an offer without a group), in an answer those it bundled (browsers
         refuse an answer that drops an offered BUNDLE group); :func:`_share_transport`."""
         out.remove_attrs("group", lambda v: v is not None and v.startswith("BUNDLE"))
         towards = [(i, p) for i, (p, s) in enumerate(zip(theirs, mine, strict=False))
@@ -247,7 +248,7 @@ class SdpRewriter:
         if len(live) >= 2:
             self._share_transport(out, live, mine, flags, ice_mode, offer)
         mids = [out.media[i].mid or "" for i, _p in live]
-        if mids and (len(mids) >= 2 or not offer):
+        if mids:  # (even of one section: a browser set to max-bundle refuses an offer without)
             out.add_attr("group", "BUNDLE " + " ".join(mids))
         # a refused section towards the DTLS party still names the transport it would have
         # had (some WebRTC stacks, aiortc among them, refuse an answer without it)
@@ -309,6 +310,11 @@ class SdpRewriter:
                 if not has_feedback(p.profile):
                     om.remove_attrs("rtcp-fb")
             return
+        if is_dtls(src.profile) and not src.fingerprints and om.port != 0:
+            # (RFC 8842 §5: nothing to check the party's certificate against, so its keys
+            # would be anybody's)
+            raise RelayError(f"{src.profile} section {src.index} has no a=fingerprint",
+                             (488, "DTLS fingerprint missing"))
         if om.proto != p.profile:
             om.proto = p.profile
         if protection(src.profile) == "sdes":
@@ -340,13 +346,14 @@ class SdpRewriter:
         """Our ``a=crypto`` lines towards the SDES party ``p`` (media/sdes.py)."""
         if "off" in flags.sdes:
             raise refuse(f"{p.profile} towards the recipient needs SDES, and the flags say SDES-off")
+        check_items(flags.sdes)
         suites = allowed_suites(flags.sdes)
         if not suites:
             raise refuse(f"the SDES flags {' '.join(flags.sdes)} leave no suite")
         sdes = self._sdes_of(p)
         if offer:
-            return [str(c) for c in sdes.offer_lines(suites)]
-        return [str(sdes.answer_line(p.crypto, suites))]
+            return [str(c) for c in sdes.offer_lines(suites, flags.sdes)]
+        return [str(sdes.answer_line(p.crypto, suites, flags.sdes))]
 
     def _sdes_from(self, src: Stream, flags: Flags, offer: bool) -> None:
         """The SDES party ``src`` sent its SDP: an offer must carry a line we can answer

@@ -158,6 +158,9 @@ class PacketPath:
                 to.sent_packets += 1
                 to.sent_octets += len(data) - 12
             data = wire
+        elif not rtcp and to.generate_rtcp == "on":  # (a plain party gets reports only when asked)
+            to.sent_packets += 1
+            to.sent_octets += len(data) - 12
         return port, dest, data
 
     # -- latching ------------------------------------------------------------------------

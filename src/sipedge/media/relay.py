@@ -89,7 +89,7 @@ class MediaRelay:
                 "media_srtp_dropped", "media_srtp_not_ready", "media_packets_dropped_no_consent",
                 "media_dtls_associations", "media_dtls_established", "media_dtls_failures",
                 "media_dtls_fingerprint_mismatch", "media_dtls_records", "media_dtls_closed", "media_rtcp_generated",
-                "media_bundle_demuxed", "media_bundle_unmatched", "media_legs_refused",
+                "media_bundle_demuxed", "media_bundle_unmatched", "media_legs_refused", "media_sdp_refused",
             ),
             0,
         )
@@ -134,7 +134,7 @@ class MediaRelay:
             side = 0
         else:
             leg, side = found
-        out = self._sdp.apply(call, leg, side, desc, flags, now, offer=True)
+        out = self._apply(call, leg, side, desc, flags, now, offer=True)
         self._settle(leg, now)
         if new_leg:
             call.legs.append(leg)
@@ -145,6 +145,17 @@ class MediaRelay:
         call.last_signal = now
         self.counters["media_offers"] += 1
         return out.serialize()
+
+    def _apply(self, call: Call, leg: Leg, side: int, desc: SessionDescription, flags: Flags, now: float,
+               offer: bool) -> SessionDescription:
+        """:meth:`SdpRewriter.apply`, counting the SDP it refuses with 488
+        (``media_sdp_refused``: no DTLS fingerprint, no usable SDES line, no codec left)."""
+        try:
+            return self._sdp.apply(call, leg, side, desc, flags, now, offer)
+        except RelayError as exc:
+            if isinstance(exc.hint, tuple) and exc.hint[0] == 488:
+                self.counters["media_sdp_refused"] += 1
+            raise
 
     def answer(
         self,
@@ -188,7 +199,7 @@ class MediaRelay:
             self._room_for_leg(call)
             leg = self._fork(call, fork_of, to_tag, now)
         try:
-            out = self._sdp.apply(call, leg, side, desc, flags, now, offer=False)
+            out = self._apply(call, leg, side, desc, flags, now, offer=False)
         except BaseException:
             if fork_of is not None:
                 self._drop_leg(call, leg)

@@ -34,9 +34,41 @@ NO_SUITE = (488, "No supported SDES suite")
 
 _HARMLESS_SESSION_PARAMS = ("WSH=",)  # a window size hint: libsrtp's window is wider anyway
 
+UNPROTECTED_ITEMS = ("unencrypted_srtp", "unencrypted_srtcp", "unauthenticated_srtp")
+"""rtpengine's ``SDES`` items asking for SRTP without encryption or authentication
+(RFC 4568 §6.3.2-6.3.4 session parameters): refused, the relay always protects both."""
+
+DEFAULT_ITEMS = ("encrypted_srtp", "encrypted_srtcp", "authenticated_srtp")
+"""Their opposites: what the relay does anyway (accepted, no effect)."""
+
+SDES_ITEMS = ("pad", "lifetime", *UNPROTECTED_ITEMS, *DEFAULT_ITEMS)
+"""The ``SDES`` items kept in :attr:`Flags.sdes` besides ``off``, ``no-``, ``only-``:
+``pad`` keeps the base64 padding (``=``) of our keys, which is left out by default
+(rtpengine's reading of RFC 4568 §6.1); ``lifetime`` writes the key lifetime ``|2^31``
+in our lines."""
+
 
 def refuse(reason: str) -> RelayError:
     return RelayError(reason, NO_SUITE)
+
+
+def our_line(tag: int, suite: str, key: SdesKeyParams, flags: Sequence[str]) -> Crypto:
+    """Our ``a=crypto`` line with ``key``, as the ``SDES`` items ``pad`` and ``lifetime``
+    say (RFC 4568 §6.1: ``inline:<key||salt>[|lifetime]``); a key of ours has no MKI."""
+    text = key.serialize()
+    if "pad" not in flags:
+        text = text.rstrip("=")
+    if "lifetime" in flags:
+        text += "|2^31"
+    return Crypto(tag, suite, text)
+
+
+def check_items(flags: Sequence[str]) -> None:
+    """RelayError 488 for the ``SDES`` items the relay cannot honour."""
+    unprotected = [f for f in flags if f in UNPROTECTED_ITEMS]
+    if unprotected:
+        raise refuse(f"SDES-{unprotected[0]} is not supported: the relay always encrypts and "
+                     "authenticates SRTP and SRTCP")
 
 
 def allowed_suites(flags: Sequence[str]) -> tuple[str, ...]:
@@ -96,18 +128,19 @@ class SdesStream(KeyedLater):
             found = self.keys[suite] = generate_sdes_key(suite)
         return found
 
-    def offer_lines(self, suites: Sequence[str]) -> list[Crypto]:
-        """Our ``a=crypto`` lines for an offer to the party: tags 1..n."""
+    def offer_lines(self, suites: Sequence[str], items: Sequence[str] = ()) -> list[Crypto]:
+        """Our ``a=crypto`` lines for an offer to the party: tags 1..n (``items``: the
+        ``SDES`` flags, for :func:`our_line`)."""
         self.offered = {tag: suite for tag, suite in enumerate(suites, 1)}
-        return [Crypto(tag, suite, str(self.key(suite))) for tag, suite in self.offered.items()]
+        return [our_line(tag, suite, self.key(suite), items) for tag, suite in self.offered.items()]
 
-    def answer_line(self, party_offer: Sequence[str], suites: Sequence[str]) -> Crypto:
+    def answer_line(self, party_offer: Sequence[str], suites: Sequence[str], items: Sequence[str] = ()) -> Crypto:
         """Our one ``a=crypto`` line answering the party's offer (its first usable line:
         same tag and suite, our key); its key is the one we unprotect with from now on."""
         c, theirs = choose_offered(party_offer, suites)
         suite = c.suite.upper()
         self._use(suite, c.tag, theirs)
-        return Crypto(c.tag, c.suite, str(self.key(suite)))
+        return our_line(c.tag, c.suite, self.key(suite), items)
 
     def accept_answer(self, party_answer: Sequence[str]) -> None:
         """The party answered our offer: its line names one of our tags and that tag's

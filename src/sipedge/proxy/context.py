@@ -23,7 +23,6 @@ from . import forwarding, nat
 if TYPE_CHECKING:
     from .core import ProxyCore
     from .identity import Listener
-    from .location import Binding
 
 
 IDENTITY_HEADERS = ("p-asserted-identity", "p-preferred-identity", "remote-party-id")
@@ -65,6 +64,10 @@ class RequestContext:
     socket: Listener | None = None  # where to send from (set by loose_route)
     own_routes: tuple[SipUri, ...] = ()  # our Route entries loose_route consumed
     nat_keepalive_requested: bool = False  # set by nat_keepalive() (docs/nat.md)
+    register_received: str = ""  # set by fix_nated_register(): save() keeps it
+    topology_hidden: bool = False  # set by topology_hide() or topology_restore()
+    mask_call_id: bool = False  # ... and the request leaves with its Call-ID masked
+    masked_call_id: str = ""  # the Call-ID as it arrived, masked (unmasked in request): replies get it
 
     # -- facts about the request ------------------------------------------
     @property
@@ -108,7 +111,7 @@ class RequestContext:
         try:
             check_request(self.request)
         except ParseError as exc:
-            status, reason = exc.hint if isinstance(exc.hint, tuple) else (400, "Bad Request")
+            status, reason = exc.sip_reply()
             self.reply(status, reason)
             return False
         return True
@@ -195,6 +198,14 @@ class RequestContext:
         a stranger asking us to relay for them."""
         return self.core.stamped_by_us(self.request, self.own_routes)
 
+    def topology_restore(self) -> bool:
+        """After ``loose_route`` on an in-dialog request: when its Request-URI is a Contact
+        that ``topology_hide`` handed out, the party's own Contact becomes the Request-URI
+        again, the route set sealed into our Record-Route goes first, and the request (and
+        its responses) are hidden as the dialog's first were. False (after answering 403,
+        or dropping an ACK) when a sealed parameter is forged or tampered with."""
+        return self.core.topology_restore(self)
+
     def remove_preloaded_route(self) -> bool:
         """For an initial request: drop the Route entries that name us (a phone's
         outbound proxy setting), so the request is routed like any other: authenticated,
@@ -255,10 +266,13 @@ class RequestContext:
         return nat.fix_nated_contact(self.request, self.flow)
 
     def fix_nated_register(self) -> str:
-        """The registrar always keeps where a REGISTER came from with its bindings
-        (``Binding.flow`` and ``Binding.received``) and sends requests for them back
-        there; this returns that received URI, for logs and symmetry with Kamailio."""
-        return nat.received_uri(self.flow)
+        """Before ``save()``: the bindings keep this REGISTER's source as their received
+        URI (``Binding.received``), so requests for them go back through the NAT, as
+        Kamailio's ``fix_nated_register`` with the registrar's ``received_avp``. Without it
+        the registrar keeps it only when its own NAT test (private Contact, Via not the
+        source, WebSocket) says so. Returns the received URI."""
+        self.register_received = nat.received_uri(self.flow)
+        return self.register_received
 
     def add_rcv_param(self, to_uri: bool = False) -> bool:
         """Add ``received="sip:ip:port"`` to the Contact (header parameter, or URI
@@ -296,6 +310,16 @@ class RequestContext:
     def record_route(self) -> None:
         """Stay in the path of the dialog (double Record-Route across transports)."""
         self.record_routed = True
+
+    def topology_hide(self) -> None:
+        """Kamailio's topoh/topos for this dialog (and ``record_route``, which it needs):
+        the Vias, the Record-Route entries and the Contact of each side never reach the
+        other; what was taken away is sealed into parameters of our own URIs, so the
+        responses and in-dialog requests (``topology_restore``) still route, across a
+        restart (docs/operations.md, "Topology hiding")."""
+        self.record_routed = True
+        self.topology_hidden = True
+        self.mask_call_id = self.core.config.sip.topology_mask_callid and not self.masked_call_id
 
     def lookup(self) -> int:
         """Fill ``targets`` from the location service for the Request-URI's AoR.
@@ -384,11 +408,3 @@ class ReplyContext:
 
     def drop(self) -> None:
         self.dropped = True
-
-
-def binding_uri(b: Binding) -> SipUri | None:
-    try:
-        u = SipUri.parse(b.contact)
-    except ParseError:
-        return None
-    return u

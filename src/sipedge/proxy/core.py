@@ -28,8 +28,9 @@ from ..sip import txevents as tx
 from ..sip.flow import Flow, Target
 from ..sip.message import Request, Response, check_response, error_response, make_response, parse
 from ..sip.uri import SipUri
-from . import forwarding, nat, pike, ratelimit, registrar
+from . import forwarding, nat, pike, ratelimit, registrar, topology
 from .context import BranchTarget, ReplyContext, RequestContext
+from .dialog import EARLY, TRYING, DialogTable
 from .identity import Identity, Listener
 from .location import Binding, LocationStore, SubscriberStore
 from .route_stamp import PARAM as STAMP_PARAM
@@ -38,7 +39,7 @@ from .routing import Router
 
 log = logging.getLogger(__name__)
 
-# fix_nated_register's test: private Contact, Via host or port not the source, WebSocket
+# save()'s own NAT test: private Contact, Via host or port not the source, WebSocket
 # (Kamailio's usual nat_uac_test("19") plus 64).
 REGISTER_NAT_FLAGS = nat.CONTACT_PRIVATE | nat.VIA_RECEIVED | nat.VIA_PORT | nat.WEBSOCKET
 
@@ -105,6 +106,10 @@ class ProxyTransaction:
     media: Flags | None = None
     socket: Listener | None = None  # the listener its branches leave from (loose_route)
     per_branch: bool = False  # the branches need different media: each gets its own offer
+    dialog: bool = False  # an initial INVITE the DialogTable follows
+    hide: bool = False  # topology hiding (docs/operations.md, "Topology hiding")
+    mask: bool = False  # ... its branches leave with the Call-ID masked
+    masked_call_id: str = ""  # ... it came with this masked Call-ID: its responses go back with it
 
     @property
     def all_final(self) -> bool:
@@ -134,6 +139,7 @@ class ProxyCore:
         secret: bytes,
         token_source: TokenSource | None = None,
         flood: pike.FloodDetector | None = None,
+        dialogs: DialogTable | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -152,6 +158,7 @@ class ProxyCore:
             nonce_lifetime=config.auth.nonce_lifetime,
         )
         self.route_stamp = RouteStamp(secret)
+        self.topology = topology.TopologyCodec(secret)
         self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in config.sip.trusted_peers)
         self.local_response_handler: Callable[[Response, Flow], None] | None = None
         self.flow_alive: Callable[[Flow], bool] = lambda flow: True  # the adapter's answer
@@ -164,10 +171,14 @@ class ProxyCore:
             config.sip.ratelimit, trusted=(*config.sip.flood.trusted, *config.sip.trusted_peers)
         )
         self.fraud = ratelimit.FraudGuard(config.sip.fraud)
+        self.registrar = registrar.Registrar(location, config.registrar)
         self._flood_log_at = 0.0  # ban/unban lines: at most _FLOOD_LINES a second
         self._flood_lines = 0
         self._flood_held = 0
         self._media_jobs: list[MediaJob] = []
+        # record-routed calls (docs/operations.md, "Dialogs"); the adapter passes one on its store
+        self.dialogs = dialogs if dialogs is not None else (
+            DialogTable(config.dialog, timer_c=timers.timer_c) if config.dialog.enabled else None)
         self._media_waiting: dict[int, MediaContinuation] = {}
         # calls whose media is relayed (insertion-ordered, bounded): True when the offer came
         # from the callee (late offer), so the caller's SDP in ACK or PRACK is the answer
@@ -191,7 +202,9 @@ class ProxyCore:
             "sip_auth_challenges": 0,
             "sip_auth_failures": 0,
             "sip_fraud_refused": 0,
+            "sip_topology_tampered": 0,
             "sip_bindings_dropped_on_disconnect": 0,
+            "sip_requests_sent": 0,
         }
 
     # -- adapter interface -------------------------------------------------------
@@ -232,12 +245,92 @@ class ProxyCore:
 
     def get_timer(self) -> float | None:
         tx, ban = self.tl.get_timer(), self.flood.get_timer()
-        return tx if ban is None else ban if tx is None else min(tx, ban)
+        when = tx if ban is None else ban if tx is None else min(tx, ban)
+        if self.dialogs is not None and (at := self.dialogs.next_timer()) is not None:
+            # the table keeps wall-clock deadlines (they survive a restart)
+            due = self.clock.monotonic() + max(0.0, at - self.clock.wall())
+            when = due if when is None else min(when, due)
+        return when
 
     def handle_timer(self, now: float) -> None:
         self.tl.handle_timer(now)
         self.flood.handle_timer(now)
+        if self.dialogs is not None:
+            for call_id, why in self.dialogs.expired(self.clock.wall()):
+                self._end_dialog(call_id, why, now)
         self._drain(now)
+
+    # -- dialogs ----------------------------------------------------------------------
+    def end_dialog(self, call_id: str, why: str, now: float) -> bool:
+        """End a call from the server (``dlg.end``, a media timeout): BYE to both parties
+        of an answered call, its media deleted, its CDR written. False: no such call."""
+        if self.dialogs is None or call_id not in self.dialogs.dialogs:
+            return False
+        self._end_dialog(call_id, why, now)
+        self._drain(now)
+        return True
+
+    def _end_dialog(self, call_id: str, why: str, now: float) -> None:
+        assert self.dialogs is not None
+        dialog = self.dialogs.dialogs.get(call_id)
+        if dialog is None:
+            return
+        from_tag = dialog.from_tag
+        if dialog.state in (TRYING, EARLY):  # not answered yet: CANCEL what rings
+            for ptx in list(self._proxied.values()):
+                if ptx.dialog and not ptx.final_sent and ptx.request.get("call-id") == call_id:
+                    ptx.cancelled = True
+                    self._cancel_pending(ptx, now)
+        for bye in self.dialogs.end(call_id, why, self.clock.wall()):
+            self._send_own_request(bye.request, bye.dest, now)
+        log.info("- [%s] dialog ended by the server: %s", call_id, why)
+        if call_id in self._media_calls:
+            self._media_job("delete", call_id, from_tag)
+
+    def _send_own_request(self, req: Request, dest_text: str, now: float) -> None:
+        """A request of our own (a BYE ending a dialog): along its Route, else to the
+        party's flow or address."""
+        try:
+            if req.get("route"):
+                dest: Flow | Target = forwarding.uri_target(forwarding.next_hop(req))
+            else:
+                found = _dest_of(dest_text)
+                if found is None:
+                    dest = forwarding.uri_target(forwarding.next_hop(req))
+                else:
+                    dest = found
+        except ParseError as exc:
+            log.info("x cannot send %s for %s: %s", req.method, req.get("call-id"), exc)
+            return
+        outbound = self.identity.listener_for_flow(dest) if isinstance(dest, Flow) else self.identity.listener_for_target(dest)
+        forwarding.add_via(req, outbound, forwarding.branch_id(req, 0))
+        self.tl.send_request(req, dest, now)
+        self.counters["sip_requests_sent"] += 1
+
+    def _dialog_refused(self, ctx: RequestContext) -> bool:
+        """The session-interval and concurrency checks of a record-routed INVITE/UPDATE
+        (True: answered with 422, 486 or 503)."""
+        req, table = ctx.request, self.dialogs
+        if table is None or req.method not in ("INVITE", "UPDATE"):
+            return False
+        try:
+            min_se = table.interval_too_small(req)
+        except ParseError as exc:
+            status, reason = exc.sip_reply()
+            self.reply(ctx, status, reason, [])
+            return True
+        if min_se is not None:
+            self.reply(ctx, 422, "Session Interval Too Small", [("Min-SE", str(min_se))])
+            return True
+        if req.method != "INVITE" or _to_tag_of(req) is not None:
+            return False
+        refused = table.refuse(ctx.authenticated_user or "", ctx.flow.remote[0])
+        if refused is not None:
+            status, reason, why = refused
+            log.info("x [%s] call refused: %s", req.get("call-id"), why)
+            self.reply(ctx, status, reason, [("Reason", why)])
+            return True
+        return False
 
     def transport_failed(self, key: Any, now: float) -> None:
         """The adapter could not send a client transaction's request."""
@@ -310,9 +403,12 @@ class ProxyCore:
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = dict(self.counters)
         out["sip_proxy_transactions"] = len(self._proxied)
+        if self.dialogs is not None:
+            out.update(self.dialogs.stats())
         out.update(self.tl.stats())
         out.update(self.flood.stats())
         out.update(self.ratelimit.stats())
+        out.update(self.registrar.stats())
         return out
 
     # -- inbound requests -----------------------------------------------------------
@@ -427,18 +523,27 @@ class ProxyCore:
     def _on_request(self, key: Any, req: Request, flow: Flow, now: float) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("< %s %s from %s (call %s)", req.method, req.uri, flow.remote, req.get("call-id"))
-        ctx = RequestContext(self, req, flow, now, server_key=key)
-        self._run_route(ctx)
+        self._run_route(self._unmasked(RequestContext(self, req, flow, now, server_key=key)))
 
     def _on_stateless_request(self, req: Request, flow: Flow, now: float) -> None:
-        ctx = RequestContext(self, req, flow, now, stateless=True)
-        self._run_route(ctx)
+        self._run_route(self._unmasked(RequestContext(self, req, flow, now, stateless=True)))
+
+    def _unmasked(self, ctx: RequestContext) -> RequestContext:
+        """A request with a Call-ID we masked (``sip.topology_mask_callid``) is routed,
+        followed and accounted under the call's own; its replies get the masked one back."""
+        if self.config.sip.topology_mask_callid:
+            value = ctx.request.get("call-id")
+            original = topology.unmask_call_id(self.topology, value)
+            if original is not None and value is not None:
+                ctx.request.set("call-id", original)
+                ctx.masked_call_id = value
+        return ctx
 
     def _run_route(self, ctx: RequestContext) -> None:
         try:
             self.router.request_route(ctx)
         except ParseError as exc:
-            status, reason = exc.hint if isinstance(exc.hint, tuple) else (400, "Bad Request")
+            status, reason = exc.sip_reply()
             if not ctx.done:
                 ctx.reply(status, reason)
             return
@@ -472,11 +577,19 @@ class ProxyCore:
         if ctx.stateless or ctx.request.method == "ACK":
             return  # ACKs are never answered
         resp = make_response(ctx.request, status, reason, to_tag=self._to_tag(ctx.request))
+        if ctx.masked_call_id:
+            resp.set("call-id", ctx.masked_call_id)
         for name, value in headers:
             resp.add(name, value)
         if self.config.sip.server_header:
             resp.set("server", self.config.sip.server_header)
         self.counters["sip_local_replies"] += 1
+        if self.dialogs is not None and ctx.request.method == "INVITE" and not ctx.has_to_tag:
+            try:
+                self.dialogs.refused(ctx.request, ctx.authenticated_user or "", ctx.flow.remote[0], status,
+                                     resp.reason, self.clock.wall())
+            except ParseError:
+                pass  # no From to account it to: the 400 says why
         if forget and ctx.server_key is not None:
             self.tl.respond_and_forget(ctx.server_key, resp)
         else:
@@ -538,6 +651,25 @@ class ProxyCore:
         except ParseError:
             return False
         return any(self.route_stamp.verify(u.params.get(STAMP_PARAM), call_id, tags) for u in entries)
+
+    def topology_restore(self, ctx: RequestContext) -> bool:
+        """``ctx.topology_restore()``: :func:`topology.restore_in_dialog`; a parameter
+        that does not open is counted and refused (403; an ACK is dropped)."""
+        try:
+            side = topology.restore_in_dialog(ctx.request, ctx.own_routes, self.topology)
+        except (topology.TopologyError, ParseError) as exc:
+            self.counters["sip_topology_tampered"] += 1
+            log.info("x %s from %s: %s", ctx.method, ctx.flow.remote[0], exc)
+            if ctx.method == "ACK":
+                ctx.drop()
+            else:
+                ctx.reply(403, "Bad Topology Parameter")
+            return False
+        if side is not None:
+            ctx.topology_hidden = True
+            ctx.mask_call_id = side == topology.OUTSIDE and self.config.sip.topology_mask_callid \
+                and not ctx.masked_call_id
+        return True
 
     # -- authentication and registrar ---------------------------------------------------
     def authenticate(self, ctx: RequestContext) -> bool:
@@ -642,18 +774,14 @@ class ProxyCore:
     def save(self, ctx: RequestContext) -> None:
         req = ctx.request
         listener = self.identity.listener_for_flow(ctx.flow)
-        # fix_nated_register: remember the source only when the phone is behind a NAT
-        natted = nat.nat_uac_test(req, ctx.flow, REGISTER_NAT_FLAGS)
-        received = nat.received_uri(ctx.flow) if natted else ""
-        resp = registrar.register(
-            req,
-            self.location,
-            self.config.registrar,
-            self.clock.wall(),
-            flow=ctx.flow.token,
-            received=received,
-            socket=listener.name,
-        )
+        # the source is kept when the routing asked (ctx.fix_nated_register()) or the
+        # phone is behind a NAT by our own test
+        received = ctx.register_received
+        if not received and nat.nat_uac_test(req, ctx.flow, REGISTER_NAT_FLAGS):
+            received = nat.received_uri(ctx.flow)
+        resp = self.registrar.handle(
+            req, self.clock.wall(), flow=ctx.flow.token, received=received, socket=listener.name
+        ).response
         if self.config.sip.server_header:
             resp.set("server", self.config.sip.server_header)
         to = resp.get("to")
@@ -702,6 +830,15 @@ class ProxyCore:
             self._relay_stateless(ctx)
             return
         targets = ctx.targets or [BranchTarget()]
+        tracked = False
+        if self.dialogs is not None and ctx.record_routed:
+            if self._dialog_refused(ctx):
+                return
+            if req.method == "INVITE" and _to_tag_of(req) is None:
+                tracked = self.dialogs.start(req, _dest_text(ctx.flow), ctx.authenticated_user or "", ctx.flow.remote[0],
+                                             self.clock.wall()) is not None
+        if self.dialogs is not None and _to_tag_of(req) is not None:
+            self.dialogs.request(req, self.clock.wall())
         if self.config.routing.forking == "serial" and len(targets) > 1:
             qs = sorted({t.q for t in targets}, reverse=True)
             groups = [[t for t in targets if t.q == q] for q in qs]
@@ -715,7 +852,8 @@ class ProxyCore:
             else:  # (a late offer or a re-offer has one answerer: the call's flags)
                 per_branch = req.method == "INVITE" and _has_sdp(req) and _to_tag_of(req) is None
         ptx = ProxyTransaction(ctx.server_key, req, ctx.flow, ctx.record_routed, groups, media=media,
-                               socket=ctx.socket, per_branch=per_branch)
+                               socket=ctx.socket, per_branch=per_branch, dialog=tracked, hide=ctx.topology_hidden,
+                               mask=ctx.mask_call_id, masked_call_id=ctx.masked_call_id)
         self._proxied[ctx.server_key] = ptx
         if ctx.media is not None and self._media_step_for_request(ptx, ctx):
             return
@@ -755,7 +893,7 @@ class ProxyCore:
         def then(sdp: bytes | None, error: tuple[int, str] | None, now: float) -> None:
             if ptx.cancelled:  # CANCELled while the offer was at the relay: no branch left
                 ptx.final_sent = True
-                self.tl.respond(ptx.server_key, make_response(req, 487, to_tag=self._to_tag(req)), now)
+                self._respond_to(ptx, make_response(req, 487, to_tag=self._to_tag(req)), now)
                 self._proxied.pop(ptx.server_key, None)
                 if error is None and to_tag is None:  # after the offer, so nothing is left
                     self._media_job("delete", call_id, from_tag)
@@ -763,7 +901,7 @@ class ProxyCore:
             if error is not None or sdp is None:
                 status, reason = error or (500, "Media Relay Error")
                 ptx.final_sent = True
-                self.tl.respond(ptx.server_key, make_response(req, status, reason, to_tag=self._to_tag(req)), now)
+                self._respond_to(ptx, make_response(req, status, reason, to_tag=self._to_tag(req)), now)
                 self._proxied.pop(ptx.server_key, None)
                 return
             req.body = sdp
@@ -805,8 +943,14 @@ class ProxyCore:
         )
         if ptx.record_route and req.method in ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY", "UPDATE"):
             forwarding.record_route(req, inbound, outbound, self._stamp_for(ptx.request))
+        if ptx.hide:
+            self._hide_request(req, outbound, ptx.record_route and _to_tag_of(req) is None, bool(ptx.masked_call_id))
+            if ptx.mask:
+                req.set("call-id", topology.mask_call_id(self.topology, req.get("call-id") or ""))
         via = forwarding.branch_id(ptx.request, index)
         forwarding.add_via(req, outbound, via)
+        if ptx.dialog and self.dialogs is not None:
+            self.dialogs.relayed(ptx.request.get("call-id") or "", req)
         branch = Branch(None, req, target, dest, target.fallback)
         if ptx.per_branch:
             self._offer_for_branch(ptx, branch, via, now)
@@ -877,7 +1021,11 @@ class ProxyCore:
             log.debug("x cannot forward %s statelessly: %s", req.method, exc)
             return
         outbound = self.identity.listener_for_flow(dest) if isinstance(dest, Flow) else self.identity.listener_for_target(dest)
+        if ctx.topology_hidden:
+            self._hide_request(req, outbound, False, bool(ctx.masked_call_id))
         forwarding.add_via(req, outbound, forwarding.branch_id(ctx.request, 0))
+        if self.dialogs is not None and req.method == "ACK":
+            self.dialogs.request(req, self.clock.wall())
 
         def send(sdp: bytes | None = None, error: tuple[int, str] | None = None, now: float = 0.0) -> None:
             if sdp is not None:
@@ -885,6 +1033,8 @@ class ProxyCore:
             elif error is not None:
                 log.warning("media answer in ACK failed for %s: %s", req.get("call-id"), error)
             self.counters["sip_requests_relayed"] += 1
+            if ctx.mask_call_id:
+                req.set("call-id", topology.mask_call_id(self.topology, req.get("call-id") or ""))
             data = req.serialize()
             self._out.append(Send(data, dest, None) if isinstance(dest, Flow) else Send(data, None, dest))
 
@@ -907,6 +1057,8 @@ class ProxyCore:
         ptx, branch = found
         resp = resp.copy()
         resp.pop_first("via")  # our own Via (RFC 3261 §16.7 step 3)
+        if ptx.mask:  # (whatever the outside answers: it is the call's own Call-ID inside)
+            resp.set("call-id", ptx.request.get("call-id") or "")
         if resp.status < 200:
             branch.provisional = True
             if resp.status == 100:
@@ -922,6 +1074,8 @@ class ProxyCore:
             resp.status, resp.reason = 408, "Request Timeout"
         if 200 <= resp.status < 300:
             branch.final = resp
+            if ptx.dialog and self.dialogs is not None:
+                self.dialogs.answered_by(ptx.request.get("call-id") or "", _dest_text(branch.dest))
             self._forward_response(ptx, resp, now, flow, branch)
             ptx.final_sent = True
             self._cancel_pending(ptx, now, except_branch=branch)
@@ -1051,10 +1205,47 @@ class ProxyCore:
                 # only provisional ones can be dropped
                 log.warning("reply_route dropped a final %d response; it is forwarded anyway", resp.status)
         self.counters["sip_responses_relayed"] += 1
-        self.tl.respond(ptx.server_key, resp, now)
+        if self.dialogs is not None and resp.status > 100:
+            try:
+                self.dialogs.response(ptx.request, resp, self.clock.wall())
+            except ParseError as exc:
+                log.debug("x dialog state of %s not updated: %s", ptx.request.get("call-id"), exc)
+        if ptx.hide:
+            self._hide_response(ptx, resp)
+        self._respond_to(ptx, resp, now)
         resp.forget_parsed()
         if resp.status >= 200 and ptx.request.method != "INVITE":
             self._forget(ptx)
+
+    def _respond_to(self, ptx: ProxyTransaction, resp: Response, now: float) -> None:
+        """A response to ``ptx``'s sender (with the Call-ID it knows the call by)."""
+        if ptx.masked_call_id:
+            resp.set("call-id", ptx.masked_call_id)
+        self.tl.respond(ptx.server_key, resp, now)
+
+    def _hide_request(self, req: Request, outbound: Listener, initial: bool, outside: bool) -> None:
+        """Topology hiding of a request about to leave (before our Via goes on); ``outside``:
+        it comes from the side that sees the masked Call-ID."""
+        call_id = req.get("call-id") or ""
+        topology.hide_vias(req)
+        try:
+            if initial:
+                topology.hide_record_route(req, self.identity.uri_is_me, self.topology, call_id)
+        except ParseError:
+            req.remove("record-route")  # (sanity_check parsed it: not reached)
+        topology.hide_contact(req, outbound.uri, self.topology, call_id, outside)
+
+    def _hide_response(self, ptx: ProxyTransaction, resp: Response) -> None:
+        """Topology hiding of a response going back: the request's Vias, the sender's
+        Record-Route (the responder's sealed into ours), a Contact of ours."""
+        call_id = ptx.request.get("call-id") or ""
+        topology.restore_vias(resp, ptx.request)
+        try:
+            if ptx.record_route and 100 < resp.status < 300 and _to_tag_of(ptx.request) is None:
+                topology.restore_record_route(resp, ptx.request, self.identity.uri_is_me, self.topology, call_id)
+        except ParseError:
+            resp.remove("record-route")
+        topology.hide_contact(resp, self.identity.listener_for_flow(ptx.flow).uri, self.topology, call_id, ptx.mask)
 
     def _forget(self, ptx: ProxyTransaction) -> None:
         """A non-INVITE's final response went out: nothing of it is relayed any more (late
@@ -1157,6 +1348,25 @@ def _leave_from(dest: Flow | Target, socket: Listener | None) -> Flow | Target:
 
 def _dest_address(dest: Flow | Target) -> tuple[str, int]:
     return dest.remote if isinstance(dest, Flow) else (dest.host, dest.port)
+
+
+def _dest_text(dest: Flow | Target) -> str:
+    """A destination as the dialog store keeps it (:attr:`~sipedge.proxy.dialog.Leg.dest`)."""
+    if isinstance(dest, Flow):
+        return "flow:" + dest.token
+    return f"target:{dest.transport}:{dest.port}:{dest.host}"
+
+
+def _dest_of(text: str) -> Flow | Target | None:
+    kind, _, rest = text.partition(":")
+    if kind == "flow":
+        return Flow.from_token(rest)
+    if kind == "target":
+        transport, _, rest = rest.partition(":")
+        port, _, host = rest.partition(":")
+        if port.isdigit() and host:
+            return Target(transport, host, int(port))
+    return None
 
 
 def _branch_flags(call: Flags | None, target: BranchTarget | None) -> Flags | None:

@@ -57,6 +57,8 @@ def request_route(ctx: RequestContext) -> None:
                 else:
                     ctx.reply(403, "Route Not Recorded Here")
                 return
+            if not ctx.topology_restore():  # a hidden dialog's Contact: back to the party's own
+                return
             ctx.handle_ruri_alias()  # a NATed/WebSocket peer: back on its own flow
             if nated and ctx.method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"):
                 ctx.add_contact_alias()
@@ -88,9 +90,8 @@ def request_route(ctx: RequestContext) -> None:
         if ctx.core.config.auth.register and not ctx.auth_check():
             return
         if nated:
-            ctx.fix_nated_register()  # the binding keeps its source flow (always, here)
             ctx.nat_keepalive()
-        ctx.save()
+        ctx.save()  # (a NATed phone's source is kept by save()'s own test: no fix_nated_register)
         return
 
     needs_auth = ctx.core.config.auth.invite and ctx.is_from_local() and not trusted
@@ -117,7 +118,7 @@ def request_route(ctx: RequestContext) -> None:
         if not ctx.destination_within_limit():
             return
         ctx.record_route()
-        ctx.relay()
+        relay_initial(ctx)
         return
 
     # LOCATION.
@@ -149,6 +150,14 @@ def request_route(ctx: RequestContext) -> None:
         ):
             ctx.rtpengine_manage()
             ctx.record_route()
+    relay_initial(ctx)
+
+
+def relay_initial(ctx: RequestContext) -> None:
+    """Relay an initial request; with ``sip.topology_hiding``, a record-routed one hides
+    each side's topology from the other (docs/operations.md, "Topology hiding")."""
+    if ctx.record_routed and ctx.core.config.sip.topology_hiding:
+        ctx.topology_hide()
     ctx.relay()
 
 
@@ -166,10 +175,10 @@ def webrtc_bridge(ctx: RequestContext) -> list[Flags] | None:
     and callees when one side is a browser and the other is not; None when all are alike.
     A mixed fork (a browser and a phone of the same user) gets per-branch flags: the
     branches unlike the caller are bridged (``TO_BROWSER`` / ``TO_PHONE``), those like it
-    are relayed as they are (``Flags()``)."""
-    if not ctx.request.body:
-        return None  # a late offer: the relay would only see the answerer's offer
+    are relayed as they are (``Flags()``). A late offer: :func:`late_offer_bridge`."""
     browsers = [_is_browser(t) for t in ctx.targets]
+    if not ctx.request.body:
+        return late_offer_bridge(ctx.flow.transport in ("ws", "wss"), browsers)
     caller = is_webrtc_offer(ctx.request.body)
     if all(b == caller for b in browsers):  # (also: no targets)
         return None
@@ -178,6 +187,28 @@ def webrtc_bridge(ctx: RequestContext) -> list[Flags] | None:
     else:
         bridged = with_transcoding(TO_BROWSER, ctx.request.body, ("opus",), unless=("opus",))
     return [Flags() if b == caller else bridged for b in browsers]
+
+
+LATE_TO_PHONE = replace(TO_PHONE, codec_transcode=("PCMU", "PCMA"))
+"""A late offer (an INVITE without SDP) from a phone: the callee's offer in the 200 is
+converted for the phone (``TO_PHONE``), PCMU and PCMA added for transcoding (a no-op when
+the offer has them, as every browser's has)."""
+
+LATE_TO_BROWSER = replace(TO_BROWSER, codec_transcode=("opus",))
+"""A late offer from a browser: the callee's offer in the 200 is converted for the
+browser (``TO_BROWSER``), Opus appended after the offer's codecs (a no-op when it has Opus)."""
+
+
+def late_offer_bridge(caller_is_browser: bool, browsers: list[bool]) -> list[Flags] | None:
+    """The flags for an INVITE without SDP (RFC 3261 §13.2.1 late offer): the offer comes
+    from the callee in its 200 and goes to the caller, so the flags describe the caller,
+    whose kind the request's transport tells (WS/WSS: a browser). Every branch gets the
+    same ones (a phone's RTP/AVP offer converted ``TO_PHONE`` is plain relaying, a
+    browser's DTLS offer ``TO_BROWSER`` stays DTLS end to end); None when every callee is
+    of the caller's kind."""
+    if all(b == caller_is_browser for b in browsers):
+        return None
+    return [LATE_TO_BROWSER if caller_is_browser else LATE_TO_PHONE] * len(browsers)
 
 
 def with_transcoding(flags: Flags, body: bytes, add: tuple[str, ...], unless: tuple[str, ...]) -> Flags:

@@ -148,7 +148,7 @@ def process_register(
         for p in paths:
             NameAddr.parse(p, "Path")
     except ParseError as exc:
-        status, reason = exc.hint if isinstance(exc.hint, tuple) else (400, "Bad Request")
+        status, reason = exc.sip_reply()
         return _fail(req, status, reason, str(exc))
 
     now = now_wall
@@ -176,7 +176,7 @@ def process_register(
             q = _q(na.params.get("q"))
             reg_id = _int_param(na.params.get("reg-id"), "Contact reg-id") or 0
         except ParseError as exc:
-            status, reason = exc.hint if isinstance(exc.hint, tuple) else (400, "Bad Request")
+            status, reason = exc.sip_reply()
             return _fail(req, status, reason, str(exc))
         if expires is None:
             expires = header_expires if header_expires is not None else cfg.default_expires

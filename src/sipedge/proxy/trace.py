@@ -23,6 +23,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
+from .._common.addr import Address
 from ..sip.flow import Flow, Target
 from ..sip.headers import canonical
 
@@ -34,7 +35,6 @@ _CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]+)", re.IGNORECASE)
 _STATUS = re.compile(r"SIP/2\.0[ \t]+(\d{3})")
 _WANTED = frozenset(("from", "to", "cseq", "call-id"))
 
-Address = tuple[str, int]
 
 
 def call_id_of(data: bytes) -> str | None:

@@ -24,7 +24,9 @@ from .._common.clock import SystemClock
 from ..config import Config
 from ..errors import ConfigError, ParseError, StorageError
 from ..media.control import MediaControl
+from ..media.model import CallDeleted
 from ..media.relay import RelayError
+from ..proxy import dialog as dlgs
 from ..proxy import nat, pike
 from ..proxy.core import MediaJob, ProxyCore, Send
 from ..proxy.identity import Identity, Listener
@@ -32,6 +34,7 @@ from ..proxy.routing import load_router
 from ..proxy.trace import TraceStore
 from ..sip.auth import DigestAuth
 from ..sip.flow import Flow, Target
+from ..store.dialogs import SqliteDialogStore
 from ..store.keepalive import SqliteEndpointStore
 from ..store.sqlite import SqliteDatabase, SqliteLocationStore, SqliteSubscriberStore
 from ..store.turn_users import TurnUserStore
@@ -68,8 +71,10 @@ class SipService:
         location: SqliteLocationStore,
         subscribers: SqliteSubscriberStore,
         secret: bytes,
+        dialog_store: SqliteDialogStore | None = None,
     ) -> None:
         self.config = config
+        self.dialog_store = dialog_store
         self.location = location
         self.subscribers = subscribers
         self.secret = secret
@@ -129,6 +134,7 @@ class SipService:
             self.clock,
             secret=self.secret,
             flood=flood,
+            dialogs=self._dialog_table(),
         )
         self.core.flow_alive = self.transports.is_alive
         self._purge_task = asyncio.create_task(self._purge_loop())
@@ -139,6 +145,55 @@ class SipService:
         if any(li.transport in ("ws", "wss") for li in listeners):
             log.info("WebSocket upgrades from browser pages at: %s (sip.websocket.origins)",
                      "any origin" if origins is None else ", ".join(origins))
+
+    def _dialog_table(self) -> dlgs.DialogTable | None:
+        """The proxy's calls on the database (docs/operations.md, "Dialogs")."""
+        cfg = self.config
+        if not cfg.dialog.enabled or self.dialog_store is None:
+            return None
+        table = dlgs.DialogTable(cfg.dialog, self.dialog_store, timer_c=cfg.sip.timers.timer_c)
+        if table.dialogs:
+            log.info("dialogs: %d call(s) loaded from %s", len(table.dialogs), self.dialog_store.db.path)
+        return table
+
+    def end_dialog(self, call_id: str, why: str) -> bool:
+        """End a call from the server (``dlg.end``, a media timeout): BYE both sides."""
+        if self.core is None:
+            return False
+        done = self.core.end_dialog(call_id, why, self.loop.time())
+        self._flush()
+        return done
+
+    def on_media_event(self, ev: object) -> None:
+        """The in-process relay's events: a call's media totals go to its CDR, and a media
+        timeout ends its dialog."""
+        if not isinstance(ev, CallDeleted):
+            return
+        if self.dialog_store is not None:
+            self.dialog_store.media_totals(ev.call_id, ev.totals)
+        if ev.reason == "timeout":
+            self.loop.call_soon(self.end_dialog, ev.call_id, "media timeout")
+
+    @staticmethod
+    def media_directions(call: Any) -> dict[str, dict[str, int | float]]:
+        """What each party of an in-process relay call sent (by its tag): RTP packets, bytes,
+        lost, the worst jitter of its streams (for the CDR, docs/operations.md)."""
+        out: dict[str, dict[str, int | float]] = {}
+        if call is None:
+            return out
+        for leg in call.legs:
+            for side, streams in enumerate(leg.streams):
+                tag = leg.tags[side]
+                if not tag or not streams:
+                    continue
+                d = out.setdefault(tag, {"packets": 0, "bytes": 0, "lost": 0, "jitter_ms": 0.0})
+                for stream in streams:
+                    st = stream.rtp_stats
+                    d["packets"] += st.packets
+                    d["bytes"] += st.bytes
+                    d["lost"] += st.lost
+                    d["jitter_ms"] = max(d["jitter_ms"], round(st.jitter_ms, 3))
+        return out
 
     async def stop(self) -> None:
         for task in (self._purge_task, self._load_task):
@@ -266,10 +321,15 @@ class SipService:
                 sdp = await media.answer(job.call_id, job.from_tag, job.to_tag or "", job.sdp, job.flags,
                                          job.via_branch)
             else:
+                if job.via_branch is None and self.dialog_store is not None and isinstance(media, MediaServer):
+                    # per party, before the relay forgets them; the totals follow in CallDeleted
+                    directions = self.media_directions(media.relay.query(job.call_id))
+                    if directions:
+                        self.dialog_store.media_directions(job.call_id, directions)
                 await media.delete(job.call_id, job.from_tag, job.to_tag, via_branch=job.via_branch)
                 return
         except (ParseError, RelayError) as exc:
-            error = exc.hint if isinstance(exc.hint, tuple) else (500, "Media Relay Error")
+            error = exc.hint if isinstance(exc, RelayError) else exc.sip_reply((500, "Media Relay Error"))
             log.info("media %s for %s failed: %s", job.op, job.call_id, exc)
         except Exception:
             log.exception("media %s for %s failed", job.op, job.call_id)
@@ -310,6 +370,8 @@ class SipService:
             out.update(self.core.stats())
         if self.transports is not None:
             out.update(self.transports.stats())
+        if self.dialog_store is not None:
+            out.update(self.dialog_store.counters)
         out.update(self.dns.stats())
         if self.trace is not None:
             out.update(self.trace.stats())
@@ -339,6 +401,8 @@ class App:
         self.turn_users: TurnUserStore | None = None
         self.gc = GcSchedule(config.general.gc_interval)
         self.location: SqliteLocationStore | None = None
+        self.dialog_store: SqliteDialogStore | None = None
+        self._dialog_flush: asyncio.Task[None] | None = None
         self._location_flush: asyncio.Task[None] | None = None
         self._server_tls: ssl.SSLContext | None = None  # re-read by reload()
         self.control = Control(self)
@@ -351,6 +415,10 @@ class App:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"general.data_dir = {str(data_dir)!r}: cannot create it ({exc.strerror})") from exc
+        socket_path = control_socket_path(cfg)
+        if socket_path is not None:  # first: a second server on the same socket stops here
+            self.control_socket = ControlSocket(self.control, socket_path)
+            await self.control_socket.start()
         self.db = SqliteDatabase(cfg.database_path)
         location = self.location = self.location_store(
             self.db, write_back=cfg.registrar.db_mode == "write-back"
@@ -368,7 +436,10 @@ class App:
             )
             self.cert_key = cert.key
             client_ctx = tls.client_context(verify=cfg.tls.verify_peer, ca=cfg.tls.ca or None)
-        self.sip = self.sip_service(cfg, location, subscribers, load_secret(data_dir / "nonce.key"))
+        self.dialog_store = SqliteDialogStore(self.db, cfg.accounting, write_back=cfg.dialog.db_flush_interval > 0)
+        if self.dialog_store.write_back:
+            self._dialog_flush = asyncio.create_task(self._flush_dialogs_loop(cfg.dialog.db_flush_interval))
+        self.sip = self.sip_service(cfg, location, subscribers, load_secret(data_dir / "nonce.key"), self.dialog_store)
         await self.start_sip(server_ctx, client_ctx)
         assert self.sip.core is not None and self.sip.transports is not None
         self.keepalive = KeepaliveService(
@@ -389,6 +460,7 @@ class App:
             log.info("media relay DTLS certificate %s, fingerprint sha-256 %s", dtls.certificate.cert,
                      dtls.fingerprint.value)
             self.media = MediaServer(cfg.media, dtls=dtls)
+            self.media.listeners.append(self.sip.on_media_event)
             ng = cfg.media.ng_address
             if ng is not None:
                 self.ng = NgControlServer(self.media, *ng)
@@ -424,10 +496,6 @@ class App:
                 add_api_routes(self.web.app, self.control, token, self.web.counters)
                 add_dashboard(self.web.app, self.control, token, self.web.counters, cfg.web.dashboard_session)
             await self.web.start()
-        socket_path = control_socket_path(cfg)
-        if socket_path is not None:
-            self.control_socket = ControlSocket(self.control, socket_path)
-            await self.control_socket.start()
         self.gc.start()
 
     async def start_sip(self, server_ctx: Any, client_ctx: Any) -> None:
@@ -488,8 +556,20 @@ class App:
                 await self._location_flush
         if self.location is not None:
             self._flush_location()  # write-back: nothing more comes in; keep it all
+        if self._dialog_flush is not None:
+            self._dialog_flush.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dialog_flush
+        if self.dialog_store is not None:
+            self.dialog_store.flush()  # the calls under way and the last CDRs
         if self.db is not None:
             self.db.close()
+
+    async def _flush_dialogs_loop(self, interval: float) -> None:
+        assert self.dialog_store is not None
+        while True:
+            await asyncio.sleep(interval)
+            self.dialog_store.flush()
 
     async def _flush_location_loop(self, interval: float) -> None:
         while True:
@@ -519,6 +599,9 @@ async def _serve(config: Config) -> int:
     except OSError as exc:
         await app.stop()
         raise ConfigError(f"sip.listen: cannot bind ({exc.strerror or exc}); is another server using the port?") from exc
+    except ConfigError:
+        await app.stop()  # what started is closed again (the control socket's file too)
+        raise
     log.info("sipedge ready (pid %d)", os.getpid())
     await stop.wait()
     # the last counters of the NAT keepalives say which bindings were still kept

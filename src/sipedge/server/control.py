@@ -149,6 +149,14 @@ class Control:
                         writes=True),
             )
         }
+        # dialogs (docs/operations.md, "Dialogs")
+        for c in (
+            Command("dlg.list", self._dlg_list, "the calls the proxy follows (record-routed dialogs)"),
+            Command("dlg.show", self._dlg_show, "one call's dialog: parties, state, timers, routes", ("call_id",)),
+            Command("dlg.end", self._dlg_end, "end a call: BYE to both parties, its media deleted",
+                    ("call_id",), writes=True),
+        ):
+            self.commands[c.name] = c
         self.counters: dict[str, int] = {"ctl_requests": 0, "ctl_errors": 0}
         self._ng_view: NgServer | None = None
 
@@ -373,6 +381,49 @@ class Control:
             return self.app.reload()
         except ConfigError as exc:
             raise ControlError(409, f"nothing reloaded: {exc}") from None
+
+
+    # -- dialogs ----------------------------------------------------------------------
+    def _dialogs(self) -> Any:
+        sip = self.app.sip
+        if sip is None or sip.core is None or sip.core.dialogs is None:
+            raise ControlError(503, "no dialog tracking here (the proxy is not running, or dialog.enabled is off)")
+        return sip
+
+    async def _dlg_list(self, params: Params) -> list[dict[str, Any]]:
+        sip = self._dialogs()
+        now = sip.clock.wall()
+        return [d.summary(now) for d in list(sip.core.dialogs.active())]
+
+    def _dialog(self, sip: Any, params: Params) -> Any:
+        call_id = _text(params, "call_id") or ""
+        found = sip.core.dialogs.dialogs.get(call_id)
+        if found is None:
+            raise ControlError(404, f"no call {call_id[:200]!r} (dlg.list shows the calls)")
+        return found
+
+    async def _dlg_show(self, params: Params) -> dict[str, Any]:
+        sip = self._dialogs()
+        d = self._dialog(sip, params)
+        out: dict[str, Any] = d.summary(sip.clock.wall())
+        out["refresher"] = d.refresher
+        out["caller_leg"] = {"uri": d.caller_leg.uri, "route": d.caller_leg.route, "cseq": d.caller_leg.cseq}
+        out["callee_leg"] = {"uri": d.callee_leg.uri, "route": d.callee_leg.route, "cseq": d.callee_leg.cseq}
+        return out
+
+    async def _dlg_end(self, params: Params) -> dict[str, Any]:
+        sip = self._dialogs()
+        d = self._dialog(sip, params)
+        media = self.app.media
+        if media is not None and d.call_id in media.relay.calls():
+            store = self.app.dialog_store
+            if store is not None:
+                store.media_directions(d.call_id, sip.media_directions(media.relay.query(d.call_id)))
+            await media.delete(d.call_id)  # first, so its totals are in the CDR
+        state = d.state
+        sip.end_dialog(d.call_id, "ended by control")
+        log.warning("- control: call %s ended", d.call_id)
+        return {"call_id": d.call_id, "ended": True, "was": state}
 
 
 def _hostport(addr: tuple[str, int]) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+from .._common.addr import Address
 from ..config import Config
 from ..config.turn import TurnConfig, split_address, split_listener
 from ..errors import ConfigError
@@ -46,7 +47,6 @@ from ..turn.server import (
 
 log = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 _LISTENER_BATCH = 32
 _STREAM_BACKLOG = 1 << 20
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from .._common.addr import Address
 from ..errors import ParseError
 from . import attributes as at
 from .message import Class, Message, Method, request
-
-Address = tuple[str, int]
 
 
 class Behaviour(Enum):

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._common.addr import Address
 from ..errors import ParseError
 from . import attributes as at
 from .message import Class, Message, Method, error, success
-
-Address = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from .._common.addr import Address
 from ..errors import ParseError
 from ..stun import attributes as at
 from ..stun import message as sm
@@ -34,7 +35,6 @@ from .ports import PortAllocator
 
 log = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 TokenSource = Callable[[int], bytes]
 UDP_PROTOCOL = 17
 

@@ -165,7 +165,10 @@ def test_flag_spellings() -> None:
 
 def test_sdes_key_and_flag_spellings() -> None:
     f = flags_from_request({"sdes": [b"no-AES_CM_128_HMAC_SHA1_32", b"pad", b"only-aes-cm-128-hmac-sha1-80"]})
-    assert f.sdes == ("no-AES_CM_128_HMAC_SHA1_32", "only-AES_CM_128_HMAC_SHA1_80")  # pad: ignored
+    assert f.sdes == ("no-AES_CM_128_HMAC_SHA1_32", "pad", "only-AES_CM_128_HMAC_SHA1_80")
+    spelled = flags_from_request({"flags": [b"SDES-unencrypted_srtp", b"SDES-lifetime", b"SDES-static"],
+                                  "sdes": [b"unencrypted-srtcp", b"encrypted_srtp"]})
+    assert spelled.sdes == ("unencrypted_srtcp", "encrypted_srtp", "unencrypted_srtp", "lifetime")  # static: ignored
     assert flags_from_request({"flags": [b"SDES-off", b"RTP/SAVP"]}).sdes == ("off",)
     assert flags_from_request({"flags": [b"SDES-no-AEAD_AES_128_GCM", b"SDES=only-AES_CM_128_HMAC_SHA1_80"]}).sdes \
         == ("no-AEAD_AES_128_GCM", "only-AES_CM_128_HMAC_SHA1_80")

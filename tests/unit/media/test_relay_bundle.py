@@ -20,7 +20,7 @@ from sipedge.media.bundle import MID_URI, Bundle, mid_of
 from sipedge.media.ng import flags_from_request, flags_to_request
 from sipedge.media.ports import RangePortAllocator
 from sipedge.media.relay import Flags, MediaRelay, RelayConfig, RelayError, Stream
-from sipedge.media.rtcp import NTP_EPOCH_OFFSET, RR, SR, RtcpPacket, sender_report
+from sipedge.media.rtcp import NTP_EPOCH_OFFSET, RELAY_SSRC, RR, SR, RtcpPacket, sender_report
 from sipedge.media.srtp import SrtpTransform
 from sipedge.server.dtls import DtlsContext
 
@@ -172,10 +172,15 @@ def test_a_phones_two_port_offer_reaches_the_browser_as_one_bundle(tmp_path: Pat
     assert r.stats()["media_ports_in_use"] == 1 + 4  # the bundled port, the phone's two pairs
 
 
-def _reports(r: MediaRelay, srtp: SrtpTransform, now: float) -> list[RtcpPacket]:
+def _reports(r: MediaRelay, srtp: SrtpTransform, now: float,
+             to_phone: list[tuple[int, tuple[str, int], bytes]] | None = None) -> list[RtcpPacket]:
+    """The relay's reports to the browser, decrypted; those to the phone into ``to_phone``."""
     r.handle_timer(now)
     out: list[RtcpPacket] = []
-    for _, dest, datagram in r.output():
+    for port, dest, datagram in r.output():
+        if dest != BROWSER and to_phone is not None:
+            to_phone.append((port, dest, datagram))
+            continue
         assert dest == BROWSER
         plain = srtp.unprotect(datagram, True)
         assert plain is not None
@@ -187,23 +192,38 @@ def _reports(r: MediaRelay, srtp: SrtpTransform, now: float) -> list[RtcpPacket]
 def test_the_relay_sends_the_browser_sender_reports_for_the_phones_media(tmp_path: Path, generate: str | None) -> None:
     r, relay_ctx, browser_ctx = _relay(tmp_path)
     flags = Flags(transport_protocol="RTP/AVP", ice="remove", rtcp_mux=("demux",), generate_rtcp=generate)
-    to_phone = r.offer("c", "browser", browser_offer(browser_ctx.fingerprint.value), 0.0, flags).decode()
+    to_phone_offer = r.offer("c", "browser", browser_offer(browser_ctx.fingerprint.value), 0.0, flags).decode()
     to_browser = r.answer("c", "browser", "phone", PHONE_SDP, 0.1, flags.for_answer()).decode()
     srtp = _handshake(r, relay_ctx, browser_ctx, to_browser, client=True)
-    port, audio_port = _port(to_browser, "audio"), _port(to_phone, "audio")
+    port, audio_port = _port(to_browser, "audio"), _port(to_phone_offer, "audio")
     for seq in range(1, 11):  # the browser's audio, and 50 of the phone's PCMU packets of 160 bytes
         r.receive(srtp.protect(rtp(seq, 0, 0xA0D10), False), port, BROWSER, 0.3 + seq * 0.02)
     for seq in range(50):
         assert r.receive(struct.pack("!BBHII", 0x80, 0, seq, 8000 + 160 * seq, 0x1000) + bytes(160),
                          audio_port, PHONE_AUDIO, 1.0 + seq * 0.02) is not None
     for seq in range(5):  # and 5 of its video packets, in the other section of the group
-        assert r.receive(rtp(seq, 96, 0x2000, size=1000), _port(to_phone, "video"), PHONE_VIDEO, 2.0) is not None
+        assert r.receive(rtp(seq, 96, 0x2000, size=1000), _port(to_phone_offer, "video"), PHONE_VIDEO, 2.0) is not None
     last_arrival = 1.0 + 49 * 0.02
     at = 6.0
-    reports = _reports(r, srtp, at)
+    to_phone: list[tuple[int, tuple[str, int], bytes]] = []
+    reports = _reports(r, srtp, at, to_phone)
     if generate == "off":
-        assert reports == [] and r.stats()["media_rtcp_generated"] == 0
+        assert reports == [] and to_phone == [] and r.stats()["media_rtcp_generated"] == 0
         return
+    if generate is None:
+        assert to_phone == []  # by default only the browser gets the relay's reports
+    else:  # "on": the phone too, plain RTCP on each section's RTCP port
+        assert r.stats()["media_rtcp_generated"] == 4
+        (audio_out, audio_to, audio_rtcp), (video_out, video_to, video_rtcp) = to_phone
+        assert (audio_out, audio_to) == (audio_port + 1, (PHONE_AUDIO[0], PHONE_AUDIO[1] + 1))
+        (sr,) = RtcpPacket.parse_compound(audio_rtcp)
+        assert sr.packet_type == SR and sr.ssrc == 0xA0D10  # from the browser's SSRC
+        assert struct.unpack_from("!QIII", sr.body)[2:] == (10, 10 * 160)  # what the relay forwarded
+        assert struct.unpack_from("!II", sr.body, 20) == (0x1000, 0) and struct.unpack_from("!I", sr.body, 28)[0] == 49
+        video_phone_port = _port(to_phone_offer, "video")
+        assert (video_out, video_to) == (video_phone_port + 1, (PHONE_VIDEO[0], PHONE_VIDEO[1] + 1))
+        (rr,) = RtcpPacket.parse_compound(video_rtcp)  # the browser sent no video: an RR from the relay
+        assert rr.packet_type == RR and rr.ssrc == RELAY_SSRC and struct.unpack_from("!I", rr.body)[0] == 0x2000
     srs = [p for p in reports if p.packet_type == SR]
     assert [p.ssrc for p in srs] == [0x1000, 0x2000]  # the phone's SSRC of each section
     assert struct.unpack_from("!II", srs[1].body, 12) == (5, 5 * 1000)
@@ -218,7 +238,7 @@ def test_the_relay_sends_the_browser_sender_reports_for_the_phones_media(tmp_pat
     # reporting that section (only), "on" goes on
     r.receive(sender_report(0x1000, WALL, 0, 1, 1), audio_port + 1, (PHONE_AUDIO[0], PHONE_AUDIO[1] + 1), 8.0)
     r.output()
-    later = [p.ssrc for p in _reports(r, srtp, 11.1) if p.packet_type == SR]
+    later = [p.ssrc for p in _reports(r, srtp, 11.1, []) if p.packet_type == SR]
     assert later == ([0x1000, 0x2000] if generate == "on" else [0x2000])
 
 

@@ -11,9 +11,12 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sipedge.media.ports import RangePortAllocator
 from sipedge.media.relay import Flags, MediaRelay, RelayConfig, RelayError
+from sipedge.media.sdes import our_line
 from sipedge.media.srtp import SdesKeyParams, SrtpTransform
 from sipedge.sdp import Crypto, SessionDescription
 from sipedge.server.dtls import DtlsContext
@@ -169,6 +172,24 @@ def test_unusable_sdes_offer_is_refused_with_488(lines: str, reason: str) -> Non
     assert e.value.hint == (488, "No supported SDES suite")
     assert reason in str(e.value)
     assert r.calls() == [] and r.ports == []
+    assert r.stats()["media_sdp_refused"] == 1
+
+
+def test_a_dtls_offer_without_fingerprint_is_refused_with_488(tmp_path: Path) -> None:
+    """Nothing to check the party's certificate against (RFC 8842 §5): refused before the
+    recipient rings, counted; with a fingerprint at session level it is fine."""
+    r = relay(DtlsContext(tmp_path))
+    bare = re.sub(rb"a=fingerprint:[^\r]*\r\n", b"", browser_sdp())
+    with pytest.raises(RelayError) as e:
+        r.offer("c", "browser", bare, 0.0, Flags(transport_protocol="RTP/AVP", ice="remove"))
+    assert e.value.hint == (488, "DTLS fingerprint missing") and "no a=fingerprint" in str(e.value)
+    assert r.stats()["media_sdp_refused"] == 1 and r.calls() == [] and r.ports == []
+    session_level = bare.replace(b"t=0 0\r\n", f"t=0 0\r\na=fingerprint:{FINGERPRINT}\r\n".encode())
+    assert b" RTP/AVP " in r.offer("c", "browser", session_level, 0.1, Flags(transport_protocol="RTP/AVP", ice="remove"))
+    r.offer("c2", "plain", sdp(PLAIN), 0.2, Flags(transport_protocol="UDP/TLS/RTP/SAVPF", ice="force"))
+    with pytest.raises(RelayError):  # a browser's answer without one
+        r.answer("c2", "plain", "browser", bare.replace(b"a=setup:actpass", b"a=setup:active"), 0.3)
+    assert r.stats()["media_sdp_refused"] == 2
 
 
 def test_sdes_answer_with_a_tag_we_never_offered_is_refused() -> None:
@@ -239,3 +260,57 @@ def test_a_forked_second_answer_answers_the_sdes_offerer_with_keys_of_its_own() 
     plain = r.receive(rtp(3), b2_port, ("198.51.100.4", 6000), 1.0)
     assert plain is not None and plain[0] == port_of(second)
     assert phone.unprotect(plain[2], False) == rtp(3)
+
+
+def test_sdes_pad_and_lifetime_items_shape_our_keys() -> None:
+    """rtpengine's ``SDES-pad`` keeps the base64 padding of our keys (left out by
+    default), ``SDES-lifetime`` adds ``|2^31``; the lines still key SRTP with a phone."""
+    plain = Flags(transport_protocol="RTP/SAVP")
+    gcm = {c.suite: c.key_params for c in cryptos(relay().offer("c", "plain", sdp(PLAIN), 0.0, plain))}
+    assert not gcm["AEAD_AES_128_GCM"].endswith("=")  # 28 bytes of key and salt: unpadded
+    padded = Flags(transport_protocol="RTP/SAVP", sdes=("pad", "lifetime"))
+    r = relay()
+    to_sdes = r.offer("c", "plain", sdp(PLAIN), 0.0, padded)
+    offered = cryptos(to_sdes)
+    keys = {c.suite: c.key_params for c in offered}
+    assert keys["AEAD_AES_128_GCM"].endswith("=|2^31") and keys["AES_CM_128_HMAC_SHA1_80"].endswith("|2^31")
+    for c in offered:
+        assert SdesKeyParams.parse(c.key_params, c.suite).lifetime == 2**31
+    to_plain = r.answer("c", "plain", "sdes", sdes_offer(f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY80}\n"),
+                        0.1, padded)
+    phone = SrtpTransform.from_sdes("AES_CM_128_HMAC_SHA1_80", local=f"inline:{KEY80}",
+                                    remote=keys["AES_CM_128_HMAC_SHA1_80"])
+    out = r.receive(rtp(9), port_of(to_plain), PLAIN, 1.0)  # the plain phone's RTP, keyed with our line
+    assert out is not None and phone.unprotect(out[2], False) == rtp(9)
+    # answering an SDES offerer: one line, with the items too
+    r2 = relay()
+    r2.offer("c", "sdes", sdes_offer(), 0.0, Flags(transport_protocol="RTP/AVP"))
+    (line,) = cryptos(r2.answer("c", "sdes", "plain", sdp(PLAIN), 0.1, Flags(sdes=("lifetime",))))
+    assert line.tag == 3 and line.key_params.endswith("|2^31")
+
+
+@pytest.mark.parametrize("item", ["unencrypted_srtp", "unencrypted_srtcp", "unauthenticated_srtp"])
+def test_unprotected_srtp_items_are_refused_with_488(item: str) -> None:
+    r = relay()
+    with pytest.raises(RelayError) as e:
+        r.offer("c", "plain", sdp(PLAIN), 0.0, Flags(transport_protocol="RTP/SAVP", sdes=(item,)))
+    assert e.value.hint == (488, "No supported SDES suite") and f"SDES-{item} is not supported" in str(e.value)
+    assert r.stats()["media_sdp_refused"] == 1 and r.calls() == []
+    ok = relay().offer("c", "plain", sdp(PLAIN), 0.0, Flags(transport_protocol="RTP/SAVP", sdes=("encrypted_srtp",)))
+    assert len(cryptos(ok)) == 3  # the default, asked for: no effect
+
+
+@given(st.binary(min_size=30, max_size=30), st.sampled_from(["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"]),
+       st.sets(st.sampled_from(["pad", "lifetime", "static"])))
+def test_our_lines_parse_back_to_their_key(key: bytes, suite: str, items: set[str]) -> None:
+    line = our_line(7, suite, SdesKeyParams(key), tuple(items))
+    parsed = SdesKeyParams.parse(Crypto.parse(str(line)).key_params, suite)
+    assert parsed.key == key and parsed.mki is None
+    assert parsed.lifetime == (2**31 if "lifetime" in items else None)
+
+
+@given(st.binary(min_size=28, max_size=28), st.booleans())
+def test_gcm_keys_parse_back_padded_or_not(key: bytes, pad: bool) -> None:
+    line = our_line(1, "AEAD_AES_128_GCM", SdesKeyParams(key), ("pad",) if pad else ())
+    assert line.key_params.endswith("=") == pad
+    assert SdesKeyParams.parse(line.key_params, "AEAD_AES_128_GCM").key == key

@@ -16,7 +16,7 @@ from sipedge.media.relay import Flags
 from sipedge.proxy import default_routing
 from sipedge.proxy.context import BranchTarget, RequestContext
 from sipedge.proxy.core import MediaJob, ProxyCore
-from sipedge.proxy.default_routing import TO_PHONE, webrtc_bridge
+from sipedge.proxy.default_routing import LATE_TO_BROWSER, LATE_TO_PHONE, TO_PHONE, webrtc_bridge
 from sipedge.proxy.identity import Identity, Listener
 from sipedge.proxy.location import Binding, MemoryLocationStore, MemorySubscriberStore
 from sipedge.proxy.routing import Router
@@ -241,9 +241,9 @@ def test_branches_with_the_same_flags_share_one_offer_made_with_them() -> None:
     assert answer.via_branch is None and answer.flags == TO_BROWSER.for_answer()
 
 
-def bridge_for(body: bytes, transports: list[str]) -> list[Flags] | None:
+def bridge_for(body: bytes, transports: list[str], caller: Flow = CALLER) -> list[Flags] | None:
     core, clock = make_core()
-    ctx = RequestContext(core, m.parse(invite(body=body)), CALLER, clock.now)  # type: ignore[arg-type]
+    ctx = RequestContext(core, m.parse(invite(body=body)), caller, clock.now)  # type: ignore[arg-type]
     ctx.targets = [BranchTarget(dest=Flow(t, ME, ("127.0.0.1", 9000 + i))) for i, t in enumerate(transports)]
     return webrtc_bridge(ctx)
 
@@ -255,4 +255,16 @@ def test_default_routing_bridges_a_mixed_fork_per_branch() -> None:
     assert bridge_for(SDP, ["ws", "wss"]) == [TO_BROWSER, TO_BROWSER]  # all alike: one shared offer
     assert bridge_for(browser_sdp, ["udp"]) == [TO_PHONE]
     assert bridge_for(SDP, ["udp", "tcp"]) is None and bridge_for(browser_sdp, ["ws"]) is None
-    assert bridge_for(b"", ["ws", "udp"]) is None  # a late offer
+
+
+def test_default_routing_bridges_a_late_offer_by_the_callers_transport() -> None:
+    """An INVITE without SDP: the callee's offer (in its 200) goes to the caller, so the
+    flags are the caller's, alike on every branch; none when all callees are like it."""
+    browser = Flow("wss", ME, ("127.0.0.1", 6001), conn_id=7)
+    assert bridge_for(b"", ["ws"]) == [LATE_TO_PHONE]  # a phone calls a browser
+    assert bridge_for(b"", ["ws", "udp"]) == [LATE_TO_PHONE, LATE_TO_PHONE]
+    assert bridge_for(b"", ["udp"], caller=browser) == [LATE_TO_BROWSER]
+    assert bridge_for(b"", ["wss", "udp"], caller=browser) == [LATE_TO_BROWSER, LATE_TO_BROWSER]
+    assert bridge_for(b"", ["udp", "tcp"]) is None and bridge_for(b"", ["ws"], caller=browser) is None
+    assert LATE_TO_PHONE.transport_protocol == "RTP/AVP" and LATE_TO_PHONE.codec_transcode == ("PCMU", "PCMA")
+    assert LATE_TO_BROWSER.transport_protocol == "UDP/TLS/RTP/SAVPF" and LATE_TO_BROWSER.codec_transcode == ("opus",)
