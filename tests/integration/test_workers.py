@@ -4,6 +4,7 @@ that does not own their call, a worker killed mid-load, SIGTERM stopping them al
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,14 +12,19 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from helpers.metrics import metrics
 from helpers.sippcallee import SippFlows, SippResult, registered_uas, sipp_marks
-from helpers.sipserver import SIPEDGE, Server, running_server, write_config
+from helpers.sipserver import SIPEDGE, Server, cli, running_server, wait_workers, write_config
+from helpers.ua import UA
+from sipedge.server.handoff import owner_of
 
 pytestmark = sipp_marks(120)
 
@@ -44,15 +50,6 @@ def worker_pids(server: Server) -> dict[int, int]:
     return pids
 
 
-def wait_all_ready(server: Server, workers: int = 2, timeout: float = 20.0) -> Server:
-    """Until every worker has said it is ready (``running_server`` waits for one answer,
-    which any worker may give)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(f"sipedge ready (worker {w}," in server.log_text() for w in range(workers)):
-            return server
-        time.sleep(0.05)
-    raise AssertionError(f"not every worker got ready: {server.log_text()[-2000:]}")
 
 
 def alive(pid: int) -> bool:
@@ -71,7 +68,7 @@ def alive(pid: int) -> bool:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(tmp_path_factory.mktemp("workers"), users=USERS, general="workers = 2",
                         log_level="info") as s:
-        yield wait_all_ready(s)
+        yield wait_workers(s)
 
 
 @pytest.fixture
@@ -193,7 +190,7 @@ def test_sighup_reloads_the_routing_module_in_every_worker_under_load(tmp_path: 
     extra = f'\n[routing]\nmodule = "{routing}"\n'
     with running_server(tmp_path / "srv", users=USERS, general="workers = 2", log_level="info", extra=extra) as s, \
             SippFlows(f"{s.host}:{s.udp}", DOMAIN, tmp_path / "sipp") as flows:
-        wait_all_ready(s)
+        wait_workers(s)
         # Call-IDs owned by either worker (crc32 % 2)
         ids = [f"hup-{i}" for i in range(16)]
         assert {options_status(s, c) for c in ids} == {486}
@@ -216,7 +213,7 @@ def test_sighup_reloads_the_routing_module_in_every_worker_under_load(tmp_path: 
 
 def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
     with running_server(tmp_path, users=USERS, general="workers = 2", log_level="info") as s:
-        wait_all_ready(s)
+        wait_workers(s)
         pids = worker_pids(s)
         assert len(pids) == 2
         s.proc.send_signal(signal.SIGTERM)
@@ -232,6 +229,9 @@ def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("extra", "says"), [
     ('\n[registrar]\ndb_mode = "write-back"\n', 'needs registrar.db_mode = "write-through"'),
     ('\n[routing]\nmodule = "/nonexistent/routing.py"\n', "refused the configuration"),
+    ("\n[dialog]\nmax_per_user = 1\n", "dialog.max_per_user = 1 with general.workers = 2: each worker counts"),
+    ("\n[dialog]\nmax_total = 100\n", "dialog.max_total = 100 with general.workers = 2"),
+    ("\n[sip.fraud]\nmax_foreign_calls = 5\n", "sip.fraud.max_foreign_calls = 5 with general.workers = 2"),
 ])
 def test_a_configuration_workers_cannot_run_stops_sipedge_serve(tmp_path: Path, extra: str, says: str) -> None:
     """Refused up front (write-back), or by the workers (a routing module that does not
@@ -241,3 +241,66 @@ def test_a_configuration_workers_cannot_run_stops_sipedge_serve(tmp_path: Path, 
     assert proc.returncode == 2
     assert says in proc.stderr + proc.stdout
     assert "started (pid" not in proc.stderr or proc.stderr.count("started (pid") <= 2  # no restarts
+
+
+# -- sipedge ctl with workers ---------------------------------------------------------------
+def call_ids_of_each_worker(workers: int = 2) -> list[str]:
+    """One fresh Call-ID owned by each worker (server/handoff.py ``owner_of``)."""
+    found: dict[int, str] = {}
+    while len(found) < workers:
+        call_id = uuid.uuid4().hex
+        found.setdefault(owner_of(call_id, workers), call_id)
+    return [found[w] for w in range(workers)]
+
+
+def ping(ua: UA, server: Server, call_id: str, timeout: float = 1.0) -> int | None:
+    ua.call_id = call_id
+    ua.send(ua.build("OPTIONS", f"sip:{server.host}:{server.udp}"))
+    try:
+        return ua.expect_final(timeout).status
+    except (AssertionError, TimeoutError):
+        return None
+
+
+def ctl(server: Server, *args: str) -> Any:
+    proc = cli(["ctl", "--config", str(server.config), "--json", *args], check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def api_get(server: Server, path: str) -> Any:
+    token = (server.data_dir / "admin.token").read_text().strip()
+    req = urllib.request.Request(f"http://127.0.0.1:{server.http}{path}", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())["result"]
+
+
+def test_ctl_bans_log_level_and_traces_reach_every_worker(server: Server) -> None:
+    """Worker 0 answers ``sipedge ctl``; what each worker keeps of its own is asked of it
+    (docs/workers.md, "sipedge ctl and the dashboard"): a ban holds in both workers, the
+    trace lists and shows the calls of both, and ``since`` follows both."""
+    ua = UA("udp", (server.host, server.udp), "alice", server.host, host="127.0.0.5")
+    mine = call_ids_of_each_worker()
+    try:
+        assert [ping(ua, server, c) for c in mine] == [200, 200]
+        assert ctl(server, "ban", "add", "127.0.0.5", "120") == {"source": "127.0.0.5", "seconds": 120.0,
+                                                                  "workers": 2}
+        assert [ping(ua, server, c, 0.5) for c in call_ids_of_each_worker()] == [None, None]  # in both
+        (ban,) = [b for b in ctl(server, "ban", "list") if b["source"] == "127.0.0.5"]
+        assert ban["dropped"] >= 2 and 100 < ban["seconds_left"] <= 120
+        assert ctl(server, "ban", "rm", "127.0.0.5")["workers"] == 2
+        assert [ping(ua, server, c) for c in mine] == [200, 200]
+        assert ctl(server, "log", "level", "info") == {"level": "info", "workers": 2}
+
+        traced = api_get(server, "/api/trace.list")
+        by_id = {c["call_id"]: c for c in traced["calls"]}
+        assert by_id[mine[0]]["worker"] == 0 and by_id[mine[1]]["worker"] == 1
+        for call_id in mine:  # each shown by the worker that handled it: OPTIONS in, 200 out, twice
+            shown = ctl(server, "trace", "show", call_id)
+            assert [m["direction"] for m in shown["messages"]] == ["in", "out", "in", "out"], shown
+        assert api_get(server, f"/api/trace.list?since={traced['seq']}")["calls"] == []
+        assert ping(ua, server, mine[1]) == 200  # a new message in worker 1 only
+        newer = api_get(server, f"/api/trace.list?since={traced['seq']}")["calls"]
+        assert [c["call_id"] for c in newer] == [mine[1]]
+    finally:
+        ua.close()

@@ -15,6 +15,12 @@ A datagram is one hand-off::
   number, or ``supervisor`` for the media relay there), for worker 0's ``/metrics``.
 - ``G`` generation: from the supervisor, ``"worker:generation"`` when it (re)starts a
   worker; connections of an older generation of that worker are gone.
+- ``Q`` query / ``R`` reply: a ``sipedge ctl`` command that worker 0 asks another worker
+  to run on its own state (the token is the request's number, the payload JSON), and
+  its answer (server/worker.py ``WorkerControl``).
+- ``M`` media: from the supervisor's relay, a call's media session ended
+  (``CallDeleted`` as JSON) to the worker owning its Call-ID: its CDR gets the totals, a
+  media timeout ends its dialog.
 
 Connection ids are unique across workers and their restarts: worker ``w`` of ``n``, in
 its generation ``g``, counts from ``n * (g * 2**24 + 1) + w`` in steps of ``n``, so any
@@ -39,13 +45,16 @@ import socket
 import struct
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 from ..sip.flow import Flow, Target
 
 log = logging.getLogger(__name__)
 
 IN, OUT, NEW, CLOSED, STATS, GENERATION = b"I", b"O", b"N", b"C", b"S", b"G"
-_KINDS = frozenset((IN, OUT, NEW, CLOSED, STATS, GENERATION))
+QUERY, REPLY, MEDIA = b"Q", b"R", b"M"
+_KINDS = frozenset((IN, OUT, NEW, CLOSED, STATS, GENERATION, QUERY, REPLY, MEDIA))
+MAX_PAYLOAD = 120_000  # a query's answer or a media event at most (a read takes 128 KiB)
 SUPERVISOR = "supervisor"  # the sender name of the supervisor's stats
 _REMOTE_KEPT = 100_000  # connections of other workers known by peer address
 _GEN_SHIFT = 24
@@ -61,18 +70,22 @@ _CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)")
 
 
 def call_id_of(data: bytes) -> bytes | None:
-    """The Call-ID of one framed SIP message, from its head only; None when it has none."""
+    """The Call-ID of one framed SIP message, from its head only, as sent (a Call-ID is
+    case-sensitive, and a masked one is sealed text); None when it has none."""
     end = data.find(b"\r\n\r\n")
-    head = (data if end < 0 else data[:end]).lower()
-    m = _CALL_ID.search(head)
+    head = data if end < 0 else data[:end]
+    m = _CALL_ID.search(head.lower())  # (bytes.lower keeps every offset)
     if m is None:
         return None
-    value = m.group(1).strip()
+    value = head[m.start(1):m.end(1)].strip()
     return value or None
 
 
-def owner_of(call_id: bytes, workers: int) -> int:
-    """The worker that handles every message of this Call-ID."""
+def owner_of(call_id: bytes | str, workers: int) -> int:
+    """The worker that handles every message of this Call-ID (as text: a dialog's, a
+    media session's)."""
+    if isinstance(call_id, str):
+        call_id = call_id.encode("utf-8", "surrogateescape")
     return zlib.crc32(call_id) % workers
 
 
@@ -132,6 +145,9 @@ class Handoff:
         self.on_out: Handler = lambda data, flow: None
         self.on_closed: Callable[[Flow], None] = lambda flow: None
         self.on_stats: Callable[[str, dict[str, int | float]], None] = lambda sender, stats: None
+        self.on_query: Callable[[int, dict[str, Any]], None] = lambda number, query: None
+        self.on_reply: Callable[[int, dict[str, Any]], None] = lambda number, reply: None
+        self.on_media: Callable[[dict[str, Any]], None] = lambda event: None
         self.counters: dict[str, int] = dict.fromkeys(
             ("sip_handoff_in_sent", "sip_handoff_responses", "sip_handoff_cancels", "sip_handoff_acks",
              "sip_handoff_out_sent", "sip_handoff_received", "sip_handoff_dropped", "sip_handoff_bad"),
@@ -226,15 +242,27 @@ class Handoff:
                 return
             self.generations[int(w)] = int(g)
             return
-        if kind == STATS:
+        if kind in (STATS, QUERY, REPLY, MEDIA):
             try:
-                stats = json.loads(payload)
+                value = json.loads(payload)
             except ValueError:
-                stats = None
-            if not isinstance(stats, dict) or not (token.isdigit() or token == SUPERVISOR):
+                value = None
+            named = token.isdigit() or (kind == STATS and token == SUPERVISOR)
+            if not isinstance(value, dict) or not named:
                 self.counters["sip_handoff_bad"] += 1
                 return
-            self.on_stats(token, stats)
+            try:
+                if kind == STATS:
+                    self.on_stats(token, value)
+                elif kind == QUERY:
+                    self.on_query(int(token), value)
+                elif kind == REPLY:
+                    self.on_reply(int(token), value)
+                else:
+                    self.on_media(value)
+            except Exception:  # a bug in a handler: logged, counted, the channel keeps serving
+                self.counters["sip_handoff_bad"] += 1
+                log.exception("x worker hand-off %r failed", kind)
             return
         flow = Flow.from_token(token)
         if flow is None:

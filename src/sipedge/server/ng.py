@@ -163,6 +163,13 @@ class NgRemote:
     async def query(self, call_id: str) -> dict[str, Any]:
         return await self._call(*self.codec.request("query", call_id=call_id))
 
+    async def list(self, limit: int = 32) -> list[str]:
+        """The relay's Call-IDs (ng ``list``), at most ``limit``."""
+        reply = await self._call(*self.codec.request("list", limit=limit))
+        calls = reply.get("calls")
+        return [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
+                for c in calls] if isinstance(calls, list) else []
+
     def close(self) -> None:
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())

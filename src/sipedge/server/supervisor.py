@@ -32,11 +32,12 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import ConfigError
+from ..media.model import CallDeleted
 from ..store.sqlite import SqliteDatabase
 from . import tls
 from .app import load_secret, load_token
 from .dtls import DtlsContext
-from .handoff import GENERATION, STATS, SUPERVISOR, channel_pair, encode
+from .handoff import GENERATION, MEDIA, STATS, SUPERVISOR, channel_pair, encode, owner_of
 from .media import MediaServer
 from .ng import NgControlServer
 from .transport import bind_listener, parse_listen
@@ -55,6 +56,20 @@ def check(config: Config) -> None:
             'general.workers > 1 needs registrar.db_mode = "write-through": workers share '
             "registrations through the database, and write-back keeps them in one process"
         )
+    # caps each worker would count of its own calls only: N workers would allow N times them
+    caps = {
+        "dialog.max_per_user": config.dialog.max_per_user if config.dialog.enabled else 0,
+        "dialog.max_per_source": config.dialog.max_per_source if config.dialog.enabled else 0,
+        "dialog.max_total": config.dialog.max_total if config.dialog.enabled else 0,
+        "sip.fraud.max_foreign_calls": config.sip.fraud.max_foreign_calls,
+    }
+    for key, value in caps.items():
+        if value:
+            raise ConfigError(
+                f"{key} = {value} with general.workers = {config.general.workers}: each worker counts only "
+                f"the calls whose Call-ID it owns, so the cap would allow up to {config.general.workers} times "
+                "as many; set it to 0 or general.workers = 1 (docs/workers.md)"
+            )
 
 
 def prepare(config: Config) -> None:
@@ -108,11 +123,21 @@ class Supervisor:
             return
         host, port = cfg.media.ng_address or ("127.0.0.1", 0)
         media = MediaServer(cfg.media, dtls=DtlsContext(cfg.general.data_dir))
+        media.listeners.append(self._media_event)
         ng = NgControlServer(media, host, port)
         self._media, self._ng = media, ng
         self.media_remote = f"{ng.address[0]}:{ng.address[1]}"
         log.info("media relay in the supervisor: ng on %s, ports %d-%d", self.media_remote, cfg.media.port_min,
                  cfg.media.port_max)
+
+    def _media_event(self, ev: object) -> None:
+        """A media session ended: to the worker owning its Call-ID (its CDR's totals; a
+        media timeout ends the call), as the in-process relay tells its App."""
+        if not isinstance(ev, CallDeleted):
+            return
+        event = json.dumps({"call_id": ev.call_id, "reason": ev.reason, "totals": ev.totals}).encode()
+        with contextlib.suppress(OSError):  # (a full channel: that CDR goes without media totals)
+            self.channels[owner_of(ev.call_id, self.n)][1].send(encode(MEDIA, "0", event))
 
     def spawn(self, worker: int) -> None:
         if self.procs[worker] is None and self.started_at[worker]:  # a restart: a new generation

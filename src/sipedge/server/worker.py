@@ -31,17 +31,22 @@ from typing import Any
 
 from ..config import Config, parse_config
 from ..errors import ConfigError
+from ..media.model import CallDeleted
+from ..media.relay import RelayError
+from ..proxy import keepalive, topology
 from ..sip.flow import Flow
 from ..store.shared import SharedSqliteLocationStore
 from .app import App, SipService
-from .handoff import IN, OUT, Handoff, call_id_of, conn_ids, owner_of
+from .control import Control, ControlError, Params, media_row
+from .handoff import IN, MAX_PAYLOAD, OUT, QUERY, REPLY, Handoff, call_id_of, conn_ids, owner_of
 from .logsetup import setup_logging
 
 log = logging.getLogger("sipedge")
 
 ENV = "SIPEDGE_WORKER"
 STATS_INTERVAL = 1.0
-KEEPALIVE_PREFIX = b"sipedge-ka-"  # proxy/keepalive.py's SIP pings (lowered): worker 0 sends them
+KEEPALIVE_PREFIX = keepalive.CALL_ID_PREFIX.encode()  # the proxy's SIP pings: worker 0 sends them
+MASKED_PREFIX = topology.CALL_ID_PREFIX.encode()  # sip.topology_mask_callid
 
 
 class WorkerSipService(SipService):
@@ -69,14 +74,20 @@ class WorkerSipService(SipService):
     def _on_message(self, data: bytes, flow: Flow) -> None:
         handoff = self.handoff
         call_id = call_id_of(data)
-        if call_id is None:
-            owner = handoff.worker  # answered here (400)
-        elif call_id.startswith(KEEPALIVE_PREFIX):
-            owner = 0
-        else:
-            owner = owner_of(call_id, handoff.workers)
+        owner = handoff.worker if call_id is None else self.owner(call_id)  # (none: answered here, 400)
         if owner == handoff.worker or not handoff.send(owner, IN, flow.token, data):
             super()._on_message(data, flow)  # (a full channel: better served here than lost)
+
+    def owner(self, call_id: bytes) -> int:
+        """The worker of every message of this Call-ID."""
+        if call_id.startswith(KEEPALIVE_PREFIX):
+            return 0
+        if call_id.startswith(MASKED_PREFIX) and self.core is not None and self.config.sip.topology_mask_callid:
+            # the callee's side knows the call by its masked Call-ID: the call's own decides
+            original = topology.unmask_call_id(self.core.topology, call_id.decode("utf-8", "surrogateescape"))
+            if original is not None:
+                call_id = original.encode("utf-8", "surrogateescape")
+        return owner_of(call_id, self.handoff.workers)
 
     def _owned(self, data: bytes, flow: Flow) -> None:
         super()._on_message(data, flow)
@@ -112,6 +123,159 @@ class WorkerSipService(SipService):
         return out
 
 
+# ``sipedge ctl`` with workers: what each worker keeps of its own (its calls, traces,
+# bans, routing module, log level) is asked of the worker that has it
+ROUTED = frozenset(("dlg.show", "dlg.end", "trace.show"))  # one call's: its Call-ID's owner answers
+GATHERED = frozenset(("dlg.list", "trace.list", "ban.list"))  # every worker's, put together
+EVERYWHERE = frozenset(("ban.add", "ban.rm", "log.level", "reload"))  # done by every worker
+ASK_TIMEOUT = 5.0  # seconds a worker has to answer worker 0's query
+MEDIA_LISTED = 1000  # calls media.list shows of the supervisor's relay (an ng reply is one datagram)
+TRACE_BITS = 40  # trace.list's ``seq`` with workers: each worker's sequence in 40 bits of it
+
+
+class WorkerControl(Control):
+    """Worker 0's ``sipedge ctl`` and ``/api/``: commands on state every worker keeps of
+    its own run where that state is (:data:`ROUTED`, :data:`GATHERED`,
+    :data:`EVERYWHERE`), over the worker channel; every other command is answered here
+    (registrations are in the shared store, counters are summed, TURN is here). A worker
+    that does not answer makes the command fail (503) rather than answer in part."""
+
+    app: WorkerApp
+
+    def __init__(self, app: WorkerApp) -> None:
+        super().__init__(app)
+        self.handoff = app.handoff
+        self._asked: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._number = 0
+        self._running: set[asyncio.Task[None]] = set()
+        self.handoff.on_query = self._query
+        self.handoff.on_reply = self._reply
+
+    async def call(self, method: str, params: Params) -> Any:
+        if self.handoff.workers == 1 or method not in ROUTED | GATHERED | EVERYWHERE:
+            return await super().call(method, params)
+        if method in ROUTED:
+            call_id = params.get("call_id")
+            if not isinstance(call_id, str) or not call_id.strip():
+                return await super().call(method, params)  # (its parameter error)
+            sip = self.app.sip
+            name = call_id.strip().encode("utf-8", "surrogateescape")
+            owner = sip.owner(name) if isinstance(sip, WorkerSipService) else owner_of(name, self.handoff.workers)
+            return await (super().call(method, params) if owner == self.handoff.worker
+                          else self._ask(owner, method, params))
+        per_worker = params
+        if method == "trace.list":
+            since = params.get("since", 0)
+            if isinstance(since, str) and since.isdigit():
+                since = int(since)
+            if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+                return await super().call(method, params)  # (its parameter error)
+        answers: list[Any] = []
+        for w in range(self.handoff.workers):
+            if method == "trace.list":
+                per_worker = {**params, "since": (since >> (TRACE_BITS * w)) & ((1 << TRACE_BITS) - 1)}
+            try:
+                answers.append(await (super().call(method, per_worker) if w == self.handoff.worker
+                                      else self._ask(w, method, per_worker)))
+            except ControlError as exc:
+                if exc.code != 404 or method != "ban.rm":
+                    raise
+                answers.append(exc)
+        return merge_answers(method, answers)
+
+    async def _ask(self, worker: int, method: str, params: Params) -> Any:
+        loop = asyncio.get_running_loop()
+        self._number += 1
+        number = self._number
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._asked[number] = fut
+        try:
+            payload = json.dumps({"method": method, "params": dict(params)}).encode()
+            if not self.handoff.send(worker, QUERY, str(number), payload):
+                raise ControlError(503, f"worker {worker}'s channel is full or the request too big; try again")
+            try:
+                reply = await asyncio.wait_for(fut, ASK_TIMEOUT)
+            except TimeoutError:
+                raise ControlError(503, f"worker {worker} did not answer within {ASK_TIMEOUT:g} s "
+                                        "(restarting?); try again") from None
+        finally:
+            self._asked.pop(number, None)
+        error = reply.get("error")
+        if isinstance(error, dict):
+            code, message = error.get("code"), error.get("message")
+            raise ControlError(code if isinstance(code, int) else -32603, f"worker {worker}: {message}")
+        return reply.get("result")
+
+    def _reply(self, number: int, reply: dict[str, Any]) -> None:
+        fut = self._asked.get(number)
+        if fut is not None and not fut.done():
+            fut.set_result(reply)
+
+    def _query(self, number: int, query: dict[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._answer(number, query))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _answer(self, number: int, query: dict[str, Any]) -> None:
+        """Run worker 0's query on this worker's own state and send the answer back."""
+        method, params = query.get("method"), query.get("params")
+        reply: dict[str, Any]
+        try:
+            if not isinstance(method, str) or not isinstance(params, dict):
+                raise ControlError(-32600, "not a query")
+            reply = {"result": await Control.call(self, method, params)}
+        except ControlError as exc:
+            reply = {"error": {"code": exc.code, "message": exc.message}}
+        except Exception:
+            log.exception("x control query %r from worker 0 failed", method)
+            reply = {"error": {"code": -32603, "message": "internal error (see the log)"}}
+        data = json.dumps(reply, default=str).encode()
+        if len(data) > MAX_PAYLOAD:
+            data = json.dumps({"error": {"code": 503, "message": f"its answer ({len(data)} bytes) is more than "
+                                                                 "the worker channel carries; ask for less"}}).encode()
+        self.handoff.send(0, REPLY, str(number), data)
+
+    async def _media_list(self, params: Params) -> list[dict[str, Any]]:
+        remote = self.app.media_remote
+        if self.app.media is not None or remote is None:
+            return await super()._media_list(params)
+        out = []  # the supervisor's relay (general.workers > 1), over ng
+        try:
+            for call_id in await remote.list(MEDIA_LISTED):
+                summary = await remote.query(call_id)
+                if summary.get("result") == "ok":
+                    out.append(media_row(call_id, summary))
+        except RelayError as exc:
+            raise ControlError(503, f"the media relay in the supervisor did not answer: {exc}") from None
+        return out
+
+
+def merge_answers(method: str, answers: list[Any]) -> Any:
+    """One answer from every worker's, in worker order (see :class:`WorkerControl`)."""
+    if method == "dlg.list":
+        return [{**d, "worker": w} for w, listed in enumerate(answers) for d in listed]
+    if method == "trace.list":
+        calls = [{**c, "worker": w} for w, t in enumerate(answers) for c in t["calls"]]
+        calls.sort(key=lambda c: c.get("last") or 0, reverse=True)
+        seq = sum(int(t["seq"]) << (TRACE_BITS * w) for w, t in enumerate(answers))
+        return {"seq": seq, "calls": calls}
+    if method == "ban.list":
+        bans: dict[str, dict[str, Any]] = {}
+        for listed in answers:
+            for b in listed:
+                seen = bans.setdefault(b["source"], {**b, "dropped": 0})
+                seen["seconds_left"] = max(seen["seconds_left"], b["seconds_left"])
+                seen["dropped"] += b["dropped"]
+        return sorted(bans.values(), key=lambda b: b["source"])
+    if method == "ban.rm":
+        lifted = [a for a in answers if not isinstance(a, ControlError)]
+        if not lifted:
+            raise answers[0]
+        return {**lifted[0], "workers": len(lifted)}
+    first = answers[0]  # ban.add, log.level, reload: the same done by every worker
+    return {**first, "workers": len(answers)} if isinstance(first, dict) else first
+
+
 class WorkerApp(App):
     sip_service = WorkerSipService
     location_store = SharedSqliteLocationStore
@@ -122,13 +286,28 @@ class WorkerApp(App):
         self.inherited = inherited
         self.peers: dict[str, dict[str, int | float]] = {}
         handoff.on_stats = self.peers.__setitem__
+        handoff.on_media = self._media_event
+        self.control = WorkerControl(self)
         self._stats_task: asyncio.Task[None] | None = None
+
+    def _media_event(self, event: dict[str, Any]) -> None:
+        """A call's media session ended in the supervisor's relay: as the in-process
+        relay's ``CallDeleted`` (its totals to the CDR; a media timeout ends the call)."""
+        call_id, reason, totals = event.get("call_id"), event.get("reason"), event.get("totals")
+        if not (isinstance(call_id, str) and isinstance(reason, str) and isinstance(totals, dict)):
+            self.handoff.counters["sip_handoff_bad"] += 1
+            return
+        if self.sip is not None:
+            self.sip.on_media_event(CallDeleted(call_id, reason, totals))
 
     async def start_sip(self, server_ctx: Any, client_ctx: Any) -> None:
         sip = self.sip
         assert isinstance(sip, WorkerSipService)
         sip.attach(self.handoff)
         sip.inherited = self.inherited
+        if self.dialog_store is not None:  # the calls of the Call-IDs this worker owns
+            me, n = self.handoff.worker, self.handoff.workers
+            self.dialog_store.owns = lambda call_id: owner_of(call_id, n) == me
         self.handoff.start()
         await sip.start(server_ctx, client_ctx)
 
