@@ -233,15 +233,22 @@ class Handoff:
         if item is None:
             self.counters["sip_handoff_bad"] += 1
             return
-        kind, token, payload = item
         self.counters["sip_handoff_received"] += 1
+        try:
+            if not self._handle(*item):
+                self.counters["sip_handoff_bad"] += 1
+        except Exception:  # a bug in a handler: logged, counted, the channel keeps serving
+            self.counters["sip_handoff_bad"] += 1
+            log.exception("x worker hand-off %r failed", item[0])
+
+    def _handle(self, kind: bytes, token: str, payload: bytes) -> bool:
+        """One decoded hand-off; False when it does not make sense (counted as bad)."""
         if kind == GENERATION:
             w, _, g = token.partition(":")
             if not (w.isdigit() and g.isdigit() and int(w) < self.workers):
-                self.counters["sip_handoff_bad"] += 1
-                return
+                return False
             self.generations[int(w)] = int(g)
-            return
+            return True
         if kind in (STATS, QUERY, REPLY, MEDIA):
             try:
                 value = json.loads(payload)
@@ -249,42 +256,33 @@ class Handoff:
                 value = None
             named = token.isdigit() or (kind == STATS and token == SUPERVISOR)
             if not isinstance(value, dict) or not named:
-                self.counters["sip_handoff_bad"] += 1
-                return
-            try:
-                if kind == STATS:
-                    self.on_stats(token, value)
-                elif kind == QUERY:
-                    self.on_query(int(token), value)
-                elif kind == REPLY:
-                    self.on_reply(int(token), value)
-                else:
-                    self.on_media(value)
-            except Exception:  # a bug in a handler: logged, counted, the channel keeps serving
-                self.counters["sip_handoff_bad"] += 1
-                log.exception("x worker hand-off %r failed", kind)
-            return
+                return False
+            if kind == STATS:
+                self.on_stats(token, value)
+            elif kind == QUERY:
+                self.on_query(int(token), value)
+            elif kind == REPLY:
+                self.on_reply(int(token), value)
+            else:
+                self.on_media(value)
+            return True
         flow = Flow.from_token(token)
         if flow is None:
-            self.counters["sip_handoff_bad"] += 1
-            return
-        try:
-            if kind == IN:
-                self.on_in(payload, flow)
-            elif kind == OUT:
-                self.on_out(payload, flow)
-            elif kind == NEW:
-                if len(self._remote) >= _REMOTE_KEPT:
-                    del self._remote[next(iter(self._remote))]
-                self._remote[(flow.transport, *flow.remote)] = flow
-            else:
-                key = (flow.transport, *flow.remote)
-                if self._remote.get(key) == flow:
-                    del self._remote[key]
-                self._dead[flow.conn_id] = None
-                if len(self._dead) > _DEAD_KEPT:
-                    del self._dead[next(iter(self._dead))]
-                self.on_closed(flow)
-        except Exception:  # a bug in a handler: logged, counted, the channel keeps serving
-            self.counters["sip_handoff_bad"] += 1
-            log.exception("x worker hand-off %r failed", kind)
+            return False
+        if kind == IN:
+            self.on_in(payload, flow)
+        elif kind == OUT:
+            self.on_out(payload, flow)
+        elif kind == NEW:
+            if len(self._remote) >= _REMOTE_KEPT:
+                del self._remote[next(iter(self._remote))]
+            self._remote[(flow.transport, *flow.remote)] = flow
+        else:
+            key = (flow.transport, *flow.remote)
+            if self._remote.get(key) == flow:
+                del self._remote[key]
+            self._dead[flow.conn_id] = None
+            if len(self._dead) > _DEAD_KEPT:
+                del self._dead[next(iter(self._dead))]
+            self.on_closed(flow)
+        return True

@@ -9,7 +9,10 @@ import pytest
 from sipedge.server.handoff import (
     CLOSED,
     IN,
+    MEDIA,
     NEW,
+    QUERY,
+    REPLY,
     Handoff,
     call_id_of,
     conn_ids,
@@ -25,6 +28,7 @@ MSG = (b"INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\ncall-ID
 
 def test_call_id_is_read_from_the_head_in_any_case_and_compact_form() -> None:
     assert call_id_of(MSG) == b"abc@h"
+    assert call_id_of(b"BYE sip:x SIP/2.0\r\nCALL-ID: thc-AbC/xY==\r\n\r\n") == b"thc-AbC/xY=="  # as sent
     assert call_id_of(b"SIP/2.0 200 OK\r\ni: xyz\r\n\r\n") == b"xyz"
     assert call_id_of(b"OPTIONS sip:x SIP/2.0\r\nTo: <sip:x>\r\n\r\nCall-ID: body") is None
     assert call_id_of(b"garbage") is None
@@ -32,7 +36,7 @@ def test_call_id_is_read_from_the_head_in_any_case_and_compact_form() -> None:
 
 
 def test_the_owner_is_the_same_in_every_process_and_spreads() -> None:
-    assert owner_of(b"abc@h", 2) == owner_of(b"abc@h", 2)
+    assert owner_of(b"abc@h", 2) == owner_of(b"abc@h", 2) == owner_of("abc@h", 2)  # (a dialog's, as text)
     owners = {owner_of(f"{i}@h".encode(), 4) for i in range(64)}
     assert owners == {0, 1, 2, 3}
 
@@ -80,3 +84,26 @@ def test_bad_datagrams_are_counted_and_connections_tracked() -> None:
     finally:
         for s in (rx0, tx0, rx1, tx1):
             s.close()
+
+
+def test_queries_replies_and_media_events_reach_their_handlers_and_garbage_is_counted() -> None:
+    rx, tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        h = Handoff(1, rx, [tx, tx])
+        seen: list[object] = []
+        h.on_query = lambda n, q: seen.append(("Q", n, q))
+        h.on_reply = lambda n, r: seen.append(("R", n, r))
+        h.on_media = lambda ev: seen.append(("M", ev))
+        h._dispatch(encode(QUERY, "7", b'{"method": "dlg.list", "params": {}}'))
+        h._dispatch(encode(REPLY, "7", b'{"result": []}'))
+        h._dispatch(encode(MEDIA, "0", b'{"call_id": "c", "reason": "timeout", "totals": {}}'))
+        assert seen == [("Q", 7, {"method": "dlg.list", "params": {}}), ("R", 7, {"result": []}),
+                        ("M", {"call_id": "c", "reason": "timeout", "totals": {}})]
+        for bad in (encode(QUERY, "x", b"{}"), encode(REPLY, "1", b"[1]"), encode(MEDIA, "0", b"not json")):
+            h._dispatch(bad)
+        h.on_media = lambda ev: 1 // 0  # a handler's bug: counted, the channel keeps serving
+        h._dispatch(encode(MEDIA, "0", b"{}"))
+        assert h.counters["sip_handoff_bad"] == 4 and len(seen) == 3
+    finally:
+        rx.close()
+        tx.close()

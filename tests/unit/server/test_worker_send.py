@@ -109,3 +109,22 @@ async def test_a_request_to_a_browser_whose_connection_another_worker_holds_fail
     fill(channels[1][1])
     svc._send(Send(b"INVITE sip:browser@x SIP/2.0\r\n\r\n", None, Target("ws", "127.0.0.1", 41000), KEY))
     assert core.failed == [KEY]
+
+
+def test_the_answers_of_every_worker_are_put_together() -> None:
+    from sipedge.server.control import ControlError
+    from sipedge.server.worker import TRACE_BITS, merge_answers
+
+    assert merge_answers("dlg.list", [[{"call_id": "a"}], [{"call_id": "b"}]]) == [
+        {"call_id": "a", "worker": 0}, {"call_id": "b", "worker": 1}]
+    traced = merge_answers("trace.list", [{"seq": 5, "calls": [{"call_id": "a", "last": 1.0}]},
+                                          {"seq": 3, "calls": [{"call_id": "b", "last": 2.0}]}])
+    assert traced["seq"] == 5 + (3 << TRACE_BITS) and [c["call_id"] for c in traced["calls"]] == ["b", "a"]
+    bans = merge_answers("ban.list", [[{"source": "192.0.2.1", "seconds_left": 10.0, "dropped": 2}],
+                                      [{"source": "192.0.2.1", "seconds_left": 30.0, "dropped": 3}]])
+    assert bans == [{"source": "192.0.2.1", "seconds_left": 30.0, "dropped": 5}]
+    missing = ControlError(404, "192.0.2.9 is not banned")
+    assert merge_answers("ban.rm", [missing, {"source": "192.0.2.9", "lifted": True}])["workers"] == 1
+    with pytest.raises(ControlError):
+        merge_answers("ban.rm", [missing, missing])
+    assert merge_answers("log.level", [{"level": "info"}, {"level": "info"}]) == {"level": "info", "workers": 2}
