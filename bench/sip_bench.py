@@ -125,7 +125,7 @@ class KamailioServer(Server):
 
 
 def sipedge_toml(port: int, data_dir: Path, auth: bool, sections: set[str], db_mode: str = "write-through",
-                 sbc: bool = False, options: str = "") -> str:
+                 sbc: bool = False, options: str = "", workers: int = 1) -> str:
     """A sipedge config: one UDP listener, the bench domain, auth like the kamailio side.
 
     ``sections``: those this sipedge knows (from ``sipedge init``); optional roles that
@@ -145,6 +145,7 @@ def sipedge_toml(port: int, data_dir: Path, auth: bool, sections: set[str], db_m
 [general]
 data_dir = "{data_dir}"
 log_level = "warning"
+{f"workers = {workers}" if workers > 1 else ""}
 
 [sip]
 listen = ["udp:127.0.0.1:{port}"]
@@ -165,7 +166,7 @@ class SipedgeServer(Server):
     name = "sipedge"
 
     def __init__(self, workdir: Path, auth: bool, binary: str, db_mode: str = "write-through",
-                 sbc: bool = False) -> None:
+                 sbc: bool = False, workers: int = 1) -> None:
         if not Path(binary).exists() and shutil.which(binary) is None:
             raise Skip(f"{binary} not found (pip install -e . into .venv first)")
         probe = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True,
@@ -181,7 +182,8 @@ class SipedgeServer(Server):
         options = init.read_text() if init.exists() else ""
         sections = {line.strip()[1:-1] for line in options.splitlines()
                     if line.startswith("[") and line.strip().endswith("]")}
-        self.config.write_text(sipedge_toml(self.port, workdir / "data", auth, sections, db_mode, sbc, options))
+        self.config.write_text(sipedge_toml(self.port, workdir / "data", auth, sections, db_mode, sbc, options,
+                                            workers))
         for user, pw in PASSWORDS.items():
             r = subprocess.run([binary, "user", "add", f"{user}@{DOMAIN}", "--password", pw,
                                 "--config", str(self.config)],
@@ -209,7 +211,7 @@ class SipedgeServer(Server):
                                  timeout=30)
         self.description = (
             f"{(version.stdout or 'sipedge').strip()}, Python {platform.python_version()}, "
-            f"SQLite location ({db_mode})"
+            f"SQLite location ({db_mode}), {workers} worker(s)"
             + (", dialogs + CDRs (SQLite)" + (" + topology hiding" if "topology_hiding" in options else "")
                if sbc else ", no dialogs")
         )
@@ -609,6 +611,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--markdown", type=Path, help="also write the Markdown section here")
     p.add_argument("--sipedge-db-mode", choices=("write-through", "write-back"), default="write-through",
                    help="sipedge's registrar.db_mode (Kamailio's side keeps usrloc in memory)")
+    p.add_argument("--sipedge-workers", type=int, default=1,
+                   help="sipedge's general.workers (docs/workers.md); 1 = one process")
     p.add_argument("--sbc", action="store_true",
                    help="session-border duties on both sides: sipedge's dialogs, CDRs and topology hiding "
                         "against Kamailio's dialog + acc + topos")
@@ -652,7 +656,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"== {name}", flush=True)
             server: Server | None = None
             try:
-                server = (SipedgeServer(wd, opts.auth, args.sipedge, args.sipedge_db_mode, args.sbc)
+                server = (SipedgeServer(wd, opts.auth, args.sipedge, args.sipedge_db_mode, args.sbc,
+                                        args.sipedge_workers)
                           if name == "sipedge" else KamailioServer(wd, opts.auth, args.kamailio_children, args.sbc))
                 described[name] = server.description
                 print(f"   {server.description} on udp:{server.target}", flush=True)

@@ -11,7 +11,8 @@ from .sipserver import Server
 
 
 def metrics(server: Server, timeout: float = 5.0) -> dict[str, float]:
-    """Every ``sipedge_<name> <value>`` line, keyed by ``<name>`` (e.g. ``sip_udp_stun_bindings``).
+    """Every ``sipedge_<name> <value>`` line, keyed by ``<name>`` (e.g. ``sip_udp_stun_bindings``;
+    with workers, also ``sip_requests_received{worker="1"}``).
 
     The web listener starts after SIP answers (what ``running_server`` waits for), so a
     refused connection is retried for up to ``timeout`` seconds."""
@@ -25,4 +26,4 @@ def metrics(server: Server, timeout: float = 5.0) -> dict[str, float]:
             if not isinstance(exc.reason, ConnectionRefusedError) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-    return {k: float(v) for k, v in re.findall(r"^sipedge_(\w+) (\S+)$", text, re.M)}
+    return {k: float(v) for k, v in re.findall(r"^sipedge_(\w+(?:\{[^}\n]*\})?) (\S+)$", text, re.M)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ class Server:
     ws: int = 0
     wss: int = 0
     http: int = 0
+    workers: int = 1  # general.workers (docs/workers.md)
 
     def add_user(self, user: str, password: str) -> None:
         cli(["user", "add", f"{user}@{self.host}", "--password", password, "--config", str(self.config)])
@@ -130,6 +132,20 @@ def wait_http(host: str, port: int, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
+def wait_workers(server: Server, timeout: float = 20.0, log: Path | None = None) -> Server:
+    """Until every worker of a supervisor has said it is ready in its log (``wait_ready``
+    waits for one answer, which any worker may give); needs log level info or debug."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = (log or server.log).read_text(errors="replace")
+        if all(f"sipedge ready (worker {w}," in text for w in range(server.workers)):
+            return server
+        if server.proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"not every worker got ready: {server.log_text()[-2000:]}")
+
+
 @contextlib.contextmanager
 def running_server(
     tmp: Path, host: str = "127.0.0.1", extra: str = "", users: dict[str, str] | None = None, general: str = "",
@@ -150,9 +166,13 @@ def running_server(
     with log.open("wb") as logf:
         proc = subprocess.Popen([SIPEDGE, "serve", "--config", str(cfg)], stdout=logf, stderr=subprocess.STDOUT, env=os.environ.copy())
         server = Server(proc, cfg, data, host, udp, tcp, tls, log, ws, wss, http)
+        if m := re.search(r"^\s*workers\s*=\s*(\d+)", general, re.M):
+            server.workers = int(m.group(1))
         try:
             try:
                 wait_ready(host, udp, proc)
+                if server.workers > 1 and log_level in ("debug", "info"):
+                    wait_workers(server)
                 if "enabled = false" not in web:
                     wait_http(host, http)
             except RuntimeError as exc:
@@ -182,6 +202,8 @@ def restarted(server: Server, log: Path) -> Iterator[Server]:
         server.proc = proc
         try:
             wait_ready(server.host, server.udp, proc)
+            if server.workers > 1:
+                wait_workers(server, log=log)
             yield server
         finally:
             if proc.poll() is None:

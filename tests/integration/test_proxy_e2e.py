@@ -25,9 +25,10 @@ WEBRTC_SDP = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("proxy"), users=USERS) as s:
+@pytest.fixture(scope="module", params=[1, 2], ids=["workers1", "workers2"])
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """One process, and a supervisor of two workers (docs/workers.md)."""
+    with running_server(tmp_path_factory.mktemp("proxy"), users=USERS, general=f"workers = {request.param}") as s:
         yield s
 
 

@@ -80,13 +80,14 @@ def echo_port() -> int:
     return free_port()
 
 
-@pytest.fixture
-def server(tmp_path: Path, echo_port: int) -> Iterator[Server]:
+@pytest.fixture(params=[1, 2], ids=["workers1", "workers2"])
+def server(tmp_path: Path, echo_port: int, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """One process, and two workers driving the supervisor's relay over ng (docs/workers.md)."""
     routing = tmp_path / "relay_all.py"
     routing.write_text(ROUTING.format(echo_port=echo_port))
     low = free_port() & ~1
     extra = f'\n[routing]\nmodule = "{routing}"\n\n[media]\nport_min = {low}\nport_max = {low + 20}\n'
-    with running_server(tmp_path, extra=extra) as s:
+    with running_server(tmp_path, extra=extra, general=f"workers = {request.param}") as s:
         yield s
 
 

@@ -19,7 +19,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.kamailio_ref import KamailioRef, kamailio_bin  # noqa: E402
-from bench.sipp_runner import SippFlows, SippResult, sipp_bin, stop_process  # noqa: E402
+from bench.sipp_runner import SippFlows, SippResult, sipp_bin  # noqa: E402
+
+from helpers.sippcallee import registered_uas  # noqa: E402
 
 pytestmark = [
     pytest.mark.sipp,
@@ -59,14 +61,8 @@ def flows(request: pytest.FixtureRequest, kamailio: KamailioRef, tmp_path: Path)
 @pytest.fixture
 def bob(flows: SippFlows) -> Iterator[str]:
     """A SIPp UAS registered as bob; yields its contact host:port."""
-    uas, contact = flows.start_uas()
-    try:
-        _ok(flows.register("bob", USERS["bob"], contact))
+    with registered_uas(flows, "bob", USERS["bob"]) as contact:
         yield contact
-        # a stale contact would be forked to by the next test (and time out there)
-        _ok(flows.register("bob", USERS["bob"], contact, expires=0))
-    finally:
-        stop_process(uas)
 
 
 def test_register_with_digest(flows: SippFlows) -> None:

@@ -42,9 +42,11 @@ def _messages(r: SippResult) -> str:
     return "".join(p.read_text(errors="replace") for p in r.workdir.glob("*_messages.log"))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("sipp-sipedge"), users=USERS) as s:
+@pytest.fixture(scope="module", params=[1, 2], ids=["workers1", "workers2"])
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """One process, and a supervisor of two workers (docs/workers.md)."""
+    general = f"workers = {request.param}"
+    with running_server(tmp_path_factory.mktemp("sipp-sipedge"), users=USERS, general=general) as s:
         yield s
 
 

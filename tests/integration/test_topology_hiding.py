@@ -14,6 +14,7 @@ import pytest
 
 from helpers.sipserver import Server, cli, restarted, running_server
 from helpers.ua import UA
+from sipedge.server.handoff import owner_of
 from sipedge.sip import message as m
 
 INSIDE = "127.0.0.50"
@@ -149,18 +150,29 @@ def test_after_a_restart_a_bye_from_the_callee_reaches_the_caller_behind_the_ins
         bob.close()
 
 
-def test_with_topology_mask_callid_the_callee_knows_the_call_by_a_masked_call_id(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["workers1", "workers2"])
+def test_with_topology_mask_callid_the_callee_knows_the_call_by_a_masked_call_id(tmp_path: Path, workers: int) -> None:
+    """With workers, the callee's answers and BYE carry the masked Call-ID: the worker
+    of the call's own Call-ID handles them (docs/workers.md). Calls are made until one
+    whose masked Call-ID another worker would own has passed."""
     sip = SIP + "topology_mask_callid = true\n"
-    with running_server(tmp_path, users={"bob": "bob-pw"}, extra=CONFIG, sip=sip, log_level="info") as server:
-        inside, bob = parties(server)
-        try:
-            seen, ok = call(inside, bob)
-            masked = seen.get("call-id") or ""
-            assert masked.startswith("thc-") and inside.call_id not in seen.serialize().decode()
-            assert ok.get("call-id") == inside.call_id
-            bob.call_id = masked
-            bye, done = bye_through(bob, bob_request(bob, "BYE", seen), inside)
-            assert bye.get("call-id") == inside.call_id and done.get("call-id") == masked
-        finally:
-            inside.close()
-            bob.close()
+    with running_server(tmp_path, users={"bob": "bob-pw"}, extra=CONFIG, sip=sip, log_level="info",
+                        general=f"workers = {workers}") as server:
+        crossed = False
+        for _ in range(12):
+            inside, bob = parties(server)
+            try:
+                seen, ok = call(inside, bob)
+                masked = seen.get("call-id") or ""
+                assert masked.startswith("thc-") and inside.call_id not in seen.serialize().decode()
+                assert ok.get("call-id") == inside.call_id
+                bob.call_id = masked
+                bye, done = bye_through(bob, bob_request(bob, "BYE", seen), inside)
+                assert bye.get("call-id") == inside.call_id and done.get("call-id") == masked
+                crossed = owner_of(masked, workers) != owner_of(inside.call_id, workers)
+            finally:
+                inside.close()
+                bob.close()
+            if workers == 1 or crossed:
+                break
+        assert workers == 1 or crossed

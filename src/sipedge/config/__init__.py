@@ -65,6 +65,12 @@ class GeneralConfig:
         "Unix socket that `sipedge ctl` talks to, readable by this user only (empty = "
         '<data_dir>/control.sock; "off" = none)',
     )
+    workers: int = option(
+        1,
+        "SIP worker processes serving the same listeners (1 = one process, as before; "
+        "more: a supervisor starts them, docs/workers.md)",
+        positive,
+    )
 
 
 def database_url(v: Any) -> str | None:

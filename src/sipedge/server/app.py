@@ -108,6 +108,9 @@ class SipService:
         self.loop = asyncio.get_running_loop()
         web = config.web
         self.trace = TraceStore(web.trace_calls, web.trace_messages, web.trace_bytes) if web.trace else None
+        # a worker's (server/worker.py): the supervisor's listener sockets, its connection ids
+        self.inherited: dict[str, Any] = {}
+        self.conn_ids = (1, 1)
 
     async def start(self, server_ctx: Any, client_ctx: Any) -> None:
         ws = self.config.sip.websocket
@@ -121,6 +124,8 @@ class SipService:
             on_flow_closed=self._on_flow_closed,
             on_stun=self._on_stun,
             source_banned=flood.banned,
+            inherited=self.inherited,
+            conn_ids=self.conn_ids,
             ws_options=WsOptions(
                 origins=origins,
                 ping_interval=ws.ping_interval,
@@ -422,6 +427,9 @@ class SipService:
 class App:
     """Every role of one sipedge process."""
 
+    # a worker (server/worker.py) builds its own kinds of these
+    sip_service: type[SipService] = SipService
+
     def __init__(self, config: Config) -> None:
         self.config = config
         self.db: Database | None = None
@@ -473,7 +481,7 @@ class App:
         if self.redis is not None and cfg.redis.location:
             location = self.location = RedisLocationStore(self.redis)
         else:
-            location = self.location = open_location(self.db, write_back=cfg.registrar.db_mode == "write-back")
+            location = self.location = self.open_location(self.db, write_back=cfg.registrar.db_mode == "write-back")
         subscribers = SqliteSubscriberStore(self.db)
         needs_tls = any(li.split(":", 1)[0] in ("tls", "wss") for li in cfg.sip.listen)
         server_ctx = client_ctx = None
@@ -490,8 +498,8 @@ class App:
         self.dialog_store = SqliteDialogStore(self.db, cfg.accounting, write_back=cfg.dialog.db_flush_interval > 0)
         if self.dialog_store.write_back:
             self._dialog_flush = asyncio.create_task(self._flush_dialogs_loop(cfg.dialog.db_flush_interval))
-        self.sip = SipService(cfg, location, subscribers, secret, self.dialog_store, bans)
-        await self.sip.start(server_ctx, client_ctx)
+        self.sip = self.sip_service(cfg, location, subscribers, secret, self.dialog_store, bans)
+        await self.start_sip(server_ctx, client_ctx)
         assert self.sip.core is not None and self.sip.transports is not None
         self.keepalive = KeepaliveService(
             cfg.nat, location, self.sip.core, self.sip.transports, self.sip.clock, SqliteEndpointStore(self.db)
@@ -569,6 +577,14 @@ class App:
         except StorageError as exc:
             raise ConfigError(f"redis.url: {exc}") from exc
         return link
+
+    def open_location(self, db: Database, write_back: bool) -> SqliteLocationStore | PgLocationStore:
+        """The location store on the database (a worker of several shares SQLite's)."""
+        return open_location(db, write_back=write_back)
+
+    async def start_sip(self, server_ctx: Any, client_ctx: Any) -> None:
+        assert self.sip is not None
+        await self.sip.start(server_ctx, client_ctx)
 
     def reload(self) -> dict[str, Any]:
         """``sipedge ctl reload``: the routing module and the TLS certificate, re-read
@@ -693,8 +709,13 @@ async def _serve(config: Config) -> int:
 
 
 def run(config: Config) -> int:
-    """Run until SIGINT/SIGTERM; used by ``sipedge serve``."""
+    """Run until SIGINT/SIGTERM; used by ``sipedge serve``. With ``general.workers`` > 1
+    this process is the supervisor of that many (docs/workers.md)."""
     setup_logging(config.general.log_level, config.general.log_format)
+    if config.general.workers > 1:
+        from .supervisor import supervise
+
+        return supervise(config)
     try:
         import uvloop
 

@@ -273,16 +273,8 @@ class Control:
         out = []
         for call_id in media.relay.calls():
             summary = ng.summary(call_id, now)
-            if summary is None:
-                continue
-            totals = summary["totals"]
-            out.append({
-                "call_id": call_id,
-                "created": summary["created"],
-                "tags": list(summary["tags"]),
-                "rtp_packets": totals["RTP"]["packets"],
-                "rtcp_packets": totals["RTCP"]["packets"],
-            })
+            if summary is not None:
+                out.append(media_row(call_id, summary))
         return out
 
     async def _media_query(self, params: Params) -> dict[str, Any]:
@@ -439,6 +431,18 @@ class Control:
         sip.end_dialog(d.call_id, "ended by control")
         log.warning("- control: call %s ended", d.call_id)
         return {"call_id": d.call_id, "ended": True, "was": state}
+
+
+def media_row(call_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """One call of ``media.list``, from its ng ``query`` summary."""
+    totals = summary["totals"]
+    return {
+        "call_id": call_id,
+        "created": summary["created"],
+        "tags": list(summary["tags"]),
+        "rtp_packets": totals["RTP"]["packets"],
+        "rtcp_packets": totals["RTCP"]["packets"],
+    }
 
 
 def _hostport(addr: tuple[str, int]) -> str:

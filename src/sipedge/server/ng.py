@@ -6,6 +6,7 @@ the decisions are ``media.pool.MediaPool``'s)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -175,6 +176,13 @@ class NgRemote:
     async def query(self, call_id: str) -> dict[str, Any]:
         return await self._call(*self.codec.request("query", call_id=call_id))
 
+    async def list(self, limit: int = 32) -> list[str]:
+        """The relay's Call-IDs (ng ``list``), at most ``limit``."""
+        reply = await self._call(*self.codec.request("list", limit=limit))
+        calls = reply.get("calls")
+        return [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
+                for c in calls] if isinstance(calls, list) else []
+
     def close(self) -> None:
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
@@ -283,9 +291,15 @@ class NgPool:
 
     async def query(self, call_id: str) -> dict[str, Any]:
         node = self.core.node_for(call_id)
-        if node is None:
-            return {"result": "error", "error-reason": f"no media node holds call {call_id!r}"}
-        return {**await self.clients[node].query(call_id), "node": node.name}
+        if node is not None:
+            return {**await self.clients[node].query(call_id), "node": node.name}
+        # a call another process offered (a worker of several, or before a restart): ask each node
+        for other, client in self.clients.items():
+            with contextlib.suppress(RelayError):
+                reply = await client.query(call_id)
+                if reply.get("result") == "ok":
+                    return {**reply, "node": other.name}
+        return {"result": "error", "error-reason": f"no media node holds call {call_id!r}"}
 
     # -- views ---------------------------------------------------------------------
     def nodes(self) -> list[dict[str, object]]:
@@ -300,3 +314,14 @@ class NgPool:
             self._task = None
         for client in self.clients.values():
             client.close()
+
+
+    async def list(self, limit: int = 32) -> list[str]:
+        """The Call-IDs of every node that answers (ng ``list``), at most ``limit`` in all."""
+        out: list[str] = []
+        for client in self.clients.values():
+            if len(out) >= limit:
+                break
+            with contextlib.suppress(RelayError):
+                out.extend(await client.list(limit - len(out)))
+        return out

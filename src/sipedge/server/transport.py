@@ -454,8 +454,15 @@ class TransportLayer:
         ws_options: WsOptions | None = None,
         on_stun: OnStun | None = None,
         source_banned: Callable[[str], bool] | None = None,
+        inherited: dict[str, socket.socket] | None = None,
+        conn_ids: tuple[int, int] = (1, 1),
     ) -> None:
         self.config = config
+        # a worker's listeners, bound by its supervisor (``listen`` entry -> socket), and
+        # its connection ids (start, step): unique across workers, the owner is id % step
+        self.inherited = inherited or {}
+        # a worker's: told of every connection opened (the other workers learn of it)
+        self.on_flow_opened: OnFlowClosed | None = None
         self.on_message = on_message
         self.on_flow_closed = on_flow_closed
         self.on_stun = on_stun
@@ -489,7 +496,7 @@ class TransportLayer:
             ),
             0,
         )
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(*conn_ids)
         self._listeners: list[Listener] = []
         self._udp: dict[Address, _Udp] = {}
         self._servers: list[asyncio.Server] = []
@@ -509,27 +516,20 @@ class TransportLayer:
         try:
             for item in self.config.listen:
                 proto, host, port = parse_listen(item)
+                sock = self.inherited.get(item)
                 if proto == "udp":
-                    await self._listen_udp(host, port)
+                    await self._listen_udp(host, port, sock)
                 else:
-                    await self._listen_stream(proto, host, port)
+                    await self._listen_stream(proto, host, port, sock)
         except BaseException:
             await self.close()
             raise
         if self.idle_timeout > 0 or self.message_timeout > 0 or self._ws_pinging():
             self._arm_sweeper()
 
-    async def _listen_udp(self, host: str, port: int) -> None:
-        fam = socket.AF_INET6 if _family(host) == 6 else socket.AF_INET
-        sock = socket.socket(fam, socket.SOCK_DGRAM)
-        try:
-            if fam == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            _big_buffers(sock)
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise ConfigError(f"sip.listen: cannot bind udp:{host}:{port}: {exc.strerror}") from exc
+    async def _listen_udp(self, host: str, port: int, sock: socket.socket | None = None) -> None:
+        if sock is None:
+            sock = bind_listener("udp", host, port)
         _, proto = await self._loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
         self._udp[proto.local] = proto
         lst = Listener("udp", proto.local[0], proto.local[1])
@@ -537,7 +537,7 @@ class TransportLayer:
         self._listeners.append(lst)
         log.info("- listening on %s", lst)
 
-    async def _listen_stream(self, name: str, host: str, port: int) -> None:
+    async def _listen_stream(self, name: str, host: str, port: int, sock: socket.socket | None = None) -> None:
         ctx: ssl.SSLContext | None = None
         if name in ("tls", "wss"):
             if self.server_ssl is None:
@@ -554,16 +554,23 @@ class TransportLayer:
         else:
             factory = lambda slot: _Stream(self, name, inbound=True, slot=slot)  # noqa: E731
         if ctx is not None:
-            tls_listener = TlsListener.bind(self, name, host, port, ctx, factory)
+            if sock is not None:
+                sock.setblocking(False)
+                tls_listener = TlsListener(self, name, sock, ctx, factory)
+            else:
+                tls_listener = TlsListener.bind(self, name, host, port, ctx, factory)
             self._tls_listeners.append(tls_listener)
             lst = Listener(name, *tls_listener.address)
             self._listeners.append(lst)
             log.info("- listening on %s", lst)
             return
         try:
-            server = await self._loop.create_server(
-                lambda: factory(None), host, port, reuse_address=True, backlog=512
-            )
+            if sock is not None:
+                server = await self._loop.create_server(lambda: factory(None), sock=sock, backlog=512)
+            else:
+                server = await self._loop.create_server(
+                    lambda: factory(None), host, port, reuse_address=True, backlog=512
+                )
         except OSError as exc:
             raise ConfigError(f"sip.listen: cannot bind {name}:{host}:{port}: {exc.strerror}") from exc
         self._servers.append(server)
@@ -688,6 +695,11 @@ class TransportLayer:
             raise TransportError(f"{name} connection to {host}:{target.port} closed")
         return conn.flow
 
+    def has_connection(self, target: Target) -> bool:
+        """Whether an open connection of this process reaches ``target`` (IP host)."""
+        conn = self._by_remote.get((target.transport, _norm_host(target.host), target.port))
+        return conn is not None and not conn.closing
+
     def close_flow(self, flow: Flow) -> bool:
         """Close a stream flow's connection after flushing (e.g. after a fatal 400)."""
         conn = self._conns.get(flow.conn_id)
@@ -797,6 +809,8 @@ class TransportLayer:
         self._stat["sip_connections_accepted" if conn.inbound else "sip_connections_outbound"] += 1
         log.debug("- %s connection %d %s %s", conn.name, conn.conn_id,
                   "from" if conn.inbound else "to", conn.flow.remote)
+        if self.on_flow_opened is not None:
+            self.on_flow_opened(conn.flow)
 
     def _unregister(self, conn: Conn, exc: Exception | None) -> None:
         if self._conns.pop(conn.conn_id, None) is None:
@@ -847,6 +861,29 @@ class TransportLayer:
 
 
 UDP_BUFFER = 4 << 20
+
+
+def bind_listener(transport: str, host: str, port: int) -> socket.socket:
+    """A bound socket for one ``sip.listen`` entry (a listening one for a stream
+    transport); ConfigError naming it when that fails. The supervisor binds every
+    listener this way once and its workers share them (docs/workers.md)."""
+    fam = socket.AF_INET6 if _family(host) == 6 else socket.AF_INET
+    udp = transport == "udp"
+    sock = socket.socket(fam, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    try:
+        if fam == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if udp:
+            _big_buffers(sock)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        if not udp:
+            sock.listen(512)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"sip.listen: cannot bind {transport}:{host}:{port}: {exc.strerror}") from exc
+    return sock
 
 
 def _big_buffers(sock: socket.socket) -> None:

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ class SqliteDialogStore:
         self._dirty: dict[str, Dialog | None] = {}  # write-back: the latest of each call (None: gone)
         self._records: list[dict[str, Any]] = []  # write-back: CDRs to insert
         self.counters: dict[str, int] = {"cdr_write_errors": 0, "dialog_write_errors": 0}
+        # a worker of several (docs/workers.md) loads only the calls whose Call-ID it owns
+        self.owns: Callable[[str], bool] | None = None
 
     # -- dialogs ----------------------------------------------------------------------
     def load_dialogs(self) -> list[Dialog]:
@@ -59,6 +62,8 @@ class SqliteDialogStore:
             rows = c.execute("SELECT call_id, data FROM dialog").fetchall()
         out = []
         for call_id, data in rows:
+            if self.owns is not None and not self.owns(call_id):
+                continue
             try:
                 out.append(Dialog.from_json(json.loads(data)))
             except (ValueError, TypeError, KeyError) as exc:

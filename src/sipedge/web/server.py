@@ -57,7 +57,10 @@ GAUGES = frozenset({
 
 @functools.lru_cache(maxsize=4096)  # the stats' names are a fixed set: sanitized once
 def metric_name(name: str, prefix: str = "sipedge_") -> str:
-    return prefix + "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    """``prefix`` + the name sanitized; labels of our own making at its end are kept
+    (``sip_tx_live{worker="1"}``, server/worker.py)."""
+    base, brace, labels = name.partition("{")
+    return prefix + "".join(c if c.isalnum() or c == "_" else "_" for c in base) + brace + labels
 
 
 def _label_value(v: str) -> str:
@@ -80,11 +83,14 @@ def render_metrics(stats: StatsProvider, histograms: HistogramProvider | None = 
     each histogram family with its ``_bucket{le=...}``, ``_sum`` and ``_count`` lines."""
     values = stats()
     lines: list[str] = []
-    for name in sorted(values):
-        metric = metric_name(name)
-        if name in GAUGES:
-            lines.append(f"# TYPE {metric} gauge")
-        lines.append(f"{metric} {values[name]}")
+    family = ""
+    for name in sorted(values, key=lambda n: n.partition("{")[::2]):  # a family's series together
+        base = name.partition("{")[0]
+        if base != family:
+            family = base
+            if base in GAUGES:
+                lines.append(f"# TYPE {metric_name(base)} gauge")
+        lines.append(f"{metric_name(name)} {values[name]}")
     families: dict[str, list[tuple[dict[str, str], Histogram]]] = {}
     for name, labels, h in histograms() if histograms is not None else ():
         families.setdefault(metric_name(name), []).append((labels, h))

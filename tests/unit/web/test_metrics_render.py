@@ -49,3 +49,17 @@ def test_label_values_are_escaped_and_unlabelled_histograms_have_no_braces() -> 
     assert labels == {'a"b\\c\nd'}
     inf = [s for s in families["sipedge_y_seconds"].samples if s.labels.get("le") == "+Inf"]
     assert inf[0].value == 1
+
+
+def test_workers_labelled_series_stay_in_one_family_with_one_type_line() -> None:
+    """With ``general.workers`` > 1 every stat also comes per worker (``name{worker="1"}``);
+    a family's series must be together for Prometheus, typed once."""
+    page = render_metrics(lambda: {
+        "sip_tx_live": 5, 'sip_tx_live{worker="0"}': 2, 'sip_tx_live{worker="1"}': 3, "sip_tx_live_x": 1,
+    }).decode()
+    assert page.count("# TYPE sipedge_sip_tx_live gauge") == 1
+    families = {f.name: f for f in text_string_to_metric_families(page)}
+    live = families["sipedge_sip_tx_live"]
+    assert live.type == "gauge"
+    assert sorted((s.labels.get("worker", ""), s.value) for s in live.samples) == [("", 5), ("0", 2), ("1", 3)]
+    assert families["sipedge_sip_tx_live_x"].samples[0].value == 1
