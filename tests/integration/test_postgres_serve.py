@@ -162,3 +162,21 @@ def test_an_unreachable_database_at_start_is_one_line_and_exit_2(tmp_path: Path)
     assert r.returncode == 2
     assert "sipedge: cannot connect to database postgresql://sipedge:***@127.0.0.1" in r.stderr
     assert "secret" not in r.stderr + r.stdout and "Traceback" not in r.stderr
+
+
+def test_with_migrate_manual_serve_refuses_an_empty_database_until_sipedge_db_migrate(
+        tmp_path: Path, pg_server: PgServer) -> None:
+    """``[database] migrate = "manual"``: an operator who migrates by hand gets a server
+    that will not start on an out-of-date schema, with the command to run, and starts
+    once ``sipedge db migrate`` has run."""
+    url = pg_server.create_database("manual")
+    cfg = write_config(tmp_path, extra=pg_extra(url) + 'migrate = "manual"\n')[0]
+    r = subprocess.run([SIPEDGE, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "run `sipedge db migrate`" in r.stderr
+    cli(["db", "migrate", "--config", str(cfg)])
+    with running_server(tmp_path, extra=pg_extra(url) + 'migrate = "manual"\n') as s:
+        alice = ua(s, "alice")
+        add_user(url, "alice")
+        assert alice.register().status == 200
+        alice.close()

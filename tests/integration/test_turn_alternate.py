@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -89,6 +90,18 @@ def uclient(port: int, peer_port: int) -> str:
     return out.stdout + out.stderr
 
 
+def relayed_without_loss(out: str) -> bool:
+    """uclient's totals: at least the 40 messages asked for, each one echoed, none lost.
+
+    (On a loaded machine uclient may run a second sending round and report 80: the
+    count grows, the echo and the loss line are what prove the relay.)"""
+    totals = re.findall(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\n", out)
+    if not totals or "Total lost packets 0 " not in out:
+        return False
+    sent, received = map(int, totals[-1])
+    return sent == received >= 40
+
+
 class FollowingClient:
     """A TURN client on one UDP socket that follows every 300 (REST credentials)."""
 
@@ -122,10 +135,10 @@ def test_allocations_above_the_threshold_go_to_the_alternate_node(tmp_path: Path
         assert first.error_code is None  # below the threshold: served by A
         out = uclient(pa, peer_port)
         assert "error 300 (Try Alternate)" in out, out[-2000:]
-        assert "tot_send_msgs=40, tot_recv_msgs=40" in out and "Total lost packets 0 " in out, out[-2000:]
+        assert relayed_without_loss(out), out[-2000:]
         sa, sb = turn_stats(a), turn_stats(b)
         assert sa["turn_allocations_total"] == 1 and sa["turn_redirects"] >= 1, sa
-        assert sb["turn_allocations_total"] == 4 and sb["turn_redirects"] == 0, sb
+        assert sb["turn_allocations_total"] >= 4 and sb["turn_redirects"] == 0, sb
         holder.sock.close()
 
 

@@ -113,18 +113,23 @@ def established(core: ProxyCore, clock: FakeClock) -> m.Request:
     (offer,) = jobs(core)
     core.media_done(offer.token, RELAYED, None, clock.now)
     (inv,) = [msg for _, port, msg in sent(core) if port == 7001 and isinstance(msg, m.Request)]
+    assert isinstance(inv, m.Request)
+    core.receive(callee_ok(inv), CALLEE, clock.now)
+    (answer,) = jobs(core)
+    core.media_done(answer.token, RELAYED, None, clock.now)
+    assert to_caller(core) == [200]
+    return inv
+
+
+def callee_ok(inv: m.Request) -> bytes:
+    """The callee's 200 with its SDP answer and the Record-Route set echoed."""
     ok = m.make_response(inv, 200, to_tag="b1")
     for rr in inv.get_all("record-route"):
         ok.add("Record-Route", rr)
     ok.add("Contact", "<sip:bob@127.0.0.1:7001>")
     ok.set("Content-Type", "application/sdp")
     ok.body = SDP
-    core.receive(ok.serialize(), CALLEE, clock.now)
-    (answer,) = jobs(core)
-    core.media_done(answer.token, RELAYED, None, clock.now)
-    assert to_caller(core) == [200]
-    assert isinstance(inv, m.Request)
-    return inv
+    return ok.serialize()
 
 
 def reinvite(core: ProxyCore, inv: m.Request) -> bytes:
@@ -297,13 +302,7 @@ def test_a_settled_invites_2xx_retransmission_is_relayed_as_the_first_was() -> N
     core.router = router
     inv = established(core, clock)
     assert core._proxied == {} and core._branch_of == {} and len(core._accepted) == 1  # settled
-    ok = m.make_response(inv, 200, to_tag="b1")
-    for rr in inv.get_all("record-route"):
-        ok.add("Record-Route", rr)
-    ok.add("Contact", "<sip:bob@127.0.0.1:7001>")
-    ok.set("Content-Type", "application/sdp")
-    ok.body = SDP
-    core.receive(ok.serialize(), CALLEE, clock.now)
+    core.receive(callee_ok(inv), CALLEE, clock.now)
     (answer,) = jobs(core)
     assert (answer.op, answer.call_id, answer.from_tag, answer.to_tag) == ("answer", "c-1", "a1", "b1")
     core.media_done(answer.token, RELAYED, None, clock.now)
