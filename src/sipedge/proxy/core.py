@@ -39,6 +39,7 @@ from .location import Binding, LocationStore, SubscriberStore
 from .route_stamp import PARAM as STAMP_PARAM
 from .route_stamp import RouteStamp
 from .routing import Router
+from .services import ProxyServices
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,11 @@ class ProxyCore:
         token_source: TokenSource | None = None,
         flood: pike.FloodDetector | None = None,
         dialogs: DialogTable | None = None,
+        services: ProxyServices | None = None,
     ) -> None:
         self.config = config
+        # the adapter's services hook, given once (proxy/services.py)
+        self.services = services = services if services is not None else ProxyServices()
         self.identity = identity
         self.location = location
         self.subscribers = subscribers
@@ -206,12 +210,9 @@ class ProxyCore:
         self.route_stamp = RouteStamp(secret)
         self.topology = topology.TopologyCodec(secret)
         self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in config.sip.trusted_peers)
-        self.local_response_handler: Callable[[Response, Flow], None] | None = None
-        self.flow_alive: Callable[[Flow], bool] = lambda flow: True  # the adapter's answer
-        self.media_available = False  # the adapter sets it when a media relay is wired
-        # the adapter sets it when it resolves names (ResolveJob): a branch to a name is
-        # then sent to one address, the others its failover list
-        self.resolve_names = False
+        self.flow_alive: Callable[[Flow], bool] = services.flow_alive
+        self.media_available = services.media_available
+        self.resolve_names = services.resolve_names
         self._resolve_jobs: list[ResolveJob] = []
         self._resolve_waiting: dict[int, ResolveContinuation] = {}
         self._resolve_token = 0
@@ -581,7 +582,7 @@ class ProxyCore:
             self._on_branch_response(ev.key, ev.response, ev.flow, now)
         elif isinstance(ev, tx.StrayResponse):
             if self._count_source(ev.flow, now):  # no transaction asked for it: like a request
-                self._forward_stray_response(ev.response, ev.flow)
+                self._forward_stray_response(ev.response, ev.flow, now)
         elif isinstance(ev, tx.TimedOut):
             if ev.timer != "C":
                 self._on_branch_failure(ev.key, 408, now)
@@ -615,9 +616,29 @@ class ProxyCore:
                 ctx.masked_call_id = value
         return ctx
 
-    def _run_route(self, ctx: RequestContext) -> None:
+    def set_router(self, router: Router) -> None:
+        """Route with ``router`` from now on (a reload of the routing module)."""
+        self.router = router
+
+    def _route_request(self, ctx: RequestContext) -> None:
         try:
             self.router.request_route(ctx)
+        finally:
+            for observer in self.services.route_observers:
+                observer.request_routed(ctx)
+
+    def _route_reply(self, rctx: ReplyContext) -> None:
+        try:
+            if self.router.reply_route is not None:
+                self.router.reply_route(rctx)
+        finally:
+            if not rctx.dropped:
+                for observer in self.services.route_observers:
+                    observer.reply_routed(rctx)
+
+    def _run_route(self, ctx: RequestContext) -> None:
+        try:
+            self._route_request(ctx)
         except ParseError as exc:
             status, reason = exc.sip_reply()
             if not ctx.done:
@@ -1341,10 +1362,10 @@ class ProxyCore:
         self._forward_response_now(ptx, resp, now, flow)
 
     def _forward_response_now(self, ptx: ProxyTransaction, resp: Response, now: float, flow: Flow | None) -> None:
-        if self.router.reply_route is not None:
+        if self.router.reply_route is not None or self.services.route_observers:
             rctx = ReplyContext(self, resp, ptx.request, now, flow)
             try:
-                self.router.reply_route(rctx)
+                self._route_reply(rctx)
             except Exception:
                 log.exception("reply_route raised")
             if rctx.dropped:
@@ -1434,10 +1455,10 @@ class ProxyCore:
                 if not keys:
                     del self._ws_branches[peer]
 
-    def _forward_stray_response(self, resp: Response, flow: Flow) -> None:
+    def _forward_stray_response(self, resp: Response, flow: Flow, now: float) -> None:
         """A response with no transaction (e.g. a 2xx retransmission): forward it by its
         Via, statelessly (RFC 3261 §16.11). One Via only: an answer to a request we sent
-        statelessly ourselves (a keepalive OPTIONS), handed to ``local_response_handler``.
+        statelessly ourselves (a keepalive OPTIONS), offered to ``services.local_responses``.
         A Via that does not parse drops the response: there is no way back to send it."""
         try:
             vias = resp.vias
@@ -1446,8 +1467,10 @@ class ProxyCore:
             log.debug("x stray response from %s with a bad Via: %s", flow.remote, exc)
             return
         if len(vias) < 2:
-            if vias and self.local_response_handler is not None:
-                self.local_response_handler(resp, flow)
+            if vias:
+                for consumer in self.services.local_responses:
+                    if consumer(resp, flow, now):
+                        break
             return
         top = vias[0]
         if not self.identity.is_me(top.host, top.port, top.transport.lower()):

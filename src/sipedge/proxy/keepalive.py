@@ -19,7 +19,8 @@ Two sources of clients to keep alive, both reduced to the flow to ping:
 
 A flow is pinged once per interval however many reasons it has. Pings are 4-byte zero
 UDP datagrams (a double CRLF on TCP/TLS, RFC 5626 §4.4.1) or a stateless OPTIONS/NOTIFY
-whose answer comes back through ``ProxyCore.local_response_handler`` into
+whose answer the proxy core hands to its local-response consumers
+(:class:`KeepaliveHooks`, given to the core at construction) and so to
 :meth:`KeepaliveCore.response_received`.
 
 Time: ``now`` is wall-clock epoch seconds everywhere here (endpoint expiries are stored
@@ -46,7 +47,6 @@ from ..sip.message import Request, Response
 from ..sip.uri import SipUri
 from .identity import Identity
 from .location import Binding, LocationStore
-from .routing import Router
 
 if TYPE_CHECKING:
     from .context import ReplyContext, RequestContext
@@ -167,8 +167,8 @@ def _expires_of(resp: Response, req: Request) -> int | None:
 class KeepaliveCore:
     """Decides which flows to ping and when; see the module docstring.
 
-    Inputs: :meth:`request_routed` / :meth:`reply_routed` (from the routing wrapper,
-    :func:`wrap_router`), :meth:`response_received` (answers to SIP pings),
+    Inputs: :meth:`request_routed` / :meth:`reply_routed` (from the proxy core, through
+    :class:`KeepaliveHooks`), :meth:`response_received` (answers to SIP pings),
     :meth:`handle_timer`. Outputs: :meth:`outgoing` (pings), :meth:`get_timer`,
     :meth:`stats`. Removing an unanswering contact is a write to the location store.
     """
@@ -506,27 +506,30 @@ def _clear(ep: Endpoint) -> None:
     ep.dialogs.clear()
 
 
-def wrap_router(router: Router, keepalive: KeepaliveCore, clock: Clock) -> Router:
-    """A router that runs ``router`` and then tells ``keepalive`` what happened, so
-    ``ctx.nat_keepalive()`` in any routing module takes effect."""
-    inner_request = router.request_route
-    inner_reply = router.reply_route
+class KeepaliveHooks:
+    """What the proxy tells the keepalives, as the core's services hook
+    (:class:`~sipedge.proxy.services.ProxyServices`: a route observer and a consumer of
+    local responses): every routing decision, so ``ctx.nat_keepalive()`` in any routing
+    module takes effect, and the answers to SIP pings. ``keepalive`` is the core it
+    feeds (None: nothing to feed yet); ``now`` is ``clock.wall()``, as everywhere here."""
 
-    def request_route(ctx: RequestContext) -> None:
-        try:
-            inner_request(ctx)
-        finally:
-            now = clock.wall()
-            keepalive.request_routed(ctx.request, ctx.flow, ctx.nat_keepalive_requested, now)
-            if ctx.method == "NOTIFY":
-                keepalive.notify_seen(ctx.request, now)
+    def __init__(self, clock: Clock, keepalive: KeepaliveCore | None = None) -> None:
+        self.clock = clock
+        self.keepalive = keepalive
 
-    def reply_route(ctx: ReplyContext) -> None:
-        try:
-            if inner_reply is not None:
-                inner_reply(ctx)
-        finally:
-            if not ctx.dropped:
-                keepalive.reply_routed(ctx.request, ctx.response, clock.wall())
+    def request_routed(self, ctx: RequestContext) -> None:
+        ka = self.keepalive
+        if ka is None:
+            return
+        now = self.clock.wall()
+        ka.request_routed(ctx.request, ctx.flow, ctx.nat_keepalive_requested, now)
+        if ctx.method == "NOTIFY":
+            ka.notify_seen(ctx.request, now)
 
-    return Router(request_route, reply_route, router.name)
+    def reply_routed(self, ctx: ReplyContext) -> None:
+        if self.keepalive is not None:
+            self.keepalive.reply_routed(ctx.request, ctx.response, self.clock.wall())
+
+    def local_response(self, resp: Response, flow: Flow, now: float) -> bool:
+        """An answer to a SIP ping (True: it was one)."""
+        return self.keepalive is not None and self.keepalive.response_received(resp, flow, self.clock.wall())

@@ -16,6 +16,8 @@ import os
 import secrets
 import signal
 import ssl
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ from ..proxy import nat, pike
 from ..proxy.core import MediaJob, ProxyCore, ResolveJob, Send
 from ..proxy.identity import Identity, Listener
 from ..proxy.routing import load_router
+from ..proxy.services import LocalResponseConsumer, ProxyServices, RouteObserver
 from ..proxy.trace import TraceStore
 from ..sip.auth import DigestAuth
 from ..sip.flow import Flow, Target
@@ -87,9 +90,14 @@ class SipService:
         secret: bytes,
         dialog_store: SqliteDialogStore | None = None,
         bans: pike.BanStore | None = None,
+        observers: tuple[RouteObserver, ...] = (),
+        local_responses: tuple[LocalResponseConsumer, ...] = (),
     ) -> None:
         self.config = config
         self.bans = bans
+        # the proxy core's consumers, given to it at construction (proxy/services.py)
+        self.observers = observers
+        self.local_responses = local_responses
         self.dialog_store = dialog_store
         self.location = location
         self.subscribers = subscribers
@@ -152,9 +160,14 @@ class SipService:
             secret=self.secret,
             flood=flood,
             dialogs=self._dialog_table(),
+            services=ProxyServices(
+                flow_alive=self.flow_alive,
+                media_available=media_wired(self.config),
+                resolve_names=True,  # branches to a name: one address, the others their failover list
+                route_observers=self.observers,
+                local_responses=self.local_responses,
+            ),
         )
-        self.core.flow_alive = self.transports.is_alive
-        self.core.resolve_names = True  # branches to a name: one address, the others their failover list
         self._purge_task = asyncio.create_task(self._purge_loop())
         if self.bans is not None and self.config.redis.sync_interval > 0:
             self._ban_sync_task = asyncio.create_task(self._ban_sync_loop(self.config.redis.sync_interval))
@@ -165,6 +178,10 @@ class SipService:
         if any(li.transport in ("ws", "wss") for li in listeners):
             log.info("WebSocket upgrades from browser pages at: %s (sip.websocket.origins)",
                      "any origin" if origins is None else ", ".join(origins))
+
+    def flow_alive(self, flow: Flow) -> bool:
+        """Whether a connection is still open (the proxy core's ``services.flow_alive``)."""
+        return self.transports is not None and self.transports.is_alive(flow)
 
     def _dialog_table(self) -> dlgs.DialogTable | None:
         """The proxy's calls on the database (docs/operations.md, "Dialogs")."""
@@ -293,24 +310,38 @@ class SipService:
             if not self.transports.send(item.data, item.flow):
                 self._failed(key)
             return
-        target = item.target
-        if target is not None:
-            if target.transport == "udp" and is_ip(target.host):
-                # the common case needs no task: UDP to an address leaves at once
-                family = 6 if ":" in target.host else 4
-                try:
-                    local = self.transports.listener("udp", family).address
-                except OSError:
-                    self._failed(key)
-                    return
-                if not self.transports.send(item.data, Flow("udp", local, (target.host, target.port))):
-                    self._failed(key)
-                return
-            task = asyncio.create_task(self._send_to(item.data, target, key))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+        if item.target is not None:
+            self.send_to_target(item.data, item.target, partial(self._failed, key))
 
-    async def _send_to(self, data: bytes, target: Target, key: Any) -> None:
+    def send(self, data: bytes, flow: Flow) -> bool:
+        """Send on a flow (the NAT keepalives' sender); False when it is gone."""
+        return self.transports is not None and self.transports.send(data, flow)
+
+    def send_to_target(self, data: bytes, target: Target, failed: Callable[[], None],
+                       sent: Callable[[Target], None] | None = None) -> None:
+        """The one way out to a target (the proxy's branches, the dispatcher's probes):
+        UDP to an address leaves at once, anything else (a connection to reuse or open, a
+        name to resolve) in a task. ``failed()`` when it could not leave; ``sent(t)`` with
+        the address it went to, when it left from a task."""
+        transports = self.transports
+        assert transports is not None
+        if target.transport == "udp" and is_ip(target.host):
+            # the common case needs no task: UDP to an address leaves at once
+            family = 6 if ":" in target.host else 4
+            try:
+                local = transports.listener("udp", family).address
+            except OSError:
+                failed()
+                return
+            if not transports.send(data, Flow("udp", local, (target.host, target.port))):
+                failed()
+            return
+        task = asyncio.create_task(self._send_to(data, target, failed, sent))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _send_to(self, data: bytes, target: Target, failed: Callable[[], None],
+                       sent: Callable[[Target], None] | None) -> None:
         transports = self.transports
         assert transports is not None
         if is_ip(target.host):
@@ -320,7 +351,10 @@ class SipService:
                 log.info("x cannot send to %s:%s:%d: %s", target.transport, target.host, target.port, exc)
                 if target.name:  # an address a name resolved to: listed last for a while
                     self.dns.send_failed(target)
-                self._failed(key)
+                failed()
+                return
+            if sent is not None:
+                sent(target)
             return
 
         async def send(t: Target) -> None:
@@ -328,10 +362,13 @@ class SipService:
 
         # a name: only the configured resolver is asked ([dns]; RFC 3263 NAPTR/SRV/A with
         # failover), never the system's, and a name that leads nowhere fails the branch
-        if await self.dns.send_failover(data, target, send) is None:
+        used = await self.dns.send_failover(data, target, send)
+        if used is None:
             log.info("x cannot send to %s:%s:%d: no resolved address took it",
                      target.transport, target.host, target.port)
-            self._failed(key)
+            failed()
+        elif sent is not None:
+            sent(used)
 
     async def _resolve(self, job: ResolveJob) -> None:
         """A branch's next hop by name (docs/dns.md): its addresses back to the core."""
@@ -498,15 +535,16 @@ class App:
         self.dialog_store = SqliteDialogStore(self.db, cfg.accounting, write_back=cfg.dialog.db_flush_interval > 0)
         if self.dialog_store.write_back:
             self._dialog_flush = asyncio.create_task(self._flush_dialogs_loop(cfg.dialog.db_flush_interval))
-        self.sip = self.sip_service(cfg, location, subscribers, secret, self.dialog_store, bans)
+        # the proxy core's consumers: built first, given to the core at construction
+        keepalive = self.keepalive = KeepaliveService(cfg.nat, location, SystemClock(), SqliteEndpointStore(self.db))
+        dispatcher = self.dispatcher = DispatcherService()
+        self.sip = self.sip_service(cfg, location, subscribers, secret, self.dialog_store, bans,
+                                    observers=(keepalive,),
+                                    local_responses=(keepalive.local_response, dispatcher.local_response))
         await self.start_sip(server_ctx, client_ctx)
-        assert self.sip.core is not None and self.sip.transports is not None
-        self.keepalive = KeepaliveService(
-            cfg.nat, location, self.sip.core, self.sip.transports, self.sip.clock, SqliteEndpointStore(self.db)
-        )
-        self.keepalive.start()
-        self.dispatcher = DispatcherService(self.sip.core, self.sip.transports, self.sip.dns)
-        self.dispatcher.start()
+        assert self.sip.core is not None
+        keepalive.start(self.sip.core.identity, self.sip)
+        dispatcher.start(self.sip.core.dispatcher, self.sip)
         if location.write_back:
             self._location_flush = asyncio.create_task(self._flush_location_loop(cfg.registrar.db_flush_interval))
         remote = cfg.media.remote_nodes
@@ -515,8 +553,6 @@ class App:
                                        cfg.media.max_calls)
             self.media_remote.start()
             self.sip.media = self.media_remote
-            assert self.sip.core is not None
-            self.sip.core.media_available = True
             log.info("media relay: remote ng at %s", ", ".join(f"{n['node']} (weight {n['weight']})"
                                                               for n in self.media_remote.nodes()))
         elif cfg.media.enabled:
@@ -529,8 +565,6 @@ class App:
             if ng is not None:
                 self.ng = NgControlServer(self.media, *ng)
             self.sip.media = self.media
-            assert self.sip.core is not None
-            self.sip.core.media_available = True
             log.info("media relay on %s ports %d-%d", cfg.media.describe_interfaces(), cfg.media.port_min,
                      cfg.media.port_max)
         if cfg.turn.enabled:
@@ -600,10 +634,8 @@ class App:
                 raise ConfigError(f"TLS certificate {self.cert_path}: cannot load it ({exc})") from exc
             done["tls_certificate"] = str(self.cert_path)
             done["tls_fingerprint"] = self.fingerprint = tls.fingerprint(self.cert_path)
-        if self.keepalive is not None:
-            self.keepalive.set_router(router)
-        elif self.sip is not None and self.sip.core is not None:
-            self.sip.core.router = router
+        if self.sip is not None and self.sip.core is not None:
+            self.sip.core.set_router(router)
         log.warning("- reloaded: %s", ", ".join(f"{k} {v}" for k, v in done.items()))
         return done
 
@@ -722,6 +754,12 @@ def run(config: Config) -> int:
         return uvloop.run(_serve(config))
     except ImportError:
         return asyncio.run(_serve(config))
+
+
+def media_wired(config: Config) -> bool:
+    """Whether the server drives a media relay (remote ng nodes, or its own):
+    ``App.start`` builds one exactly then."""
+    return bool(config.media.remote_nodes) or config.media.enabled
 
 
 def websocket_origins(config: Config) -> tuple[str, ...] | None:

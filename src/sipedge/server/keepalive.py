@@ -1,12 +1,14 @@
 """The asyncio adapter of :class:`~sipedge.proxy.keepalive.KeepaliveCore`: one loop
-timer, pings written straight to the transports on the client's own flow, answers to SIP
-pings taken from ``ProxyCore.local_response_handler``.
+timer, pings written to the SIP service on the client's own flow; the routing decisions
+and the answers to SIP pings come from the proxy core, which is given this service at
+construction (``ProxyServices.route_observers`` and ``local_responses``).
 
-Wiring (``server/app.py``, after ``SipService.start``)::
+Wiring (``server/app.py``)::
 
-    ka = KeepaliveService(config.nat, sip.location, sip.core, sip.transports, sip.clock,
-                          SqliteEndpointStore(db))
-    ka.start()          # ... ka.stats() into App.stats(), ka.stop() before sip.stop()
+    ka = KeepaliveService(config.nat, location, clock, SqliteEndpointStore(db))
+    sip = SipService(..., observers=(ka,), local_responses=(ka.local_response, ...))
+    await sip.start(...)
+    ka.start(sip.core.identity, sip)   # ... ka.stats() into App.stats(), ka.stop() before sip.stop()
 """
 
 from __future__ import annotations
@@ -18,12 +20,10 @@ from typing import Protocol
 from .._common.clock import Clock
 from ..config.nat import NatConfig
 from ..errors import StorageError
-from ..proxy.core import ProxyCore
-from ..proxy.keepalive import EndpointStore, KeepaliveCore, wrap_router
+from ..proxy.identity import Identity
+from ..proxy.keepalive import EndpointStore, KeepaliveCore, KeepaliveHooks
 from ..proxy.location import LocationStore
-from ..proxy.routing import Router
 from ..sip.flow import Flow
-from ..sip.message import Response
 
 log = logging.getLogger(__name__)
 
@@ -38,38 +38,31 @@ class Sender(Protocol):
     def send(self, data: bytes, flow: Flow) -> bool: ...
 
 
-class KeepaliveService:
+class KeepaliveService(KeepaliveHooks):
     """Keepalives of NAT bindings for one SIP service; ``start()``, ``stop()``,
-    ``stats()``. Must be started from the running event loop."""
+    ``stats()``. Built before the proxy core, which is given it as a route observer and
+    a local-response consumer (:class:`~sipedge.proxy.keepalive.KeepaliveHooks`); must
+    be started from the running event loop."""
 
     def __init__(
         self,
         config: NatConfig,
         location: LocationStore,
-        core: ProxyCore,
-        transports: Sender,
         clock: Clock,
         store: EndpointStore | None = None,
     ) -> None:
+        super().__init__(clock)
         self.config = config
         self.location = location
-        self.core = core
-        self.transports = transports
-        self.clock = clock
         self.store = store
-        self.keepalive: KeepaliveCore | None = None
+        self.transports: Sender | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._router: Router | None = None
-        self._previous_handler = core.local_response_handler
 
-    def start(self) -> None:
-        ka = KeepaliveCore(self.config, self.location, self.core.identity, self.store, now=self.clock.wall(),
-                           slices=slices_for(self.config.keepalive_interval))
-        self.keepalive = ka
-        self._router = self.core.router
-        self.core.router = wrap_router(self.core.router, ka, self.clock)
-        self._previous_handler = self.core.local_response_handler
-        self.core.local_response_handler = self._on_response
+    def start(self, identity: Identity, transports: Sender) -> None:
+        """Start pinging for the proxy of ``identity``, writing pings with ``transports``."""
+        self.transports = transports
+        self.keepalive = KeepaliveCore(self.config, self.location, identity, self.store, now=self.clock.wall(),
+                                       slices=slices_for(self.config.keepalive_interval))
         self._arm()
         if self.config.keepalive_interval > 0:
             log.info(
@@ -77,31 +70,15 @@ class KeepaliveService:
                 self.config.keepalive_method, ", NATed contacts only" if self.config.ping_nated_only else "",
             )
 
-    def set_router(self, router: Router) -> None:
-        """Route with ``router`` from now on, keepalives still hooked in (a reload)."""
-        self._router = router
-        self.core.router = wrap_router(router, self.keepalive, self.clock) if self.keepalive is not None else router
-
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._router is not None:
-            self.core.router = self._router
-            self._router = None
-        self.core.local_response_handler = self._previous_handler
 
     def stats(self) -> dict[str, int | float]:
         return self.keepalive.stats() if self.keepalive is not None else {}
 
-    # -- the four steps ------------------------------------------------------------
-    def _on_response(self, resp: Response, flow: Flow) -> None:
-        ka = self.keepalive
-        if ka is not None and ka.response_received(resp, flow, self.clock.wall()):
-            return
-        if self._previous_handler is not None:
-            self._previous_handler(resp, flow)
-
+    # -- the four steps (the answers to SIP pings: KeepaliveHooks.local_response) ----
     def _on_timer(self) -> None:
         self._timer = None
         ka = self.keepalive
@@ -118,7 +95,7 @@ class KeepaliveService:
 
     def _flush(self) -> None:
         ka = self.keepalive
-        if ka is None:
+        if ka is None or self.transports is None:
             return
         for ping in ka.outgoing():
             if not self.transports.send(ping.data, ping.flow):

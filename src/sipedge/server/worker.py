@@ -70,11 +70,13 @@ class WorkerSipService(SipService):
         await super().start(server_ctx, client_ctx)
         assert self.core is not None and self.transports is not None
         self.transports.on_flow_opened = self.handoff.broadcast_opened
-        here, there = self.transports.is_alive, self.handoff.remote_alive
-        me = self.handoff.worker
-        # another worker's connection: alive unless it said it closed or its holder died;
-        # sends on it are handed over
-        self.core.flow_alive = lambda flow: here(flow) if self.handoff.flow_owner(flow) == me else there(flow)
+
+    def flow_alive(self, flow: Flow) -> bool:
+        """Another worker's connection: alive unless it said it closed or its holder
+        died (sends on it are handed over)."""
+        if self.handoff.flow_owner(flow) == self.handoff.worker:
+            return super().flow_alive(flow)
+        return self.handoff.remote_alive(flow)
 
     def _on_message(self, data: bytes, flow: Flow) -> None:
         handoff = self.handoff
@@ -324,8 +326,6 @@ class WorkerApp(App):
 
     async def start(self) -> None:
         await super().start()
-        if self.keepalive is not None and isinstance(self.sip, WorkerSipService):
-            self.keepalive.transports = self.sip
         self._stats_task = asyncio.create_task(self._stats_loop())
 
     async def stop(self) -> None:

@@ -20,11 +20,12 @@ from sipedge.proxy.keepalive import (
     UDP_PING,
     Endpoint,
     KeepaliveCore,
+    KeepaliveHooks,
     binding_is_nated,
-    wrap_router,
 )
 from sipedge.proxy.location import Binding, MemoryLocationStore, MemorySubscriberStore
 from sipedge.proxy.routing import load_router
+from sipedge.proxy.services import ProxyServices
 from sipedge.sip.flow import Flow
 from sipedge.sip.message import Request, Response, make_response, parse
 from sipedge.store.keepalive import SqliteEndpointStore
@@ -68,12 +69,12 @@ def rig(nat: NatConfig | None = None, store: SqliteEndpointStore | None = None,
     identity = Identity([Listener("udp", *ME), Listener("tcp", *ME)])
     location = location if location is not None else MemoryLocationStore()
     clock = clock or FakeClock()
-    core = ProxyCore(cfg, identity, location, MemorySubscriberStore(),
-                     load_router("sipedge.proxy.default_routing"), clock, secret=b"k" * 32)
     ka = KeepaliveCore(nat or NatConfig(keepalive_interval=10.0), location, identity, store,
                        now=clock.wall())
-    core.router = wrap_router(core.router, ka, clock)
-    core.local_response_handler = lambda resp, flow: ka.response_received(resp, flow, clock.wall()) and None
+    hooks = KeepaliveHooks(clock, ka)  # the core's services hook, as server/keepalive.py's
+    core = ProxyCore(cfg, identity, location, MemorySubscriberStore(),
+                     load_router("sipedge.proxy.default_routing"), clock, secret=b"k" * 32,
+                     services=ProxyServices(route_observers=(hooks,), local_responses=(hooks.local_response,)))
     return Rig(core, ka, clock, location, [])
 
 
