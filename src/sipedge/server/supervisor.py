@@ -38,9 +38,9 @@ from . import tls
 from .app import load_secret, load_token
 from .dtls import DtlsContext
 from .handoff import GENERATION, MEDIA, STATS, SUPERVISOR, channel_pair, encode, owner_of
+from .listeners import bind_listener, parse_listen
 from .media import MediaServer
 from .ng import NgControlServer
-from .transport import bind_listener, parse_listen
 from .worker import ENV, STATS_INTERVAL, worker_config
 
 log = logging.getLogger("sipedge")

@@ -98,18 +98,18 @@ class TlsListener:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE, ENFILE, ENOBUFS...: back off, then try again
-                layer._stat["sip_accept_errors"] += 1
+                layer.count("sip_accept_errors")
                 log.warning("x %s %s: accept failed (%s); pausing %.0f s", self.name, self.address,
                             exc, ACCEPT_RETRY_DELAY)
                 self.loop.remove_reader(self.sock.fileno())
                 self._retry = self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
                 return
-            slot = layer._admit(self.name, peer)
+            slot = layer.admit(self.name, peer)
             if slot is None:
                 conn.close()
                 continue
             conn.setblocking(False)
-            layer._handshaking += 1
+            layer.handshake_started()
             task = self.loop.create_task(self._handshake(conn, peer, slot))
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)
@@ -128,18 +128,18 @@ class TlsListener:
                 ssl_handshake_timeout=layer.handshake_timeout,
             )
         except ConnectionAbortedError:  # what asyncio and uvloop raise at the deadline
-            layer._stat["sip_tls_handshake_timeouts"] += 1
+            layer.count("sip_tls_handshake_timeouts")
             log.info("x %s %s: no TLS handshake in %.0f s, closed", self.name, peer, layer.handshake_timeout)
             proto.release_slot()
         except (OSError, ssl.SSLError) as exc:
-            layer._stat["sip_tls_handshake_failures"] += 1
+            layer.count("sip_tls_handshake_failures")
             log.info("x %s %s: TLS handshake failed: %s", self.name, peer, exc)
             proto.release_slot()
         except asyncio.CancelledError:
             proto.release_slot()
             raise
         finally:
-            layer._handshaking -= 1
+            layer.handshake_ended()
 
     def close(self) -> None:
         """Stop accepting; handshakes under way are abandoned (their sockets closed)."""

@@ -1,9 +1,15 @@
-"""SIP transports: UDP, TCP and TLS listeners and connections (the asyncio adapter).
+"""SIP transports: UDP, TCP, TLS, WS and WSS listeners and connections (the asyncio adapter).
 
-With ws.py and tls_listener.py, the only SIP modules with sockets and ssl. It cuts bytes
-into SIP messages and hands each one up with the :class:`~sipedge.sip.flow.Flow` it
-arrived on; it never parses a message beyond the framing, and it knows nothing of
-transactions or routing.
+:class:`TransportLayer` binds the listeners, keeps the connection registry and the limits,
+and sends. Its parts, each by job: ``listeners.py`` (listener addresses, ``sip.listen``
+entries, bound sockets), ``udp.py`` (a UDP listener socket), ``stream.py`` (a TCP/TLS
+connection and its framing), ``ws.py`` (WS/WSS), ``tls_listener.py`` (TLS accept with
+admission before the handshake) and ``error_reply.py`` (the one stateless error reply a
+listener gives itself). Those use only the layer's public connection interface
+(``count``, ``admit``, ``register``... below "what connections use of the layer"). The
+layer cuts bytes into SIP messages and hands each one up with the
+:class:`~sipedge.sip.flow.Flow` it arrived on; beyond the framing it parses only the head
+of a request it must refuse, and it knows nothing of transactions or routing.
 
 Contract with the application
 -----------------------------
@@ -63,19 +69,34 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
-from .._common.addr import Address, strip_brackets
+from .._common.addr import Address
 from ..config.sip import SipConfig
-from ..errors import ConfigError, Error, ParseError
-from ..sip import message
+from ..errors import ConfigError
 from ..sip.flow import Flow, Target
-from ..sip.framing import StreamFramer
+from .listeners import (
+    ALL_TRANSPORTS,
+    STREAM_TRANSPORTS,
+    Listener,
+    TransportError,
+    bind_listener,
+    family_of,
+    norm_host,
+    norm_peer,
+    parse_listen,
+)
+from .stream import Conn, Counters, StreamConnection
 from .tls_listener import TlsListener
+from .udp import UdpSocket
 
 if TYPE_CHECKING:
     from .ws import WsOptions
+
+__all__ = [
+    "ALL_TRANSPORTS", "STREAM_TRANSPORTS", "Conn", "Listener", "OnFlowClosed", "OnMessage", "OnStun",
+    "TransportError", "TransportLayer", "parse_listen",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,354 +109,6 @@ OnFlowClosed = Callable[[Flow], None]
 OnStun = Callable[[bytes, Flow], "bytes | None"]
 """``on_stun(data, flow)``: a STUN message on a SIP UDP port (RFC 5626 §4.4.2 keepalive);
 returns the reply to send back to its source, or None to drop it."""
-
-STREAM_TRANSPORTS = ("tcp", "tls")
-ALL_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
-_STUN_COOKIE = b"\x21\x12\xa4\x42"
-
-
-class TransportError(Error, OSError):
-    """A message could not be sent: no listener, connect failure, connection gone.
-
-    An ``OSError`` too, so callers catching socket errors catch it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Listener:
-    """One bound listener: transport, local host and the port really bound."""
-
-    transport: str
-    host: str
-    port: int
-
-    @property
-    def address(self) -> Address:
-        return (self.host, self.port)
-
-    @property
-    def family(self) -> int:
-        return 6 if ":" in self.host else 4
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.transport}:{host}:{self.port}"
-
-
-def parse_listen(item: str) -> tuple[str, str, int]:
-    """``"tls:[::1]:5061"`` -> ``("tls", "::1", 5061)``; ConfigError when malformed."""
-    proto, _, rest = item.partition(":")
-    host, _, port = rest.rpartition(":")
-    host = strip_brackets(host)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        host = ""
-    if proto not in ALL_TRANSPORTS or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(
-            f"sip.listen: {item!r} is not transport:ip:port "
-            f"(transport one of {', '.join(ALL_TRANSPORTS)}, an IP literal, a port 0..65535)"
-        )
-    return proto, host, int(port)
-
-
-def _family(host: str) -> int:
-    return 6 if ":" in host else 4
-
-
-def _norm_host(host: str) -> str:
-    """An IP literal in the form peername reports it (IPv6 compressed, no brackets)."""
-    h = strip_brackets(host)
-    try:
-        return ipaddress.ip_address(h).compressed
-    except ValueError:
-        raise TransportError(f"{host!r} is not an IP address; resolve it first (RFC 3263)") from None
-
-
-class Conn(Protocol):
-    """What the layer needs of a connection (TCP/TLS here, WS/WSS in ws.py)."""
-
-    conn_id: int
-    name: str
-    inbound: bool
-    flow: Flow
-    closing: bool
-    last_activity: float
-
-    def write(self, data: bytes, count: bool = True) -> bool: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
-    def tick(self, now: float) -> None: ...
-
-
-class _Counters:
-    __slots__ = ("bytes_in", "bytes_out", "messages_in", "messages_out")
-
-    def __init__(self) -> None:
-        self.messages_in = 0
-        self.messages_out = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-
-
-class _Udp(asyncio.DatagramProtocol):
-    """One UDP listener socket."""
-
-    __slots__ = ("closed", "counters", "layer", "listener", "local", "transport")
-
-    def __init__(self, layer: TransportLayer) -> None:
-        self.layer = layer
-        self.counters = layer._counters["udp"]
-        self.transport: asyncio.DatagramTransport | None = None
-        self.local: Address = ("", 0)
-        self.listener: Listener | None = None
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        sockname = transport.get_extra_info("sockname")
-        self.local = (sockname[0], sockname[1])
-
-    def _refuse_oversize(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        """A request over the size limit is answered 513 when its head parses within the
-        limit (RFC 3261 §18.1.1); anything else is only dropped. Logged either way."""
-        layer = self.layer
-        reply = error_reply(data[: layer.max_message_size], (513, "Message Too Large"))
-        log.info("x udp %s: %d-byte datagram over max_message_size %d%s", addr[:2], len(data),
-                 layer.max_message_size, "; answered 513" if reply else "; dropped")
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        layer = self.layer
-        if layer.source_banned is not None and layer.source_banned(addr[0]):
-            return  # flood control: nothing from a banned source is looked at
-        n = len(data)
-        if n > layer.max_message_size:
-            layer._stat["sip_udp_dropped_oversize"] += 1
-            self._refuse_oversize(data, addr)
-            return
-        first = data[0] if n else 0
-        if first < 0x20:  # SIP starts with a letter: only keepalives and STUN get here
-            if first < 2 and n >= 20 and data[4:8] == _STUN_COOKIE:
-                self._stun(data, addr)  # RFC 5626 §4.4.2 keepalive on the SIP port: not SIP
-                return
-            if not data.strip(b"\r\n\0"):  # 4-byte zero keepalive, stray CRLFs, empty
-                layer._stat["sip_udp_keepalives"] += 1
-                return
-        c = self.counters
-        c.messages_in += 1
-        c.bytes_in += n
-        try:
-            layer.on_message(data, Flow("udp", self.local, (addr[0], addr[1])))
-        except Exception:
-            layer._callback_error("udp", addr)
-
-    def _stun(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        """Send what ``on_stun`` answers (counted as a binding), else drop and count."""
-        layer = self.layer
-        reply = None
-        if layer.on_stun is not None:
-            try:
-                reply = layer.on_stun(data, Flow("udp", self.local, (addr[0], addr[1])))
-            except Exception:
-                layer._callback_error("stun", addr)
-        if reply is None or self.transport is None:
-            layer._stat["sip_udp_stun_dropped"] += 1
-            return
-        layer._stat["sip_udp_stun_bindings"] += 1
-        self.transport.sendto(reply, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        self.layer._stat["sip_udp_errors"] += 1
-        log.debug("x udp %s: %s", self.local, exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-
-    def sendto(self, data: bytes, addr: Address) -> bool:
-        t = self.transport
-        if t is None or self.closed:
-            return False
-        t.sendto(data, addr)
-        c = self.counters
-        c.messages_out += 1
-        c.bytes_out += len(data)
-        return True
-
-
-class _Stream(asyncio.Protocol):
-    """One TCP or TLS connection, inbound or outbound."""
-
-    __slots__ = (
-        "closing",
-        "conn_id",
-        "counters",
-        "flow",
-        "framer",
-        "inbound",
-        "last_activity",
-        "layer",
-        "loop",
-        "message_started",
-        "name",
-        "paused",
-        "slot",
-        "transport",
-    )
-
-    def __init__(self, layer: TransportLayer, name: str, inbound: bool, slot: str | None = None) -> None:
-        self.layer = layer
-        self.name = name
-        self.inbound = inbound
-        self.counters = layer._counters[name]
-        self.framer = StreamFramer(layer.max_message_size)
-        self.transport: asyncio.Transport | None = None
-        self.conn_id = 0
-        self.flow = Flow(name, ("", 0), ("", 0))
-        self.loop = layer._loop
-        self.last_activity = 0.0
-        self.closing = False
-        self.paused = False
-        self.slot = slot  # the peer's per-IP connection slot (inbound), given back at the end
-        self.message_started = 0.0  # when the first byte of an incomplete message came, or 0
-
-    # -- asyncio callbacks -----------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = self.transport = cast(asyncio.Transport, transport)
-        layer = self.layer
-        peer = transport.get_extra_info("peername")
-        if self.inbound and self.slot is None:  # TLS connections were admitted before their handshake
-            self.slot = layer._admit(self.name, peer)
-            if self.slot is None:
-                self.closing = True
-                transport.abort()
-                return
-        sock = transport.get_extra_info("sockname")
-        local: Address = (sock[0], sock[1])
-        if not self.inbound:
-            lst = layer._listener_for(self.name, _family(sock[0]))
-            if lst is not None:
-                local = lst.address
-        self.conn_id = next(layer._ids)
-        self.flow = Flow(self.name, local, (peer[0], peer[1]), self.conn_id)
-        self.last_activity = self.loop.time()
-        layer._register(self)
-
-    def data_received(self, data: bytes) -> None:
-        if self.closing:
-            return
-        now = self.last_activity = self.loop.time()
-        try:
-            frames = self.framer.feed(data)
-        except ParseError as exc:
-            self._reject(exc)
-            return
-        if frames or not self.message_started:  # a message (or nothing) under way from now
-            self.message_started = now if self.framer.buffered else 0.0
-        layer = self.layer
-        for f in frames:
-            if f.data:
-                c = self.counters
-                c.messages_in += 1
-                c.bytes_in += len(f.data)
-                try:
-                    layer.on_message(f.data, self.flow)
-                except Exception:
-                    layer._callback_error(self.name, self.flow.remote)
-                if self.closing:
-                    return
-            elif f.ping:
-                layer._stat["sip_stream_pings"] += 1
-                self.write(b"\r\n", count=False)
-
-    def eof_received(self) -> bool | None:
-        return False  # half-closed: close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
-        if self.conn_id:
-            self.layer._unregister(self, exc)
-        self.release_slot()
-
-    def release_slot(self) -> None:
-        """Give the peer's per-IP slot back (once; also when a TLS handshake failed)."""
-        self.layer._release(self.slot)
-        self.slot = None
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-
-    # -- ours ------------------------------------------------------------------------
-    def write(self, data: bytes, count: bool = True) -> bool:
-        t = self.transport
-        if t is None or self.closing:
-            return False
-        if self.paused and t.get_write_buffer_size() > self.layer.max_write_buffer:
-            self.layer._stat["sip_connections_closed_overflow"] += 1
-            log.info("x %s %s: peer is not reading, closing", self.name, self.flow.remote)
-            self.abort()
-            return False
-        t.write(data)
-        self.last_activity = self.loop.time()
-        if count:
-            c = self.counters
-            c.messages_out += 1
-            c.bytes_out += len(data)
-        return True
-
-    def close(self) -> None:
-        self.closing = True
-        if self.transport is not None:
-            self.transport.close()  # flushes what is buffered, then closes
-
-    def abort(self) -> None:
-        self.closing = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    def tick(self, now: float) -> None:
-        """Periodic check from the layer's sweeper: a message started more than
-        ``message_timeout`` ago and still incomplete is a slow sender (slowloris); the
-        connection is dropped, since no answer can be given to half a request."""
-        timeout = self.layer.message_timeout
-        if self.message_started and timeout > 0 and now - self.message_started > timeout:
-            self.layer._stat["sip_connections_closed_slow"] += 1
-            log.info("x %s %s: no complete message in %.0f s (%d bytes so far), closing",
-                     self.name, self.flow.remote, timeout, self.framer.buffered)
-            self.abort()
-
-    def _reject(self, exc: ParseError) -> None:
-        """Framing failed (too large, no Content-Length...): answer if we can, close."""
-        layer = self.layer
-        layer._stat["sip_stream_errors"] += 1
-        log.info("x %s %s: %s; closing", self.name, self.flow.remote, exc)
-        if isinstance(exc.hint, tuple):
-            reply = error_reply(bytes(self.framer._buf[: layer.max_message_size]), exc.hint)
-            if reply is not None:
-                self.write(reply)
-        self.close()
-
-
-def error_reply(pending: bytes, hint: tuple[int, str]) -> bytes | None:
-    """A stateless error response to the request whose start is ``pending``, when its
-    start line and headers parse; ``None`` when it cannot be answered (a response, ACK,
-    garbage). Content-Length is ignored: the body is the part that failed."""
-    end = pending.find(b"\r\n\r\n")
-    head = pending[:end] if end != -1 else pending[: pending.rfind(b"\r\n")]
-    lines = [
-        ln for ln in head.split(b"\r\n")
-        if ln.partition(b":")[0].strip().lower() not in (b"content-length", b"l")
-    ]
-    try:
-        req = message.parse(b"\r\n".join(lines) + b"\r\n\r\n", stream=True)
-        if not isinstance(req, message.Request) or req.method == "ACK" or not req.get_all("via"):
-            return None
-        return message.make_response(req, hint[0], hint[1]).serialize()
-    except ParseError:
-        return None
 
 
 class TransportLayer:
@@ -481,7 +154,7 @@ class TransportLayer:
         self.message_timeout = limits.message_timeout
         self.max_write_buffer = max(16 * limits.max_message_size, 1 << 20)
         self._loop = asyncio.get_running_loop()
-        self._counters = {t: _Counters() for t in ALL_TRANSPORTS}
+        self._counters = {t: Counters() for t in ALL_TRANSPORTS}
         self._stat: dict[str, int] = dict.fromkeys(
             (
                 "sip_connections_accepted", "sip_connections_outbound", "sip_connections_refused",
@@ -498,7 +171,7 @@ class TransportLayer:
         )
         self._ids = itertools.count(*conn_ids)
         self._listeners: list[Listener] = []
-        self._udp: dict[Address, _Udp] = {}
+        self._udp: dict[Address, UdpSocket] = {}
         self._servers: list[asyncio.Server] = []
         self._conns: dict[int, Conn] = {}
         self._by_remote: dict[tuple[str, str, int], Conn] = {}
@@ -530,7 +203,7 @@ class TransportLayer:
     async def _listen_udp(self, host: str, port: int, sock: socket.socket | None = None) -> None:
         if sock is None:
             sock = bind_listener("udp", host, port)
-        _, proto = await self._loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
+        _, proto = await self._loop.create_datagram_endpoint(lambda: UdpSocket(self), sock=sock)
         self._udp[proto.local] = proto
         lst = Listener("udp", proto.local[0], proto.local[1])
         proto.listener = lst
@@ -552,7 +225,7 @@ class TransportLayer:
             opts = self.ws_options
             factory = lambda slot: WsConnection(self, name, opts, slot)  # noqa: E731
         else:
-            factory = lambda slot: _Stream(self, name, inbound=True, slot=slot)  # noqa: E731
+            factory = lambda slot: StreamConnection(self, name, inbound=True, slot=slot)  # noqa: E731
         if ctx is not None:
             if sock is not None:
                 sock.setblocking(False)
@@ -620,12 +293,12 @@ class TransportLayer:
 
     def listener(self, transport: str, family: int = 4) -> Listener:
         """The first listener of a transport and address family (4 or 6)."""
-        lst = self._listener_for(transport, family)
+        lst = self.listener_for(transport, family)
         if lst is None:
             raise TransportError(f"no {transport} listener for IPv{family}")
         return lst
 
-    def _listener_for(self, transport: str, family: int) -> Listener | None:
+    def listener_for(self, transport: str, family: int) -> Listener | None:
         for lst in self._listeners:
             if lst.transport == transport and lst.family == family:
                 return lst
@@ -675,12 +348,12 @@ class TransportLayer:
         (when the client context verifies). Raises :class:`TransportError`.
         """
         name = target.transport
-        host = _norm_host(target.host)
+        host = norm_host(target.host)
         if name == "udp":
-            lst = self._listener_for("udp", _family(host))
+            lst = self.listener_for("udp", family_of(host))
             u = self._udp.get(lst.address) if lst is not None else None
             if u is None:
-                raise TransportError(f"no udp listener for IPv{_family(host)} to send to {host}")
+                raise TransportError(f"no udp listener for IPv{family_of(host)} to send to {host}")
             flow = Flow("udp", u.local, (host, target.port))
             if not u.sendto(data, flow.remote):
                 raise TransportError(f"udp listener {lst} is closed")
@@ -697,7 +370,7 @@ class TransportLayer:
 
     def has_connection(self, target: Target) -> bool:
         """Whether an open connection of this process reaches ``target`` (IP host)."""
-        conn = self._by_remote.get((target.transport, _norm_host(target.host), target.port))
+        conn = self._by_remote.get((target.transport, norm_host(target.host), target.port))
         return conn is not None and not conn.closing
 
     def close_flow(self, flow: Flow) -> bool:
@@ -727,7 +400,7 @@ class TransportLayer:
         finally:
             self._connecting.pop(key, None)
 
-    async def _open(self, key: tuple[str, str, int], tls_name: str | None) -> _Stream:
+    async def _open(self, key: tuple[str, str, int], tls_name: str | None) -> StreamConnection:
         name, host, port = key
         if self._closed:
             raise TransportError("transport layer is closed")
@@ -746,14 +419,14 @@ class TransportLayer:
                 self.client_ssl = client_context()
             ctx = self.client_ssl
             server_hostname = tls_name or host
-        lst = self._listener_for(name, _family(host))
+        lst = self.listener_for(name, family_of(host))
         local_addr = None
         if lst is not None and not ipaddress.ip_address(lst.host).is_unspecified:
             local_addr = (lst.host, 0)
         try:
             _, proto = await asyncio.wait_for(
                 self._loop.create_connection(
-                    lambda: _Stream(self, name, inbound=False),
+                    lambda: StreamConnection(self, name, inbound=False),
                     host, port, ssl=ctx, server_hostname=server_hostname, local_addr=local_addr,
                     ssl_handshake_timeout=self.handshake_timeout if ctx else None,
                 ),
@@ -771,12 +444,36 @@ class TransportLayer:
             raise TransportError(f"{name} connection to {host}:{port} closed at once")
         return proto
 
+    # -- what connections use of the layer (udp.py, stream.py, ws.py, tls_listener.py) --
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def counters_for(self, transport: str) -> Counters:
+        """The message and byte counters of one transport."""
+        return self._counters[transport]
+
+    def count(self, stat: str) -> None:
+        """One more of an event counter of :meth:`stats` (e.g. ``sip_ws_pings_sent``)."""
+        self._stat[stat] += 1
+
+    def new_conn_id(self) -> int:
+        """The id of a connection just opened (unique across workers, docs/workers.md)."""
+        return next(self._ids)
+
+    def handshake_started(self) -> None:
+        """A TLS handshake or WebSocket upgrade began: it counts against max_connections."""
+        self._handshaking += 1
+
+    def handshake_ended(self) -> None:
+        self._handshaking -= 1
+
     # -- connection registry ---------------------------------------------------------
-    def _admit(self, name: str, peer: Any) -> str | None:
+    def admit(self, name: str, peer: Any) -> str | None:
         """A slot for a new inbound connection, or None when it is over max_connections or
         its address's max_connections_per_ip (the refusal is counted), or from a banned
         source (dropped unread, counted by flood control). The slot (the peer's IP) goes
-        back to :meth:`_release` when the connection ends."""
+        back to :meth:`release` when the connection ends."""
         if self.source_banned is not None and self.source_banned(peer[0]):
             return None
         if self._closed or len(self._conns) + self._handshaking >= self.max_connections:
@@ -784,7 +481,7 @@ class TransportLayer:
             log.info("x %s connection from %s refused: %d connections open (max_connections)",
                      name, peer, len(self._conns) + self._handshaking)
             return None
-        ip = _norm_peer(str(peer[0]))
+        ip = norm_peer(str(peer[0]))
         held = self._per_ip.get(ip, 0)
         if 0 < self.max_connections_per_ip <= held:
             self._stat["sip_connections_refused_per_ip"] += 1
@@ -794,7 +491,7 @@ class TransportLayer:
         self._per_ip[ip] = held + 1
         return ip
 
-    def _release(self, slot: str | None) -> None:
+    def release(self, slot: str | None) -> None:
         if slot is None:
             return
         held = self._per_ip.get(slot, 0) - 1
@@ -803,19 +500,19 @@ class TransportLayer:
         else:
             self._per_ip.pop(slot, None)
 
-    def _register(self, conn: Conn) -> None:
+    def register(self, conn: Conn) -> None:
         self._conns[conn.conn_id] = conn
-        self._by_remote[(conn.name, _norm_peer(conn.flow.remote[0]), conn.flow.remote[1])] = conn
+        self._by_remote[(conn.name, norm_peer(conn.flow.remote[0]), conn.flow.remote[1])] = conn
         self._stat["sip_connections_accepted" if conn.inbound else "sip_connections_outbound"] += 1
         log.debug("- %s connection %d %s %s", conn.name, conn.conn_id,
                   "from" if conn.inbound else "to", conn.flow.remote)
         if self.on_flow_opened is not None:
             self.on_flow_opened(conn.flow)
 
-    def _unregister(self, conn: Conn, exc: Exception | None) -> None:
+    def unregister(self, conn: Conn, exc: Exception | None) -> None:
         if self._conns.pop(conn.conn_id, None) is None:
             return
-        key = (conn.name, _norm_peer(conn.flow.remote[0]), conn.flow.remote[1])
+        key = (conn.name, norm_peer(conn.flow.remote[0]), conn.flow.remote[1])
         if self._by_remote.get(key) is conn:
             del self._by_remote[key]
         self._stat["sip_connections_closed"] += 1
@@ -824,7 +521,7 @@ class TransportLayer:
             try:
                 self.on_flow_closed(conn.flow)
             except Exception:
-                self._callback_error(conn.name, conn.flow.remote)
+                self.callback_failed(conn.name, conn.flow.remote)
 
     def _ws_pinging(self) -> bool:
         return (
@@ -855,54 +552,6 @@ class TransportLayer:
         if not self._closed:
             self._arm_sweeper()
 
-    def _callback_error(self, transport: str, remote: Any) -> None:
+    def callback_failed(self, transport: str, remote: Any) -> None:
         self._stat["sip_callback_errors"] += 1
         log.exception("on_message failed for a %s message from %s", transport, remote)
-
-
-UDP_BUFFER = 4 << 20
-
-
-def bind_listener(transport: str, host: str, port: int) -> socket.socket:
-    """A bound socket for one ``sip.listen`` entry (a listening one for a stream
-    transport); ConfigError naming it when that fails. The supervisor binds every
-    listener this way once and its workers share them (docs/workers.md)."""
-    fam = socket.AF_INET6 if _family(host) == 6 else socket.AF_INET
-    udp = transport == "udp"
-    sock = socket.socket(fam, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
-    try:
-        if fam == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if udp:
-            _big_buffers(sock)
-        else:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        if not udp:
-            sock.listen(512)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"sip.listen: cannot bind {transport}:{host}:{port}: {exc.strerror}") from exc
-    return sock
-
-
-def _big_buffers(sock: socket.socket) -> None:
-    """Ask for 4 MB socket buffers so bursts queue instead of being dropped by the kernel
-    (as root past ``net.core.rmem_max`` with the FORCE options; best effort)."""
-    for force, plain in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
-                         (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
-        for opt in (force, plain):
-            if opt is None:
-                continue
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER)
-                break
-            except OSError:
-                continue
-
-
-def _norm_peer(host: str) -> str:
-    try:
-        return ipaddress.ip_address(host).compressed
-    except ValueError:
-        return host

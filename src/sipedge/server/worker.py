@@ -38,10 +38,11 @@ from ..sip.flow import Flow
 from ..store.schema import Database
 from ..store.shared import SharedSqliteLocationStore
 from ..store.sqlite import SqliteDatabase, SqliteLocationStore
-from .app import App, SipService
+from .app import App
 from .control import Control, ControlError, Params, media_row
 from .handoff import IN, MAX_PAYLOAD, OUT, QUERY, REPLY, Handoff, call_id_of, conn_ids, owner_of
 from .logsetup import setup_logging
+from .sip_service import SipService
 
 if TYPE_CHECKING:
     from ..store.postgres import PgLocationStore

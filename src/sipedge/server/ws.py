@@ -45,6 +45,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Origin, Subprotocol
 
 from ..sip.flow import Flow
+from .stream import ConnectionBase
 
 if TYPE_CHECKING:
     from .transport import TransportLayer
@@ -127,7 +128,7 @@ def _select_sip(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Sub
     )
 
 
-class WsConnection(asyncio.Protocol):
+class WsConnection(ConnectionBase, asyncio.Protocol):
     """One inbound WS/WSS connection: handshake, frames, keepalive, close."""
 
     __slots__ = (
@@ -141,8 +142,8 @@ class WsConnection(asyncio.Protocol):
         self.name = name
         self.options = options
         self.inbound = True
-        self.counters = layer._counters[name]
-        self.loop = layer._loop
+        self.counters = layer.counters_for(name)
+        self.loop = layer.loop
         self.transport: asyncio.Transport | None = None
         self.proto = ServerProtocol(
             origins=[*(Origin(o) for o in options.origins), None] if options.origins is not None else None,
@@ -173,12 +174,12 @@ class WsConnection(asyncio.Protocol):
         sock = transport.get_extra_info("sockname")
         self.flow = Flow(self.name, (sock[0], sock[1]), (peer[0], peer[1]))
         if self.slot is None:
-            self.slot = self.layer._admit(self.name, peer)
+            self.slot = self.layer.admit(self.name, peer)
             if self.slot is None:
                 self.closing = True
                 transport.abort()
                 return
-        self.layer._handshaking += 1
+        self.layer.handshake_started()
         self._handshake_timer = self.loop.call_later(
             self.layer.handshake_timeout, self._handshake_expired
         )
@@ -211,20 +212,9 @@ class WsConnection(asyncio.Protocol):
         if not self.opened:
             if self._handshake_timer is not None:
                 self._handshake_timer = None
-                self.layer._handshaking -= 1
+                self.layer.handshake_ended()
             return
-        self.layer._unregister(self, exc)
-
-    def release_slot(self) -> None:
-        """Give the peer's per-IP slot back (once; also when a TLS handshake failed)."""
-        self.layer._release(self.slot)
-        self.slot = None
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
+        self.layer.unregister(self, exc)
 
     # -- handshake and frames --------------------------------------------------------
     def _handshake(self, request: Request) -> None:
@@ -234,21 +224,21 @@ class WsConnection(asyncio.Protocol):
             response.headers["Server"] = self.options.server_header
         self.proto.send_response(response)
         if response.status_code != 101:
-            layer._stat["sip_ws_handshake_failures"] += 1
+            layer.count("sip_ws_handshake_failures")
             if isinstance(self.proto.handshake_exc, InvalidOrigin):
-                layer._stat["sip_ws_origins_refused"] += 1
+                layer.count("sip_ws_origins_refused")
             log.info("x %s handshake from %s refused: %d %s", self.name, self.flow.remote,
                      response.status_code, self.proto.handshake_exc)
             return
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
-            layer._handshaking -= 1
+            layer.handshake_ended()
         self.opened = True
-        self.conn_id = next(layer._ids)
+        self.conn_id = layer.new_conn_id()
         self.flow = Flow(self.name, self.flow.local, self.flow.remote, self.conn_id)
         self.last_activity = self.last_seen
-        layer._register(self)
+        layer.register(self)
 
     def _frame(self, frame: Frame) -> None:
         op = frame.opcode
@@ -294,7 +284,7 @@ class WsConnection(asyncio.Protocol):
     def _invalid_utf8(self) -> None:
         """RFC 6455 §8.1: a text message that is not UTF-8 fails the connection with 1007
         (counted here and, as every protocol error, in ``sip_ws_protocol_errors``)."""
-        self.layer._stat["sip_ws_invalid_utf8"] += 1
+        self.layer.count("sip_ws_invalid_utf8")
         self.proto.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
 
     def _message(self, data: bytes) -> None:
@@ -304,7 +294,7 @@ class WsConnection(asyncio.Protocol):
         layer = self.layer
         if not data.strip(b"\r\n"):
             if data == b"\r\n\r\n":  # RFC 5626 ping over WebSocket: pong
-                layer._stat["sip_stream_pings"] += 1
+                layer.count("sip_stream_pings")
                 self.write(b"\r\n", count=False)
             return
         c = self.counters
@@ -313,7 +303,7 @@ class WsConnection(asyncio.Protocol):
         try:
             layer.on_message(data, self.flow)
         except Exception:
-            layer._callback_error(self.name, self.flow.remote)
+            layer.callback_failed(self.name, self.flow.remote)
 
     def _flush(self) -> None:
         t = self.transport
@@ -327,11 +317,11 @@ class WsConnection(asyncio.Protocol):
             # end of stream: handshake refused, protocol error, or close handshake done
             if self.opened and not self._we_closed and proto.close_rcvd is None:
                 code = proto.close_sent.code if proto.close_sent is not None else 0
-                self.layer._stat["sip_ws_protocol_errors"] += 1
+                self.layer.count("sip_ws_protocol_errors")
                 log.info("x %s %s: protocol error, closed with %d (%s)", self.name,
                          self.flow.remote, code, proto.close_sent.reason if proto.close_sent else "")
             elif not self.opened and proto.handshake_exc is not None and not proto.accept_called:
-                self.layer._stat["sip_ws_handshake_failures"] += 1  # not even an HTTP request
+                self.layer.count("sip_ws_handshake_failures")  # not even an HTTP request
                 log.info("x %s %s: %s", self.name, self.flow.remote, proto.handshake_exc)
             self.closing = True
             t.close()
@@ -345,10 +335,7 @@ class WsConnection(asyncio.Protocol):
         t = self.transport
         if t is None or self.closing or not self.opened or self.proto.state is not State.OPEN:
             return False
-        if self.paused and t.get_write_buffer_size() > self.layer.max_write_buffer:
-            self.layer._stat["sip_connections_closed_overflow"] += 1
-            log.info("x %s %s: peer is not reading, closing", self.name, self.flow.remote)
-            self.abort()
+        if self.paused and self.overflowing(t):
             return False
         try:
             data.decode("utf-8")
@@ -389,20 +376,20 @@ class WsConnection(asyncio.Protocol):
             return
         if self._ping_sent:
             if now - self._ping_sent > opts.ping_timeout:
-                self.layer._stat["sip_ws_ping_timeouts"] += 1
+                self.layer.count("sip_ws_ping_timeouts")
                 log.info("x %s %s: no pong in %.0f s, closing", self.name, self.flow.remote,
                          opts.ping_timeout)
                 self.abort()
         elif now - self.last_seen >= opts.ping_interval:
             self._ping_sent = now
-            self.layer._stat["sip_ws_pings_sent"] += 1
+            self.layer.count("sip_ws_pings_sent")
             self.proto.send_ping(b"")
             self._flush()
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
-        self.layer._handshaking -= 1
-        self.layer._stat["sip_ws_handshake_failures"] += 1
+        self.layer.handshake_ended()
+        self.layer.count("sip_ws_handshake_failures")
         log.info("x %s %s: no WebSocket handshake in %.0f s", self.name, self.flow.remote,
                  self.layer.handshake_timeout)
         self.abort()

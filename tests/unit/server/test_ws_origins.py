@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from sipedge.config import parse_config
-from sipedge.server.app import websocket_origins
+from sipedge.server.sip_service import websocket_origins
 from sipedge.server.ws import origin, own_origins
 
 
