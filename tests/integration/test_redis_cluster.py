@@ -1,7 +1,8 @@
 """Two ``sipedge serve`` nodes (127.0.0.1 and 127.0.0.2) sharing one real redis-server
 through ``[redis]``: a registration on A is found by B (its lookup routes a call, ``ctl ul
 show`` lists it), a digest nonce A issued is accepted by B, a flooder banned on A is
-refused by B (and ``ctl ban rm`` on B lets it back on A), a TURN user's allocations are
+refused by B (and ``ctl ban rm`` on B lets it back on A), two more nodes with another
+``prefix`` on the same Redis see neither A's and B's bindings nor their bans, a TURN user's allocations are
 counted over both nodes, and Redis stopped under the running servers gives 500 and a log
 line, then service back by itself once it restarts."""
 
@@ -175,6 +176,45 @@ def test_a_flooder_banned_on_a_is_refused_by_b_and_lifted_from_b(nodes: tuple[Se
     finally:
         for c in (flooder, other, to_b):
             c.close()
+
+
+def test_prefix_keeps_two_installations_on_one_redis_apart(
+    nodes: tuple[Server, Server], redis: RedisServer, tmp_path: Path
+) -> None:
+    """``[redis] prefix``: C and D (prefix "other:") share their bindings and bans with
+    each other and not with A and B (the default "sipedge:"), on the same Redis."""
+    a, b = nodes
+    sip = f'domains = ["{DOMAIN}"]'
+    other = 'prefix = "other:"\n'
+    with (
+        running_server(tmp_path / "c", "127.0.0.3", extra=node_config(redis, "127.0.0.3").replace(
+            "[redis]\n", "[redis]\n" + other), sip=sip, log_level="info") as c,
+        running_server(tmp_path / "d", "127.0.0.4", extra=node_config(redis, "127.0.0.4").replace(
+            "[redis]\n", "[redis]\n" + other), sip=sip, log_level="info") as d,
+    ):
+        for s in (c, d):
+            add_users(s.config, DOMAIN, USERS)
+        on_a, on_c = ua(a, "alice"), ua(c, "bob")
+        try:
+            assert on_a.register().status == 200 and on_c.register().status == 200
+            assert [x["contact"] for x in ctl(d, "ul", "show", f"bob@{DOMAIN}")] == [on_c.contact.strip("<>")]
+            assert [x["contact"] for x in ctl(b, "ul", "show", f"alice@{DOMAIN}")] == [on_a.contact.strip("<>")]
+            for s, aor in ((a, "alice"), (b, "alice"), (c, "bob"), (d, "bob")):
+                assert {x["aor"] for x in ctl(s, "ul", "dump")} == {f"sip:{aor}@{DOMAIN}"}
+            ctl(c, "ban", "add", "127.0.0.9")
+            ctl(a, "ban", "add", "127.0.0.10")
+            eventually(lambda: "127.0.0.9" in {x["source"] for x in ctl(d, "ban", "list")})
+            eventually(lambda: "127.0.0.10" in {x["source"] for x in ctl(b, "ban", "list")})
+            time.sleep(1.0)  # five sync intervals: the other installation's ban stays its own
+            assert "127.0.0.9" not in {x["source"] for x in ctl(a, "ban", "list") + ctl(b, "ban", "list")}
+            assert "127.0.0.10" not in {x["source"] for x in ctl(c, "ban", "list") + ctl(d, "ban", "list")}
+            on_c.register(expires=0)
+            on_a.register(expires=0)
+        finally:
+            on_a.close()
+            on_c.close()
+            for s, source in ((c, "127.0.0.9"), (a, "127.0.0.10")):
+                cli(["ctl", "--config", str(s.config), "ban", "rm", source], check=False)
 
 
 async def _allocate(server: Server, user: str) -> Any:
