@@ -43,6 +43,7 @@ from ..store.redis import (
     RedisBanStore,
     RedisLink,
     RedisLocationStore,
+    RedisPipeCounter,
     shared_secret,
 )
 from ..store.schema import Database
@@ -501,6 +502,8 @@ class App:
         self.sip = self.sip_service(cfg, location, subscribers, secret, self.dialog_store, bans)
         await self.start_sip(server_ctx, client_ctx)
         assert self.sip.core is not None and self.sip.transports is not None
+        if self.redis is not None and cfg.redis.ratelimit:
+            self.sip.core.ratelimit.shared = RedisPipeCounter(self.redis)
         self.keepalive = KeepaliveService(
             cfg.nat, location, self.sip.core, self.sip.transports, self.sip.clock, SqliteEndpointStore(self.db)
         )
@@ -572,7 +575,8 @@ class App:
             link = RedisLink(self.config.redis)
             link.ping()
             log.info("redis %s: sharing %s", link.where, ", ".join(
-                what for what in ("location", "nonces", "bans", "turn_quotas") if getattr(self.config.redis, what)
+                what for what in ("location", "nonces", "bans", "ratelimit", "turn_quotas")
+                if getattr(self.config.redis, what)
             ) or "nothing")
         except StorageError as exc:
             raise ConfigError(f"redis.url: {exc}") from exc

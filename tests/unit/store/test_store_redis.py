@@ -15,15 +15,18 @@ from hypothesis import HealthCheck, given, settings
 
 from helpers.redisserver import RedisServer
 from sipedge.config.flood import FloodConfig
+from sipedge.config.ratelimit import RateLimitConfig
 from sipedge.config.redis import RedisConfig
 from sipedge.errors import StorageError
 from sipedge.proxy import pike
 from sipedge.proxy.location import Binding, MemoryLocationStore
+from sipedge.proxy.ratelimit import RateLimiter
 from sipedge.store.redis import (
     RedisAllocationQuota,
     RedisBanStore,
     RedisLink,
     RedisLocationStore,
+    RedisPipeCounter,
     shared_secret,
 )
 
@@ -179,6 +182,39 @@ def test_outage_fails_fast_then_recovers_by_itself(redis_server: RedisServer, li
             assert time.monotonic() < deadline
             time.sleep(0.05)
     assert link.stats()["redis_up"] == 1 and "reachable again" in caplog.text
+
+
+def _align_to_a_window(link: RedisLink, interval: float, room: float) -> None:
+    """Wait until Redis's clock is at least ``room`` seconds from its window's end."""
+    sec, usec = link.client.time()
+    left = interval - (sec + usec / 1e6) % interval
+    if left < room:
+        time.sleep(left + 0.01)
+
+
+def test_rate_limit_pipes_are_counted_over_every_node(redis_url: str, redis_server: RedisServer) -> None:
+    """``[redis] ratelimit``: two nodes' limiters fill one pipe per source; a new window
+    starts afresh; with Redis away each counts its own (fails open, counted)."""
+    cfg = RateLimitConfig(per_source=["REGISTER:4"], interval=0.5)
+    links = [node(redis_url, retry_min=0.05, retry_max=0.1) for _ in range(2)]
+    a, b = (RateLimiter(cfg, shared=RedisPipeCounter(lk)) for lk in links)
+    _align_to_a_window(links[0], 0.5, 0.3)
+    got = [a.allow("REGISTER", "192.0.2.1", 0.0), b.allow("REGISTER", "192.0.2.1", 0.0),
+           a.allow("REGISTER", "192.0.2.1", 0.0), b.allow("REGISTER", "192.0.2.1", 0.0),
+           b.allow("REGISTER", "192.0.2.1", 0.0), a.allow("REGISTER", "192.0.2.2", 0.0)]
+    assert got == [None] * 4 + ["REGISTER rate limit per source", None]  # the 5th on either node
+    time.sleep(0.5)  # the next window of Redis's clock (the local one did not move: now = 0)
+    assert b.allow("REGISTER", "192.0.2.1", 0.0) is None
+    keys = links[0].client.keys("sipedge:rl:s|REGISTER|192.0.2.1:*")  # one per window, expiring
+    assert keys and all(0 < links[0].client.pttl(k) <= 1500 for k in keys)
+    redis_server.stop()
+    try:
+        assert [a.allow("REGISTER", "192.0.2.3", 0.0) for _ in range(5)][-1] == "REGISTER rate limit per source"
+        assert a.counters["sip_ratelimit_share_errors"] == 5
+    finally:
+        redis_server.start()
+    for lk in links:
+        lk.close()
 
 
 def test_bad_url_is_a_clear_error() -> None:
