@@ -17,3 +17,4 @@ settings.load_profile("ci")
 
 from helpers.backends import database, location_factory  # noqa: E402, F401  (fixtures)
 from helpers.pgserver import pg_server, pg_url  # noqa: E402, F401  (fixtures)
+from helpers.redisserver import redis_server, redis_url  # noqa: E402, F401  (fixtures)

@@ -16,12 +16,15 @@ from typing import Any
 
 import pytest
 
+from sipedge.config.redis import RedisConfig
 from sipedge.proxy.location import LocationStore
 from sipedge.store.backend import open_location, open_url
+from sipedge.store.redis import RedisLink, RedisLocationStore
 from sipedge.store.schema import Database
 
 DATABASES = ("sqlite", "postgresql")
 _n = itertools.count(1)
+_redis_db = itertools.cycle(range(1, 16))  # redisserver.py starts it with 16 databases
 
 
 def open_test_database(kind: str, request: pytest.FixtureRequest, tmp: Path) -> Database:
@@ -46,10 +49,21 @@ def _postgresql(request: pytest.FixtureRequest, tmp: Path) -> tuple[LocationStor
     return open_location(db), db.close
 
 
+def _redis(request: pytest.FixtureRequest, tmp: Path) -> tuple[LocationStore, Callable[[], Any]]:
+    server = request.getfixturevalue("redis_server")
+    if server.proc is None:  # a test stopped it and failed before restarting it
+        server.start()
+    url = server.url.rsplit("/", 1)[0] + f"/{next(_redis_db)}"
+    link = RedisLink(RedisConfig(url=url))
+    link.client.flushdb()
+    return RedisLocationStore(link), link.close
+
+
 LOCATION_OPENERS: dict[str, Callable[[pytest.FixtureRequest, Path], tuple[LocationStore, Callable[[], Any]]]] = {
     "sqlite": _sqlite(False),
     "sqlite-write-back": _sqlite(True),
     "postgresql": _postgresql,
+    "redis": _redis,
 }
 
 

@@ -5,7 +5,8 @@ tests/helpers/pbx_routing.py (the example of docs/routing.md, "Dispatcher").
 Round robin and hashes land calls where they should; a gateway killed mid-test makes the
 call sent to it fail over to the other in the same transaction (Timer B), the OPTIONS
 prober marks it down and new calls skip it; it comes back and is marked up; a gateway
-answering 503 is failed over. ``sipedge ctl ds list``, /api/ds.list and /metrics show it.
+answering 503 is failed over, and with ``failover_codes = ["486", "6xx"]`` one answering
+486 is and one answering 480 or 503 is not. ``sipedge ctl ds list``, /api/ds.list and /metrics show it.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(5)
 
 
-def config(ports: dict[str, int], algorithm: str) -> str:
+def config(ports: dict[str, int], algorithm: str, dispatcher: str = "") -> str:
     dests = ", ".join(f'"sip:{h}:{p}"' for h, p in ports.items())
     return f"""
 [auth]
@@ -66,7 +67,7 @@ probe_interval = 0.5
 probe_timeout = 0.4
 failure_threshold = 2
 success_threshold = 1
-
+{dispatcher}
 [[dispatcher.sets]]
 id = 1
 algorithm = "{algorithm}"
@@ -96,12 +97,12 @@ def wait_state(server: Server, uri: str, state: str, timeout: float = 10.0) -> d
 
 
 def call(server: Server, ua: UA, number: str = "+15551234", call_id: str | None = None,
-         timeout: float = 15.0) -> tuple[int, str]:
+         timeout: float = 15.0, headers: dict[str, str] | None = None) -> tuple[int, str]:
     """One call to ``number``: the final status and the host of the gateway that answered
     (its Contact); an answered call is ACKed and hung up."""
     ua.call_id = call_id or uuid.uuid4().hex
     ua.tag = uuid.uuid4().hex[:10]
-    inv = ua.build("INVITE", f"sip:{number}@{server.host}:{server.udp}")
+    inv = ua.build("INVITE", f"sip:{number}@{server.host}:{server.udp}", headers=headers)
     ua.send(inv)
     final = ua.expect_final(timeout)
     if final.status != 200:
@@ -229,3 +230,26 @@ def test_a_bad_set_refuses_the_start_naming_it(tmp_path: Path, sets: str, proble
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2, r.stderr[-2000:]
     assert problem in r.stderr and "Traceback" not in r.stderr
+
+
+def test_failover_codes_fail_over_a_listed_answer_and_pass_on_an_unlisted_one(
+        tmp_path: Path, ports: dict[str, int], ua_for: object) -> None:
+    """``failover_codes = ["486", "6xx"]``: a 486 from the first gateway makes the call try
+    the next one in the same transaction; a 480 (not listed) and a 503 (listed by the
+    default 5xx only) go back to the caller, which the default would have failed over."""
+    a, b = GW_HOSTS
+    gws = {a: gateway(tmp_path, a, ports[a], "uas_refuse.xml"), b: gateway(tmp_path, b, ports[b])}
+    extra = config(ports, "priority", 'failover_codes = ["486", "6xx"]\n')
+    try:
+        with running_server(tmp_path / "s", extra=extra, log_level="info") as server:
+            ua = ua_for(server)  # type: ignore[operator]
+            wait_state(server, f"sip:{a}:{ports[a]}", "up")  # alive (OPTIONS 200), but refusing calls
+            assert call(server, ua) == (200, b)  # a first (priority), its 486: b, in one transaction
+            assert metrics(server)["sip_branch_failovers"] == 1
+            assert call(server, ua, headers={"X-Refuse": "480"}) == (480, "")
+            # a 503 goes back as 500 (RFC 3261 §16.7: a proxy never passes a 503 upstream)
+            assert call(server, ua, headers={"X-Refuse": "503"}) == (500, "")
+            assert metrics(server)["sip_branch_failovers"] == 1
+    finally:
+        for p in gws.values():
+            stop_process(p)

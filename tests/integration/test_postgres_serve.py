@@ -59,6 +59,14 @@ def call(via: Server, caller: UA, callee: UA) -> None:
     assert caller.expect(200).cseq.method == "BYE"
 
 
+def add_users_at_once(url: str, users: list[str]) -> None:
+    """Subscribers straight into the (migrated) table: many at once (the CLI is tested above)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for user in users:
+            h = subscriber_hashes(user, DOMAIN, f"{user}-pw")
+            conn.execute("INSERT INTO subscriber VALUES (%s, %s, %s, %s, 0)", (user, DOMAIN, h["MD5"], h["SHA-256"]))
+
+
 def stored(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
         return {bytes(aor).decode() for (aor,) in conn.execute("SELECT aor FROM location")}
@@ -109,10 +117,7 @@ def test_the_database_stopped_under_load_and_back(tmp_path: Path) -> None:
     with started_pg() as pg:
         url = pg.create_database()
         add_user(url, "u0")
-        with psycopg.connect(url, autocommit=True) as conn:  # the rest at once (the CLI is tested above)
-            for user in users[1:]:
-                h = subscriber_hashes(user, DOMAIN, f"{user}-pw")
-                conn.execute("INSERT INTO subscriber VALUES (%s, %s, %s, %s, 0)", (user, DOMAIN, h["MD5"], h["SHA-256"]))
+        add_users_at_once(url, users[1:])
         answered: dict[str, int] = {}
         with running_server(tmp_path, extra=pg_extra(url), sip=f'domains = ["{DOMAIN}"]', log_level="info") as s:
 
@@ -180,3 +185,86 @@ def test_with_migrate_manual_serve_refuses_an_empty_database_until_sipedge_db_mi
         add_user(url, "alice")
         assert alice.register().status == 200
         alice.close()
+
+
+def test_pool_size_bounds_the_connections_under_concurrent_registers(tmp_path: Path, pg_server: PgServer) -> None:
+    """``[database] pool_size = 1`` with two workers: 12 phones registering at once, three
+    times each, and a call all get their answers, and the server never holds more than
+    one connection per process (pg_stat_activity, sampled all along). One is enough
+    because a process makes its statements one at a time on its event loop: a nested
+    checkout would wait out connect_timeout and answer 500 here."""
+    url = pg_server.create_database()
+    users = [f"p{i}" for i in range(12)]
+    extra = pg_extra(url) + "pool_size = 1\n"
+    with running_server(tmp_path, extra=extra, sip=f'domains = ["{DOMAIN}"]', general="workers = 2",
+                        log_level="info") as s:
+        add_users_at_once(url, users)
+        seen: list[int] = []
+        done = threading.Event()
+        count = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                 "AND application_name = 'sipedge'")
+
+        def sample() -> None:
+            with psycopg.connect(url, autocommit=True) as conn:
+                while not done.is_set():
+                    row = conn.execute(count).fetchone()
+                    seen.append(int(row[0]) if row else -1)
+                    time.sleep(0.01)
+
+        answers: dict[str, list[int]] = {u: [] for u in users}
+
+        def phone(user: str) -> None:
+            p = ua(s, user)
+            try:
+                for _ in range(3):
+                    answers[user].append(p.register().status)
+            finally:
+                p.close()
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            threads = [threading.Thread(target=phone, args=(u,)) for u in users]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            caller, callee = ua(s, users[0]), ua(s, users[1])
+            try:
+                assert callee.register().status == 200
+                call(s, caller, callee)
+            finally:
+                caller.close()
+                callee.close()
+        finally:
+            done.set()
+            sampler.join(10)
+        assert all(st == [200, 200, 200] for st in answers.values()), answers
+        assert stored(url) == {f"sip:{u}@{DOMAIN}" for u in users}
+        assert seen and max(seen) <= 2, seen  # workers * pool_size (the supervisor keeps none open)
+        assert s.proc.poll() is None
+
+
+def test_statement_timeout_fails_a_register_blocked_by_a_lock_then_serves_again(
+        tmp_path: Path, pg_server: PgServer) -> None:
+    """``[database] statement_timeout = 0.5``: while the test holds an exclusive lock on the
+    location table (another session), a REGISTER waits for it only that long and gets 500;
+    the database is not taken for down, and once the lock is gone REGISTERs get 200."""
+    url = pg_server.create_database()
+    extra = pg_extra(url) + "statement_timeout = 0.5\n"
+    with running_server(tmp_path, extra=extra, sip=f'domains = ["{DOMAIN}"]', log_level="info") as s:
+        add_users_at_once(url, ["alice"])
+        alice = ua(s, "alice")
+        try:
+            assert alice.register().status == 200
+            with psycopg.connect(url) as locker:
+                locker.execute("LOCK TABLE location IN ACCESS EXCLUSIVE MODE")
+                started = time.monotonic()
+                assert alice.register().status == 500
+                took = time.monotonic() - started
+                assert 0.4 < took < 2.0, took
+            assert alice.register().status == 200  # the lock is gone (its transaction ended)
+            assert "statement timeout" in s.log_text() and "unavailable (" not in s.log_text()
+            assert s.proc.poll() is None
+        finally:
+            alice.close()

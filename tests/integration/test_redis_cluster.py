@@ -1,7 +1,9 @@
 """Two ``sipedge serve`` nodes (127.0.0.1 and 127.0.0.2) sharing one real redis-server
 through ``[redis]``: a registration on A is found by B (its lookup routes a call, ``ctl ul
 show`` lists it), a digest nonce A issued is accepted by B, a flooder banned on A is
-refused by B (and ``ctl ban rm`` on B lets it back on A), a TURN user's allocations are
+refused by B (and ``ctl ban rm`` on B lets it back on A), a source's requests to A and
+B fill one ``[sip.ratelimit]`` pipe, a node with another ``prefix`` on the same Redis
+sees neither A's and B's bindings nor their bans, a TURN user's allocations are
 counted over both nodes, and Redis stopped under the running servers gives 500 and a log
 line, then service back by itself once it restarts."""
 
@@ -11,11 +13,14 @@ import asyncio
 import json
 import tempfile
 import time
+import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_py
 
 from helpers.ports import free_port
 from helpers.redisserver import RedisServer
@@ -31,6 +36,7 @@ DOMAIN = "cluster.test"
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
 TURN_SECRET = "cluster-turn-secret"
 FLOOD_LIMIT = 40
+INFO_RATE = 6  # [sip.ratelimit] per_source, per minute: counted over both nodes
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +68,10 @@ sync_interval = 0.2
 trusted = []
 max_requests = {FLOOD_LIMIT}
 ban_time = 60
+
+[sip.ratelimit]
+per_source = ["INFO:{INFO_RATE}"]
+interval = 60
 
 [turn]
 enabled = true
@@ -96,6 +106,15 @@ def ctl(server: Server, *args: str) -> Any:
     proc = cli(["ctl", "--config", str(server.config), "--json", *args], check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def api(server: Server, name: str, **params: str) -> Any:
+    """The same commands as :func:`ctl`, over the node's HTTP API (no CLI process to start)."""
+    token = (server.data_dir / "admin.token").read_text().strip()
+    req = urllib.request.Request(f"http://{server.host}:{server.http}/api/{name}", data=json.dumps(params).encode(),
+                                 headers={"Authorization": f"Bearer {token}"}, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())["result"]
 
 
 def options(client: UA, server: Server, timeout: float = 1.0) -> int | None:
@@ -175,6 +194,88 @@ def test_a_flooder_banned_on_a_is_refused_by_b_and_lifted_from_b(nodes: tuple[Se
     finally:
         for c in (flooder, other, to_b):
             c.close()
+
+
+def test_prefix_keeps_two_installations_on_one_redis_apart(
+    nodes: tuple[Server, Server], redis: RedisServer, tmp_path: Path
+) -> None:
+    """``[redis] prefix``: C (prefix "other:") on the same Redis as A and B (the default
+    "sipedge:", which they share) sees none of their bindings and bans, nor they C's."""
+    a, b = nodes
+    extra = node_config(redis, "127.0.0.3").replace("[redis]\n", '[redis]\nprefix = "other:"\n')
+    with running_server(tmp_path / "c", "127.0.0.3", extra=extra, sip=f'domains = ["{DOMAIN}"]', log_level="info") as c:
+        add_users(c.config, DOMAIN, USERS)
+        on_a, on_c = ua(a, "alice"), ua(c, "bob")
+        try:
+            assert on_a.register().status == 200 and on_c.register().status == 200
+            assert {x["aor"] for x in api(c, "ul.dump")} == {f"sip:bob@{DOMAIN}"}
+            on_b = {x["aor"] for x in api(b, "ul.dump")}  # A's alice, not C's bob
+            assert f"sip:alice@{DOMAIN}" in on_b and f"sip:bob@{DOMAIN}" not in on_b
+            api(a, "ban.add", source="127.0.0.10")
+            api(c, "ban.add", source="127.0.0.9")
+            eventually(lambda: "127.0.0.10" in {x["source"] for x in api(b, "ban.list")})
+            time.sleep(1.0)  # five sync intervals more: C's ban stays its own, and A's A's
+            assert "127.0.0.9" not in {x["source"] for x in api(b, "ban.list")}
+            assert {x["source"] for x in api(c, "ban.list")} == {"127.0.0.9"}
+            keys = {k.decode() for k in redis_py.Redis.from_url(redis.url).keys("other:*")}
+            assert {"other:bans", f"other:loc:aor:sip:bob@{DOMAIN}"} <= keys
+            assert not any("alice" in k for k in keys)
+            on_a.register(expires=0)
+        finally:
+            on_a.close()
+            on_c.close()
+            api(a, "ban.rm", source="127.0.0.10")
+
+
+def test_a_per_source_rate_limit_is_counted_over_both_nodes(nodes: tuple[Server, Server], redis: RedisServer) -> None:
+    """``[redis] ratelimit``: a source's INFOs to A and to B fill one pipe (a minute's
+    window of Redis's clock): past the rate, B answers 503 though it saw only half."""
+    a, b = nodes
+    to_a, to_b = ua(a, "mallory", host="127.0.0.7"), ua(b, "mallory", host="127.0.0.7")
+    other = ua(b, "trent", host="127.0.0.8")
+
+    def info(client: UA) -> m.Response:
+        client.send(client.build("INFO", f"sip:alice@{DOMAIN}"))
+        return client.expect_final()
+
+    try:
+        before = api(b, "stats", prefix="sip_ratelimit")["sip_ratelimit_dropped"]
+        with redis_py.Redis.from_url(redis.url) as r:  # not across a window's end
+            sec, _ = r.time()
+        if 60 - sec % 60 < 3:
+            time.sleep(60 - sec % 60 + 0.1)
+        half = INFO_RATE // 2
+        got = [info(to_a) for _ in range(half)] + [info(to_b) for _ in range(INFO_RATE - half + 2)]
+        assert [x.status == 503 for x in got] == [False] * INFO_RATE + [True, True], [x.status for x in got]
+        assert got[-1].get("reason") == 'SIP;cause=503;text="INFO rate limit per source"'
+        assert info(other).status != 503  # another source has a pipe of its own
+        stats = api(b, "stats", prefix="sip_ratelimit")
+        assert stats["sip_ratelimit_dropped"] - before == 2 and stats["sip_ratelimit_share_errors"] == 0
+    finally:
+        for c in (to_a, to_b, other):
+            c.close()
+
+
+def test_two_workers_of_one_node_fill_one_rate_limit_pipe(redis: RedisServer, tmp_path: Path) -> None:
+    """With ``general.workers = 2`` each worker counts the requests whose Call-ID it owns;
+    through Redis both fill the same pipe, so a source gets exactly its rate."""
+    extra = node_config(redis, "127.0.0.3").replace("[redis]\n", '[redis]\nprefix = "workers:"\n')
+    with running_server(tmp_path, "127.0.0.3", extra=extra, sip=f'domains = ["{DOMAIN}"]', general="workers = 2",
+                        log_level="info") as s:
+        client = ua(s, "mallory", host="127.0.0.7")
+        try:
+            with redis_py.Redis.from_url(redis.url) as r:  # not across a window's end
+                sec, _ = r.time()
+            if 60 - sec % 60 < 3:
+                time.sleep(60 - sec % 60 + 0.1)
+            got = []
+            for _ in range(2 * INFO_RATE):
+                client.call_id = uuid.uuid4().hex  # spread over both workers
+                client.send(client.build("INFO", f"sip:alice@{DOMAIN}"))
+                got.append(client.expect_final().status)
+            assert sum(st != 503 for st in got) == INFO_RATE, got
+        finally:
+            client.close()
 
 
 async def _allocate(server: Server, user: str) -> Any:

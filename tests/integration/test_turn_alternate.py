@@ -3,7 +3,8 @@ sharing a TURN REST secret: coturn's turnutils_uclient follows the 300 Try Alter
 the loaded node to the other and relays there without loss; two nodes that name each
 other never bounce a client for ever (uclient stops after one redirect, as RFC 8489 §10
 asks of clients; a client that follows every redirect from the same socket is served by
-the node that sent it away, sipedge's own guard).
+the node that sent it away, sipedge's own guard); and ``alternate_domain`` reaches a TLS
+client as ALTERNATE-DOMAIN in the 300 (RFC 8489 §14.16), and only a TLS client.
 
 (uclient follows a 300 to the first allocation it asks for, and then asks the new
 server for all of them: the load is put on A by another client first.)"""
@@ -15,6 +16,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -41,12 +43,14 @@ REALM = "sipedge"
 
 
 @contextlib.contextmanager
-def turn_node(tmp: Path, host: str, turn_port: int, alternates: list[str], threshold: int) -> Iterator[Server]:
+def turn_node(tmp: Path, host: str, turn_port: int, alternates: list[str], threshold: int,
+              more: str = "", tls_port: int = 0) -> Iterator[Server]:
     low = free_port(host) & ~1
+    tls = f', "tls:{host}:{tls_port}"' if tls_port else ""
     turn = (
-        f'\n[turn]\nenabled = true\nlisten = ["udp:{host}:{turn_port}"]\nrelay_ipv4 = "{host}"\n'
+        f'\n[turn]\nenabled = true\nlisten = ["udp:{host}:{turn_port}"{tls}]\nrelay_ipv4 = "{host}"\n'
         f'port_min = {low}\nport_max = {low + 20}\nsecrets = ["{SECRET}"]\nallow_peers = ["127.0.0.0/8"]\n'
-        f"alternate_servers = {alternates!r}\nalternate_threshold = {threshold}\n".replace("'", '"')
+        f"alternate_servers = {alternates!r}\nalternate_threshold = {threshold}\n".replace("'", '"') + more
     )
     with running_server(tmp, host=host, extra=turn, web="enabled = false", log_level="info") as s:
         yield s
@@ -127,6 +131,30 @@ class FollowingClient:
         return self.ask(server, signed.serialize(self.key))
 
 
+class TlsClient(FollowingClient):
+    """The same client over one TLS connection (a TURN ``tls`` listener)."""
+
+    def __init__(self, server: tuple[str, int]) -> None:
+        super().__init__()
+        self.sock.close()
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the node's self-signed certificate
+        self.sock = ctx.wrap_socket(socket.create_connection(server, 2.0))
+
+    def ask(self, server: tuple[str, int], data: bytes) -> Message:
+        self.sock.sendall(data)  # over a stream: one message after another, framed by their length
+        head = self._read(sm.HEADER_SIZE)
+        return Message.parse(head + self._read(int.from_bytes(head[2:4], "big")))
+
+    def _read(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            chunk = self.sock.recv(n - len(out))
+            assert chunk, "the TURN server closed the connection"
+            out += chunk
+        return out
+
+
 def test_allocations_above_the_threshold_go_to_the_alternate_node(tmp_path: Path) -> None:
     """A takes one allocation (threshold 1), then sends uclient to B, where it relays."""
     with two_nodes(tmp_path, threshold_a=1, b_redirects_to_a=False) as (a, b, pa), peer() as peer_port:
@@ -165,3 +193,30 @@ def test_two_nodes_naming_each_other_never_bounce_a_client(tmp_path: Path) -> No
         assert [h[0] for h in hops] == ["127.0.0.1", "127.0.0.2", "127.0.0.1"]
         assert turn_stats(a)["turn_redirect_loops_avoided"] == 1
         c.sock.close()
+
+
+@pytest.mark.parametrize("domain", ["turn2.example.net", ""])
+def test_alternate_domain_is_sent_to_tls_clients_when_set(tmp_path: Path, domain: str) -> None:
+    """``[turn] alternate_domain``: a draining node's 300 to an Allocate over TLS carries
+    ALTERNATE-DOMAIN (RFC 8489 §14.16) with that name beside ALTERNATE-SERVER, signed; not
+    when unset, and never over UDP (the attribute is for clients that check a certificate)."""
+    port, tls_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    more = f'alternate_domain = "{domain}"\n' if domain else ""
+    with turn_node(tmp_path, "127.0.0.1", port, ["127.0.0.2:5349"], 0, more, tls_port) as node:
+        over_tls = TlsClient(("127.0.0.1", tls_port))
+        over_udp = FollowingClient()
+        try:
+            for client, where in ((over_tls, tls_port), (over_udp, port)):
+                reply = client.allocate(("127.0.0.1", where))
+                assert reply.error_code == 300 and reply.check_integrity(client.key)
+                alt = reply.get(at.AlternateServer)
+                assert alt is not None and alt.address == ("127.0.0.2", 5349)
+                named = reply.get(at.AlternateDomain)
+                if client is over_tls and domain:
+                    assert named is not None and named.value == domain
+                else:
+                    assert named is None
+            assert turn_stats(node)["turn_redirects"] == 2
+        finally:
+            over_tls.sock.close()
+            over_udp.sock.close()

@@ -18,7 +18,7 @@ def redis_url(v: object) -> str | None:
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
     """Redis for the state several sipedge nodes share: location, the digest-nonce secret,
-    bans and TURN allocation quotas (as Kamailio's db_redis, coturn's Redis database)."""
+    bans, rate-limit pipes and TURN allocation quotas (as Kamailio's db_redis, coturn's Redis database)."""
 
     url: str = option(
         "",
@@ -42,6 +42,11 @@ class RedisConfig:
     )
     turn_quotas: bool = option(
         True, "count turn.max_allocations_per_user over all nodes instead of per node"
+    )
+    ratelimit: bool = option(
+        True,
+        "count the [sip.ratelimit] pipes over all nodes (fixed windows in Redis) instead of "
+        "per node and worker",
     )
     timeout: float = option(
         0.25,

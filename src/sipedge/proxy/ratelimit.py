@@ -19,6 +19,12 @@ drops by the configured algorithm:
 Memory is bounded: at most ``max_keys`` per-source and per-destination pipes, least
 recently used forgotten first (a pipe idle for an interval counts zero anyway).
 
+With a :class:`PipeCounter` (``[redis] ratelimit``: ``store/redis.py``
+``RedisPipeCounter``) every pipe but the ``network`` one is counted in fixed windows
+shared by every node and worker, so a rate holds for the whole cluster. When the shared
+counter fails, the pipe falls back to this process's own count for that request
+(``sip_ratelimit_share_errors``): a limit never fails closed on a store outage.
+
 :class:`FraudGuard` caps the INVITEs one authenticated user sends to foreign destinations
 per window: stolen credentials used to call premium numbers abroad run into it.
 """
@@ -29,8 +35,10 @@ import ipaddress
 import random
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 from ..config.ratelimit import FraudConfig, RateLimitConfig, parse_pipe
+from ..errors import StorageError
 
 
 class Window:
@@ -56,6 +64,15 @@ def window(table: OrderedDict[str, Window], key: str, now: float, length: float,
     return w
 
 
+class PipeCounter(Protocol):
+    """Pipe counts shared by several nodes: fixed windows of ``interval`` seconds in the
+    store's own clock (the nodes' clocks need not agree). May raise StorageError."""
+
+    def incr(self, key: str, interval: float) -> int:
+        """Count one request in ``key``'s current window; returns the window's count."""
+        ...
+
+
 class RateLimiter:
     """Counts requests in pipes; :meth:`allow` says whether one more may pass."""
 
@@ -65,8 +82,10 @@ class RateLimiter:
         trusted: tuple[str, ...] = (),
         rand: Callable[[], float] = random.random,
         max_keys: int = 16384,
+        shared: PipeCounter | None = None,
     ) -> None:
         self.config = config
+        self.shared = shared
         self._rand = rand
         self._max_keys = max_keys
         self._limits = dict(parse_pipe(p) for p in config.limits)
@@ -74,7 +93,7 @@ class RateLimiter:
         self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted)
         self._pipes: OrderedDict[str, Window] = OrderedDict()
         self._network_load = 0.0
-        self.counters: dict[str, int] = {"sip_ratelimit_dropped": 0}
+        self.counters: dict[str, int] = {"sip_ratelimit_dropped": 0, "sip_ratelimit_share_errors": 0}
         self.active = bool(self._limits or self._per_source)  # any method pipe
 
     def set_network_load(self, packets_per_second: float) -> None:
@@ -105,7 +124,13 @@ class RateLimiter:
         """One request through pipe ``key`` at ``rate`` per interval: True to pass."""
         pipe = window(self._pipes, key, now, self.config.interval, self._max_keys)
         pipe.count += 1
-        if self._drops(pipe.count, rate):
+        count = pipe.count
+        if self.shared is not None and self.config.algorithm != "network":  # network: no count used
+            try:
+                count = self.shared.incr(key, self.config.interval)
+            except StorageError:
+                self.counters["sip_ratelimit_share_errors"] += 1
+        if self._drops(count, rate):
             self.counters["sip_ratelimit_dropped"] += 1
             return False
         return True

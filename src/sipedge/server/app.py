@@ -34,6 +34,7 @@ from ..store.redis import (
     RedisBanStore,
     RedisLink,
     RedisLocationStore,
+    RedisPipeCounter,
     shared_secret,
 )
 from ..store.schema import Database
@@ -141,6 +142,8 @@ class App:
                                     local_responses=(keepalive.local_response, dispatcher.local_response))
         await self.start_sip(server_ctx, client_ctx)
         assert self.sip.core is not None
+        if self.redis is not None and cfg.redis.ratelimit:
+            self.sip.core.ratelimit.shared = RedisPipeCounter(self.redis)
         keepalive.start(self.sip.core.identity, self.sip)
         dispatcher.start(self.sip.core.dispatcher, self.sip)
         if location.write_back:
@@ -204,7 +207,8 @@ class App:
             link = RedisLink(self.config.redis)
             link.ping()
             log.info("redis %s: sharing %s", link.where, ", ".join(
-                what for what in ("location", "nonces", "bans", "turn_quotas") if getattr(self.config.redis, what)
+                what for what in ("location", "nonces", "bans", "ratelimit", "turn_quotas")
+                if getattr(self.config.redis, what)
             ) or "nothing")
         except StorageError as exc:
             raise ConfigError(f"redis.url: {exc}") from exc

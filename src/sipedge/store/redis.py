@@ -16,6 +16,9 @@ On top of it, all synchronous (the sans-I/O cores call them inline):
   source -> end of ban in Redis's own clock (``TIME``), trimmed to ``max_sources``.
 - :class:`RedisAllocationQuota`, a :class:`~sipedge.turn.quota.AllocationQuota`: a sorted
   set per TURN account of its allocations on every node, each with the end of its life.
+- :class:`RedisPipeCounter`, a :class:`~sipedge.proxy.ratelimit.PipeCounter`: a counter
+  per rate-limit pipe and fixed window of Redis's own clock (``INCR``, expiring a second
+  after its window).
 - :func:`shared_secret`: the digest-nonce key, created once with ``SET NX`` so that every
   node signs and verifies nonces with the same one.
 
@@ -396,6 +399,33 @@ class RedisBanStore:
         return {_text(m): until - now for m, until in rows if until > now}
 
 
+# -- rate-limit pipes --------------------------------------------------------------------
+
+# Counts one request in KEYS[1]'s window of ARGV[1] seconds (Redis's clock, so the nodes'
+# clocks need not agree); the window's counter expires a second after the window ends.
+_PIPE = """
+local t = redis.call('TIME')
+local len = tonumber(ARGV[1])
+local w = math.floor((tonumber(t[1]) + tonumber(t[2]) / 1e6) / len)
+local k = KEYS[1] .. ':' .. w
+local n = redis.call('INCR', k)
+if n == 1 then redis.call('PEXPIRE', k, math.ceil(len * 1000) + 1000) end
+return n
+"""
+
+
+class RedisPipeCounter:
+    """:class:`~sipedge.proxy.ratelimit.PipeCounter` over every node sharing the Redis."""
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self._pipe = link.client.register_script(_PIPE)
+
+    def incr(self, key: str, interval: float) -> int:
+        name = self.link.key("rl", key)
+        return int(self.link.call("rate-limit count", lambda r: self._pipe(keys=[name], args=[interval])))
+
+
 # -- TURN allocation quotas ------------------------------------------------------------------
 
 # A sorted set per account: allocation -> end of its lifetime (Redis's clock). Ended ones
@@ -480,4 +510,6 @@ def shared_secret(link: RedisLink, mine: bytes) -> bytes:
     return secret
 
 
-__all__ = ["RedisAllocationQuota", "RedisBanStore", "RedisLink", "RedisLocationStore", "shared_secret"]
+__all__ = [
+    "RedisAllocationQuota", "RedisBanStore", "RedisLink", "RedisLocationStore", "RedisPipeCounter", "shared_secret",
+]

@@ -1,5 +1,6 @@
-"""Redis backends against a real redis-server: the location store contract, two nodes
-sharing one Redis, the shared bans and nonce key, and an outage with its back-off."""
+"""Redis backends against a real redis-server (the location store contract runs on it in
+test_store_contract.py): the store against the memory model, two nodes sharing one
+Redis, the shared bans and nonce key, and an outage with its back-off."""
 
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ from types import ModuleType
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from helpers.redisserver import RedisServer, redis_server, redis_url  # noqa: F401 (fixtures)
+from helpers.redisserver import RedisServer
 from sipedge.config.flood import FloodConfig
+from sipedge.config.ratelimit import RateLimitConfig
 from sipedge.config.redis import RedisConfig
 from sipedge.errors import StorageError
 from sipedge.proxy import pike
 from sipedge.proxy.location import Binding, MemoryLocationStore
+from sipedge.proxy.ratelimit import RateLimiter
 from sipedge.store.redis import (
     RedisAllocationQuota,
     RedisBanStore,
     RedisLink,
     RedisLocationStore,
+    RedisPipeCounter,
     shared_secret,
 )
 
@@ -39,12 +43,11 @@ def _load(name: str, path: Path) -> ModuleType:
 
 
 HERE = Path(__file__).resolve().parent
-CONTRACTS = _load("_location_contracts_redis", HERE.parent / "proxy" / "test_location_memory.py")
 MODEL = _load("_location_model_redis", HERE / "test_store_model.py")
 
 
 @pytest.fixture
-def link(redis_url: str) -> Iterator[RedisLink]:  # noqa: F811
+def link(redis_url: str) -> Iterator[RedisLink]:
     lk = RedisLink(RedisConfig(url=redis_url, retry_min=0.05, retry_max=0.2))
     yield lk
     lk.close()
@@ -54,15 +57,9 @@ def node(url: str, **kw: object) -> RedisLink:
     return RedisLink(RedisConfig(url=url, **kw))  # type: ignore[arg-type]
 
 
-def test_location_contract(link: RedisLink, redis_server: RedisServer) -> None:  # noqa: F811
-    CONTRACTS.store_contract(RedisLocationStore(link))
-    redis_server.flush()
-    CONTRACTS.instance_contract(RedisLocationStore(link))
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(MODEL.st.lists(MODEL.op, max_size=25))
-def test_redis_matches_memory(link: RedisLink, redis_server: RedisServer, ops: list[tuple[object, ...]]) -> None:  # noqa: F811
+def test_redis_matches_memory(link: RedisLink, redis_server: RedisServer, ops: list[tuple[object, ...]]) -> None:
     redis_server.flush()
     mem, red = MemoryLocationStore(), RedisLocationStore(link)
     for o in ops:
@@ -87,7 +84,7 @@ def test_every_field_and_text_that_is_not_utf8_round_trip(link: RedisLink) -> No
     assert store.on_flow("udp~x") == [b]
 
 
-def test_two_nodes_see_each_others_bindings_and_interleaved_puts_lose_none(redis_url: str) -> None:  # noqa: F811
+def test_two_nodes_see_each_others_bindings_and_interleaved_puts_lose_none(redis_url: str) -> None:
     a, b = RedisLocationStore(node(redis_url)), RedisLocationStore(node(redis_url))
     a.put(Binding(AOR, "sip:a@192.0.2.1", NOW + 60))
     assert [x.contact for x in b.lookup(AOR, NOW)] == ["sip:a@192.0.2.1"]
@@ -107,14 +104,14 @@ def test_garbage_in_a_hash_is_ignored_not_a_crash(link: RedisLink) -> None:
     assert link.client.hlen(link.key("loc", "aor", AOR)) == 1
 
 
-def test_prefix_keeps_two_clusters_apart(redis_url: str) -> None:  # noqa: F811
+def test_prefix_keeps_two_clusters_apart(redis_url: str) -> None:
     a = RedisLocationStore(node(redis_url, prefix="one:"))
     b = RedisLocationStore(node(redis_url, prefix="two:"))
     a.put(Binding(AOR, "sip:a@192.0.2.1", NOW + 60))
     assert b.lookup(AOR, NOW) == [] and len(a.lookup(AOR, NOW)) == 1
 
 
-def test_bans_are_shared_and_lifted_everywhere(redis_url: str) -> None:  # noqa: F811
+def test_bans_are_shared_and_lifted_everywhere(redis_url: str) -> None:
     cfg = FloodConfig(max_requests=3, trusted=[])
     da = pike.FloodDetector(cfg, shared=RedisBanStore(node(redis_url), cfg.max_sources))
     db = pike.FloodDetector(cfg, shared=RedisBanStore(node(redis_url), cfg.max_sources))
@@ -150,7 +147,7 @@ def test_ban_set_is_bounded_and_ends_with_its_bans(link: RedisLink) -> None:
     assert "192.0.2.100" not in store.active()
 
 
-def test_nonce_key_is_the_first_nodes(redis_url: str) -> None:  # noqa: F811
+def test_nonce_key_is_the_first_nodes(redis_url: str) -> None:
     first, second = b"a" * 32, b"b" * 32
     assert shared_secret(node(redis_url), first) == first
     assert shared_secret(node(redis_url), second) == first
@@ -160,7 +157,7 @@ def test_nonce_key_is_the_first_nodes(redis_url: str) -> None:  # noqa: F811
         shared_secret(lk, second)
 
 
-def test_outage_fails_fast_then_recovers_by_itself(redis_server: RedisServer, link: RedisLink,  # noqa: F811
+def test_outage_fails_fast_then_recovers_by_itself(redis_server: RedisServer, link: RedisLink,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     store = RedisLocationStore(link)
     store.put(Binding(AOR, "sip:a@192.0.2.1", NOW + 60))
@@ -187,12 +184,45 @@ def test_outage_fails_fast_then_recovers_by_itself(redis_server: RedisServer, li
     assert link.stats()["redis_up"] == 1 and "reachable again" in caplog.text
 
 
+def _align_to_a_window(link: RedisLink, interval: float, room: float) -> None:
+    """Wait until Redis's clock is at least ``room`` seconds from its window's end."""
+    sec, usec = link.client.time()
+    left = interval - (sec + usec / 1e6) % interval
+    if left < room:
+        time.sleep(left + 0.01)
+
+
+def test_rate_limit_pipes_are_counted_over_every_node(redis_url: str, redis_server: RedisServer) -> None:
+    """``[redis] ratelimit``: two nodes' limiters fill one pipe per source; a new window
+    starts afresh; with Redis away each counts its own (fails open, counted)."""
+    cfg = RateLimitConfig(per_source=["REGISTER:4"], interval=0.5)
+    links = [node(redis_url, retry_min=0.05, retry_max=0.1) for _ in range(2)]
+    a, b = (RateLimiter(cfg, shared=RedisPipeCounter(lk)) for lk in links)
+    _align_to_a_window(links[0], 0.5, 0.3)
+    got = [a.allow("REGISTER", "192.0.2.1", 0.0), b.allow("REGISTER", "192.0.2.1", 0.0),
+           a.allow("REGISTER", "192.0.2.1", 0.0), b.allow("REGISTER", "192.0.2.1", 0.0),
+           b.allow("REGISTER", "192.0.2.1", 0.0), a.allow("REGISTER", "192.0.2.2", 0.0)]
+    assert got == [None] * 4 + ["REGISTER rate limit per source", None]  # the 5th on either node
+    time.sleep(0.5)  # the next window of Redis's clock (the local one did not move: now = 0)
+    assert b.allow("REGISTER", "192.0.2.1", 0.0) is None
+    keys = links[0].client.keys("sipedge:rl:s|REGISTER|192.0.2.1:*")  # one per window, expiring
+    assert keys and all(0 < links[0].client.pttl(k) <= 1500 for k in keys)
+    redis_server.stop()
+    try:
+        assert [a.allow("REGISTER", "192.0.2.3", 0.0) for _ in range(5)][-1] == "REGISTER rate limit per source"
+        assert a.counters["sip_ratelimit_share_errors"] == 5
+    finally:
+        redis_server.start()
+    for lk in links:
+        lk.close()
+
+
 def test_bad_url_is_a_clear_error() -> None:
     with pytest.raises(StorageError, match=r"redis\.url"):
         RedisLink(RedisConfig(url="redis://127.0.0.1:notaport/0"))
 
 
-def test_turn_quota_counts_every_node_and_frees_what_ends(redis_url: str) -> None:  # noqa: F811
+def test_turn_quota_counts_every_node_and_frees_what_ends(redis_url: str) -> None:
     a = RedisAllocationQuota(node(redis_url), "node-a")
     b = RedisAllocationQuota(node(redis_url), "node-b")
     assert a.acquire("alice", "flow1", 2, 600)
@@ -212,7 +242,7 @@ def test_turn_quota_counts_every_node_and_frees_what_ends(redis_url: str) -> Non
     assert a.in_use("alice") == 1
 
 
-def test_turn_allocations_on_two_cores_share_one_quota(redis_url: str) -> None:  # noqa: F811
+def test_turn_allocations_on_two_cores_share_one_quota(redis_url: str) -> None:
     quota_tests = _load("_turn_quota_tests_redis", HERE.parent / "turn" / "test_turn_quota.py")
     quota_tests.allocate_on_two_cores(lambda name: RedisAllocationQuota(node(redis_url), name))
 
