@@ -33,7 +33,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import ConfigError
 from ..media.model import CallDeleted
-from ..store.sqlite import SqliteDatabase
+from ..store.backend import open_database
 from . import tls
 from .app import load_secret, load_token
 from .dtls import DtlsContext
@@ -79,7 +79,7 @@ def prepare(config: Config) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"general.data_dir = {str(data_dir)!r}: cannot create it ({exc.strerror})") from exc
-    SqliteDatabase(config.database_path).close()  # the schema, migrated
+    open_database(config).close()  # the schema, migrated (SQLite; PostgreSQL as [database] migrate says)
     load_secret(data_dir / "nonce.key")
     if any(li.split(":", 1)[0] in ("tls", "wss") for li in config.sip.listen):
         tls.ensure_certificate(*tls.certificate_paths(config.tls.cert, config.tls.key, data_dir))

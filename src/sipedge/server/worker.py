@@ -71,6 +71,9 @@ class WorkerSipService(SipService):
         assert self.core is not None and self.transports is not None
         self.transports.on_flow_opened = self.handoff.broadcast_opened
         here, there = self.transports.is_alive, self.handoff.remote_alive
+        addresses = frozenset(lst.address for lst in self.transports.listeners)
+        any_host = frozenset(lst.port for lst in self.transports.listeners if lst.host in ("0.0.0.0", "::"))
+        self.handoff.is_listener = lambda local: local in addresses or local[1] in any_host
         me = self.handoff.worker
         # another worker's connection: alive unless it said it closed or its holder died;
         # sends on it are handed over
