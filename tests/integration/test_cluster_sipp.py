@@ -233,6 +233,12 @@ def test_dns_srv_failover_between_nodes(tmp_path: Path, pg_server: PgServer) -> 
                 t0 = time.monotonic()
                 answer_call(bob, trunk, f"sip:bob@{DOMAIN}")  # edge -> dead A, Timer B -> B -> bob
                 assert time.monotonic() - t0 > 3.0  # after Timer B (64*T1 = 6.4 s)
+                counters = metrics(edge)
+                assert counters["sip_branch_failovers"] == before + 1
+                assert counters["dns_targets_marked_down"] >= 1  # A timed out: listed last
+                t0 = time.monotonic()
+                answer_call(bob, trunk, f"sip:bob@{DOMAIN}")  # edge -> B first now
+                assert time.monotonic() - t0 < 3.0, "the next call waited for Timer B on A again"
                 assert metrics(edge)["sip_branch_failovers"] == before + 1
                 assert zone.queries[(f"_sip._udp.{DOMAIN}", "SRV")] >= 1
             finally:
