@@ -17,9 +17,10 @@ def metrics(server: Server, timeout: float = 5.0) -> dict[str, float]:
     The web listener starts after SIP answers (what ``running_server`` waits for), so a
     refused connection is retried for up to ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
+    host = f"[{server.host}]" if ":" in server.host else server.host
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{server.http}/metrics", timeout=5) as r:
+            with urllib.request.urlopen(f"http://{host}:{server.http}/metrics", timeout=5) as r:
                 text = r.read().decode()
             break
         except urllib.error.URLError as exc:

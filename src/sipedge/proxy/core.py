@@ -216,6 +216,7 @@ class ProxyCore:
         self._resolve_jobs: list[ResolveJob] = []
         self._resolve_waiting: dict[int, ResolveContinuation] = {}
         self._resolve_token = 0
+        self._silent: list[Target] = []  # named addresses a branch timed out on (Timer B/F)
         self.dispatcher = Dispatcher(config.dispatcher, identity, token_source) if config.dispatcher.sets else None
         self._refused_log_at = 0.0  # rate limit of the "unparseable message" log line
         self._refused_held = 0
@@ -402,6 +403,13 @@ class ProxyCore:
         """Names to resolve (drain after every call that may create them)."""
         jobs, self._resolve_jobs = self._resolve_jobs, []
         return jobs
+
+    def silent_targets(self) -> list[Target]:
+        """Addresses of a name that let a branch time out (Timer B/F, no answer at all):
+        the adapter lists them last in later answers for a while, as for a send error
+        (drain after every call that may create them)."""
+        targets, self._silent = self._silent, []
+        return targets
 
     def resolved(self, token: int, targets: list[Target], now: float) -> None:
         """The addresses of a :class:`ResolveJob`, first to try first ([]: none)."""
@@ -1258,6 +1266,8 @@ class ProxyCore:
         ptx, branch = found
         if branch.final is not None:
             return
+        if status == 408 and isinstance(branch.dest, Target) and branch.dest.name:
+            self._silent.append(branch.dest)
         if status == 503 and isinstance(branch.dest, Flow) and branch.fallback is not None and branch.target is not None:
             # the registered connection is gone: try the Contact address itself, once
             self._unlink_branch(key)

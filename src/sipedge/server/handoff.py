@@ -137,6 +137,9 @@ class Handoff:
         self._dead: dict[int, None] = {}  # closed connections of other workers
         # open connections of other workers by (transport, peer ip, peer port)
         self._remote: dict[tuple[str, str, int], Flow] = {}
+        self._open: dict[int, Flow] = {}  # open connections of other workers by id (from ``N``)
+        # whether an address is one of this node's listeners (the worker sets it)
+        self.is_listener: Callable[[tuple[str, int]], bool] = lambda local: True
         self.rx = rx
         self.tx = tx
         for s in (rx, *tx):
@@ -171,11 +174,19 @@ class Handoff:
         return flow.conn_id % self.workers if flow.reliable else self.worker
 
     def remote_alive(self, flow: Flow) -> bool:
-        """Whether another worker's connection may still be open (its holder is the
-        generation that opened it, and it has not said it closed)."""
+        """Whether another worker's connection may still be open: its holder is the
+        generation that opened it, it has not said it closed, and it is that connection:
+        the one its holder announced under that id (``N``) or, when none was (this worker
+        started after it), one accepted on a listener of ours. A flow another node
+        recorded (a binding in a shared database) is neither: its id means nothing here."""
         holder = flow.conn_id % self.workers
         generation = (flow.conn_id // self.workers) >> _GEN_SHIFT
-        return generation == self.generations[holder] and flow.conn_id not in self._dead
+        if generation != self.generations[holder] or flow.conn_id in self._dead:
+            return False
+        known = self._open.get(flow.conn_id)
+        if known is not None:
+            return known.local == flow.local and known.remote == flow.remote
+        return self.is_listener(flow.local)
 
     def remote_flow(self, target: Target) -> Flow | None:
         """Another worker's open connection to ``target``, if one is known."""
@@ -277,7 +288,11 @@ class Handoff:
             if len(self._remote) >= _REMOTE_KEPT:
                 del self._remote[next(iter(self._remote))]
             self._remote[(flow.transport, *flow.remote)] = flow
+            if len(self._open) >= _REMOTE_KEPT:
+                del self._open[next(iter(self._open))]
+            self._open[flow.conn_id] = flow
         else:
+            self._open.pop(flow.conn_id, None)
             key = (flow.transport, *flow.remote)
             if self._remote.get(key) == flow:
                 del self._remote[key]

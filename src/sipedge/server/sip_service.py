@@ -266,6 +266,10 @@ class SipService:
             task = asyncio.create_task(self._resolve(rjob))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+        for silent in core.silent_targets():  # Timer B/F on an address of a name
+            log.info("x %s:%s:%d (%s) did not answer: listed last for %g s", silent.transport, silent.host,
+                     silent.port, silent.name, self.dns.config.down_time)
+            self.dns.mark_down(silent)
         when = core.get_timer()
         if when is not None:
             when = max(when, math.ceil(when / TIMER_TICK) * TIMER_TICK)

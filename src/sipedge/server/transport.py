@@ -309,12 +309,14 @@ class TransportLayer:
         return len(self._conns)
 
     def is_alive(self, flow: Flow) -> bool:
-        """Whether ``send(…, flow)`` can still deliver (UDP: the listener is open)."""
+        """Whether ``send(…, flow)`` can still deliver (UDP: the listener is open). A
+        connection must be that flow's: another node's flow (a binding in a shared
+        database) may carry an id one of ours has, to another peer."""
         if flow.transport == "udp":
             u = self._udp.get(flow.local)
             return u is not None and not u.closed
         conn = self._conns.get(flow.conn_id)
-        return conn is not None and not conn.closing
+        return conn is not None and not conn.closing and conn.flow.remote == flow.remote and conn.flow.local == flow.local
 
     def stats(self) -> dict[str, int | float]:
         out: dict[str, int | float] = {}

@@ -71,6 +71,9 @@ class WorkerSipService(SipService):
         await super().start(server_ctx, client_ctx)
         assert self.core is not None and self.transports is not None
         self.transports.on_flow_opened = self.handoff.broadcast_opened
+        addresses = frozenset(lst.address for lst in self.transports.listeners)
+        any_host = frozenset(lst.port for lst in self.transports.listeners if lst.host in ("0.0.0.0", "::"))
+        self.handoff.is_listener = lambda local: local in addresses or local[1] in any_host
 
     def flow_alive(self, flow: Flow) -> bool:
         """Another worker's connection: alive unless it said it closed or its holder

@@ -323,6 +323,8 @@ def test_a_name_is_resolved_and_its_addresses_are_a_failover_list() -> None:
     assert t3.host == "127.0.0.9" and core.resolve_jobs() == []  # resolved once
     reply(core, r3, t3, 200, clock.now)
     assert core.stats()["sip_branch_failovers"] == 2
+    # the silent one (Timer B), not the one that answered 503, is for the resolver to list last
+    assert core.silent_targets() == [Target("udp", "127.0.0.8", 5060)] and core.silent_targets() == []
 
 
 def test_a_name_that_resolves_to_nothing_is_unreachable() -> None:

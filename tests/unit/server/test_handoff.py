@@ -86,6 +86,31 @@ def test_bad_datagrams_are_counted_and_connections_tracked() -> None:
             s.close()
 
 
+def test_a_flow_another_node_recorded_is_not_taken_for_a_connection_of_ours() -> None:
+    """A binding in a shared database carries the flow of the node it registered on; its
+    connection id may be one a worker here has, to another peer (test_cluster_sipp.py)."""
+    rx0, tx0 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx1, tx1 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        h = Handoff(0, rx0, [tx0, tx1])
+        h.is_listener = {("127.0.0.2", 5060)}.__contains__
+        cid = conn_ids(1, 2, 0)[0]
+        ours = Flow("tcp", ("127.0.0.2", 5060), ("127.0.0.9", 40001), cid)
+        h._dispatch(encode(NEW, ours.token, b""))
+        assert h.remote_alive(ours)
+        same_id_elsewhere = Flow("tcp", ("127.0.0.1", 5060), ("127.0.0.8", 40002), cid)
+        assert not h.remote_alive(same_id_elsewhere)  # worker 1's connection of that id is another
+        unknown = Flow("tcp", ("127.0.0.1", 5060), ("127.0.0.8", 40002), cid + 2)
+        assert not h.remote_alive(unknown)  # never announced, not on a listener of ours
+        before_we_started = Flow("tcp", ("127.0.0.2", 5060), ("127.0.0.7", 40003), cid + 4)
+        assert h.remote_alive(before_we_started)  # on our listener: may be worker 1's still
+        h._dispatch(encode(CLOSED, ours.token, b""))
+        assert not h.remote_alive(ours)
+    finally:
+        for s in (rx0, tx0, rx1, tx1):
+            s.close()
+
+
 def test_queries_replies_and_media_events_reach_their_handlers_and_garbage_is_counted() -> None:
     rx, tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
