@@ -40,6 +40,9 @@ class RecordingCore:
     def resolve_jobs(self) -> list[Any]:
         return []
 
+    def silent_targets(self) -> list[Any]:
+        return []
+
     def get_timer(self) -> float | None:
         return None
 
