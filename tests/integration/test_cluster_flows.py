@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import pytest
 
 from helpers.metrics import metrics
 from helpers.pgserver import PgServer
-from helpers.redisserver import RedisServer
+from helpers.redisserver import RedisServer, redis_server  # noqa: F401 (fixture)
 from helpers.sipserver import Server, add_users, cli, running_server
 from helpers.ua import UA, in_dialog
 from sipedge.server.handoff import owner_of
@@ -56,20 +55,6 @@ def node(tmp: Path, host: str, extra: str, sip: str, general: str = "") -> Any:
     return running_server(tmp, host, extra=extra, sip=sip, general=general, log_level="info")
 
 
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with tempfile.TemporaryDirectory(prefix="sipedge-redis-flows-") as tmp:
-        server = RedisServer(Path(tmp))
-        try:
-            server.start()
-        except (OSError, RuntimeError) as exc:
-            pytest.skip(f"no redis-server: {exc}")
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
 @pytest.fixture(scope="module", params=["postgresql", "redis-workers2"])
 def nodes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
     """A and B on one PostgreSQL database (``node_path = "on"``, one worker each: the
@@ -84,7 +69,8 @@ def nodes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             cli(["user", "add", f"{user}@{DOMAIN}", "--password", password, "--db", url])
         extra, sip, general = f'\n[database]\nurl = "{url}"\nconnect_timeout = 2.0\n', f'{sip}\nnode_path = "on"', ""
     else:
-        redis_server: RedisServer = request.getfixturevalue("redis")
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        redis_server.flush()
         extra, general = f'\n[redis]\nurl = "{redis_server.url}"\n', "workers = 2"
     with node(tmp / "a", "127.0.0.1", extra, sip, general=general) as a, node(tmp / "b", "127.0.0.2", extra, sip) as b:
         if request.param != "postgresql":
@@ -156,18 +142,19 @@ def whole_call(caller: UA, callee: UA, callee_node: Server, bye_from_callee: boo
     caller.send(in_dialog(caller, "ACK", ok, routes, cseq=ok.cseq.number))
     assert callee.wait("ACK").method == "ACK"
     if bye_from_callee:
-        callee.send(callee_request(callee, seen, "BYE"))
-        bye = caller.wait("BYE")
-        assert isinstance(bye, m.Request)
-        caller.answer(bye, 200)
-        assert callee.expect(200).cseq.method == "BYE"
+        hang_up(callee, caller, callee_request(callee, seen, "BYE"))
     else:
-        caller.send(in_dialog(caller, "BYE", ok, routes))
-        bye = callee.wait("BYE")
-        assert isinstance(bye, m.Request)
-        callee.answer(bye, 200)
-        assert caller.expect(200).cseq.method == "BYE"
+        hang_up(caller, callee, in_dialog(caller, "BYE", ok, routes))
     return seen, ok
+
+
+def hang_up(sender: UA, peer: UA, bye: m.Request) -> None:
+    """``bye`` from ``sender`` reaches ``peer``, whose 200 comes back."""
+    sender.send(bye)
+    got = peer.wait("BYE")
+    assert isinstance(got, m.Request)
+    peer.answer(got, 200)
+    assert sender.expect(200).cseq.method == "BYE"
 
 
 def counted(server: Server, name: str, at_least: float, timeout: float = 5.0) -> None:
@@ -257,11 +244,7 @@ def test_calls_between_users_of_a_and_b_both_ways(nodes: tuple[Server, Server]) 
             ok2 = caller.expect(200)
             caller.send(in_dialog(caller, "ACK", ok2, routes, cseq=ok2.cseq.number))
             assert callee.wait("ACK").method == "ACK"
-            callee.send(callee_request(callee, seen, "BYE"))
-            bye = caller.wait("BYE")
-            assert isinstance(bye, m.Request)
-            caller.answer(bye, 200)
-            assert callee.expect(200).cseq.method == "BYE"
+            hang_up(callee, caller, callee_request(callee, seen, "BYE"))
     finally:
         dave.close()
         bob.close()
