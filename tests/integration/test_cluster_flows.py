@@ -173,8 +173,9 @@ def hosts_in(values: list[str]) -> set[str]:
 def test_a_browser_on_a_is_called_through_b(nodes: tuple[Server, Server]) -> None:
     """A WebSocket client registered on A; a UDP phone calls it through B: the INVITE
     reaches it on its connection to A, 200 and ACK pass, and a BYE from either side ends
-    the call (Record-Route of both nodes). With two workers on A, one call is owned by
-    the worker without the connection."""
+    the call (Record-Route of both nodes), and a CANCEL before the answer ends a ringing
+    one with 487. With two workers on A, calls are owned by each worker (so one by the
+    worker without the connection)."""
     a, b = nodes
     browser, phone = ua(a, "alice", "ws"), ua(b, "bob")
     try:
@@ -185,7 +186,24 @@ def test_a_browser_on_a_is_called_through_b(nodes: tuple[Server, Server]) -> Non
             assert seen.top_via.transport.upper() == "WS"  # sent by A, down the WebSocket
             assert not any("nf-" in r for r in seen.get_all("route"))  # A popped its entry
             assert hosts_in(ok.get_all("record-route")) == {"127.0.0.1", "127.0.0.2"}
-        counted(a, "sip_node_routed", 2 * a.workers)
+        for cid in call_ids(a.workers):  # a CANCEL before the answer: B, A, the WebSocket
+            sent = invite(phone, browser, cid)
+            seen = browser.wait("INVITE")
+            assert isinstance(seen, m.Request)
+            browser.answer(seen, 180)
+            phone.expect(180)
+            cancel = m.Request("CANCEL", sent.uri)
+            for name in ("via", "from", "to", "call-id", "max-forwards"):
+                cancel.add(name, sent.get(name) or "")
+            cancel.set("CSeq", f"{sent.cseq.number} CANCEL")
+            phone.send(cancel)
+            assert phone.expect(200).cseq.method == "CANCEL"
+            got = browser.wait("CANCEL")
+            assert isinstance(got, m.Request)
+            browser.answer(got, 200)
+            browser.answer(seen, 487)
+            assert phone.expect(487).cseq.method == "INVITE"
+        counted(a, "sip_node_routed", 3 * a.workers)
     finally:
         browser.close()
         phone.close()
