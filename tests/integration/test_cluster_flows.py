@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import pytest
 
 from helpers.metrics import metrics
 from helpers.pgserver import PgServer
-from helpers.redisserver import RedisServer, redis_server  # noqa: F401 (fixture)
+from helpers.redisserver import RedisServer, redis_server, redis_url  # noqa: F401 (fixtures)
 from helpers.sipserver import Server, add_users, cli, running_server
 from helpers.ua import UA, in_dialog
 from sipedge.server.handoff import owner_of
@@ -318,3 +320,41 @@ def test_one_node_alone_keeps_its_bindings_without_a_node_path(tmp_path: Path) -
         finally:
             alice.close()
             bob.close()
+
+
+def test_each_nated_phone_is_kept_alive_by_the_node_holding_its_flow(redis_url: str, tmp_path: Path) -> None:  # noqa: F811
+    """SIP keepalives every 0.2 s, contacts dropped after 3 s without an answer, on both
+    nodes of one Redis: the NATed phone registered on A is pinged from A's socket only,
+    answers, and keeps its binding. B leaves it alone: it could only ping from its own
+    socket, which the phone's NAT would drop, and would then remove a live binding."""
+    extra = (f'\n[redis]\nurl = "{redis_url}"\n\n[nat]\nkeepalive_interval = 0.2\nkeepalive_method = "OPTIONS"\n'
+             "keepalive_timeout = 3.0\n")
+    sip = f'domains = ["{DOMAIN}"]'
+    with node(tmp_path / "a", "127.0.0.1", extra, sip) as a, node(tmp_path / "b", "127.0.0.2", extra, sip) as b:
+        for s in (a, b):
+            add_users(s.config, DOMAIN, USERS)
+        nated = ua(a, "carol", cls=NatUA)
+        try:
+            assert nated.register().status == 200
+            shown: list[subprocess.CompletedProcess[str]] = []
+            asking = threading.Thread(target=lambda: shown.append(cli(  # (while the phone keeps answering)
+                ["ctl", "--config", str(b.config), "--json", "ul", "show", f"carol@{DOMAIN}"], check=False)))
+            started = time.monotonic()
+
+            def answer_pings_until(done: Callable[[], bool]) -> None:
+                while not done():
+                    nated._pump()
+                    for ping in [x for x in nated.inbox if isinstance(x, m.Request) and x.method == "OPTIONS"]:
+                        nated.inbox.remove(ping)
+                        nated.answer(ping, 200)
+                    assert time.monotonic() < started + 60
+
+            answer_pings_until(lambda: time.monotonic() > started + 5.0)
+            asking.start()
+            answer_pings_until(lambda: not asking.is_alive())
+            pings = [src for msg, src in nated.arrivals if isinstance(msg, m.Request) and msg.method == "OPTIONS"]
+            assert len(pings) >= 5 and set(pings) == {(a.host, a.udp)}, pings
+            assert shown[0].returncode == 0, shown[0].stderr  # not dropped by either node
+            assert [x["contact"] for x in json.loads(shown[0].stdout)] == [f"sip:carol@{NAT_HOSTPORT}"]
+        finally:
+            nated.close()

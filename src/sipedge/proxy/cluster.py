@@ -27,7 +27,11 @@ import binascii
 import hashlib
 import hmac
 
+from ..errors import ParseError
+from ..sip.headers import NameAddr
 from ..sip.uri import SipUri
+from .identity import Identity
+from .location import Binding
 
 PREFIX = "nf-"  # the user part of a node Path entry starts so
 NODE_SIGNATURE = "ns"  # the forwarding node's parameter on the entry
@@ -89,9 +93,21 @@ class FlowRoute:
         return bool(branch) and self.call_signed(branch or "", "\x00via", value)
 
 
+def held_elsewhere(b: Binding, identity: Identity) -> bool:
+    """The binding's first Path entry is a node entry naming another node: that node
+    holds its flow (no MAC is checked: this only tells who pings it, docs/cluster.md)."""
+    if not b.path:
+        return False
+    try:
+        uri = NameAddr.parse(b.path[0], "Path").uri
+    except ParseError:
+        return False
+    return isinstance(uri, SipUri) and is_node_user(uri.user) and not identity.uri_is_me(uri)
+
+
 def is_node_user(user: str | None) -> bool:
     """The user part of a node Path entry (whoever wrote it: check with ``flow_of``)."""
     return bool(user) and user is not None and user.startswith(PREFIX)
 
 
-__all__ = ["NODE_SIGNATURE", "PREFIX", "FlowRoute", "is_node_user"]
+__all__ = ["NODE_SIGNATURE", "PREFIX", "FlowRoute", "held_elsewhere", "is_node_user"]

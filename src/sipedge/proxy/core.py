@@ -922,7 +922,7 @@ class ProxyCore:
             why = "its flow token is not signed by our nodes"
         elif not self.flow_route.call_signed(req.get("call-id") or "", top.user or "", top.params.get(NODE_SIGNATURE)):
             why = "no node of ours routed this call to it (is DATA_DIR/nonce.key the same on every node?)"
-        elif not any(li.transport == flow.transport and (li.host, li.port) == flow.local for li in self.identity.listeners):
+        elif not self.identity.holds(flow):
             why = "the flow is not on a listener of this node"
         if flow is None or why:
             self.counters["sip_node_route_refused"] += 1
@@ -1127,8 +1127,8 @@ class ProxyCore:
         """A top Route that is another node's Path entry gets ``ns``, our MAC of this call
         and the entry: that node sends on the flow only what one of ours routed."""
         top = req.name_addrs("route")[0]
-        uri = top.sip_uri
-        if is_node_user(uri.user) and not self.identity.uri_is_me(uri):
+        uri = top.uri
+        if isinstance(uri, SipUri) and is_node_user(uri.user) and not self.identity.uri_is_me(uri):
             signed = uri.with_params(**{NODE_SIGNATURE: self.flow_route.sign_call(req.get("call-id") or "", uri.user or "")})
             req.replace_first("route", str(top.with_uri(signed)))
 
