@@ -146,7 +146,9 @@ def test_a_registration_on_a_is_found_by_b(nodes: tuple[Server, Server]) -> None
             bob.send(bob.authorize(invite, first))
         seen = alice.wait("INVITE")  # B looked alice up in Redis and sent the call to her
         assert isinstance(seen, m.Request)
-        alice.server = (b.host, b.udp)  # the answer goes back the way the INVITE came
+        # through A, which holds her flow (sip.node_path "auto": on with Redis, docs/cluster.md)
+        assert [src for msg, src in alice.arrivals if msg is seen] == [(a.host, a.udp)]
+        alice.server = (a.host, a.udp)  # the answer goes back the way the INVITE came
         alice.answer(seen, 486)
         assert bob.expect_final().status == 486
         alice.wait("ACK")

@@ -113,6 +113,15 @@ class SipConfig:
         "with topology_hiding: the callee's side of a hidden call sees its Call-ID encrypted "
         "(Kamailio topoh's mask_callid)",
     )
+    node_path: str = option(
+        "auto",
+        "registrations record this node and their flow as a signed Path entry, so other nodes "
+        "sharing the location reach the phone through this node (docs/cluster.md): \"on\", "
+        "\"off\", or \"auto\" (on when Redis holds the location and the nodes' secret: "
+        "redis.location and redis.nonces; on PostgreSQL set \"on\", with the same "
+        "DATA_DIR/nonce.key on every node)",
+        one_of("auto", "on", "off"),
+    )
     timers: TimersConfig = TimersConfig()
     limits: LimitsConfig = LimitsConfig()
     websocket: WebSocketConfig = WebSocketConfig()

@@ -211,6 +211,16 @@ class RequestContext:
         or dropping an ACK) when a sealed parameter is forged or tampered with."""
         return self.core.topology_restore(self)
 
+    def follow_node_path(self) -> bool:
+        """For an initial request: True when its top Route is a node Path entry naming
+        us (docs/cluster.md): another node of ours looked the user up, and this node holds
+        the flow it registered on. The entry is popped and ``targets`` is that flow (UDP
+        from the socket it registered on, a WebSocket on its connection); relay it. An
+        entry whose flow token or ``ns`` call signature does not verify is refused (403,
+        an ACK dropped; counted as ``sip_node_route_refused``; ``done`` is then True):
+        nothing is ever sent to a flow a token we did not sign names."""
+        return self.core.follow_node_path(self)
+
     def remove_preloaded_route(self) -> bool:
         """For an initial request: drop the Route entries that name us (a phone's
         outbound proxy setting), so the request is routed like any other: authenticated,
@@ -227,6 +237,12 @@ class RequestContext:
         P-Preferred-Identity, Remote-Party-ID): from outside the trust domain they are
         whatever the sender chose to claim (RFC 3325 §5). Returns how many were removed."""
         return sum(self.request.remove(name) for name in IDENTITY_HEADERS if self.request.has(name))
+
+    def from_node(self) -> bool:
+        """The request comes from another node of ours (its Via carries our nodes'
+        ``nd`` MAC, docs/cluster.md): its Contact is a party's behind that node, which
+        handled that party's NAT, so NAT helpers are to leave it alone here."""
+        return self.core.from_node(self.request)
 
     def is_nated(self) -> bool:
         """The sender is behind a NAT or on a WebSocket: its Contact or top Via does not
@@ -417,6 +433,9 @@ class ReplyContext:
     now: float
     flow: Flow | None = None  # where the response came from
     dropped: bool = False
+    # it answers a request we sent to another node of ours (docs/cluster.md): that node
+    # handled the callee's NAT, so its Contact is to be left alone here
+    from_node: bool = False
 
     def is_nated(self) -> bool:
         return self.flow is not None and nat.is_behind_nat(self.response, self.flow)

@@ -28,9 +28,11 @@ from ..sip import auth as digest
 from ..sip import transaction
 from ..sip import txevents as tx
 from ..sip.flow import Flow, Target
+from ..sip.headers import NameAddr
 from ..sip.message import Request, Response, check_response, error_response, make_response, parse
 from ..sip.uri import SipUri
 from . import forwarding, nat, pike, ratelimit, registrar, topology
+from .cluster import NODE_SIGNATURE, FlowRoute, is_node_user
 from .context import BranchTarget, ReplyContext, RequestContext
 from .dialog import EARLY, TRYING, DialogTable
 from .dispatcher import Dispatcher
@@ -208,6 +210,11 @@ class ProxyCore:
             nonce_lifetime=config.auth.nonce_lifetime,
         )
         self.route_stamp = RouteStamp(secret)
+        # registrations name this node and their flow in a signed Path entry (docs/cluster.md)
+        self.flow_route = FlowRoute(secret)
+        # ("auto": where the nodes provably share the location and the secret, Redis)
+        self.node_path = config.sip.node_path == "on" or (
+            config.sip.node_path == "auto" and bool(config.redis.url and config.redis.location and config.redis.nonces))
         self.topology = topology.TopologyCodec(secret)
         self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in config.sip.trusted_peers)
         self.flow_alive: Callable[[Flow], bool] = services.flow_alive
@@ -262,6 +269,8 @@ class ProxyCore:
             "sip_bindings_dropped_on_disconnect": 0,
             "sip_requests_sent": 0,
             "sip_branch_failovers": 0,
+            "sip_node_routed": 0,
+            "sip_node_route_refused": 0,
         }
 
     # -- adapter interface -------------------------------------------------------
@@ -893,8 +902,9 @@ class ProxyCore:
         received = ctx.register_received
         if not received and nat.nat_uac_test(req, ctx.flow, REGISTER_NAT_FLAGS):
             received = nat.received_uri(ctx.flow)
+        node = self.flow_route.entry(self._node_listener(listener).uri(), ctx.flow.token) if self.node_path else ""
         resp = self.registrar.handle(
-            req, self.clock.wall(), flow=ctx.flow.token, received=received, socket=listener.name
+            req, self.clock.wall(), flow=ctx.flow.token, received=received, socket=listener.name, node_path=node
         ).response
         if self.config.sip.server_header:
             resp.set("server", self.config.sip.server_header)
@@ -904,18 +914,78 @@ class ProxyCore:
         self._respond(ctx, resp)
         resp.forget_parsed()
 
+    def _node_listener(self, listener: Listener) -> Listener:
+        """The listener other nodes reach this one on for a flow that came in on
+        ``listener``: itself, or for a WebSocket one a UDP (else TCP, TLS) listener of the
+        same host (another node has no WebSocket client to reach us with)."""
+        if listener.transport in ("udp", "tcp", "tls"):
+            return listener
+        for transport in ("udp", "tcp", "tls"):
+            for li in self.identity.listeners:
+                if li.transport == transport and li.host == listener.host:
+                    return li
+        return listener
+
+    def _own_node_entry(self, value: str, flow_token: str) -> bool | None:
+        """A binding's first Path value: None when it is no node entry, True when it is
+        ours for this binding's flow, False when another node's (or not a valid one)."""
+        try:
+            uri = NameAddr.parse(value, "Path").sip_uri
+        except ParseError:
+            return None
+        if not is_node_user(uri.user):
+            return None
+        return self.identity.uri_is_me(uri) and self.flow_route.flow_of(uri.user) == flow_token
+
+    def follow_node_path(self, ctx: RequestContext) -> bool:
+        """``ctx.follow_node_path()``: see there."""
+        req = ctx.request
+        routes = req.name_addrs("route")
+        top = routes[0].uri if routes else None
+        if not isinstance(top, SipUri) or not is_node_user(top.user) or not self.identity.uri_is_me(top):
+            return False
+        token = self.flow_route.flow_of(top.user)
+        flow = Flow.from_token(token) if token is not None else None
+        why = ""
+        if flow is None:
+            why = "its flow token is not signed by our nodes"
+        elif not self.flow_route.call_signed(req.get("call-id") or "", top.user or "", top.params.get(NODE_SIGNATURE)):
+            why = "no node of ours routed this call to it (is DATA_DIR/nonce.key the same on every node?)"
+        elif not self.identity.holds(flow):
+            why = "the flow is not on a listener of this node"
+        if flow is None or why:
+            self.counters["sip_node_route_refused"] += 1
+            log.info("x %s from %s refused: a node Path Route, but %s", req.method, ctx.flow.remote[0], why)
+            if req.method == "ACK":
+                self.drop(ctx)
+            else:
+                ctx.reply(403, "Bad Node Route")
+            return False
+        forwarding.set_routes(req, routes[1:])
+        ctx.targets = [BranchTarget(dest=flow, nated=True)]
+        self.counters["sip_node_routed"] += 1
+        return True
+
     def binding_target(self, b: Binding) -> BranchTarget:
         """Where a registered contact is reached (its Contact is the Request-URI).
 
-        WebSocket contacts only on the connection they registered from. Stream contacts
-        (TCP/TLS) on that connection while it lives, else at the Contact address. UDP
-        contacts at their Contact, unless it does not name the REGISTER's source (the
-        phone is behind a NAT): then at that source, where the NAT binding is."""
+        A binding another node saved (its first Path entry names that node,
+        docs/cluster.md) through that node, which holds the flow. WebSocket contacts
+        only on the connection they registered from. Stream contacts (TCP/TLS) on that
+        connection while it lives, else at the Contact address. UDP contacts at their
+        Contact, unless it does not name the REGISTER's source (the phone is behind a
+        NAT): then at that source, where the NAT binding is."""
         try:
             ruri: SipUri | None = SipUri.parse(b.contact)
         except ParseError:
             ruri = None
         flow = Flow.from_token(b.flow) if b.flow else None
+        ours = self._own_node_entry(b.path[0], b.flow) if b.path else None
+        if ours:
+            b = b.with_changes(path=b.path[1:])  # we hold the flow
+        elif ours is False:  # through the node that does (never on its flow: not ours)
+            nated = bool(b.received) or (flow is not None and flow.transport in ("ws", "wss"))
+            return BranchTarget(ruri=ruri, path=b.path, q=b.q, nated=nated)
         contact = forwarding.uri_target(ruri) if ruri is not None else None
         dest: Flow | Target | None = contact
         fallback: Target | None = None
@@ -1045,6 +1115,8 @@ class ProxyCore:
             if target.path:
                 for value in reversed(target.path):
                     req.add("route", value, first=True)
+                self._sign_node_route(req)
+            to_node = self.node_path and self._next_is_node(req)
             hop: SipUri | None = None
             if target.dest is None:
                 hop = forwarding.next_hop(req)
@@ -1070,7 +1142,7 @@ class ProxyCore:
             if ptx.mask:
                 req.set("call-id", topology.mask_call_id(self.topology, req.get("call-id") or ""))
         via = forwarding.branch_id(ptx.request, index)
-        forwarding.add_via(req, outbound, via)
+        forwarding.add_via(req, outbound, via, self.flow_route.sign_hop(via) if to_node else None)
         if ptx.dialog and self.dialogs is not None:
             self.dialogs.relayed(ptx.request.get("call-id") or "", req)
         branch = Branch(None, req, target, dest, target.fallback)
@@ -1079,6 +1151,35 @@ class ProxyCore:
         else:
             self._send_branch(ptx, branch, now)
         return True
+
+    def _sign_node_route(self, req: Request) -> None:
+        """A top Route that is another node's Path entry gets ``ns``, our MAC of this call
+        and the entry: that node sends on the flow only what one of ours routed."""
+        top = req.name_addrs("route")[0]
+        uri = top.uri
+        if isinstance(uri, SipUri) and is_node_user(uri.user) and not self.identity.uri_is_me(uri):
+            signed = uri.with_params(**{NODE_SIGNATURE: self.flow_route.sign_call(req.get("call-id") or "", uri.user or "")})
+            req.replace_first("route", str(top.with_uri(signed)))
+
+    def _next_is_node(self, req: Request) -> bool:
+        """The request leaves for another node of ours: its top Route is a node Path
+        entry, or a Record-Route entry stamped for this dialog with our key (the nodes
+        share it) that is not ours."""
+        routes = req.name_addrs("route")
+        uri = routes[0].uri if routes else None
+        if not isinstance(uri, SipUri) or self.identity.uri_is_me(uri):
+            return False
+        return is_node_user(uri.user) or (STAMP_PARAM in uri.params and self.stamped_by_us(req, (uri,)))
+
+    def from_node(self, msg: Request | Response) -> bool:
+        """The top Via carries a node's ``nd``: a request from another node of ours, or
+        the response to one we sent to a node. NAT helpers leave it alone: the Contact is
+        a party's behind that node, which handled its NAT."""
+        try:
+            via = msg.top_via
+        except ParseError:
+            return False
+        return self.flow_route.hop_signed(via.branch, via.params.get(forwarding.NODE_HOP))
 
     def _resolve_branch(self, ptx: ProxyTransaction, target: BranchTarget, dest: Target, hop: SipUri | None,
                         now: float) -> None:
@@ -1223,18 +1324,19 @@ class ProxyCore:
             return
         ptx, branch = found
         resp = resp.copy()
+        from_node = self.from_node(resp)  # (our Via said the branch went to another node)
         resp.pop_first("via")  # our own Via (RFC 3261 §16.7 step 3)
         if ptx.mask:  # (whatever the outside answers: it is the call's own Call-ID inside)
             resp.set("call-id", ptx.request.get("call-id") or "")
         if settled is not None:  # a 2xx again from a settled INVITE's winner: relayed as the first was
-            self._forward_response(ptx, resp, now, flow, branch)
+            self._forward_response(ptx, resp, now, flow, branch, from_node)
             return
         if resp.status < 200:
             branch.provisional = True
             if resp.status == 100:
                 return
             if not ptx.final_sent:
-                self._forward_response(ptx, resp, now, flow, branch)
+                self._forward_response(ptx, resp, now, flow, branch, from_node)
             return
         if branch.final is not None and resp.status >= 300:
             return
@@ -1246,7 +1348,7 @@ class ProxyCore:
             branch.final = resp
             if ptx.dialog and self.dialogs is not None:
                 self.dialogs.answered_by(ptx.request.get("call-id") or "", _dest_text(branch.dest))
-            self._forward_response(ptx, resp, now, flow, branch)
+            self._forward_response(ptx, resp, now, flow, branch, from_node)
             ptx.final_sent = True
             self._cancel_pending(ptx, now, except_branch=branch)
             for other in ptx.branches:  # the losers' media goes now, not at the BYE
@@ -1330,7 +1432,7 @@ class ProxyCore:
         self._forward_response(ptx, out, now)
 
     def _forward_response(self, ptx: ProxyTransaction, resp: Response, now: float, flow: Flow | None = None,
-                          branch: Branch | None = None) -> None:
+                          branch: Branch | None = None, from_node: bool = False) -> None:
         if ptx.media is not None:
             call_id = ptx.request.get("call-id") or ""
             if resp.status >= 300:
@@ -1338,7 +1440,7 @@ class ProxyCore:
                     # a refused re-INVITE/UPDATE leaves the established call (and its
                     # media) as it was (RFC 3261 §14.1); a 481 or 408 ends the dialog
                     # (§12.2.1.2), and its media goes with it
-                    self._forward_response_now(ptx, resp, now, flow)
+                    self._forward_response_now(ptx, resp, now, flow, from_node)
                     return
                 try:
                     self._media_job("delete", call_id, ptx.request.from_.tag or "")
@@ -1360,7 +1462,7 @@ class ProxyCore:
                         resp.body = sdp
                     else:
                         log.warning("media %s failed for %s: %s", op, call_id, error)
-                    self._forward_response_now(ptx, resp, later, flow)
+                    self._forward_response_now(ptx, resp, later, flow, from_node)
 
                 offerer, answerer = (to_tag, from_tag) if late_offer else (from_tag, to_tag)  # as ng's tags
                 own = branch if branch is not None and branch.via is not None else None  # offered per branch
@@ -1369,11 +1471,12 @@ class ProxyCore:
                 self._media_job(op, call_id, offerer, answerer, resp.body, flags, then, late_offer=late_offer,
                                 via_branch=own.via if own is not None else None)
                 return
-        self._forward_response_now(ptx, resp, now, flow)
+        self._forward_response_now(ptx, resp, now, flow, from_node)
 
-    def _forward_response_now(self, ptx: ProxyTransaction, resp: Response, now: float, flow: Flow | None) -> None:
+    def _forward_response_now(self, ptx: ProxyTransaction, resp: Response, now: float, flow: Flow | None,
+                              from_node: bool = False) -> None:
         if self.router.reply_route is not None or self.services.route_observers:
-            rctx = ReplyContext(self, resp, ptx.request, now, flow)
+            rctx = ReplyContext(self, resp, ptx.request, now, flow, from_node=from_node)
             try:
                 self._route_reply(rctx)
             except Exception:

@@ -37,8 +37,9 @@ def request_route(ctx: RequestContext) -> None:
     if not ctx.within_rate_limits():
         return
 
-    # NATDETECT: answers go back to where the request came from.
-    nated = ctx.nat_uac_test(NAT_TESTS)
+    # NATDETECT: answers go back to where the request came from. A request from another
+    # node of ours is not NATed here: that node handled its sender's NAT (docs/cluster.md).
+    nated = not ctx.from_node() and ctx.nat_uac_test(NAT_TESTS)
     if nated:
         ctx.force_rport()
 
@@ -71,6 +72,18 @@ def request_route(ctx: RequestContext) -> None:
             ctx.drop()  # an ACK for a locally answered request, or stray: absorb it
         else:
             ctx.reply(404, "Not Here")
+        return
+
+    # CLUSTER: another node sharing our location found the user registered here and
+    # routes the request by the Path entry this node signed (docs/cluster.md). That node
+    # applied the policy (authentication, limits); this one holds the flow: it sends the
+    # request on it, and stays in the dialog (the phone's NAT binding, the browser's
+    # connection are here). A forged entry is refused by follow_node_path itself.
+    if ctx.follow_node_path():
+        ctx.record_route()
+        ctx.relay()
+        return
+    if ctx.done:
         return
 
     # Requests addressed to the server itself (keepalive OPTIONS).
@@ -242,6 +255,7 @@ def is_webrtc_offer(body: bytes) -> bool:
 
 
 def reply_route(ctx: ReplyContext) -> None:
-    # A NATed or WebSocket callee's Contact gets its flow, so in-dialog requests reach it.
-    if ctx.nat_uac_test(NAT_TESTS):
+    # A NATed or WebSocket callee's Contact gets its flow, so in-dialog requests reach it
+    # (unless another node of ours answered: that node did it for its side).
+    if not ctx.from_node and ctx.nat_uac_test(NAT_TESTS):
         ctx.add_contact_alias()

@@ -19,6 +19,7 @@ from . import route_stamp
 from .identity import DEFAULT_PORTS, Identity, Listener
 
 MAGIC = "z9hG4bK"
+NODE_HOP = "nd"  # on our Via to another node: its MAC of the branch (docs/cluster.md)
 
 
 def loop_hash(req: Request, previous_branch: str) -> str:
@@ -144,7 +145,7 @@ def route_set(req: Request, identity: Identity) -> RouteSet:
         ours.append(ruri)  # a strict router put our Record-Route entry here
         last = routes[-1]
         req.set_uri(last.uri)
-        _set_routes(req, routes[:-1])
+        set_routes(req, routes[:-1])
         routes = routes[:-1]
     popped = 0
     while routes and popped < 2:
@@ -158,7 +159,7 @@ def route_set(req: Request, identity: Identity) -> RouteSet:
         else:
             break
     if popped:
-        _set_routes(req, routes)
+        set_routes(req, routes)
     socket = identity.listener_named(ours[-1]) if ours else None
     return RouteSet(True, tuple(ours), socket)
 
@@ -172,11 +173,11 @@ def remove_own_routes(req: Request, identity: Identity) -> bool:
     while kept and isinstance(kept[0].uri, SipUri) and identity.uri_is_me(kept[0].uri):
         kept.pop(0)
     if len(kept) != len(routes):
-        _set_routes(req, kept)
+        set_routes(req, kept)
     return bool(kept)
 
 
-def _set_routes(req: Request, routes: list[NameAddr]) -> None:
+def set_routes(req: Request, routes: list[NameAddr]) -> None:
     req.remove("route")
     for r in routes:
         req.add("route", str(r))
@@ -218,10 +219,14 @@ def next_hop(req: Request) -> SipUri:
     return ruri
 
 
-def add_via(req: Request, listener: Listener, branch: str) -> None:
+def add_via(req: Request, listener: Listener, branch: str, node: str | None = None) -> None:
+    """Our Via; ``node`` is its ``nd`` parameter, when the next hop is another node of ours
+    (docs/cluster.md)."""
     params = f";branch={branch}"
     if listener.transport == "udp":
         params += ";rport"
+    if node is not None:
+        params += f";{NODE_HOP}={node}"
     req.add("via", f"SIP/2.0/{listener.transport.upper()} {listener.via_sent_by()}{params}", first=True)
 
 

@@ -99,6 +99,16 @@ class Identity:
                 return li
         return None
 
+    def holds(self, flow: Flow) -> bool:
+        """``flow`` is on one of our listeners: same transport and port, and its local
+        host that listener's (any host for a wildcard listener, whose connections have
+        the interface's address)."""
+        host, port = flow.local
+        return any(
+            li.transport == flow.transport and li.port == port and li.host in (host, "0.0.0.0", "::")
+            for li in self.listeners
+        )
+
     def listener_by_name(self, name: str) -> Listener | None:
         """The listener called ``name`` (``Listener.name``, as bindings store it)."""
         return next((li for li in self.listeners if li.name == name), None)

@@ -45,6 +45,7 @@ from ..errors import ParseError
 from ..sip.flow import Flow
 from ..sip.message import Request, Response
 from ..sip.uri import SipUri
+from .cluster import held_elsewhere
 from .identity import Identity
 from .location import Binding, LocationStore
 
@@ -385,6 +386,8 @@ class KeepaliveCore:
             flow = Flow.from_token(b.flow) if b.flow else None
             if flow is None or flow.transport in ("ws", "wss"):
                 continue
+            if held_elsewhere(b, self.identity):
+                continue  # another node's phone: that node pings it from its socket (docs/cluster.md)
             if self.config.ping_nated_only and not binding_is_nated(b):
                 continue
             out.append((flow, b))

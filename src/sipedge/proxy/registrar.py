@@ -132,8 +132,11 @@ def process_register(
     flow: str = "",
     received: str = "",
     socket: str = "",
+    node_path: str = "",
 ) -> RegisterOutcome:
-    """:func:`register`, also reporting what changed."""
+    """:func:`register`, also reporting what changed. ``node_path``, when given, is kept
+    in front of the REGISTER's Path in the bindings (this node and the flow, docs/cluster.md),
+    never echoed in the 200."""
     req = request
     try:
         to = req.to
@@ -204,7 +207,8 @@ def process_register(
         state.append(_Entry(
             Binding(
                 aor=aor, contact=contact, expires_at=now + expires, q=q, call_id=call_id,
-                cseq=cseq, received=received, path=paths, instance=instance, reg_id=reg_id,
+                cseq=cseq, received=received, path=(node_path, *paths) if node_path else paths,
+                instance=instance, reg_id=reg_id,
                 flow=flow, user_agent=user_agent, socket=socket,
             ),
             False,
@@ -293,8 +297,8 @@ class Registrar:
         }
 
     def handle(self, request: Request, now_wall: float, flow: str = "", received: str = "",
-               socket: str = "") -> RegisterOutcome:
-        out = process_register(request, self.store, self.cfg, now_wall, flow, received, socket)
+               socket: str = "", node_path: str = "") -> RegisterOutcome:
+        out = process_register(request, self.store, self.cfg, now_wall, flow, received, socket, node_path)
         s = self._stats
         s["registrar_requests"] += 1
         if out.response.status == 200:
