@@ -19,6 +19,7 @@ from typing import TypeVar, cast
 
 from ..errors import ParseError
 from .headers import (
+    _CANON_CACHE,
     LIST_HEADERS,
     CSeq,
     NameAddr,
@@ -92,11 +93,13 @@ class Message:
     # -- raw header access -------------------------------------------------
     def get(self, name: str) -> str | None:
         """The first value of a header (the first list element for list headers)."""
-        key = canonical(name)
+        key = _CANON_CACHE.get(name) or canonical(name)
         for h in self._headers:
             if h[0] == key:
                 v = h[2]
                 if key in LIST_HEADERS:
+                    if "," not in v:  # one element: what split_list would give, without the call
+                        return v.strip(" \t")
                     items = split_list(v, pretty(key))
                     return items[0] if items else ""
                 return v
@@ -104,13 +107,18 @@ class Message:
 
     def get_all(self, name: str) -> list[str]:
         """Every value of a header, list headers split on commas, in order."""
-        key = canonical(name)
+        key = _CANON_CACHE.get(name) or canonical(name)
         out: list[str] = []
         if key in LIST_HEADERS:
-            what = pretty(key)
             for h in self._headers:
                 if h[0] == key:
-                    out.extend(split_list(h[2], what))
+                    v = h[2]
+                    if "," not in v:  # one element (split_list's answer, without the call)
+                        v = v.strip(" \t")
+                        if v:
+                            out.append(v)
+                    else:
+                        out.extend(split_list(v, pretty(key)))
         else:
             for h in self._headers:
                 if h[0] == key:
@@ -118,7 +126,7 @@ class Message:
         return out
 
     def has(self, name: str) -> bool:
-        key = canonical(name)
+        key = _CANON_CACHE.get(name) or canonical(name)
         for h in self._headers:  # noqa: SIM110 - a loop, not a generator: hot path
             if h[0] == key:
                 return True
@@ -251,7 +259,12 @@ class Message:
         raw = self._first_raw("via")
         if raw is None:
             raise _missing("via")
-        return self._memo("top_via", raw, lambda: Via.parse(self._required("via")))
+        hit = self._cache.get("top_via")
+        if hit is not None and hit[0] == raw:
+            return cast(Via, hit[1])
+        value = Via.parse(raw.strip(" \t") if "," not in raw else self._required("via"))
+        self._cache["top_via"] = (raw, value)
+        return value
 
     @property
     def call_id(self) -> str:
@@ -659,12 +672,9 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
 
 
 def _check_single(msg: Message) -> None:
-    seen: dict[str, int] = {}
-    for h in msg._headers:
-        if h[0] in SINGLE_HEADERS:
-            seen[h[0]] = seen.get(h[0], 0) + 1
+    keys = [h[0] for h in msg._headers]
     for key in SINGLE_HEADERS:
-        count = seen.get(key, 0)
+        count = keys.count(key)  # five scans in C beat one Python loop over the headers
         if count > 1:
             p = pretty(key)
             raise ParseError(f"{count} {p} headers", (400, f"Multiple {p} headers"))
