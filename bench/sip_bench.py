@@ -5,7 +5,10 @@ up until more than 1% of a step's calls fail (or SIPp cannot reach the rate, or 
 budget runs out). For every server and load it prints the highest rate held, p50/p99
 response time (SIPp ``-trace_rtt``), server CPU (utime+stime of the server and all its
 processes, from /proc, over the steps) and the sipedge/kamailio ratios, then a Markdown
-section for docs/performance.md.
+section for docs/performance.md. After each ramp one more step runs at half the highest
+rate held: its p99 response time and SIPp's retransmissions (``Retransmissions(C)`` of
+``-trace_stat``) are issue 13's "p99 at half the held rate under 20 ms; no retransmission
+storms" (``--no-half-step`` leaves it out).
 
     .venv/bin/python -m bench.sip_bench                   # both servers, ~3-5 min
     .venv/bin/python -m bench.sip_bench --servers kamailio --loads register --budget 60
@@ -259,6 +262,7 @@ class Step:
     client_cpu: float
     rtt_ms: list[float]
     drops: int = 0
+    retransmissions: int = 0
 
     @property
     def fail_ratio(self) -> float:
@@ -280,6 +284,7 @@ class LoadResult:
     steps: list[Step] = field(default_factory=list)
     skipped: str = ""
     note: str = ""
+    half: Step | None = None  # the step at half the highest rate held, after the ramp
 
     @property
     def best(self) -> Step | None:
@@ -306,6 +311,8 @@ class Options:
     auth: bool
     workdir: Path
     verbose: bool
+    half_step: bool = True
+    run_deadline: float = float("inf")  # the whole run's end (``deadline``: this ramp's)
 
 
 def _children_cpu() -> float:
@@ -326,7 +333,8 @@ def _one_step(server: Server, rate: float, opts: Options,
     elapsed = max(r.elapsed, 1e-6)
     step = Step(rate=rate, calls=calls, successful=r.successful, failed=r.failed,
                 elapsed=elapsed, achieved=r.successful / elapsed,
-                server_cpu=cpu1 - cpu0, client_cpu=ccpu1 - ccpu0, rtt_ms=rtts, drops=drops)
+                server_cpu=cpu1 - cpu0, client_cpu=ccpu1 - ccpu0, rtt_ms=rtts, drops=drops,
+                retransmissions=r.retransmissions)
     if step.held():  # keep the traces of failing steps only
         shutil.rmtree(wd, ignore_errors=True)
     return step
@@ -369,6 +377,16 @@ def ramp(server: Server, load: str, opts: Options,
                        f"{first.successful + first.failed} failed")
     if best is not None and best.client_cpu >= 0.85 * best.elapsed:
         result.note = (result.note + "; " if result.note else "") + "SIPp near one full core"
+    if best is not None and opts.half_step:
+        half = best.rate / 2
+        # the half step is allowed past the ramp's share of the budget, never past the run's
+        needed = min(opts.max_calls / half, opts.step_seconds) + 3
+        if time.monotonic() + needed > opts.run_deadline:
+            result.note = (result.note + "; " if result.note else "") + "no time for the half-rate step"
+        else:
+            result.half = _one_step(server, half, opts, run, n + 1)
+            _report(server.name, f"{load}/2", result.half)
+            time.sleep(0.5)
     return result
 
 
@@ -378,7 +396,7 @@ def _report(server: str, load: str, s: Step) -> None:
           f"ok {s.successful:6d}  failed {s.failed:5d} ({100 * s.fail_ratio:5.2f}%)  "
           f"achieved {s.achieved:7.0f}/s  p50 {p50:5.1f} ms  p99 {p99:6.1f} ms  "
           f"server cpu {s.server_cpu:5.2f}s  sipp cpu {s.client_cpu:5.2f}s  "
-          f"udp drops {s.drops:5d}  "
+          f"udp drops {s.drops:5d}  resent {s.retransmissions:5d}  "
           f"{'held' if s.held() else 'NOT held'}", flush=True)
 
 
@@ -486,13 +504,28 @@ def _summary(r: LoadResult) -> dict[str, float]:
     b = r.best
     if b is None:
         return {}
-    return {
+    out = {
         "rate": b.rate,
         "p50": percentile(b.rtt_ms, 50),
         "p99": percentile(b.rtt_ms, 99),
         "cpu_pct": 100 * b.server_cpu / b.elapsed,
         "cpu_ms_per_op": 1000 * b.server_cpu / max(1, b.successful),
     }
+    h = r.half
+    if h is not None:
+        out["half_rate"] = h.rate
+        out["half_p99"] = percentile(h.rtt_ms, 99)
+        out["half_resent"] = h.retransmissions
+        out["half_failed"] = h.failed
+    return out
+
+
+def _half_cells(s: dict[str, float], tick: float) -> str:
+    """The half-rate step's cells: rate, p99, retransmissions (``-`` when not run)."""
+    if "half_rate" not in s:
+        return "- | - | -"
+    failed = f" ({s['half_failed']:.0f} failed)" if s["half_failed"] else ""
+    return f"{s['half_rate']:g}/s | {_fmt_ms(s['half_p99'], tick)} | {s['half_resent']:.0f}{failed}"
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -527,13 +560,18 @@ def markdown(results: list[LoadResult], servers: dict[str, str], opts: Options,
         "as CPU ms per registration or call. UDP drops: the kernel's UdpRcvbufErrors during "
         "the step (any socket on the machine, SIPp's included). SIPp runs with 4 MB socket "
         "buffers.",
+        "- At half rate: one more step after the ramp at half the highest rate held (issue 13: "
+        "p99 under 20 ms there, no retransmission storms). Resent: the messages SIPp sent "
+        "again during that step for want of an answer in time (`Retransmissions(C)` of its "
+        "`-trace_stat` CSV; SIPp's UDP T1 is 500 ms).",
     ]
     for name, desc in servers.items():
         lines.append(f"- {name}: {desc}")
     for name, why in skipped.items():
         lines.append(f"- {name}: not measured — {why}")
-    lines += ["", "| Load | Server | Highest rate held | p50 ms | p99 ms | CPU % of a core | CPU ms/op | Note |",
-              "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines += ["", "| Load | Server | Highest rate held | p50 ms | p99 ms | CPU % of a core | CPU ms/op "
+              "| Half rate | p99 ms at half | Resent at half | Note |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     by_key = {(r.load, r.server): r for r in results}
     loads = list(dict.fromkeys(r.load for r in results))
     for load in loads:
@@ -543,17 +581,18 @@ def markdown(results: list[LoadResult], servers: dict[str, str], opts: Options,
                 continue
             s = _summary(r)
             if not s:
-                lines.append(f"| {LOAD_TITLES[load]} | {server} | none held | - | - | - | - | "
+                lines.append(f"| {LOAD_TITLES[load]} | {server} | none held | - | - | - | - | - | - | - | "
                              f"{r.skipped or r.note} |")
                 continue
             lines.append(
                 f"| {LOAD_TITLES[load]} | {server} | {s['rate']:.0f} {LOAD_UNITS[load]} | "
                 f"{_fmt_ms(s['p50'], tick)} | {_fmt_ms(s['p99'], tick)} | {s['cpu_pct']:.0f} | "
-                f"{s['cpu_ms_per_op']:.2f} | {r.note} |"
+                f"{s['cpu_ms_per_op']:.2f} | {_half_cells(s, tick)} | {r.note} |"
             )
     if "sipedge" in servers and "kamailio" in servers:
         lines += ["", "sipedge / kamailio (rate: higher is better; times and CPU: lower is better):", "",
-                  "| Load | Rate | p50 | p99 | CPU ms/op |", "|---|---:|---:|---:|---:|"]
+                  "| Load | Rate | p50 | p99 | CPU ms/op | p99 at half rate |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for load in loads:
             a = _summary(by_key[(load, "sipedge")]) if (load, "sipedge") in by_key else {}
             b = _summary(by_key[(load, "kamailio")]) if (load, "kamailio") in by_key else {}
@@ -561,18 +600,23 @@ def markdown(results: list[LoadResult], servers: dict[str, str], opts: Options,
                 f"| {LOAD_TITLES[load]} | {_ratio(a.get('rate'), b.get('rate'))} | "
                 f"{_ratio(max(a.get('p50', 0), tick) if a else None, max(b.get('p50', 0), tick) if b else None)} | "
                 f"{_ratio(max(a.get('p99', 0), tick) if a else None, max(b.get('p99', 0), tick) if b else None)} | "
-                f"{_ratio(a.get('cpu_ms_per_op'), b.get('cpu_ms_per_op'))} |"
+                f"{_ratio(a.get('cpu_ms_per_op'), b.get('cpu_ms_per_op'))} | "
+                f"{_ratio(max(a['half_p99'], tick) if 'half_p99' in a else None, max(b['half_p99'], tick) if 'half_p99' in b else None)} |"
             )
         lines.append("")
         lines.append(f"Times under {tick:g} ms count as {tick:g} ms in the ratios.")
-    lines += ["", "Steps:", "", "| Server | Load | Rate/s | Calls | Failed | Achieved/s | p50 ms | p99 ms | Server CPU s | SIPp CPU s | UDP drops |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "Steps (`/2`: the step at half the highest rate held):", "",
+              "| Server | Load | Rate/s | Calls | Failed | Achieved/s | p50 ms | p99 ms | Server CPU s "
+              "| SIPp CPU s | UDP drops | Resent |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        for st in r.steps:
+        steps = [(r.load, st) for st in r.steps] + ([(f"{r.load}/2", r.half)] if r.half else [])
+        for load, st in steps:
             lines.append(
-                f"| {r.server} | {r.load} | {st.rate:.0f} | {st.calls} | {st.failed} | "
+                f"| {r.server} | {load} | {st.rate:.0f} | {st.calls} | {st.failed} | "
                 f"{st.achieved:.0f} | {_fmt_ms(percentile(st.rtt_ms, 50), tick)} | "
-                f"{_fmt_ms(percentile(st.rtt_ms, 99), tick)} | {st.server_cpu:.2f} | {st.client_cpu:.2f} | {st.drops} |"
+                f"{_fmt_ms(percentile(st.rtt_ms, 99), tick)} | {st.server_cpu:.2f} | {st.client_cpu:.2f} | "
+                f"{st.drops} | {st.retransmissions} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -616,6 +660,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sbc", action="store_true",
                    help="session-border duties on both sides: sipedge's dialogs, CDRs and topology hiding "
                         "against Kamailio's dialog + acc + topos")
+    p.add_argument("--no-half-step", action="store_true",
+                   help="skip the step at half the highest rate held after each ramp "
+                        "(its p99 and SIPp retransmissions are issue 13's latency target)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (traces)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
@@ -639,7 +686,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = Options(start_rate=args.start_rate, factor=args.factor, max_rate=args.max_rate,
                    step_seconds=args.step_seconds, max_calls=args.max_calls,
                    deadline=started + args.budget, auth=not args.no_auth, workdir=tmp,
-                   verbose=args.verbose)
+                   verbose=args.verbose, half_step=not args.no_half_step,
+                   run_deadline=started + args.budget)
     command = " ".join(["python -m bench.sip_bench", *(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))])
     results: list[LoadResult] = []

@@ -71,6 +71,7 @@ class SippResult:
     workdir: Path
     rtt_ms: dict[int, list[float]] = field(default_factory=dict)
     errors: str = ""
+    retransmissions: int = 0  # messages SIPp sent again for want of an answer in time
 
     @property
     def ok(self) -> bool:
@@ -142,15 +143,16 @@ def sipp_command(
     return cmd
 
 
-def _stat_counts(workdir: Path) -> tuple[int, int, int]:
-    """(successful, failed, created) from the last line of the -trace_stat CSV."""
+def _stat_counts(workdir: Path) -> tuple[int, int, int, int]:
+    """(successful, failed, created, retransmissions) from the last line of the
+    -trace_stat CSV (``Retransmissions(C)``: SIPp's own resends, cumulative)."""
     files = sorted(workdir.glob("*_.csv")) + sorted(workdir.glob("*_[0-9]*_.csv"))
     rows: list[dict[str, str]] = []
     for f in files:
         with open(f, newline="") as fh:
             rows.extend(csv.DictReader(fh, delimiter=";"))
     if not rows:
-        return 0, 0, 0
+        return 0, 0, 0, 0
     last = rows[-1]
 
     def num(name: str) -> int:
@@ -159,7 +161,8 @@ def _stat_counts(workdir: Path) -> tuple[int, int, int]:
         except ValueError:
             return 0
 
-    return num("SuccessfulCall(C)"), num("FailedCall(C)"), num("TotalCallCreated")
+    return (num("SuccessfulCall(C)"), num("FailedCall(C)"), num("TotalCallCreated"),
+            num("Retransmissions(C)"))
 
 
 def read_rtt(workdir: Path) -> dict[int, list[float]]:
@@ -200,13 +203,14 @@ def run_sipp(scenario: str, target: str, *, workdir: Path | None = None,
         stop_process(proc)
         out, err = proc.communicate()
     elapsed = time.monotonic() - t0
-    ok, failed, created = _stat_counts(wd)
+    ok, failed, created, resent = _stat_counts(wd)
     errors = "".join(p.read_text(errors="replace") for p in sorted(wd.glob("*_errors.log")))
     result = SippResult(
         returncode=proc.returncode if proc.returncode is not None else -9,
         successful=ok, failed=failed, created=created, elapsed=elapsed,
         stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
         workdir=wd, rtt_ms=read_rtt(wd) if trace_rtt else {}, errors=errors,
+        retransmissions=resent,
     )
     if own_tmp and result.ok:
         shutil.rmtree(wd, ignore_errors=True)

@@ -25,9 +25,10 @@ calls back).
 
 from __future__ import annotations
 
+import copy
 import heapq
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from ..config.dialog import DialogConfig
@@ -151,7 +152,14 @@ class Cdr:
     media: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """A JSON-ready copy, by hand as :meth:`Dialog.to_json` (``asdict`` walked every
+        field through its generic recursion: about 45 calls per CDR)."""
+        out = {name: getattr(self, name) for name in _CDR_FIELDS}
+        out["media"] = copy.deepcopy(self.media) if self.media else {}
+        return out
+
+
+_CDR_FIELDS = tuple(f.name for f in fields(Cdr))
 
 
 class DialogStore(Protocol):

@@ -39,13 +39,13 @@ def loop_hash(req: Request, previous_branch: str) -> str:
 def branch_id(req: Request, index: int) -> str:
     """Branch for the ``index``-th forked copy of ``req`` (same input, same branch: so a
     CANCEL gets the INVITE's branch and retransmissions match)."""
-    vias = req.get_all("via")
     prev = ""
-    if vias:
+    first = req.get("via")
+    if first:
         try:
-            prev = Via.parse(vias[0]).branch or vias[0]
+            prev = req.top_via.branch or first  # parsed once per message (Message.top_via)
         except ParseError:
-            prev = vias[0]
+            prev = first
     return f"{loop_hash(req, prev)}.{index}"
 
 

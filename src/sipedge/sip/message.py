@@ -15,10 +15,11 @@ that stateless answer from the raw bytes when enough of the request is readable.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TypeVar, cast
+from typing import Any, TypeVar
 
 from ..errors import ParseError
 from .headers import (
+    _CANON_CACHE,
     LIST_HEADERS,
     CSeq,
     NameAddr,
@@ -63,7 +64,7 @@ def _missing(name: str) -> ParseError:
 def _digits_value(v: str, what: str, limit: int) -> int:
     """A 1*DIGIT header value, clamped to ``limit`` (long digit strings never reach
     ``int()``, whose 4300-digit limit would raise ValueError)."""
-    if not is_digits(v):
+    if not (v.isascii() and v.isdigit()):  # is_digits, inline: read several times per message
         raise ParseError(f"bad {what} {v[:40]!r}", (400, f"Bad {what} header"))
     v = v.lstrip("0") or "0"
     if len(v) > 12:
@@ -87,16 +88,20 @@ class Message:
     def __init__(self, headers: list[list[str]] | None = None, body: bytes = b"") -> None:
         self._headers: list[list[str]] = headers if headers is not None else []
         self.body = body
-        self._cache: dict[str, tuple[object, object]] = {}
+        # slot -> (raw value parsed, typed value); typed as Any so that reading a hit
+        # needs no typing.cast call (a function call per read on the hot path)
+        self._cache: dict[str, tuple[object, Any]] = {}
 
     # -- raw header access -------------------------------------------------
     def get(self, name: str) -> str | None:
         """The first value of a header (the first list element for list headers)."""
-        key = canonical(name)
+        key = _CANON_CACHE.get(name) or canonical(name)
         for h in self._headers:
             if h[0] == key:
                 v = h[2]
                 if key in LIST_HEADERS:
+                    if "," not in v:  # one element: what split_list would give, without the call
+                        return v.strip(" \t")
                     items = split_list(v, pretty(key))
                     return items[0] if items else ""
                 return v
@@ -104,13 +109,18 @@ class Message:
 
     def get_all(self, name: str) -> list[str]:
         """Every value of a header, list headers split on commas, in order."""
-        key = canonical(name)
+        key = _CANON_CACHE.get(name) or canonical(name)
         out: list[str] = []
         if key in LIST_HEADERS:
-            what = pretty(key)
             for h in self._headers:
                 if h[0] == key:
-                    out.extend(split_list(h[2], what))
+                    v = h[2]
+                    if "," not in v:  # one element (split_list's answer, without the call)
+                        v = v.strip(" \t")
+                        if v:
+                            out.append(v)
+                    else:
+                        out.extend(split_list(v, pretty(key)))
         else:
             for h in self._headers:
                 if h[0] == key:
@@ -118,7 +128,7 @@ class Message:
         return out
 
     def has(self, name: str) -> bool:
-        key = canonical(name)
+        key = _CANON_CACHE.get(name) or canonical(name)
         for h in self._headers:  # noqa: SIM110 - a loop, not a generator: hot path
             if h[0] == key:
                 return True
@@ -210,7 +220,8 @@ class Message:
         """The parsed value cached under ``slot`` if it was parsed from ``raw``."""
         hit = self._cache.get(slot)
         if hit is not None and hit[0] == raw:
-            return cast(_T, hit[1])
+            found: _T = hit[1]
+            return found
         value = parse()
         self._cache[slot] = (raw, value)
         return value
@@ -229,7 +240,7 @@ class Message:
 
     @property
     def vias(self) -> list[Via]:
-        raws = tuple(h[2] for h in self._headers if h[0] == "via")
+        raws = tuple([h[2] for h in self._headers if h[0] == "via"])  # a list first: no generator
         if not raws:
             return []
         return list(self._memo("vias", raws, lambda: self._parse_vias(raws[0])))
@@ -239,7 +250,7 @@ class Message:
         out: list[Via] = []
         top = self._cache.get("top_via")
         if values and top is not None and top[0] == first_raw and "," not in first_raw:
-            out.append(cast(Via, top[1]))  # already parsed by top_via
+            out.append(top[1])  # already parsed by top_via
             values = values[1:]
         out.extend(Via.parse(v) for v in values)
         if out:
@@ -251,7 +262,13 @@ class Message:
         raw = self._first_raw("via")
         if raw is None:
             raise _missing("via")
-        return self._memo("top_via", raw, lambda: Via.parse(self._required("via")))
+        hit = self._cache.get("top_via")
+        if hit is not None and hit[0] == raw:
+            found: Via = hit[1]
+            return found
+        value = Via.parse(raw.strip(" \t") if "," not in raw else self._required("via"))
+        self._cache["top_via"] = (raw, value)
+        return value
 
     @property
     def call_id(self) -> str:
@@ -269,7 +286,8 @@ class Message:
             raise _missing("cseq")
         hit = self._cache.get("cseq")
         if hit is not None and hit[0] == raw:
-            return cast(CSeq, hit[1])
+            found: CSeq = hit[1]
+            return found
         value = CSeq.parse(raw)
         self._cache["cseq"] = (raw, value)
         return value
@@ -281,7 +299,8 @@ class Message:
             raise _missing("from")
         hit = self._cache.get("from")
         if hit is not None and hit[0] == raw:
-            return cast(NameAddr, hit[1])
+            found: NameAddr = hit[1]
+            return found
         value = NameAddr.parse(raw, "From")
         self._cache["from"] = (raw, value)
         return value
@@ -293,7 +312,8 @@ class Message:
             raise _missing("to")
         hit = self._cache.get("to")
         if hit is not None and hit[0] == raw:
-            return cast(NameAddr, hit[1])
+            found: NameAddr = hit[1]
+            return found
         value = NameAddr.parse(raw, "To")
         self._cache["to"] = (raw, value)
         return value
@@ -301,7 +321,7 @@ class Message:
     @property
     def contacts(self) -> list[NameAddr] | str:
         """Contact name-addrs, or ``"*"``; empty list when absent."""
-        raws = tuple(h[2] for h in self._headers if h[0] == "contact")
+        raws = tuple([h[2] for h in self._headers if h[0] == "contact"])  # as in vias
         if not raws:
             return []
         got = self._memo("contacts", raws, self._parse_contacts)
@@ -630,7 +650,7 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
         h = headers[idx]
         headers[idx] = (h[0], h[1], " ".join([h[2], *pieces]) if h[2] else " ".join(pieces))  # type: ignore[call-overload]
     for v in [h[2] for h in headers if h[0] == "content-length"]:
-        if not is_digits(v):
+        if not (v.isascii() and v.isdigit()):  # is_digits, inline
             raise ParseError(
                 f"bad Content-Length {v[:20]!r}",
                 (400, "Bad Content-Length header") if bad_hint else None,
@@ -659,12 +679,9 @@ def parse(data: bytes, stream: bool = False) -> Request | Response:
 
 
 def _check_single(msg: Message) -> None:
-    seen: dict[str, int] = {}
-    for h in msg._headers:
-        if h[0] in SINGLE_HEADERS:
-            seen[h[0]] = seen.get(h[0], 0) + 1
+    keys = [h[0] for h in msg._headers]
     for key in SINGLE_HEADERS:
-        count = seen.get(key, 0)
+        count = keys.count(key)  # five scans in C beat one Python loop over the headers
         if count > 1:
             p = pretty(key)
             raise ParseError(f"{count} {p} headers", (400, f"Multiple {p} headers"))

@@ -153,7 +153,7 @@ def _uri_params(text: str, where: str, hint: tuple[int, str]) -> Params:
 def format_params(params: Params, sep: str = ";") -> str:
     if not params:
         return ""
-    return "".join(f"{sep}{k}" if v is None else f"{sep}{k}={v}" for k, v in params.items())
+    return "".join([f"{sep}{k}" if v is None else f"{sep}{k}={v}" for k, v in params.items()])
 
 
 # Parsed values by their text, shared between messages (the same user's URIs come again
