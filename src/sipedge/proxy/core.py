@@ -230,7 +230,8 @@ class ProxyCore:
         # shared with the transport, which asks it first (server/app.py builds both)
         self.flood = flood if flood is not None else pike.flood_detector(config.sip)
         self.ratelimit = ratelimit.RateLimiter(
-            config.sip.ratelimit, trusted=(*config.sip.flood.trusted, *config.sip.trusted_peers)
+            config.sip.ratelimit, trusted=(*config.sip.flood.trusted, *config.sip.trusted_peers),
+            shared=services.pipe_counter,
         )
         self.fraud = ratelimit.FraudGuard(config.sip.fraud)
         self.registrar = registrar.Registrar(location, config.registrar)

@@ -2,7 +2,8 @@
 
 :class:`ProxyServices` is passed to :class:`~sipedge.proxy.core.ProxyCore` once and never
 changed afterwards; nothing patches the core at run time. It holds the adapter's answers
-(is a connection still open, is a media relay wired, does it resolve names) and the
+(is a connection still open, is a media relay wired, does it resolve names, where the
+rate-limit pipes are counted) and the
 consumers of what the core routes and receives:
 
 - ``route_observers`` see every request after the routing module ran and every response
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..sip.flow import Flow
 from ..sip.message import Response
+from .ratelimit import PipeCounter
 
 if TYPE_CHECKING:
     from .context import ReplyContext, RequestContext
@@ -54,3 +56,5 @@ class ProxyServices:
     resolve_names: bool = False
     route_observers: tuple[RouteObserver, ...] = ()
     local_responses: tuple[LocalResponseConsumer, ...] = ()
+    # the rate-limit pipes' counts shared by every node and worker (``[redis] ratelimit``)
+    pipe_counter: PipeCounter | None = None

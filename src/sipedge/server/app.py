@@ -139,11 +139,11 @@ class App:
         dispatcher = self.dispatcher = DispatcherService()
         self.sip = self.sip_service(cfg, location, subscribers, secret, self.dialog_store, bans,
                                     observers=(keepalive,),
-                                    local_responses=(keepalive.local_response, dispatcher.local_response))
+                                    local_responses=(keepalive.local_response, dispatcher.local_response),
+                                    pipe_counter=RedisPipeCounter(self.redis)
+                                    if self.redis is not None and cfg.redis.ratelimit else None)
         await self.start_sip(server_ctx, client_ctx)
         assert self.sip.core is not None
-        if self.redis is not None and cfg.redis.ratelimit:
-            self.sip.core.ratelimit.shared = RedisPipeCounter(self.redis)
         keepalive.start(self.sip.core.identity, self.sip)
         dispatcher.start(self.sip.core.dispatcher, self.sip)
         if location.write_back:

@@ -28,6 +28,7 @@ from ..proxy import dialog as dlgs
 from ..proxy import nat, pike
 from ..proxy.core import MediaJob, ProxyCore, ResolveJob, Send
 from ..proxy.identity import Identity, Listener
+from ..proxy.ratelimit import PipeCounter
 from ..proxy.routing import load_router
 from ..proxy.services import LocalResponseConsumer, ProxyServices, RouteObserver
 from ..proxy.trace import TraceStore
@@ -66,12 +67,14 @@ class SipService:
         bans: pike.BanStore | None = None,
         observers: tuple[RouteObserver, ...] = (),
         local_responses: tuple[LocalResponseConsumer, ...] = (),
+        pipe_counter: PipeCounter | None = None,
     ) -> None:
         self.config = config
         self.bans = bans
         # the proxy core's consumers, given to it at construction (proxy/services.py)
         self.observers = observers
         self.local_responses = local_responses
+        self.pipe_counter = pipe_counter
         self.dialog_store = dialog_store
         self.location = location
         self.subscribers = subscribers
@@ -140,6 +143,7 @@ class SipService:
                 resolve_names=True,  # branches to a name: one address, the others their failover list
                 route_observers=self.observers,
                 local_responses=self.local_responses,
+                pipe_counter=self.pipe_counter,
             ),
         )
         self._purge_task = asyncio.create_task(self._purge_loop())
