@@ -258,3 +258,13 @@ def in_dialog(caller: UA, method: str, ok: m.Response, routes: list[str], cseq: 
     for r in routes:
         req.add("Route", r)
     return req
+
+
+def cancel_of(invite: m.Request) -> m.Request:
+    """The CANCEL of ``invite`` (RFC 3261 §9.1: its Request-URI, top Via, From, To, Call-ID
+    and CSeq number)."""
+    cancel = m.Request("CANCEL", invite.uri)
+    for name in ("via", "from", "to", "call-id", "max-forwards"):
+        cancel.add(name, invite.get(name) or "")
+    cancel.set("CSeq", f"{invite.cseq.number} CANCEL")
+    return cancel

@@ -26,7 +26,7 @@ from helpers.metrics import metrics
 from helpers.pgserver import PgServer
 from helpers.redisserver import RedisServer, redis_server, redis_url  # noqa: F401 (fixtures)
 from helpers.sipserver import Server, add_users, cli, running_server
-from helpers.ua import UA, in_dialog
+from helpers.ua import UA, cancel_of, in_dialog
 from sipedge.server.handoff import owner_of
 from sipedge.sip import message as m
 
@@ -194,10 +194,7 @@ def test_a_browser_on_a_is_called_through_b(nodes: tuple[Server, Server]) -> Non
             assert isinstance(seen, m.Request)
             browser.answer(seen, 180)
             phone.expect(180)
-            cancel = m.Request("CANCEL", sent.uri)
-            for name in ("via", "from", "to", "call-id", "max-forwards"):
-                cancel.add(name, sent.get(name) or "")
-            cancel.set("CSeq", f"{sent.cseq.number} CANCEL")
+            cancel = cancel_of(sent)
             phone.send(cancel)
             assert phone.expect(200).cseq.method == "CANCEL"
             got = browser.wait("CANCEL")

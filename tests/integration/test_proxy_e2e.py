@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers.sipserver import Server, running_server
-from helpers.ua import UA, in_dialog
+from helpers.ua import UA, cancel_of, in_dialog
 from sipedge.sip import message as m
 
 USERS = {f"{name}{i}": f"{name}{i}-pw" for name in ("alice", "bob", "carol", "dave") for i in range(14)}
@@ -348,10 +348,7 @@ def test_cancel_before_answer_gives_487(server: Server) -> None:
         assert isinstance(seen, m.Request)
         bob.answer(seen, 180)
         alice.expect(180)
-        cancel = m.Request("CANCEL", inv2.uri)
-        for name in ("via", "from", "to", "call-id", "max-forwards"):
-            cancel.add(name, inv2.get(name) or "")
-        cancel.set("CSeq", f"{inv2.cseq.number} CANCEL")
+        cancel = cancel_of(inv2)
         alice.send(cancel)
         assert alice.expect(200).cseq.method == "CANCEL"
         got = bob.wait("CANCEL")
