@@ -20,7 +20,6 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -111,10 +110,7 @@ def main() -> int:
             # each node relayed the other's calls onto the flow it holds
             rec.result["node_routed"] = {n: metrics(s).get("sip_node_routed", 0) for n, s in (("a", a), ("b", b))}
     except BaseException as e:
-        rec.result["error"] = f"{type(e).__name__}: {e}"
-        traceback.print_exc()
-        rec.save()
-        return 1
+        return rec.failed(e)
     rec.save()
     return 0
 

@@ -68,6 +68,13 @@ class Recorder:
     def save(self) -> None:
         (self.outdir / "result.json").write_text(json.dumps(self.result, indent=1))
 
+    def failed(self, e: BaseException, why: str = "") -> int:
+        """Record ``e`` (and ``why``) as the scenario's error, save; the exit code."""
+        self.result["error"] = f"{type(e).__name__}: {e}{why}"
+        traceback.print_exc()
+        self.save()
+        return 1
+
 
 def lo_up() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=5)
@@ -382,12 +389,8 @@ def main(scenarios: dict[str, tuple[Callable[..., None], str]] | None = None, se
                         rec.result["sipedge_exited_early"] = server.proc.returncode
                     browser.close()
     except BaseException as e:
-        rec.result["error"] = f"{type(e).__name__}: {e}"
-        if "sipedge_exited_early" in rec.result:
-            rec.result["error"] += f" [sipedge exited ({rec.result['sipedge_exited_early']}) during the scenario]"
-        traceback.print_exc()
-        rec.save()
-        return 1
+        early = rec.result.get("sipedge_exited_early")
+        return rec.failed(e, f" [sipedge exited ({early}) during the scenario]" if early is not None else "")
     rec.save()
     return 0
 
